@@ -1,0 +1,16 @@
+"""User-facing errors.
+
+A `DreamtextError` carries one line that names the problem and what to do about it. The CLI prints it
+without a traceback and exits with status 2; the Python API lets it propagate.
+"""
+
+EXIT_BAD_INPUT = 2
+
+
+class DreamtextError(Exception):
+    """An error caused by the user's input or environment, with a one-line explanation."""
+
+    def __init__(self, message: str):
+        if "\n" in message:
+            raise ValueError("DreamtextError messages must be a single line")
+        super().__init__(message)
