@@ -1,0 +1,83 @@
+"""A training progress bar with step, it/s, ETA and the latest losses.
+
+Rich draws a live bar on a terminal; elsewhere (CI logs, pipes) it prints one line every
+`log_every` steps so that logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+@dataclass
+class Progress:
+    """Progress of steps `start..total`; `update(step, **scalars)` after each step."""
+
+    total: int
+    start: int = 0
+    description: str = "training"
+    log_every: int = 50
+    enabled: bool = True
+    _t0: float = field(default=0.0, init=False)
+    _live: object = field(default=None, init=False)
+    _task: object = field(default=None, init=False)
+    _last: dict = field(default_factory=dict, init=False)
+
+    def __enter__(self) -> "Progress":
+        self._t0 = time.perf_counter()
+        if self.enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+            self._live = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
+                TextColumn("{task.fields[scalars]}"), transient=False,
+            )
+            self._live.start()
+            self._task = self._live.add_task(self.description, total=self.total, completed=self.start, rate="", scalars="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    @property
+    def rate(self) -> float:
+        """Steps per second since this process started (resumed steps do not count)."""
+        done = self._last.get("step", self.start) - self.start
+        elapsed = time.perf_counter() - self._t0
+        return done / elapsed if elapsed > 0 and done > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float:
+        rate = self.rate
+        return (self.total - self._last.get("step", self.start)) / rate if rate > 0 else float("nan")
+
+    def update(self, step: int, **scalars: float) -> None:
+        """Report that `step` steps are done."""
+        self._last = {"step": step, **scalars}
+        if not self.enabled:
+            return
+        text = " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
+        if self._live is not None:
+            self._live.update(self._task, completed=step, rate=f"{self.rate:.1f} it/s", scalars=text)
+        elif step % self.log_every == 0 or step == self.total:
+            eta = format_duration(self.eta_seconds) if self.rate > 0 else "?"
+            print(f"{self.description} {step}/{self.total} {self.rate:.1f} it/s ETA {eta} {text}", file=sys.stderr, flush=True)
+
+    def log(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self._live is not None:
+            self._live.console.print(message)
+        else:
+            print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,100 @@
+import dataclasses
+import os
+from typing import Literal
+
+import pytest
+import torch
+
+from dreamtext.errors import DreamtextError
+from dreamtext.utils.config import config_from_dict, config_to_dict
+from dreamtext.utils.io import atomic_torch_save, atomic_write_text
+from dreamtext.utils.progress import Progress, format_duration
+from dreamtext.utils.workspace import Workspace
+
+
+@dataclasses.dataclass
+class Inner:
+    size: tuple[int, int] = (2, 3)
+    mode: Literal["a", "b"] = "a"
+
+
+@dataclasses.dataclass
+class Outer:
+    name: str | None = None
+    ratio: float = 0.5
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    maybe: Inner | None = None
+    items: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
+
+
+def test_config_round_trip_rebuilds_nested_dataclasses_and_tuples():
+    config = Outer(name="x", inner=Inner(size=(4, 5), mode="b"), maybe=Inner())
+    rebuilt = config_from_dict(Outer, config_to_dict(config))
+    assert rebuilt == config
+    assert isinstance(rebuilt.inner.size, tuple)
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="no fields"):
+        config_from_dict(Outer, {"ratio": 1.0, "typo": 3})
+
+
+def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "state.pt"
+    atomic_torch_save(target, {"a": torch.ones(2)})
+
+    def broken(tmp):
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("killed")
+
+    from dreamtext.utils.io import atomic_write
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, broken)
+    assert torch.load(target)["a"].tolist() == [1.0, 1.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]  # no temporary file left behind
+
+
+def test_workspace_errors_are_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    atomic_write_text(blocker, "not a folder")
+    with pytest.raises(DreamtextError) as info:
+        Workspace(blocker / "ws")
+    assert "\n" not in str(info.value) and "workspace" in str(info.value)
+    with pytest.raises(DreamtextError, match="no checkpoint"):
+        Workspace(tmp_path / "new").load_checkpoint()
+    broken = Workspace(tmp_path / "broken")
+    broken.checkpoint_path.parent.mkdir(parents=True)
+    broken.checkpoint_path.write_bytes(b"garbage")
+    with pytest.raises(DreamtextError, match="cannot be read"):
+        broken.load_checkpoint()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_workspace(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(DreamtextError, match="not writable"):
+        Workspace(locked)
+
+
+def test_workspace_config_and_metrics(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.save_config(Outer(name="y"), method="fit")
+    assert ws.method() == "fit"
+    assert config_from_dict(Outer, ws.load_config_dict()["config"]) == Outer(name="y")
+    ws.write_metrics({"a": 1})
+    ws.write_metrics({"b": 2})
+    import json
+
+    assert json.loads(ws.path("metrics.json").read_text()) == {"a": 1, "b": 2}
+
+
+def test_progress_eta_and_durations():
+    assert format_duration(59) == "00:59"
+    assert format_duration(3725) == "1:02:05"
+    with Progress(total=100, start=50, enabled=False) as bar:
+        bar._t0 -= 10.0  # pretend 10 s have passed
+        bar.update(60, loss=0.5)
+        assert bar.rate == pytest.approx(1.0, rel=0.05)
+        assert bar.eta_seconds == pytest.approx(40.0, rel=0.05)
