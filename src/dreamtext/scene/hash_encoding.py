@@ -1,0 +1,217 @@
+"""Multiresolution hash encoding (Instant-NGP; thesis section 3.2.4, eq. 3.16-3.18).
+
+A point x in [0, 1]^3 is looked up in L grids of growing resolution
+N_l = floor(N_min * b^l), b = exp((ln N_max - ln N_min) / (L - 1))       (eq. 3.16).
+On level l the point sits in the cell whose corners are floor(x * N_l) and floor(x * N_l) + 1
+(eq. 3.17; the thesis writes the upper corner as a ceil, which only differs where the point lies on a
+face and then carries zero weight). Each of the 8 corners owns a learned feature vector of size F in
+a table of at most T entries. Coarse levels whose (N_l + 1)^3 vertices fit in T index the table
+densely (one entry per vertex, no collisions); finer levels use the spatial hash
+h(c) = (c_x * 1) XOR (c_y * 2654435761) XOR (c_z * 805459861) mod T      (eq. 3.18)
+computed with uint32 wrap-around, as Instant-NGP does. The 8 corner features are blended
+trilinearly and the L results are concatenated into an L * F feature vector.
+
+This module holds the configuration, the level layout and the pure-torch reference path. The
+reference is differentiable w.r.t. the table and the points, to any order (the field takes analytic
+normals with autograd, create_graph=True). `hash_encoding_triton` holds the fast CUDA path, which
+reproduces the same table indices and is used automatically when it can be (see `HashGridEncoding`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from dreamtext.errors import DreamtextError
+
+# Instant-NGP spatial-hash primes (thesis eq. 3.18); the first dimension is not scrambled.
+HASH_PRIMES = (1, 2654435761, 805459861)
+_UINT32_MASK = 0xFFFFFFFF
+
+Implementation = Literal["auto", "torch", "triton"]
+
+
+@dataclass(frozen=True)
+class HashGridConfig:
+    num_levels: int = 6  # thesis 6.1.3: "6 resolution layers"
+    features_per_level: int = 2  # Instant-NGP F = 2 (thesis 3.2.4)
+    log2_hashmap_size: int = 19  # stable-dreamfusion / Instant-NGP T = 2^19
+    base_resolution: int = 16  # Instant-NGP N_min = 16 (thesis 3.2.4)
+    max_resolution: int = 2048  # stable-dreamfusion desired_resolution 2048 * bound (bound 1)
+    implementation: Implementation = "auto"  # ours: Triton on CUDA when importable, else torch
+    init_scale: float = 1e-4  # Instant-NGP: table initialised from U(-1e-4, 1e-4)
+
+    def __post_init__(self) -> None:
+        if self.num_levels < 1 or self.features_per_level < 1:
+            raise DreamtextError("hash grid needs at least one level and one feature per level")
+        if not 1 <= self.base_resolution <= self.max_resolution:
+            raise DreamtextError("hash grid needs 1 <= base_resolution <= max_resolution")
+        if not 1 <= self.log2_hashmap_size <= 30:
+            raise DreamtextError("hash grid log2_hashmap_size must lie in [1, 30]")
+        if self.implementation not in ("auto", "torch", "triton"):
+            raise DreamtextError(f"unknown hash grid implementation {self.implementation!r}; use auto, torch or triton")
+
+
+def level_resolutions(config: HashGridConfig) -> list[int]:
+    """N_l for every level (eq. 3.16)."""
+    if config.num_levels == 1:
+        return [config.base_resolution]
+    growth = math.exp(
+        (math.log(config.max_resolution) - math.log(config.base_resolution)) / (config.num_levels - 1)
+    )
+    # ours: the 1e-6 keeps b^l from landing a hair below an integer (16 * b^5 is 2048.0000000000014
+    # here, but other settings round the other way) and losing one cell to floor().
+    return [math.floor(config.base_resolution * growth**level + 1e-6) for level in range(config.num_levels)]
+
+
+@dataclass(frozen=True)
+class LevelLayout:
+    """Where each level lives in the shared parameter table, as plain Python lists."""
+
+    resolutions: list[int]  # N_l
+    sizes: list[int]  # table entries of level l: (N_l + 1)^3 when dense, else T
+    offsets: list[int]  # first row of level l in the table
+    dense: list[bool]  # True: index = vertex number, False: spatial hash mod T
+
+    @property
+    def total_size(self) -> int:
+        return self.offsets[-1] + self.sizes[-1]
+
+
+def level_layout(config: HashGridConfig) -> LevelLayout:
+    table_size = 2**config.log2_hashmap_size
+    resolutions = level_resolutions(config)
+    vertex_counts = [(n + 1) ** 3 for n in resolutions]
+    dense = [count <= table_size for count in vertex_counts]
+    sizes = [count if is_dense else table_size for count, is_dense in zip(vertex_counts, dense)]
+    offsets = [sum(sizes[:level]) for level in range(len(sizes))]
+    return LevelLayout(resolutions, sizes, offsets, dense)
+
+
+def corner_offsets(device: torch.device | None = None) -> Tensor:
+    """The 8 corners of a unit cell [8, 3]; corner k has bit d of k as its offset along axis d."""
+    k = torch.arange(8, device=device)
+    return torch.stack([(k >> axis) & 1 for axis in range(3)], dim=-1)
+
+
+def level_table_indices(corners: Tensor, resolutions: Tensor, sizes: Tensor, offsets: Tensor, dense: Tensor) -> Tensor:
+    """Table rows of integer vertex coordinates corners [..., L, 8, 3] (int64, each in [0, N_l]).
+
+    Level tensors have shape [L]. Dense levels number vertices x + y (N+1) + z (N+1)^2; hashed levels
+    use eq. 3.18 with uint32 wrap-around, emulated in int64 by masking the low 32 bits.
+    """
+    side = (resolutions + 1)[:, None]  # [L, 1] broadcasts over the 8 corners
+    cx, cy, cz = corners.unbind(-1)
+    dense_index = cx + cy * side + cz * side * side
+    primes = HASH_PRIMES
+    hashed = ((cx * primes[0]) ^ (cy * primes[1]) ^ (cz * primes[2])) & _UINT32_MASK
+    local = torch.where(dense[:, None], dense_index, hashed % sizes[:, None])
+    return local + offsets[:, None]
+
+
+def hash_encode_torch(points01: Tensor, table: Tensor, layout_tensors: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+    """Reference encoding: points [P, 3] in [0, 1] -> features [P, L * F] in the table's dtype.
+
+    Vectorised over points, levels and corners; differentiable w.r.t. `table` and `points01` to any
+    order because the trilinear weights are plain polynomials in the in-cell position.
+    """
+    resolutions, sizes, offsets, dense = layout_tensors
+    points = points01.to(table.dtype).clamp(0.0, 1.0)
+    scaled = points[:, None, :] * resolutions.to(table.dtype)[:, None]  # [P, L, 3] = x * N_l
+    # The cell's lower corner; clamping to N_l - 1 keeps x = 1 inside the last cell (weight 1 on its
+    # upper face) instead of stepping onto a vertex N_l + 1 that does not exist.
+    lower = torch.minimum(scaled.detach().floor().long(), (resolutions - 1)[:, None])
+    frac = scaled - lower.to(table.dtype)  # [P, L, 3], in [0, 1]; carries d/dx = N_l
+    bits = corner_offsets(points.device)  # [8, 3]
+    corners = lower[:, :, None, :] + bits  # [P, L, 8, 3]
+    rows = level_table_indices(corners, resolutions, sizes, offsets, dense)  # [P, L, 8]
+    # Trilinear weight of a corner: product over axes of frac (upper side) or 1 - frac (lower side).
+    per_axis = torch.where(bits.bool(), frac[:, :, None, :], 1.0 - frac[:, :, None, :])  # [P, L, 8, 3]
+    weights = per_axis.prod(dim=-1)  # [P, L, 8]
+    features = table[rows]  # [P, L, 8, F]
+    blended = (weights[..., None] * features).sum(dim=2)  # [P, L, F]
+    return blended.reshape(points.shape[0], -1)
+
+
+def _triton_module():
+    """The fast path's module, or None when triton cannot be imported."""
+    try:
+        from dreamtext.scene import hash_encoding_triton
+    except ImportError:
+        return None
+    return hash_encoding_triton if hash_encoding_triton.TRITON_AVAILABLE else None
+
+
+def _triton_interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available_implementations() -> tuple[str, ...]:
+    """The paths that can run on this machine: torch always, triton with CUDA (or its interpreter)."""
+    names = ["torch"]
+    if _triton_module() is not None and (torch.cuda.is_available() or _triton_interpreter_on()):
+        names.append("triton")
+    return tuple(names)
+
+
+class HashGridEncoding(nn.Module):
+    """Points in [0, 1]^3 -> concatenated per-level features [..., num_levels * features_per_level].
+
+    With implementation "auto" the Triton kernel runs when the table is on CUDA and triton imports;
+    "triton" forces it (CUDA, or CPU under TRITON_INTERPRET=1). Whatever was chosen, inputs that need
+    a gradient w.r.t. the points (analytic normals) take the torch path: the kernel only returns the
+    table gradient, and the normals need the second derivative through the trilinear weights, which
+    autograd gives for free on the reference path.
+    """
+
+    def __init__(self, config: HashGridConfig):
+        super().__init__()
+        self.config = config
+        self.layout = level_layout(config)
+        self.output_dim = config.num_levels * config.features_per_level
+        table = torch.empty(self.layout.total_size, config.features_per_level)
+        nn.init.uniform_(table, -config.init_scale, config.init_scale)
+        self.table = nn.Parameter(table)
+        # Buffers follow .to(device); non-persistent because they are derived from the config.
+        self.register_buffer("level_resolutions", torch.tensor(self.layout.resolutions), persistent=False)
+        self.register_buffer("level_sizes", torch.tensor(self.layout.sizes), persistent=False)
+        self.register_buffer("level_offsets", torch.tensor(self.layout.offsets), persistent=False)
+        self.register_buffer("level_dense", torch.tensor(self.layout.dense), persistent=False)
+        if config.implementation == "triton" and _triton_module() is None:
+            raise DreamtextError("hash grid implementation 'triton' requested but triton is not installed")
+
+    def _layout_tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.level_resolutions, self.level_sizes, self.level_offsets, self.level_dense
+
+    @property
+    def resolved_implementation(self) -> str:
+        """The path that runs for points without a gradient requirement on the table's device."""
+        mode = self.config.implementation
+        if mode == "torch":
+            return "torch"
+        if mode == "triton":
+            return "triton"
+        return "triton" if self.table.is_cuda and _triton_module() is not None else "torch"
+
+    def forward(self, points01: Tensor) -> Tensor:
+        if points01.shape[-1] != 3:
+            raise ValueError(f"expected points [..., 3], got {tuple(points01.shape)}")
+        leading = points01.shape[:-1]
+        flat = points01.reshape(-1, 3)
+        needs_point_grad = flat.requires_grad and torch.is_grad_enabled()
+        if self.resolved_implementation == "triton" and not needs_point_grad:
+            encoded = self._forward_triton(flat)
+        else:
+            encoded = hash_encode_torch(flat, self.table, self._layout_tensors())
+        return encoded.reshape(*leading, self.output_dim)
+
+    def _forward_triton(self, flat: Tensor) -> Tensor:
+        if not (self.table.is_cuda or _triton_interpreter_on()):
+            raise DreamtextError("hash grid implementation 'triton' needs a CUDA device; use 'auto' or 'torch'")
+        kernel = _triton_module()
+        return kernel.hash_encode_triton(flat, self.table, self._layout_tensors())

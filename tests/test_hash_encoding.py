@@ -1,0 +1,172 @@
+"""Multiresolution hash encoding: reference against a naive loop, gradients, level layout, Triton."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from dreamtext.errors import DreamtextError
+from dreamtext.scene.hash_encoding import (
+    HashGridConfig,
+    HashGridEncoding,
+    available_implementations,
+    level_layout,
+    level_resolutions,
+)
+
+# 3 levels at N = 4, 8, 16 with T = 2^10: (4+1)^3 = 125 and (8+1)^3 = 729 fit (dense), 17^3 = 4913
+# does not (hashed), so both indexing schemes are exercised.
+SMALL = HashGridConfig(num_levels=3, features_per_level=2, log2_hashmap_size=10, base_resolution=4, max_resolution=16)
+
+
+def naive_encode(point: list[float], table: torch.Tensor, config: HashGridConfig) -> list[float]:
+    """One point, written straight from eq. 3.16-3.18 with Python ints and floats."""
+    growth = math.exp((math.log(config.max_resolution) - math.log(config.base_resolution)) / (config.num_levels - 1))
+    table_size = 2**config.log2_hashmap_size
+    offset = 0
+    out = []
+    for level in range(config.num_levels):
+        n = math.floor(config.base_resolution * growth**level + 1e-6)
+        dense = (n + 1) ** 3 <= table_size
+        x = [min(max(c, 0.0), 1.0) * n for c in point]
+        lower = [min(math.floor(c), n - 1) for c in x]
+        frac = [c - lo for c, lo in zip(x, lower)]
+        feature = [0.0] * config.features_per_level
+        for dx in (0, 1):
+            for dy in (0, 1):
+                for dz in (0, 1):
+                    vx, vy, vz = lower[0] + dx, lower[1] + dy, lower[2] + dz
+                    if dense:
+                        row = vx + vy * (n + 1) + vz * (n + 1) ** 2
+                    else:
+                        row = ((vx * 1) ^ (vy * 2654435761) ^ (vz * 805459861)) % 2**32 % table_size
+                    weight = 1.0
+                    for bit, f in zip((dx, dy, dz), frac):
+                        weight *= f if bit else 1.0 - f
+                    for k in range(config.features_per_level):
+                        feature[k] += weight * float(table[offset + row, k])
+        out.extend(feature)
+        offset += (n + 1) ** 3 if dense else table_size
+    return out
+
+
+def small_encoding(dtype=torch.float64, config: HashGridConfig = SMALL) -> HashGridEncoding:
+    encoding = HashGridEncoding(config).to(dtype)
+    with torch.no_grad():  # O(1) features so that interpolation errors are not hidden by 1e-4 scales
+        encoding.table.uniform_(-1.0, 1.0)
+    return encoding
+
+
+def test_level_resolutions_follow_eq_3_16():
+    default = HashGridConfig()
+    assert level_resolutions(default) == [16, 42, 111, 294, 776, 2048]
+    config = HashGridConfig(num_levels=16, base_resolution=16, max_resolution=512)
+    growth = math.exp((math.log(512) - math.log(16)) / 15)
+    assert level_resolutions(config) == [math.floor(16 * growth**l + 1e-6) for l in range(16)]
+    assert level_resolutions(config)[0] == 16 and level_resolutions(config)[-1] == 512
+    assert level_resolutions(HashGridConfig(num_levels=1)) == [16]
+
+
+def test_dense_and_hashed_levels_and_table_layout():
+    layout = level_layout(HashGridConfig())
+    # 17^3 and 43^3 vertices fit in 2^19 entries; 112^3 does not.
+    assert layout.dense == [True, True, False, False, False, False]
+    assert layout.sizes == [17**3, 43**3] + [2**19] * 4
+    assert layout.offsets == [0, 17**3, 17**3 + 43**3] + [17**3 + 43**3 + k * 2**19 for k in (1, 2, 3)]
+    encoding = HashGridEncoding(HashGridConfig())
+    assert encoding.table.shape == (layout.total_size, 2)
+    assert encoding.output_dim == 12
+    assert encoding.table.abs().max() <= 1e-4  # Instant-NGP init U(-1e-4, 1e-4)
+    small = level_layout(SMALL)
+    assert small.resolutions == [4, 8, 16] and small.dense == [True, True, False]
+
+
+def test_reference_equals_naive_loop():
+    encoding = small_encoding()
+    # Interior points plus points on cell faces, on the cube's faces and outside it (clamped).
+    points = torch.rand(44, 3, dtype=torch.float64)
+    edges = torch.tensor(
+        [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.25, 0.5, 0.75], [1.0, 0.0, 0.5], [-0.3, 1.7, 0.5], [2.0, -1.0, 0.999]],
+        dtype=torch.float64,
+    )
+    points = torch.cat([points, edges])
+    got = encoding(points)
+    expected = torch.tensor([naive_encode(p.tolist(), encoding.table.detach(), SMALL) for p in points], dtype=torch.float64)
+    assert got.shape == (50, SMALL.num_levels * SMALL.features_per_level)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_vertices_return_their_own_table_entries():
+    # At a vertex of level l the trilinear blend is exactly that vertex's row (dense numbering).
+    encoding = small_encoding()
+    vertex = torch.tensor([[1, 2, 3]], dtype=torch.float64)
+    features = encoding(vertex / 4.0)  # level 0 has N = 4
+    row = 1 + 2 * 5 + 3 * 25
+    torch.testing.assert_close(features[0, :2], encoding.table[row].detach())
+
+
+def test_points_outside_the_cube_are_clamped():
+    encoding = small_encoding()
+    outside = torch.tensor([[-0.5, 0.3, 1.5], [3.0, -2.0, 0.2]], dtype=torch.float64)
+    torch.testing.assert_close(encoding(outside), encoding(outside.clamp(0, 1)))
+
+
+def test_leading_shape_and_float32_output():
+    encoding = HashGridEncoding(SMALL)
+    out = encoding(torch.rand(2, 5, 3))
+    assert out.shape == (2, 5, 6) and out.dtype == torch.float32
+
+
+def test_table_gradient_matches_finite_differences():
+    encoding = small_encoding(config=HashGridConfig(num_levels=2, log2_hashmap_size=6, base_resolution=2, max_resolution=5))
+    points = torch.rand(7, 3, dtype=torch.float64)
+    table = encoding.table.detach().clone().requires_grad_(True)
+
+    def encode_with(table_values):
+        from dreamtext.scene.hash_encoding import hash_encode_torch
+
+        return hash_encode_torch(points, table_values, encoding._layout_tensors())
+
+    assert torch.autograd.gradcheck(encode_with, (table,))
+
+
+def test_point_gradient_and_double_backward_match_finite_differences():
+    encoding = small_encoding()
+    # Keep points away from cell faces, where the encoding is only C0 and FD would straddle a kink.
+    resolutions = torch.tensor(level_resolutions(SMALL), dtype=torch.float64)
+    points = torch.rand(6, 3, dtype=torch.float64)
+    frac = (points[:, None, :] * resolutions[:, None]) % 1.0
+    points = points[(torch.minimum(frac, 1 - frac) > 0.02).all(-1).all(-1)][:4].requires_grad_(True)
+    assert points.shape[0] >= 2
+    assert torch.autograd.gradcheck(encoding, (points,))
+    assert torch.autograd.gradgradcheck(encoding, (points,))
+
+
+def test_double_backward_reaches_the_table():
+    # What the field does for normals: n = grad_x(sigma) with create_graph, then a loss on n.
+    encoding = small_encoding()
+    points = torch.rand(32, 3, dtype=torch.float64, requires_grad=True)
+    (grad_points,) = torch.autograd.grad(encoding(points).sum(), points, create_graph=True)
+    grad_points.pow(2).sum().backward()
+    assert encoding.table.grad is not None and encoding.table.grad.abs().sum() > 0
+
+
+def test_config_validation():
+    with pytest.raises(DreamtextError):
+        HashGridConfig(base_resolution=64, max_resolution=16)
+    with pytest.raises(DreamtextError):
+        HashGridConfig(implementation="cuda")  # type: ignore[arg-type]
+
+
+def test_cpu_auto_runs_torch():
+    encoding = HashGridEncoding(SMALL)
+    assert "torch" in available_implementations()
+    assert encoding.resolved_implementation == "torch"
+    assert HashGridEncoding(HashGridConfig(num_levels=2, implementation="torch")).resolved_implementation == "torch"
