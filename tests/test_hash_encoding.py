@@ -170,3 +170,135 @@ def test_cpu_auto_runs_torch():
     assert "torch" in available_implementations()
     assert encoding.resolved_implementation == "torch"
     assert HashGridEncoding(HashGridConfig(num_levels=2, implementation="torch")).resolved_implementation == "torch"
+
+
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+requires_triton = pytest.mark.skipif(not _triton_importable(), reason="triton is not installed")
+
+# Runs in a fresh interpreter: TRITON_INTERPRET must be set before triton.jit decorates the kernels.
+_INTERPRETER_SCRIPT = textwrap.dedent(
+    """
+    import json, torch
+    torch.set_num_threads(1)
+    from dreamtext.scene.hash_encoding import HashGridConfig, HashGridEncoding, hash_encode_torch
+    from dreamtext.scene.hash_encoding_triton import hash_encode_triton
+
+    def graph_names(tensor):
+        seen, stack = set(), [tensor.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is not None and type(node).__name__ not in seen:
+                seen.add(type(node).__name__)
+                stack.extend(next_node for next_node, _ in node.next_functions)
+        return seen
+
+    torch.manual_seed(0)
+    configs = {
+        "default": HashGridConfig(),
+        "small": HashGridConfig(num_levels=3, log2_hashmap_size=10, base_resolution=4, max_resolution=16),
+        "three_features": HashGridConfig(num_levels=4, features_per_level=3, log2_hashmap_size=12,
+                                         base_resolution=5, max_resolution=40),
+    }
+    report = {}
+    for name, config in configs.items():
+        encoding = HashGridEncoding(config)
+        with torch.no_grad():
+            encoding.table.uniform_(-1.0, 1.0)
+        points = torch.rand(3000, 3) * 1.2 - 0.1  # some outside the cube, clamped
+        points[:4] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.5], [0.5, 0.25, 0.125]])
+        layout = encoding._layout_tensors()
+        fast = hash_encode_triton(points, encoding.table, layout)
+        ref = hash_encode_torch(points, encoding.table, layout)
+        upstream = torch.randn_like(ref)
+        (grad_fast,) = torch.autograd.grad(fast, encoding.table, upstream)
+        (grad_ref,) = torch.autograd.grad(ref, encoding.table, upstream)
+        report[name] = {
+            "forward": (fast - ref).abs().max().item(),
+            "grad": (grad_fast - grad_ref).abs().max().item(),
+            "grad_scale": grad_ref.abs().max().item(),
+            "touched_rows": int((grad_ref.abs().sum(-1) > 0).sum()),
+        }
+
+    # Through the module: "triton" runs the kernel; points that need a gradient take the torch path.
+    encoding = HashGridEncoding(HashGridConfig(num_levels=3, log2_hashmap_size=10, base_resolution=4,
+                                               max_resolution=16, implementation="triton"))
+    points = torch.rand(64, 3, requires_grad=True)
+    module_out = encoding(points.detach())
+    with_point_grad = encoding(points)
+    (point_grad,) = torch.autograd.grad(with_point_grad.sum(), points)
+    report["module"] = {
+        "resolved": encoding.resolved_implementation,
+        "kernel_used": "_HashGridTritonBackward" in graph_names(module_out),
+        "kernel_used_with_point_grad": "_HashGridTritonBackward" in graph_names(with_point_grad),
+        "point_grad_finite": bool(torch.isfinite(point_grad).all()),
+    }
+    print(json.dumps(report))
+    """
+)
+
+
+@requires_triton
+def test_triton_interpreter_matches_reference():
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERPRETER_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in ("default", "small", "three_features"):
+        numbers = report[name]
+        # Table entries are O(1), so a single different row would show up as an O(1) error.
+        assert numbers["forward"] < 1e-5, (name, numbers)
+        assert numbers["grad"] < 1e-5 * max(1.0, numbers["grad_scale"]), (name, numbers)
+        assert numbers["touched_rows"] > 0
+    assert report["module"] == {
+        "resolved": "triton",
+        "kernel_used": True,
+        "kernel_used_with_point_grad": False,
+        "point_grad_finite": True,
+    }
+
+
+@requires_triton
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="interpreter on: CPU kernels are allowed")
+def test_forced_triton_on_cpu_is_a_clear_error():
+    encoding = HashGridEncoding(HashGridConfig(num_levels=2, implementation="triton"))
+    with pytest.raises(DreamtextError, match="CUDA"):
+        encoding(torch.rand(4, 3))
+    # Points that need a gradient never reach the kernel, so they still work.
+    points = torch.rand(4, 3, requires_grad=True)
+    assert encoding(points).shape == (4, 4)
+
+
+@pytest.mark.gpu
+@requires_triton
+def test_triton_matches_reference_on_cuda():
+    from dreamtext.scene.hash_encoding import hash_encode_torch
+    from dreamtext.scene.hash_encoding_triton import hash_encode_triton
+
+    encoding = HashGridEncoding(HashGridConfig()).cuda()
+    assert encoding.resolved_implementation == "triton"
+    assert "triton" in available_implementations()
+    with torch.no_grad():
+        encoding.table.uniform_(-1.0, 1.0)
+    points = torch.rand(200_000, 3, device="cuda") * 1.2 - 0.1
+    layout = encoding._layout_tensors()
+    fast = hash_encode_triton(points, encoding.table, layout)
+    ref = hash_encode_torch(points, encoding.table, layout)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+    upstream = torch.randn_like(ref)
+    (grad_fast,) = torch.autograd.grad(fast, encoding.table, upstream)
+    (grad_ref,) = torch.autograd.grad(ref, encoding.table, upstream)
+    torch.testing.assert_close(grad_fast, grad_ref, rtol=1e-5, atol=1e-4)
+    # The module picks the kernel for plain points and the reference for normals.
+    assert encoding(points).grad_fn.next_functions[0][0].__class__.__name__ == "_HashGridTritonBackward"
+    with_grad = points[:1000].clone().requires_grad_(True)
+    (point_grad,) = torch.autograd.grad(encoding(with_grad).sum(), with_grad)
+    assert torch.isfinite(point_grad).all()

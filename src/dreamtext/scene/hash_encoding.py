@@ -162,7 +162,7 @@ def available_implementations() -> tuple[str, ...]:
 class HashGridEncoding(nn.Module):
     """Points in [0, 1]^3 -> concatenated per-level features [..., num_levels * features_per_level].
 
-    With implementation "auto" the Triton kernel runs when the table is on CUDA and triton imports;
+    With implementation "auto" the Triton kernel runs when the float32 table is on CUDA and triton imports;
     "triton" forces it (CUDA, or CPU under TRITON_INTERPRET=1). Whatever was chosen, inputs that need
     a gradient w.r.t. the points (analytic normals) take the torch path: the kernel only returns the
     table gradient, and the normals need the second derivative through the trilinear weights, which
@@ -190,9 +190,10 @@ class HashGridEncoding(nn.Module):
 
     @property
     def resolved_implementation(self) -> str:
-        """The path that runs for points without a gradient requirement on the table's device."""
+        """The path that runs for points that need no gradient, given the table's device and dtype."""
         mode = self.config.implementation
-        if mode == "torch":
+        # The kernel accumulates and stores float32 only; other dtypes (float64 checks) use torch.
+        if mode == "torch" or self.table.dtype != torch.float32:
             return "torch"
         if mode == "triton":
             return "triton"
