@@ -122,6 +122,7 @@ def test_leading_shape_and_float32_output():
     encoding = HashGridEncoding(SMALL)
     out = encoding(torch.rand(2, 5, 3))
     assert out.shape == (2, 5, 6) and out.dtype == torch.float32
+    assert encoding(torch.rand(0, 3)).shape == (0, 6)
 
 
 def test_table_gradient_matches_finite_differences():

@@ -19,6 +19,7 @@ reproduces the same table indices and is used automatically when it can be (see 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -93,25 +94,31 @@ def level_layout(config: HashGridConfig) -> LevelLayout:
     return LevelLayout(resolutions, sizes, offsets, dense)
 
 
-def corner_offsets(device: torch.device | None = None) -> Tensor:
-    """The 8 corners of a unit cell [8, 3]; corner k has bit d of k as its offset along axis d."""
-    k = torch.arange(8, device=device)
-    return torch.stack([(k >> axis) & 1 for axis in range(3)], dim=-1)
+def _outer3(per_axis: Tensor, combine) -> Tensor:
+    """Combine per-axis pairs [..., 3, 2] into the 8 cell corners [..., 8].
+
+    Corner k = bx + 2 by + 4 bz takes entry b_d of axis d (the same numbering as the kernel).
+    """
+    x = per_axis[..., 0, None, None, :]
+    y = per_axis[..., 1, None, :, None]
+    z = per_axis[..., 2, :, None, None]
+    return combine(combine(x, y), z).flatten(-3)
 
 
-def level_table_indices(corners: Tensor, resolutions: Tensor, sizes: Tensor, offsets: Tensor, dense: Tensor) -> Tensor:
-    """Table rows of integer vertex coordinates corners [..., L, 8, 3] (int64, each in [0, N_l]).
+def cell_corner_rows(lower: Tensor, resolutions: Tensor, sizes: Tensor, offsets: Tensor, dense: Tensor) -> Tensor:
+    """Table rows [..., L, 8] of the corners of the cells whose lower corners are lower [..., L, 3].
 
     Level tensors have shape [L]. Dense levels number vertices x + y (N+1) + z (N+1)^2; hashed levels
-    use eq. 3.18 with uint32 wrap-around, emulated in int64 by masking the low 32 bits.
+    use eq. 3.18 with uint32 wrap-around, emulated in int64 by masking the low 32 bits. Each axis
+    term is computed once for its two cell ends and then broadcast to the 8 corners.
     """
-    side = (resolutions + 1)[:, None]  # [L, 1] broadcasts over the 8 corners
-    cx, cy, cz = corners.unbind(-1)
-    dense_index = cx + cy * side + cz * side * side
-    primes = HASH_PRIMES
-    hashed = ((cx * primes[0]) ^ (cy * primes[1]) ^ (cz * primes[2])) & _UINT32_MASK
-    local = torch.where(dense[:, None], dense_index, hashed % sizes[:, None])
-    return local + offsets[:, None]
+    ends = lower[..., None] + torch.arange(2, device=lower.device)  # [..., L, 3, 2]
+    side = resolutions + 1
+    strides = torch.stack([torch.ones_like(side), side, side * side], dim=-1)  # [L, 3]
+    primes = torch.tensor(HASH_PRIMES, device=lower.device)
+    dense_rows = _outer3(ends * strides[..., None], torch.add)
+    hashed_rows = (_outer3(ends * primes[:, None], torch.bitwise_xor) & _UINT32_MASK) % sizes[:, None]
+    return torch.where(dense[:, None], dense_rows, hashed_rows) + offsets[:, None]
 
 
 def hash_encode_torch(points01: Tensor, table: Tensor, layout_tensors: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
@@ -127,17 +134,16 @@ def hash_encode_torch(points01: Tensor, table: Tensor, layout_tensors: tuple[Ten
     # upper face) instead of stepping onto a vertex N_l + 1 that does not exist.
     lower = torch.minimum(scaled.detach().floor().long(), (resolutions - 1)[:, None])
     frac = scaled - lower.to(table.dtype)  # [P, L, 3], in [0, 1]; carries d/dx = N_l
-    bits = corner_offsets(points.device)  # [8, 3]
-    corners = lower[:, :, None, :] + bits  # [P, L, 8, 3]
-    rows = level_table_indices(corners, resolutions, sizes, offsets, dense)  # [P, L, 8]
-    # Trilinear weight of a corner: product over axes of frac (upper side) or 1 - frac (lower side).
-    per_axis = torch.where(bits.bool(), frac[:, :, None, :], 1.0 - frac[:, :, None, :])  # [P, L, 8, 3]
-    weights = per_axis.prod(dim=-1)  # [P, L, 8]
-    features = table[rows]  # [P, L, 8, F]
+    rows = cell_corner_rows(lower, resolutions, sizes, offsets, dense)  # [P, L, 8]
+    # Trilinear weight of a corner: product over axes of 1 - frac (lower end) or frac (upper end).
+    weights = _outer3(torch.stack([1.0 - frac, frac], dim=-1), torch.mul)  # [P, L, 8]
+    # index_select's backward is an index_add, cheaper on CPU than advanced indexing's index_put.
+    features = table.index_select(0, rows.flatten()).view(*rows.shape, table.shape[1])  # [P, L, 8, F]
     blended = (weights[..., None] * features).sum(dim=2)  # [P, L, F]
-    return blended.reshape(points.shape[0], -1)
+    return blended.flatten(1)
 
 
+@functools.lru_cache(maxsize=None)
 def _triton_module():
     """The fast path's module, or None when triton cannot be imported."""
     try:

@@ -63,8 +63,22 @@ if TRITON_AVAILABLE:
         return rows, weight
 
     @triton.jit
-    def _cell_of_points(points_ptr, point_ids, point_mask, resolution):
-        """Lower cell corner (int64) and in-cell position (float32) of each point, per axis."""
+    def _level_block(points_ptr, resolutions_ptr, sizes_ptr, offsets_ptr, dense_ptr, num_points,
+                     FEATURES: tl.constexpr, FEATURES_POW2: tl.constexpr, OUT_WIDTH: tl.constexpr,
+                     BLOCK: tl.constexpr):
+        """This program's points on its level: where their features go in the [P, L * F] output, the
+        mask, each point's lower cell corner (int64) and in-cell position (float32), and the level's
+        vertices per side, table size, table offset and dense flag."""
+        level = tl.program_id(1)
+        point_ids = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
+        point_mask = point_ids < num_points
+        feature_ids = tl.arange(0, FEATURES_POW2)
+        mask_2d = point_mask[:, None] & (feature_ids < FEATURES)[None, :]
+        out_offsets = point_ids[:, None] * OUT_WIDTH + level * FEATURES + feature_ids[None, :]
+        resolution = tl.load(resolutions_ptr + level)
+        size = tl.load(sizes_ptr + level)
+        offset = tl.load(offsets_ptr + level)
+        dense = tl.load(dense_ptr + level)
         base = point_ids * 3
         scale = resolution.to(tl.float32)
         x = tl.minimum(tl.maximum(tl.load(points_ptr + base + 0, mask=point_mask, other=0.0), 0.0), 1.0) * scale
@@ -74,30 +88,26 @@ if TRITON_AVAILABLE:
         lower_x = tl.minimum(tl.floor(x).to(tl.int64), resolution - 1)
         lower_y = tl.minimum(tl.floor(y).to(tl.int64), resolution - 1)
         lower_z = tl.minimum(tl.floor(z).to(tl.int64), resolution - 1)
-        return lower_x, lower_y, lower_z, x - lower_x.to(tl.float32), y - lower_y.to(tl.float32), z - lower_z.to(tl.float32)
+        frac_x = x - lower_x.to(tl.float32)
+        frac_y = y - lower_y.to(tl.float32)
+        frac_z = z - lower_z.to(tl.float32)
+        return (out_offsets, mask_2d, feature_ids, lower_x, lower_y, lower_z, frac_x, frac_y, frac_z,
+                resolution + 1, size, offset, dense)
 
     @triton.jit
     def _hash_grid_forward_kernel(points_ptr, table_ptr, out_ptr,
                                   resolutions_ptr, sizes_ptr, offsets_ptr, dense_ptr, num_points,
                                   FEATURES: tl.constexpr, FEATURES_POW2: tl.constexpr, OUT_WIDTH: tl.constexpr,
                                   BLOCK: tl.constexpr):
-        level = tl.program_id(1)
-        point_ids = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
-        point_mask = point_ids < num_points
-        feature_ids = tl.arange(0, FEATURES_POW2)
-        mask_2d = point_mask[:, None] & (feature_ids < FEATURES)[None, :]
-        resolution = tl.load(resolutions_ptr + level)
-        size = tl.load(sizes_ptr + level)
-        offset = tl.load(offsets_ptr + level)
-        dense = tl.load(dense_ptr + level)
-        lower_x, lower_y, lower_z, frac_x, frac_y, frac_z = _cell_of_points(points_ptr, point_ids, point_mask, resolution)
+        (out_offsets, mask_2d, feature_ids, lower_x, lower_y, lower_z, frac_x, frac_y, frac_z,
+         side, size, offset, dense) = _level_block(points_ptr, resolutions_ptr, sizes_ptr, offsets_ptr, dense_ptr,
+                                                   num_points, FEATURES, FEATURES_POW2, OUT_WIDTH, BLOCK)
         acc = tl.zeros((BLOCK, FEATURES_POW2), dtype=tl.float32)
         for corner in tl.static_range(8):
             rows, weight = _corner_rows_and_weights(lower_x, lower_y, lower_z, frac_x, frac_y, frac_z,
-                                                    resolution + 1, size, offset, dense, corner)
+                                                    side, size, offset, dense, corner)
             values = tl.load(table_ptr + rows[:, None] * FEATURES + feature_ids[None, :], mask=mask_2d, other=0.0)
             acc += weight[:, None] * values
-        out_offsets = point_ids[:, None] * OUT_WIDTH + level * FEATURES + feature_ids[None, :]
         tl.store(out_ptr + out_offsets, acc, mask=mask_2d)
 
     @triton.jit
@@ -105,21 +115,14 @@ if TRITON_AVAILABLE:
                                    resolutions_ptr, sizes_ptr, offsets_ptr, dense_ptr, num_points,
                                    FEATURES: tl.constexpr, FEATURES_POW2: tl.constexpr, OUT_WIDTH: tl.constexpr,
                                    BLOCK: tl.constexpr):
-        level = tl.program_id(1)
-        point_ids = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
-        point_mask = point_ids < num_points
-        feature_ids = tl.arange(0, FEATURES_POW2)
-        mask_2d = point_mask[:, None] & (feature_ids < FEATURES)[None, :]
-        resolution = tl.load(resolutions_ptr + level)
-        size = tl.load(sizes_ptr + level)
-        offset = tl.load(offsets_ptr + level)
-        dense = tl.load(dense_ptr + level)
-        lower_x, lower_y, lower_z, frac_x, frac_y, frac_z = _cell_of_points(points_ptr, point_ids, point_mask, resolution)
-        grad_offsets = point_ids[:, None] * OUT_WIDTH + level * FEATURES + feature_ids[None, :]
+        # Many points share a corner (all of them on coarse dense levels), hence the atomic adds.
+        (grad_offsets, mask_2d, feature_ids, lower_x, lower_y, lower_z, frac_x, frac_y, frac_z,
+         side, size, offset, dense) = _level_block(points_ptr, resolutions_ptr, sizes_ptr, offsets_ptr, dense_ptr,
+                                                   num_points, FEATURES, FEATURES_POW2, OUT_WIDTH, BLOCK)
         grad = tl.load(grad_out_ptr + grad_offsets, mask=mask_2d, other=0.0).to(tl.float32)
         for corner in tl.static_range(8):
             rows, weight = _corner_rows_and_weights(lower_x, lower_y, lower_z, frac_x, frac_y, frac_z,
-                                                    resolution + 1, size, offset, dense, corner)
+                                                    side, size, offset, dense, corner)
             tl.atomic_add(grad_table_ptr + rows[:, None] * FEATURES + feature_ids[None, :],
                           weight[:, None] * grad, mask=mask_2d)
 
