@@ -1,0 +1,159 @@
+"""Image and 3D metrics against ground truth: PSNR, voxel IoU, Chamfer distance, albedo error.
+
+Every metric returns a Python float (ready for metrics.json and the benchmarks' JSON).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .scene.protocols import Field
+
+if TYPE_CHECKING:
+    import trimesh
+
+    from .world.analytic import AnalyticScene
+
+# ours: 2^22 points (48 MB of float32 coordinates) per call keeps grid evaluation within a few
+# hundred MB even for a learned field's activations, and 128^3 grids in one call.
+DEFAULT_POINT_CHUNK = 1 << 22
+# ours: 2^24 pairwise distances (64 MB) per block of the Chamfer nearest-neighbour search.
+DEFAULT_DISTANCE_BLOCK = 1 << 24
+# stable-dreamfusion's marching-cubes density threshold: the surface of a learned field.
+DEFAULT_DENSITY_THRESHOLD = 10.0
+
+
+def psnr(pred: Tensor, target: Tensor, max_val: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB over all elements (inf when the images are identical)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"psnr needs equal shapes, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    mse = torch.mean((pred.double() - target.double()) ** 2).item()
+    return math.inf if mse == 0 else 10.0 * math.log10(max_val**2 / mse)
+
+
+def albedo_error(pred_rgb: Tensor, true_rgb: Tensor, mask: Tensor | None = None) -> float:
+    """Mean absolute error of colours [..., 3]; with a bool `mask` [...], only over the masked entries."""
+    if pred_rgb.shape != true_rgb.shape:
+        raise ValueError(f"albedo_error needs equal shapes, got {tuple(pred_rgb.shape)} and {tuple(true_rgb.shape)}")
+    error = (pred_rgb.double() - true_rgb.double()).abs()
+    if mask is not None:
+        error = error[mask.reshape(error.shape[:-1]).bool()]
+    return error.mean().item() if error.numel() else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# Voxel occupancy
+# ---------------------------------------------------------------------------------------------
+
+
+def cell_centres(bound: float, resolution: int, device: torch.device | str = "cpu") -> Tensor:
+    """Centres [R, R, R, 3] of the cells of a regular grid over [-bound, bound]^3, indexed [x, y, z]."""
+    step = 2 * bound / resolution
+    axis = -bound + step * (torch.arange(resolution, dtype=torch.float32, device=device) + 0.5)
+    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
+
+
+@torch.no_grad()
+def occupancy_grid(
+    fn: Callable[[Tensor], Tensor],
+    bound: float,
+    resolution: int,
+    chunk_size: int = DEFAULT_POINT_CHUNK,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Bool grid [R, R, R] (indexed [x, y, z]) of `fn` ([M, 3] -> bool [M]) at the cell centres.
+
+    `fn` is an occupancy test, e.g. `scene.occupancy` or `lambda p: field.density(p) > threshold`.
+    """
+    points = cell_centres(bound, resolution, device).reshape(-1, 3)
+    values = []
+    for chunk in points.split(chunk_size):
+        value = fn(chunk)
+        if value.dtype != torch.bool:
+            raise TypeError(f"occupancy_grid needs a function returning bool, got {value.dtype}; threshold it first")
+        values.append(value.reshape(-1))
+    return torch.cat(values).view(resolution, resolution, resolution)
+
+
+def voxel_iou(occ_a: Tensor, occ_b: Tensor) -> float:
+    """Intersection over union of two bool grids of the same shape (1 when both are empty)."""
+    if occ_a.shape != occ_b.shape:
+        raise ValueError(f"voxel_iou needs equal shapes, got {tuple(occ_a.shape)} and {tuple(occ_b.shape)}")
+    occ_a, occ_b = occ_a.bool(), occ_b.bool()
+    union = (occ_a | occ_b).sum().item()
+    return 1.0 if union == 0 else (occ_a & occ_b).sum().item() / union
+
+
+def field_iou(
+    field: Field,
+    scene: "AnalyticScene",
+    resolution: int = 64,
+    density_threshold: float = DEFAULT_DENSITY_THRESHOLD,
+    bound: float | None = None,
+) -> float:
+    """Voxel IoU of `field`'s density > threshold against the scene's true occupancy.
+
+    The grid covers [-bound, bound]^3 (the scene's cube by default) and is evaluated on the field's device.
+    """
+    bound = scene.bound if bound is None else bound
+    device = _device_of(field)
+    predicted = occupancy_grid(lambda p: field.density(p) > density_threshold, bound, resolution, device=device)
+    truth = occupancy_grid(scene.occupancy, bound, resolution, device=device)
+    return voxel_iou(predicted, truth)
+
+
+def _device_of(field: Field) -> torch.device:
+    parameters = getattr(field, "parameters", None)
+    if callable(parameters):
+        first = next(iter(parameters()), None)
+        if first is not None:
+            return first.device
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chamfer distance
+# ---------------------------------------------------------------------------------------------
+
+
+def _nearest_distances(points: Tensor, others: Tensor, block: int) -> Tensor:
+    """Distance from each of `points` [N, 3] to its nearest neighbour in `others` [M, 3]."""
+    rows = max(1, block // max(1, others.shape[0]))
+    # The direct difference formula: the matrix-product shortcut loses ~1e-3 to cancellation.
+    return torch.cat([
+        torch.cdist(chunk, others, compute_mode="donot_use_mm_for_euclid_dist").amin(dim=1)
+        for chunk in points.split(rows)
+    ])
+
+
+@torch.no_grad()
+def chamfer_distance(points_a: Tensor, points_b: Tensor, block: int = DEFAULT_DISTANCE_BLOCK) -> float:
+    """Symmetric Chamfer distance: the average of the two directions' mean nearest-neighbour distance.
+
+    Distances are Euclidean (not squared), so shifting a sparse point set by a small vector gives its length.
+    """
+    if points_a.shape[0] == 0 or points_b.shape[0] == 0:
+        raise ValueError("chamfer_distance needs two non-empty point sets")
+    a, b = points_a.double(), points_b.double()
+    return 0.5 * (_nearest_distances(a, b, block).mean() + _nearest_distances(b, a, block).mean()).item()
+
+
+def mesh_chamfer(mesh_a: "trimesh.Trimesh", mesh_b: "trimesh.Trimesh", n_samples: int = 10_000, seed: int = 0) -> float:
+    """Chamfer distance between `n_samples` area-uniform surface points of each mesh (seeded).
+
+    A mesh without faces (an empty reconstruction) is infinitely far: returns inf.
+    """
+    import trimesh
+
+    if len(mesh_a.faces) == 0 or len(mesh_b.faces) == 0:
+        return math.inf
+    samples = [
+        torch.from_numpy(np.asarray(trimesh.sample.sample_surface(mesh, n_samples, seed=seed + i)[0], dtype=np.float64))
+        for i, mesh in enumerate((mesh_a, mesh_b))
+    ]
+    return chamfer_distance(*samples)
