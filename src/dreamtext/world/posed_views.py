@@ -22,6 +22,7 @@ def write_scene_views(
     seed: int = 0,
     fovy_deg: float = 50.0,
     shading: str = "albedo",
+    radius_range: tuple[float, float] = CameraSamplerConfig.radius_range,
 ) -> Path:
     """Render `views` sphere-traced RGBA images of `scene` from the thesis's training camera distribution.
 
@@ -31,7 +32,7 @@ def write_scene_views(
     """
     folder = Path(folder)
     generator = torch.Generator().manual_seed(seed)
-    config = CameraSamplerConfig(fovy_range_deg=(fovy_deg, fovy_deg))
+    config = CameraSamplerConfig(fovy_range_deg=(fovy_deg, fovy_deg), radius_range=radius_range)
     cameras = sample_training_cameras(views, size, size, config=config, generator=generator).cameras
     images = scene.render_sphere_traced(cameras, shading=shading, background=(0.0, 0.0, 0.0))
     # Rendered over black, rgb is premultiplied by alpha; PNG wants the straight colour.

@@ -1,0 +1,111 @@
+"""Everything a finished run exports into its workspace: mesh, turntable video and named views.
+
+Training methods call `export_all` at the end of a run; `dreamtext render` and `dreamtext export`
+call `render_outputs` and `export_mesh` on a trained workspace.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+from ..errors import DreamtextError
+from ..scene.cameras import NAMED_VIEWS, Cameras
+from .field_query import evaluate_in_chunks, field_device
+from .formats import save_mesh
+from .mesh import MeshExportConfig, extract_mesh
+from .texture import TextureBakeConfig, texture_mesh
+from .video import save_named_views, save_turntable
+
+if TYPE_CHECKING:
+    from ..methods.registry import TrainedScene
+    from ..scene.protocols import Field
+    from ..scene.renderer import Background, VolumeRenderer
+    from ..utils.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What a run writes when it ends (ours: sizes a CPU renders in seconds; raise them on a GPU)."""
+
+    mesh: MeshExportConfig = field(default_factory=MeshExportConfig)
+    formats: tuple[Literal["glb", "obj", "ply"], ...] = ("glb",)
+    texture: bool = False
+    """Bake a UV texture (xatlas) instead of per-vertex colours."""
+    texture_bake: TextureBakeConfig = field(default_factory=TextureBakeConfig)
+    video_frames: int = 60
+    video_size: int = 128
+    video_fps: float = 30.0
+    views: tuple[str, ...] = tuple(NAMED_VIEWS)
+    views_size: int = 256
+
+
+def display_render_fn(field: "Field", renderer: "VolumeRenderer", background: "Background", chunk: int = 2**16):
+    """A render function for videos and stills: rgb, display normals, depth and opacity.
+
+    Normals are taken once per ray at the rendered surface point (o + depth d), not at every sample:
+    for display that is the same picture at a fraction of the cost (finite-difference normals cost
+    six extra field evaluations per point).
+    """
+
+    def render(cameras: Cameras) -> dict[str, Tensor]:
+        cameras = cameras.to(field_device(field))
+        out = renderer.render(field, cameras, background=background)
+        rays = cameras.generate_rays()
+        surface = (rays.origins + rays.directions * out.depth).reshape(-1, 3)
+        normals = evaluate_in_chunks(lambda points: field(points, with_normals=True).normals, surface, chunk)
+        normals = normals.reshape(out.rgb.shape)
+        # Shown as (n + 1) / 2, faded to white where the ray hits nothing, as colour fades to the background.
+        display_normals = ((normals + 1) / 2) * out.opacity + (1 - out.opacity)
+        return {"rgb": out.rgb.clamp(0, 1), "normal": display_normals.clamp(0, 1), "depth": out.depth, "opacity": out.opacity}
+
+    return render
+
+
+def write_mesh(field: "Field", config: ExportConfig, path: str | Path, fmt: str) -> tuple[list[Path], dict]:
+    mesh = extract_mesh(field, config.mesh)
+    if config.texture:
+        mesh = texture_mesh(mesh, field, config.texture_bake)
+    files = save_mesh(mesh, path, fmt)  # type: ignore[arg-type]
+    return files, {"mesh_vertices": int(len(mesh.vertices)), "mesh_faces": int(len(mesh.faces)), "mesh_volume": float(mesh.volume)}
+
+
+def export_all(field: "Field", renderer: "VolumeRenderer", workspace: "Workspace", config: ExportConfig, background: "Background") -> dict:
+    """Write mesh(es), turntable and named views into the workspace; return figures for metrics.json."""
+    stats: dict = {}
+    files: list[Path] = []
+    for fmt in config.formats:
+        try:
+            written, stats = write_mesh(field, config, workspace.path(f"mesh.{fmt}"), fmt)
+        except DreamtextError as error:
+            # A run's training is never lost to an export problem: report it and write the rest.
+            print(f"dreamtext: warning: no mesh written: {error}", file=sys.stderr)
+            stats = {"mesh_error": str(error)}
+            break
+        files += written
+    render = display_render_fn(field, renderer, background)
+    files += save_turntable(render, workspace.path("turntable.mp4"), n_frames=config.video_frames, size=config.video_size, fps=config.video_fps)
+    files += save_named_views(render, workspace.path("views"), names=config.views, size=config.views_size)
+    stats["files"] = sorted(str(f.relative_to(workspace.root)) for f in files)
+    return stats
+
+
+def render_outputs(trained: "TrainedScene", folder: Path, frames: int, size: int) -> list[Path]:
+    render = display_render_fn(trained.field, trained.renderer, trained.background)
+    files = save_turntable(render, folder / "turntable.mp4", n_frames=frames, size=size, fps=trained.export.video_fps)
+    return files + save_named_views(render, folder / "views", names=trained.export.views, size=size)
+
+
+def export_mesh(trained: "TrainedScene", path: str, fmt: str, resolution: int | None = None, texture: bool | None = None) -> list[Path]:
+    config = trained.export
+    if resolution is not None:
+        config = replace(config, mesh=replace(config.mesh, resolution=resolution))
+    if texture is not None:
+        config = replace(config, texture=texture)
+    files, _ = write_mesh(trained.field, config, path, fmt)
+    return files

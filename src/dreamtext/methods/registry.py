@@ -1,0 +1,52 @@
+"""Rebuild what a workspace trained, whatever method trained it, for rendering and export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import DreamtextError
+from ..export.pipeline import ExportConfig
+from ..scene.renderer import Background, VolumeRenderer
+from ..utils.config import config_from_dict
+from ..utils.workspace import Workspace
+
+
+@dataclass
+class TrainedScene:
+    field: nn.Module
+    renderer: VolumeRenderer
+    background: Background
+    export: ExportConfig
+
+
+def _load_fit(workspace: Workspace, config_dict: dict, device: torch.device) -> TrainedScene:
+    from ..scene.field import RadianceField
+    from .fit import FitConfig
+
+    config = config_from_dict(FitConfig, config_dict)
+    field = RadianceField(config.field).to(device)
+    renderer = VolumeRenderer(config.renderer, occupancy=config.occupancy, bound=field.bound).to(device)
+    state = workspace.load_checkpoint(map_location=device)
+    field.load_state_dict(state["field"])
+    renderer.load_state_dict(state["renderer"])
+    field.eval()
+    background = torch.tensor(config.background, dtype=torch.float32, device=device)
+    return TrainedScene(field=field, renderer=renderer, background=background, export=config.export)
+
+
+LOADERS = {"fit": _load_fit}
+
+
+def load_trained(workspace: str | Path, device: str = "auto") -> TrainedScene:
+    from .fit import resolve_device
+
+    ws = Workspace(workspace, create=False)
+    saved = ws.load_config_dict()
+    method = saved.get("method")
+    if method not in LOADERS:
+        raise DreamtextError(f"{ws.root}/config.json names method {method!r}, which this version cannot load; known: {', '.join(LOADERS)}")
+    return LOADERS[method](ws, saved["config"], resolve_device(device))
