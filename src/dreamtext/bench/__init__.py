@@ -1,0 +1,37 @@
+"""Benchmarks: each suite returns a dict of measured figures; `dreamtext bench SUITE --json` prints it."""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+
+def _engine(quick: bool, device) -> dict:
+    from .engine import bench_engine
+
+    return bench_engine(quick=quick, device=device)
+
+
+SUITES: dict[str, Callable[..., dict]] = {"engine": _engine}
+
+
+def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto") -> dict:
+    from ..methods.fit import resolve_device
+
+    result = SUITES[suite](quick, resolve_device(device))
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_table(result)
+    return result
+
+
+def _print_table(result: dict, prefix: str = "") -> None:
+    for key, value in result.items():
+        if isinstance(value, dict):
+            _print_table(value, prefix=f"{prefix}{key}.")
+        elif isinstance(value, list):
+            for i, row in enumerate(value):
+                _print_table(row, prefix=f"{prefix}{key}[{i}].") if isinstance(row, dict) else print(f"{prefix}{key}[{i}]: {row}")
+        else:
+            print(f"{prefix}{key}: {value:.4g}" if isinstance(value, float) else f"{prefix}{key}: {value}")

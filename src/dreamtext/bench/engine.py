@@ -1,0 +1,139 @@
+"""`dreamtext bench engine`: throughput of the field + renderer, empty-space skipping, and the fit benchmark.
+
+Figures (all measured in one process, side by side):
+- rays/s of a training step (render + photometric loss + backward) through the thesis's field
+  (6-level hash grid, 4 residual blocks of 96) at 64 and 256 px, for every hash-grid implementation
+  that runs on the device (torch reference; Triton on CUDA), and their ratio;
+- samples per ray that the field evaluates without and with the occupancy grid, on a fitted scene;
+- held-out PSNR and mesh IoU of fitting the built-in scene, with its wall time;
+- peak memory (CUDA allocator peak, or the process's peak resident set on CPU).
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from ..export.mesh import MeshExportConfig
+from ..export.pipeline import ExportConfig
+from ..methods.fit import BuiltinSceneConfig, FitConfig, Fitter, fit, load_fit_data
+from ..scene.cameras import sample_training_cameras
+from ..scene.field import FieldConfig, RadianceField
+from ..scene.hash_encoding import HashGridConfig, available_implementations
+from ..scene.renderer import RendererConfig, VolumeRenderer
+from ..utils.workspace import Workspace
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def training_rays_per_second(implementation: str, size: int, device: torch.device, repeats: int, max_rays: int) -> dict:
+    """Rays/s of render + loss + backward for one image of `size`^2 rays (at most `max_rays` per step)."""
+    torch.manual_seed(0)
+    field = RadianceField(FieldConfig(encoding=HashGridConfig(implementation=implementation))).to(device)
+    renderer = VolumeRenderer(RendererConfig(use_occupancy_grid=False)).to(device)
+    cameras = sample_training_cameras(1, size, size, generator=torch.Generator().manual_seed(0)).cameras.to(device)
+    rays = cameras.generate_rays().flatten()
+    rays = rays[: min(len(rays), max_rays)]
+    background = torch.ones(3, device=device)
+    target = torch.rand(len(rays), 3, device=device, generator=torch.Generator(device).manual_seed(0))
+
+    def step() -> None:
+        out = renderer.render_rays(field, rays.origins, rays.directions, background=background, perturb=True)
+        F.mse_loss(out.rgb, target).backward()
+
+    step()  # warm-up: allocations, kernel compilation
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    _sync(device)
+    seconds = (time.perf_counter() - start) / repeats
+    return {
+        "implementation": field.encoding.resolved_implementation,
+        "image_size": size,
+        "rays_per_step": len(rays),
+        "samples_per_ray": renderer.config.num_samples,
+        "seconds_per_step": seconds,
+        "rays_per_second": len(rays) / seconds,
+    }
+
+
+def bench_engine(quick: bool = False, device: torch.device | str = "cpu") -> dict:
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sizes = (32, 64) if quick else (64, 256)
+    # On CPU a full 256 px step (4M samples) takes minutes: rays per step are capped there.
+    max_rays = 1024 if quick else (2**16 if device.type == "cuda" else 8192)
+    repeats = 1 if quick else 3
+    implementations = [name for name in available_implementations() if name == "torch" or device.type == "cuda"]
+
+    throughput = [
+        training_rays_per_second(name, size, device, repeats, max_rays) for size in sizes for name in implementations
+    ]
+    speedups = {}
+    for size in sizes:
+        by_impl = {row["implementation"]: row["rays_per_second"] for row in throughput if row["image_size"] == size}
+        if "triton" in by_impl and "torch" in by_impl:
+            speedups[f"{size}px"] = by_impl["triton"] / by_impl["torch"]
+
+    config = FitConfig(device=device.type)
+    if quick:
+        config = replace(
+            config, iters=60, batch_rays=512, eval_every=10**9, checkpoint_every=10**9,
+            builtin=BuiltinSceneConfig(views=8, size=32),
+            export=ExportConfig(mesh=MeshExportConfig(resolution=32), video_frames=2, video_size=32, views=("front",), views_size=32),
+        )
+    with tempfile.TemporaryDirectory(prefix="dreamtext-bench-") as tmp:
+        start = time.perf_counter()
+        result = fit(config, tmp, progress=False)
+        fit_seconds = time.perf_counter() - start
+        fitter = Fitter(config, Workspace(tmp), load_fit_data(config, Workspace(tmp)))
+        fitter.load_state_dict(Workspace(tmp).load_checkpoint(map_location=fitter.device))
+        skipping = samples_per_ray_with_and_without_grid(fitter)
+
+    return {
+        "suite": "engine",
+        "quick": quick,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "training_throughput": throughput,
+        "fast_path_speedup": speedups or "no fast path on this device (Triton runs on CUDA)",
+        "occupancy_grid": skipping,
+        "fit": {
+            "scene": "built-in red mug",
+            "iters": result.metrics["iters"],
+            "heldout_psnr": result.heldout_psnr,
+            "mesh_iou": result.metrics.get("builtin_scene_iou"),
+            "wall_seconds": fit_seconds,
+        },
+        "peak_memory_mb": _peak_memory_mb(device),
+    }
+
+
+@torch.no_grad()
+def samples_per_ray_with_and_without_grid(fitter: Fitter) -> dict:
+    views = fitter.heldout_set if len(fitter.heldout_set) else fitter.train_set
+    cameras = views.cameras.to(fitter.device)
+    counts = {}
+    for label, use in (("without_grid", False), ("with_grid", True)):
+        out = fitter.renderer.render(fitter.field, cameras, background=fitter.background, use_occupancy=use)
+        counts[label] = out.samples_per_ray
+    counts["occupied_fraction"] = float(fitter.renderer.occupancy_grid.occupied_fraction)
+    return counts

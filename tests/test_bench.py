@@ -1,0 +1,19 @@
+import json
+
+from dreamtext.cli.main import main
+
+
+def test_engine_benchmark_prints_measured_json(capsys):
+    assert main(["bench", "engine", "--json", "--quick", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["suite"] == "engine" and result["device"] == "cpu"
+    rows = result["training_throughput"]
+    assert {row["image_size"] for row in rows} == {32, 64}
+    assert all(row["implementation"] == "torch" and row["rays_per_second"] > 0 for row in rows)
+    grid = result["occupancy_grid"]
+    # Empty-space skipping evaluates far fewer samples than the 64 a ray carries.
+    assert grid["with_grid"] < 0.5 * grid["without_grid"]
+    assert 0 < grid["occupied_fraction"] < 1
+    assert result["fit"]["heldout_psnr"] > 15 and result["fit"]["wall_seconds"] > 0
+    assert 0 <= result["fit"]["mesh_iou"] <= 1
+    assert result["peak_memory_mb"] > 0
