@@ -40,7 +40,7 @@ def small_config(data, iters: int, **overrides) -> FitConfig:
 @pytest.fixture(scope="module")
 def two_tone_views(tmp_path_factory):
     folder = tmp_path_factory.mktemp("two_tone")
-    write_scene_views(two_tone_test_scene(), folder, views=24, size=48, seed=0, fovy_deg=40.0, radius_range=(2.2, 2.8))
+    write_scene_views(two_tone_test_scene(), folder, views=24, size=64, seed=0, fovy_deg=40.0, radius_range=(2.2, 2.8))
     return folder
 
 

@@ -43,6 +43,14 @@ class ExportConfig:
     video_fps: float = 30.0
     views: tuple[str, ...] = tuple(NAMED_VIEWS)
     views_size: int = 256
+    camera_radius: float | None = None
+    """Distance of the turntable and named-view cameras. None: the run's choice (fit: the data's mean
+    camera distance; otherwise 1.3, the middle of the thesis's [1.0, 1.5])."""
+    camera_fovy_deg: float | None = None
+    """Their vertical field of view. None: the run's choice (fit: the data's; otherwise 50)."""
+
+    def cameras(self) -> dict:
+        return {"radius": self.camera_radius or 1.3, "fovy_deg": self.camera_fovy_deg or 50.0}
 
 
 def display_render_fn(field: "Field", renderer: "VolumeRenderer", background: "Background", chunk: int = 2**16):
@@ -89,16 +97,20 @@ def export_all(field: "Field", renderer: "VolumeRenderer", workspace: "Workspace
             break
         files += written
     render = display_render_fn(field, renderer, background)
-    files += save_turntable(render, workspace.path("turntable.mp4"), n_frames=config.video_frames, size=config.video_size, fps=config.video_fps)
-    files += save_named_views(render, workspace.path("views"), names=config.views, size=config.views_size)
+    files += save_turntable(
+        render, workspace.path("turntable.mp4"), n_frames=config.video_frames, size=config.video_size, fps=config.video_fps,
+        **config.cameras(),
+    )
+    files += save_named_views(render, workspace.path("views"), names=config.views, size=config.views_size, **config.cameras())
     stats["files"] = sorted(str(f.relative_to(workspace.root)) for f in files)
     return stats
 
 
 def render_outputs(trained: "TrainedScene", folder: Path, frames: int, size: int) -> list[Path]:
+    config = trained.export
     render = display_render_fn(trained.field, trained.renderer, trained.background)
-    files = save_turntable(render, folder / "turntable.mp4", n_frames=frames, size=size, fps=trained.export.video_fps)
-    return files + save_named_views(render, folder / "views", names=trained.export.views, size=size)
+    files = save_turntable(render, folder / "turntable.mp4", n_frames=frames, size=size, fps=config.video_fps, **config.cameras())
+    return files + save_named_views(render, folder / "views", names=config.views, size=size, **config.cameras())
 
 
 def export_mesh(trained: "TrainedScene", path: str, fmt: str, resolution: int | None = None, texture: bool | None = None) -> list[Path]:
