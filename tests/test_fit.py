@@ -138,3 +138,14 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, caps
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("dreamtext: error:")
     assert not ws.exists()
+
+
+def test_resume_keeps_saved_config_and_reports_ignored_changes(capsys):
+    from dreamtext.methods.fit import _with_resumable_changes
+
+    saved = FitConfig(iters=500, lr=0.01)
+    resumed = _with_resumable_changes(saved, FitConfig(iters=800, lr=0.5))
+    assert resumed.iters == 800 and resumed.lr == 0.01
+    assert "ignoring changed lr" in capsys.readouterr().err
+    # Without --iters the saved count stands (the CLI default must not shorten or extend a run).
+    assert _with_resumable_changes(saved, FitConfig()).iters == 500

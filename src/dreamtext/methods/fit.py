@@ -9,6 +9,7 @@ checkpoint stores, so an interrupted run resumed with `resume=True` ends where a
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -27,7 +28,7 @@ from ..scene.field import FieldConfig, RadianceField
 from ..scene.hash_encoding import HashGridConfig
 from ..scene.occupancy import OccupancyGridConfig
 from ..scene.renderer import RendererConfig, VolumeRenderer
-from ..utils.config import config_from_dict
+from ..utils.config import config_from_dict, config_to_dict
 from ..utils.images import save_image
 from ..utils.progress import Progress
 from ..utils.workspace import Workspace
@@ -227,10 +228,11 @@ def fit(config: FitConfig, workspace: str | Path, resume: bool = False, progress
     if resume and ws.has_checkpoint():
         saved = config_from_dict(FitConfig, ws.load_config_dict()["config"])
         config = _with_resumable_changes(saved, config)
-    fitter = Fitter(config, ws, posed)
-    config = dataclasses.replace(config, export=framed_like(config.export, fitter.train_set.cameras))
-    fitter.config = config
+    if posed is None:
+        posed = load_fit_data(config, ws)
+    config = dataclasses.replace(config, export=framed_like(config.export, posed.cameras))
     ws.save_config(config, method="fit")
+    fitter = Fitter(config, ws, posed)
     if resume and ws.has_checkpoint():
         fitter.load_state_dict(ws.load_checkpoint(map_location=fitter.device))
     fitter.train(progress=progress)
@@ -255,9 +257,24 @@ def framed_like(export: ExportConfig, cameras) -> ExportConfig:
 
 
 def _with_resumable_changes(saved: FitConfig, requested: FitConfig) -> FitConfig:
-    """A resumed run keeps its saved config; only the iteration count may be extended."""
-    saved.iters = max(saved.iters, requested.iters) if requested.iters != FitConfig.iters else saved.iters
-    return saved
+    """A resumed run keeps its saved config, so it continues the same schedule and random stream;
+    only an explicitly raised iteration count extends it. Other differences are reported, not applied."""
+    iters = max(saved.iters, requested.iters) if requested.iters != FitConfig.iters else saved.iters
+    ignored = _differing_keys(config_to_dict(saved), config_to_dict(dataclasses.replace(requested, iters=saved.iters)))
+    ignored = [key for key in ignored if key != "data" and not key.startswith("export.camera")]
+    if ignored:
+        print(f"dreamtext: warning: --resume keeps the saved config; ignoring changed {', '.join(ignored)}", file=sys.stderr)
+    return dataclasses.replace(saved, iters=iters)
+
+
+def _differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in a:
+        if isinstance(a[key], dict) and isinstance(b.get(key), dict):
+            keys += _differing_keys(a[key], b[key], f"{prefix}{key}.")
+        elif a[key] != b.get(key):
+            keys.append(prefix + key)
+    return keys
 
 
 def _builtin_scene_metrics(fitter: Fitter, config: FitConfig) -> dict:
