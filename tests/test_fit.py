@@ -119,19 +119,30 @@ def test_existing_run_is_not_overwritten(two_tone_views, tmp_path, capsys):
     assert Workspace(ws).load_checkpoint() == {"step": 1}
 
 
-def _bad_input_cases(tmp_path):
+def _bad_input_cases(tmp_path, good_views):
+    import shutil
+
+    from PIL import Image
+
     empty = tmp_path / "empty"
     empty.mkdir()
     missing = tmp_path / "missing"
     malformed = tmp_path / "malformed"
     malformed.mkdir()
     (malformed / "transforms.json").write_text("{ not json")
-    return {"empty": empty, "missing": missing, "malformed": malformed}
+    mixed = tmp_path / "mixed"
+    shutil.copytree(good_views, mixed)
+    frames = json.loads((mixed / "transforms.json").read_text())["frames"]
+    Image.new("RGB", (31, 17)).save(mixed / frames[1]["file_path"])
+    not_image = tmp_path / "not_image"
+    shutil.copytree(good_views, not_image)
+    (not_image / frames[2]["file_path"]).write_text("this is not a picture")
+    return {"empty": empty, "missing": missing, "malformed": malformed, "mixed": mixed, "not_image": not_image}
 
 
-@pytest.mark.parametrize("case", ["empty", "missing", "malformed"])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, capsys):
-    data = _bad_input_cases(tmp_path)[case]
+@pytest.mark.parametrize("case", ["empty", "missing", "malformed", "mixed", "not_image"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, two_tone_views, tmp_path, capsys):
+    data = _bad_input_cases(tmp_path, two_tone_views)[case]
     ws = tmp_path / "ws"
     code = main(["fit", str(data), "--workspace", str(ws), "--quiet"])
     err = capsys.readouterr().err.strip()
