@@ -1,0 +1,181 @@
+"""Load a Stable Diffusion 1.x/2.x checkpoint as the 2D prior, strictly offline and without pickle.
+
+Accepted `model` values:
+- a local diffusers folder (with `model_index.json`, as written by `save_pretrained`);
+- a single `.safetensors` checkpoint in the original Stable Diffusion layout (`from_single_file`);
+  its component configurations come from `config` (a diffusers folder or a cached hub id), or from
+  the hub repository diffusers infers for the checkpoint, which must then be in the local cache;
+- a hub id, resolved only from the local Hugging Face cache;
+- None: `DEFAULT_MODEL_ID` if it is cached.
+Weights are read with safetensors only; remote code is never run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DreamtextError
+
+# Issue 3 / thesis 6.1.3: the thesis's prior is Stable Diffusion 2.1-base.
+DEFAULT_MODEL_ID = "stabilityai/stable-diffusion-2-1-base"
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+
+
+@dataclass
+class Prior:
+    """The frozen parts of a Stable Diffusion pipeline that score distillation needs."""
+
+    unet: Any  # diffusers UNet2DConditionModel
+    vae: Any  # diffusers AutoencoderKL
+    text_encoder: Any | None  # transformers CLIPTextModel; None once freed
+    tokenizer: Any  # transformers CLIPTokenizer
+    scheduler: Any  # a diffusers noise scheduler (its alphas_cumprod define the noise levels)
+    device: torch.device
+    dtype: torch.dtype
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> "Prior":
+        """Take the components of a diffusers `StableDiffusionPipeline`, frozen, on `device`."""
+        device = torch.device(device)
+        dtype = resolve_dtype(device, dtype)
+        for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
+            module.to(device=device)
+            if module.dtype != dtype:  # loaders pass dtype already; this covers pipelines built in memory
+                module.to(dtype=dtype)
+            module.eval()
+            module.requires_grad_(False)
+        return cls(
+            unet=pipeline.unet,
+            vae=pipeline.vae,
+            text_encoder=pipeline.text_encoder,
+            tokenizer=pipeline.tokenizer,
+            scheduler=pipeline.scheduler,
+            device=device,
+            dtype=dtype,
+        )
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """How many image pixels one latent covers per side (8 for Stable Diffusion)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        return int(self.unet.config.sample_size)
+
+    @property
+    def image_size(self) -> int:
+        """The resolution the prior was trained at (512 for SD 2.1-base): renders are resized to it."""
+        return self.latent_size * self.vae_scale_factor
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    def free_text_encoder(self) -> None:
+        """Drop the text encoder once every prompt embedding is cached (saves ~340M parameters for SD 2.1)."""
+        self.text_encoder = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def resolve_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dtype:
+    """fp32 on CPU (half precision is slow or unsupported there); fp16 by default on CUDA, bf16 on request."""
+    if device.type != "cuda":
+        return torch.float32
+    if dtype is None:
+        return torch.float16
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise DreamtextError(f"unsupported prior dtype {dtype}; use float16, bfloat16 or float32")
+    return dtype
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+_PIPELINE_KWARGS = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def _load_from_pretrained(source: str, what: str, dtype: torch.dtype):
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        return StableDiffusionPipeline.from_pretrained(
+            source, local_files_only=True, use_safetensors=True, dtype=dtype, **_PIPELINE_KWARGS
+        )
+    except Exception as error:  # diffusers raises many types; the user needs one line
+        raise DreamtextError(f"could not load Stable Diffusion {what} {source!r}: {_one_line(error)}") from error
+
+
+def _load_single_file(path: Path, config: str | None, dtype: torch.dtype):
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        return StableDiffusionPipeline.from_single_file(
+            str(path), config=config, local_files_only=True, dtype=dtype, **_PIPELINE_KWARGS
+        )
+    except Exception as error:
+        hint = "" if config else " (its component configs must come offline: pass config=<diffusers folder or cached hub id>)"
+        raise DreamtextError(f"could not load the single-file checkpoint {str(path)!r}{hint}: {_one_line(error)}") from error
+
+
+def load_prior(
+    model: str | os.PathLike | None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    config: str | os.PathLike | None = None,
+) -> Prior:
+    """Load a Stable Diffusion prior offline; see the module docstring for what `model` may be.
+
+    config: only for a single `.safetensors` file: where its component configurations come from.
+    """
+    if model is None:
+        if not is_cached_hub_model(DEFAULT_MODEL_ID):
+            raise DreamtextError(
+                f"a Stable Diffusion model is needed: {DEFAULT_MODEL_ID} is not in the local Hugging Face cache; "
+                "pass a diffusers folder, a .safetensors file or a cached hub id as the model"
+            )
+        model = DEFAULT_MODEL_ID
+    dtype = resolve_dtype(torch.device(device), dtype)
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise DreamtextError(f"{text!r} is a pickle checkpoint, which dreamtext never loads; convert it to .safetensors")
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise DreamtextError(f"{text!r} is not a diffusers model folder (no model_index.json)")
+        pipeline = _load_from_pretrained(str(path), "folder", dtype)
+    elif path.is_file():
+        if suffix != ".safetensors":
+            raise DreamtextError(f"{text!r} is not a .safetensors checkpoint or a diffusers folder")
+        pipeline = _load_single_file(path, None if config is None else os.fspath(config), dtype)
+    elif _is_hub_id(text):
+        pipeline = _load_from_pretrained(text, "model (hub id, local cache only)", dtype)
+    else:
+        raise DreamtextError(f"model path {text!r} does not exist")
+    return Prior.from_pipeline(pipeline, device=device, dtype=dtype)
+
+
+def _is_hub_id(text: str) -> bool:
+    """`owner/name` or `name` with hub-legal characters and no file suffix we know."""
+    parts = text.split("/")
+    legal = all(part and all(c.isalnum() or c in "-_." for c in part) for part in parts)
+    return legal and len(parts) <= 2 and not text.startswith(".") and Path(text).suffix.lower() != ".safetensors"
+
+
+def is_cached_hub_model(repo_id: str) -> bool:
+    """Whether `repo_id`'s pipeline index is in the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    found = try_to_load_from_cache(repo_id, "model_index.json")
+    return isinstance(found, str) and Path(found).is_file()

@@ -1,0 +1,113 @@
+"""View-dependent prompts and their text embeddings, computed once and cached.
+
+The thesis (6.1.7, after DreamFusion) appends the camera's view to the prompt ("..., front view") so
+the prior is asked for the side the camera actually sees. The labels and their angle thresholds live
+in `scene.cameras` (`VIEW_LABELS`, `view_label_ids`); this module turns them into embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import DreamtextError
+from ..scene.cameras import VIEW_LABELS
+from .loading import Prior
+
+# Thesis 6.1.7 / stable-dreamfusion: the suffix is ", <label> view".
+VIEW_SUFFIXES: dict[str, str] = {label: f", {label} view" for label in VIEW_LABELS}
+
+
+def view_prompt(prompt: str, label: str) -> str:
+    return prompt + VIEW_SUFFIXES[label]
+
+
+def view_prompts(prompt: str) -> list[str]:
+    """The prompt with each suffix, in `VIEW_LABELS` order (index = view label id)."""
+    return [view_prompt(prompt, label) for label in VIEW_LABELS]
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """What the prior is conditioned on.
+
+    view_dependent: thesis 6.1.7 (on in both Stable DreamFusion and FitFusion).
+    negative_prompt: the unconditional branch of classifier-free guidance; "" is the usual
+        unconditional embedding (stable-dreamfusion's default).
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    view_dependent: bool = True
+
+
+class TextEmbeddingCache:
+    """Text encoder outputs keyed by prompt: each distinct prompt goes through the encoder once.
+
+    After `freeze()` the encoder is no longer referenced (the prior may free it) and asking for an
+    unseen prompt is an error instead of a silent recomputation.
+    """
+
+    def __init__(self, prior: Prior):
+        self._prior = prior
+        self._cache: dict[str, Tensor] = {}
+        self._frozen = False
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> Tensor:
+        """Embeddings [len(prompts), 77, D]; missing prompts are encoded together in one batch."""
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            if self._frozen or self._prior.text_encoder is None:
+                raise DreamtextError(f"no cached text embedding for {missing[0]!r} and the text encoder was freed")
+            for prompt, embedding in zip(missing, self._run_encoder(missing)):
+                self._cache[prompt] = embedding
+        return torch.stack([self._cache[p] for p in prompts])
+
+    def _run_encoder(self, prompts: list[str]) -> Tensor:
+        tokenizer = self._prior.tokenizer
+        tokens = tokenizer(
+            prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        )
+        encoder = self._prior.text_encoder
+        # Stable Diffusion conditions on the last hidden states of every token (not the pooled output).
+        return encoder(tokens.input_ids.to(self._prior.device))[0].to(self._prior.dtype)
+
+    def freeze(self) -> None:
+        self._frozen = True
+
+
+class PromptEmbeddings:
+    """Everything SDS needs from the text side of one run, encoded up front.
+
+    Holds the conditional embedding of every view label (or of the bare prompt) and the negative one,
+    so the text encoder can be freed right after construction (`free_encoder=True`).
+    """
+
+    def __init__(self, prior: Prior, config: PromptConfig, free_encoder: bool = False):
+        if not config.prompt.strip():
+            raise DreamtextError("the prompt is empty: describe the object to create")
+        self.config = config
+        self.cache = TextEmbeddingCache(prior)
+        prompts = view_prompts(config.prompt) if config.view_dependent else [config.prompt]
+        embeddings = self.cache.encode([*prompts, config.negative_prompt])
+        self._conditional = embeddings[:-1]  # [views or 1, 77, D]
+        self._negative = embeddings[-1:]  # [1, 77, D]
+        self.cache.freeze()
+        if free_encoder:
+            prior.free_text_encoder()
+
+    def conditional(self, view_ids: Tensor) -> Tensor:
+        """[B, 77, D] for cameras with `view_label_ids` [B] (ignored without view-dependent prompts)."""
+        if not self.config.view_dependent:
+            return self._conditional.expand(view_ids.shape[0], -1, -1)
+        return self._conditional[view_ids.to(self._conditional.device)]
+
+    def unconditional(self, batch: int) -> Tensor:
+        return self._negative.expand(batch, -1, -1)

@@ -1,0 +1,130 @@
+"""Schedules as data: the diffusion timestep and scalar settings (guidance scale, gradient clamp)
+as functions of training progress in [0, 1].
+
+Every schedule is a small frozen dataclass, so a run's config records it exactly and presets override
+it by value. Timestep schedules return integer training timesteps of the prior's noise scheduler;
+their bounds are fractions of its `num_train_timesteps` (0.02 and 0.98 of 1000 = 20 and 980).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import Tensor
+
+
+def _check_progress(progress: float) -> float:
+    if not 0.0 <= progress <= 1.0:
+        raise ValueError(f"progress must lie in [0, 1], got {progress}")
+    return float(progress)
+
+
+def _cosine_ramp(progress: float) -> float:
+    """0 at progress 0, 1 at progress 1, following half a cosine (slow at both ends)."""
+    return (1.0 - math.cos(math.pi * progress)) / 2.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Timesteps
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UniformTimesteps:
+    """t drawn uniformly from the integers in [t_min, t_max] at every step, whatever the progress.
+
+    Defaults: thesis 6.1.3 and stable-dreamfusion (March 2023), t = randint(20, 980) of 1000.
+    """
+
+    t_min: float = 0.02
+    t_max: float = 0.98
+
+    def __call__(
+        self, progress: float, generator: torch.Generator | None = None, batch: int = 1,
+        num_train_timesteps: int = 1000, device: torch.device | str = "cpu",
+    ) -> Tensor:
+        _check_progress(progress)
+        low, high = round(self.t_min * num_train_timesteps), round(self.t_max * num_train_timesteps)
+        return torch.randint(low, high + 1, (batch,), generator=generator, device=device)
+
+
+@dataclass(frozen=True)
+class LinearTimesteps:
+    """t falls linearly from t_max at progress 0 to t_min at progress 1 (coarse shape first, then detail).
+
+    One of the schedules the thesis explored (6.1.9); same bounds as the uniform default.
+    """
+
+    t_min: float = 0.02
+    t_max: float = 0.98
+
+    def fraction(self, progress: float) -> float:
+        return self.t_max + (self.t_min - self.t_max) * _check_progress(progress)
+
+    def __call__(
+        self, progress: float, generator: torch.Generator | None = None, batch: int = 1,
+        num_train_timesteps: int = 1000, device: torch.device | str = "cpu",
+    ) -> Tensor:
+        t = round(self.fraction(progress) * num_train_timesteps)
+        return torch.full((batch,), t, dtype=torch.long, device=device)
+
+
+@dataclass(frozen=True)
+class CosineTimesteps(LinearTimesteps):
+    """t falls from t_max to t_min along half a cosine: it lingers at high and at low noise.
+
+    One of the schedules the thesis explored (6.1.9).
+    """
+
+    def fraction(self, progress: float) -> float:
+        return self.t_max + (self.t_min - self.t_max) * _cosine_ramp(_check_progress(progress))
+
+
+TimestepSchedule = Union[UniformTimesteps, LinearTimesteps, CosineTimesteps]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalars: guidance scale, gradient clamp
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConstantValue:
+    """The same value throughout. Default: stable-dreamfusion's guidance scale 100 (thesis 6.1.3)."""
+
+    value: float = 100.0
+
+    def __call__(self, progress: float, generator: torch.Generator | None = None) -> float:
+        _check_progress(progress)
+        return float(self.value)
+
+
+@dataclass(frozen=True)
+class LinearValue:
+    """From `start` at progress 0 to `end` at progress 1, linearly.
+
+    Example: stable-dreamfusion's (30 March 2023) gradient clamp 2 + 6 step/iters = LinearValue(2, 8).
+    """
+
+    start: float
+    end: float
+
+    def __call__(self, progress: float, generator: torch.Generator | None = None) -> float:
+        return self.start + (self.end - self.start) * _check_progress(progress)
+
+
+@dataclass(frozen=True)
+class CosineValue:
+    """From `start` at progress 0 to `end` at progress 1 along half a cosine."""
+
+    start: float
+    end: float
+
+    def __call__(self, progress: float, generator: torch.Generator | None = None) -> float:
+        return self.start + (self.end - self.start) * _cosine_ramp(_check_progress(progress))
+
+
+ScalarSchedule = Union[ConstantValue, LinearValue, CosineValue]

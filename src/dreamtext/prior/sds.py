@@ -1,0 +1,177 @@
+"""Score distillation sampling (DreamFusion's SDS) on a frozen Stable Diffusion prior.
+
+One step: resize the renders to the prior's input size, VAE-encode them with gradient, noise the
+latents at a scheduled t, predict the noise with one batched UNet call for the conditional and the
+unconditional prompt, and push the latents along grad = w(t) (eps_hat - eps). The UNet Jacobian is
+skipped (thesis 6.1.3): the prior runs without autograd and only the VAE encoder carries gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import DreamtextError
+from .loading import Prior
+from .schedules import ConstantValue, ScalarSchedule, TimestepSchedule, UniformTimesteps
+
+CfgFormula = Literal["standard", "sdf_2023"]
+Weighting = Literal["1-alphabar", "sqrt_alphabar_1m", "sqrt_1m_alphabar", "uniform"]
+
+
+@dataclass(frozen=True)
+class SDSConfig:
+    """Score distillation settings; defaults are Stable DreamFusion's as the thesis started from.
+
+    timesteps: thesis 6.1.3 / stable-dreamfusion, t uniform in [20, 980] of 1000.
+    guidance: classifier-free guidance scale; 100 is stable-dreamfusion's (thesis 6.1.3; FitFusion 1000).
+    cfg_formula: "standard" = uncond + s (cond - uncond) (Ho & Salimans, threestudio);
+        "sdf_2023" = cond + s (cond - uncond), stable-dreamfusion's March 2023 form, i.e. the standard
+        form with s + 1. Ours: default "standard" so that a scale means what it means elsewhere.
+    weighting: w(t). "1-alphabar" = 1 - alphabar_t (thesis 6.1.3, DreamFusion); "sqrt_alphabar_1m" =
+        sqrt(alphabar_t) (1 - alphabar_t) (Fantasia3D/threestudio); "sqrt_1m_alphabar" =
+        sqrt(1 - alphabar_t) (sigma_t); "uniform" = 1.
+    grad_clamp: optional bound on |grad| per element, a schedule of progress (stable-dreamfusion's
+        30 March 2023 version: LinearValue(2, 8)). None: ours, the thesis does not clamp.
+    latent_mode: stable-dreamfusion's latent warm-up: the render's 4 channels in [0, 1] are resized to
+        the UNet's latent size and mapped to [-1, 1] as latents; no VAE. Off by default (thesis).
+    sample_posterior: encode with a sample of the VAE posterior (stable-dreamfusion) rather than its mean.
+    """
+
+    timesteps: TimestepSchedule = field(default_factory=UniformTimesteps)
+    guidance: ScalarSchedule = field(default_factory=lambda: ConstantValue(100.0))
+    cfg_formula: CfgFormula = "standard"
+    weighting: Weighting = "1-alphabar"
+    grad_clamp: ScalarSchedule | None = None
+    latent_mode: bool = False
+    sample_posterior: bool = True
+
+
+def sds_weight(alphas_cumprod_t: Tensor, weighting: Weighting) -> Tensor:
+    """w(t) for a tensor of alphabar_t values."""
+    a = alphas_cumprod_t
+    if weighting == "1-alphabar":
+        return 1.0 - a
+    if weighting == "sqrt_alphabar_1m":
+        return a.sqrt() * (1.0 - a)
+    if weighting == "sqrt_1m_alphabar":
+        return (1.0 - a).sqrt()
+    if weighting == "uniform":
+        return torch.ones_like(a)
+    raise ValueError(f"unknown SDS weighting {weighting!r}")
+
+
+def guided_noise(eps_cond: Tensor, eps_uncond: Tensor, scale: float, formula: CfgFormula) -> Tensor:
+    """Classifier-free guidance in the configured form."""
+    if formula not in ("standard", "sdf_2023"):
+        raise ValueError(f"unknown CFG formula {formula!r}")
+    base = eps_uncond if formula == "standard" else eps_cond
+    return base + scale * (eps_cond - eps_uncond)
+
+
+@dataclass
+class SDSInfo:
+    """What one SDS step did, as detached tensors (reading them syncs the GPU: do it rarely)."""
+
+    timesteps: Tensor  # [B] long
+    guidance_scale: float
+    weight: Tensor  # [B] w(t)
+    grad: Tensor  # [B, 4, h, w] the gradient applied to the latents, before the 1/B batch mean
+    latents: Tensor  # [B, 4, h, w]
+
+
+class ScoreDistillation:
+    """SDS loss of renders under a frozen prior.
+
+    `loss(...)` returns a scalar whose gradient at the latents is w(t) (eps_hat - eps) / B, written as
+    0.5 * ||latents - target||^2 / B with a detached target: unlike `latents.backward(grad)`, that
+    form is scaled and unscaled correctly by mixed-precision gradient scalers.
+    """
+
+    def __init__(self, prior: Prior, config: SDSConfig = SDSConfig()):
+        prediction = prior.scheduler.config.get("prediction_type", "epsilon")
+        if prediction not in ("epsilon", "v_prediction"):
+            raise DreamtextError(f"SDS needs an epsilon or v-prediction prior, this one predicts {prediction!r}")
+        self.prior = prior
+        self.config = config
+        self.prediction_type = prediction
+        self.alphas_cumprod = prior.scheduler.alphas_cumprod.to(prior.device, torch.float32)
+
+    # -- the pieces -------------------------------------------------------------------------------
+
+    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Renders [B, C, H, W] in [0, 1] to latents [B, 4, h, w], differentiably."""
+        prior = self.prior
+        if self.config.latent_mode:
+            if images.shape[1] != 4:
+                raise ValueError(f"latent mode needs 4-channel renders, got {images.shape[1]} channels")
+            size = prior.latent_size
+            return F.interpolate(images, (size, size), mode="bilinear", align_corners=False) * 2 - 1
+        if images.shape[1] != 3:
+            raise ValueError(f"SDS needs RGB renders [B, 3, H, W], got {tuple(images.shape)}")
+        size = prior.image_size
+        # stable-dreamfusion upsamples its 64 px renders bilinearly to the VAE's 512.
+        resized = F.interpolate(images, (size, size), mode="bilinear", align_corners=False)
+        posterior = prior.vae.encode((resized * 2 - 1).to(prior.dtype)).latent_dist
+        latents = posterior.sample(generator) if self.config.sample_posterior else posterior.mean
+        return latents * prior.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def predict_noise(self, noisy: Tensor, timesteps: Tensor, cond: Tensor, uncond: Tensor) -> tuple[Tensor, Tensor]:
+        """(eps_cond, eps_uncond) from ONE UNet call on the doubled batch, in float32."""
+        prior = self.prior
+        batch = noisy.shape[0]
+        output = prior.unet(
+            torch.cat([noisy, noisy]).to(prior.dtype),
+            torch.cat([timesteps, timesteps]),
+            encoder_hidden_states=torch.cat([cond, uncond]).to(prior.dtype),
+        ).sample.float()
+        if self.prediction_type == "v_prediction":
+            # v = sqrt(a) eps - sqrt(1 - a) x0 and x_t = sqrt(a) x0 + sqrt(1 - a) eps => eps = sqrt(a) v + sqrt(1 - a) x_t
+            a = self.alphas_cumprod[torch.cat([timesteps, timesteps])].view(-1, 1, 1, 1)
+            output = a.sqrt() * output + (1 - a).sqrt() * torch.cat([noisy, noisy]).float()
+        return output[:batch], output[batch:]
+
+    # -- the loss ---------------------------------------------------------------------------------
+
+    def loss(
+        self,
+        images: Tensor,
+        cond: Tensor,
+        uncond: Tensor,
+        step_progress: float,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, SDSInfo]:
+        """SDS loss of `images` [B, 3, H, W] in [0, 1] (4 channels in latent mode).
+
+        cond: [B, 77, D] text embeddings (per view); uncond: [B or 1, 77, D] (negative prompt).
+        step_progress: training progress in [0, 1], for the schedules.
+        generator: drives t, the noise and the posterior sample (on the prior's device).
+        """
+        config = self.config
+        batch = images.shape[0]
+        latents = self.encode(images, generator)
+        timesteps = config.timesteps(
+            step_progress, generator, batch, self.prior.num_train_timesteps, device=latents.device
+        )
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
+        alphabar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        noisy = alphabar.sqrt() * latents.detach().float() + (1 - alphabar).sqrt() * noise
+        eps_cond, eps_uncond = self.predict_noise(noisy, timesteps, cond, uncond.expand(batch, -1, -1))
+
+        scale = config.guidance(step_progress, generator)
+        eps_hat = guided_noise(eps_cond, eps_uncond, scale, config.cfg_formula)
+        weight = sds_weight(alphabar.view(-1), config.weighting)
+        grad = torch.nan_to_num(weight.view(-1, 1, 1, 1) * (eps_hat - noise), nan=0.0, posinf=0.0, neginf=0.0)
+        if config.grad_clamp is not None:
+            bound = config.grad_clamp(step_progress, generator)
+            grad = grad.clamp(-bound, bound)
+
+        target = (latents.float() - grad).detach()
+        loss = 0.5 * F.mse_loss(latents.float(), target, reduction="sum") / batch
+        info = SDSInfo(timesteps=timesteps, guidance_scale=scale, weight=weight, grad=grad, latents=latents.detach())
+        return loss, info

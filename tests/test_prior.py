@@ -1,0 +1,346 @@
+"""The 2D prior: offline CLIP tokenizer, loading, view prompts, schedules and the SDS gradient.
+
+Everything runs on a tiny random Stable Diffusion pipeline (tests/tiny_sd.py), offline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from dreamtext.errors import DreamtextError
+from dreamtext.prior import (
+    ConstantValue,
+    CosineTimesteps,
+    CosineValue,
+    LinearTimesteps,
+    LinearValue,
+    Prior,
+    PromptConfig,
+    PromptEmbeddings,
+    SDSConfig,
+    ScoreDistillation,
+    TextEmbeddingCache,
+    UniformTimesteps,
+    load_prior,
+    sds_weight,
+    view_prompt,
+)
+from dreamtext.prior import loading, tokenizer as tokenizer_module
+from dreamtext.prior.tokenizer import build_clip_tokenizer, find_bpe_vocabulary
+from dreamtext.scene.cameras import VIEW_LABELS, view_label_ids
+
+from tiny_sd import build_tiny_sd_pipeline
+
+
+@pytest.fixture(scope="module")
+def tokenizer_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tokenizer_cache")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tokenizer_cache):
+    return build_tiny_sd_pipeline(tokenizer_cache=str(tokenizer_cache))
+
+
+@pytest.fixture()
+def prior(pipeline) -> Prior:
+    return Prior.from_pipeline(pipeline)
+
+
+def _images(batch: int = 2, size: int = 24, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, size, size, generator=generator).requires_grad_(True)
+
+
+def _embeddings(prior: Prior, prompts: list[str]) -> torch.Tensor:
+    return TextEmbeddingCache(prior).encode(prompts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tokenizer_gives_clip_ids_offline(tokenizer_cache):
+    tokenizer = build_clip_tokenizer(tokenizer_cache)
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert len(tokenizer) == 49408
+    padded = tokenizer("a cat", padding="max_length", max_length=tokenizer.model_max_length).input_ids
+    assert len(padded) == 77 and padded[:4] == [49406, 320, 2368, 49407] and set(padded[4:]) == {49407}
+    # The cache holds exactly the two files, no staging leftovers, and is reused as is.
+    folder = tokenizer_cache / tokenizer_module.CACHE_SUBFOLDER
+    assert sorted(p.name for p in folder.iterdir()) == ["merges.txt", "vocab.json"]
+    assert [p.name for p in tokenizer_cache.iterdir()] == [tokenizer_module.CACHE_SUBFOLDER]
+    mtime = (folder / "vocab.json").stat().st_mtime_ns
+    build_clip_tokenizer(tokenizer_cache)
+    assert (folder / "vocab.json").stat().st_mtime_ns == mtime
+
+
+def test_tokenizer_matches_open_clip_reference(tokenizer_cache):
+    """Same ids as open_clip's own BPE tokenizer (loaded from its file: importing open_clip needs torchvision)."""
+    source = find_bpe_vocabulary().parent / "tokenizer.py"
+    spec = importlib.util.spec_from_file_location("open_clip_tokenizer_reference", source)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        reference = module.SimpleTokenizer()
+    except Exception as error:  # its imports may change between open_clip versions
+        pytest.skip(f"open_clip's tokenizer module cannot be loaded alone: {error}")
+    tokenizer = build_clip_tokenizer(tokenizer_cache)
+    for text in ["Hello, world! café naïve 🐱", "a DSLR photo of an astronaut riding a horse, front view", "x  y\tz 12345"]:
+        assert tokenizer(text).input_ids[1:-1] == reference.encode(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# SDS gradient
+# ---------------------------------------------------------------------------------------------
+
+
+def _expected_sds_grad(prior: Prior, latents, cond, uncond, scale, formula, weighting, seed, batch):
+    """w(t) (eps_hat - eps) / B recomputed from the same draws, with the scheduler's own add_noise."""
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.randint(20, 981, (batch,), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    noisy = prior.scheduler.add_noise(latents.detach(), noise, t)
+    with torch.no_grad():  # batched like the loss so the comparison is not blurred by kernel rounding
+        eps = prior.unet(torch.cat([noisy, noisy]), torch.cat([t, t]), encoder_hidden_states=torch.cat([cond, uncond]))
+    eps_cond, eps_uncond = eps.sample.chunk(2)
+    base = eps_uncond if formula == "standard" else eps_cond
+    eps_hat = base + scale * (eps_cond - eps_uncond)
+    alphabar = prior.scheduler.alphas_cumprod[t]
+    weight = sds_weight(alphabar, weighting).view(-1, 1, 1, 1)
+    return weight * (eps_hat - noise) / batch, weight * (eps_cond - eps_uncond) / batch, t
+
+
+def _run_sds(prior: Prior, config: SDSConfig, images, cond, uncond, seed, progress=0.3):
+    """Loss, info and the gradient that reached the latents."""
+    sds = ScoreDistillation(prior, config)
+    captured = {}
+    encode = sds.encode
+
+    def capturing_encode(images, generator=None):
+        latents = encode(images, generator)
+        latents.retain_grad()
+        captured["latents"] = latents
+        return latents
+
+    sds.encode = capturing_encode
+    loss, info = sds.loss(images, cond, uncond, progress, torch.Generator().manual_seed(seed))
+    loss.backward()
+    return loss, info, captured["latents"]
+
+
+@pytest.mark.parametrize("weighting", ["1-alphabar", "sqrt_alphabar_1m"])
+def test_latent_gradient_is_weighted_noise_residual_for_both_cfg_formulas(prior, weighting):
+    cond = _embeddings(prior, ["a cat, front view", "a cat, back view"])
+    uncond = _embeddings(prior, [""])
+    grads = {}
+    for formula in ("standard", "sdf_2023"):
+        config = SDSConfig(guidance=ConstantValue(7.5), cfg_formula=formula, weighting=weighting, sample_posterior=False)
+        images = _images()
+        loss, info, latents = _run_sds(prior, config, images, cond, uncond, seed=5)
+        expected, difference, t = _expected_sds_grad(
+            prior, latents, cond, uncond.expand(2, -1, -1), 7.5, formula, weighting, seed=5, batch=2
+        )
+        assert torch.equal(info.timesteps, t)
+        torch.testing.assert_close(latents.grad, expected, rtol=1e-5, atol=1e-7)
+        # The loss is the target-MSE form: 0.5 ||grad||^2 / B.
+        torch.testing.assert_close(loss, 0.5 * (info.grad**2).sum() / 2)
+        assert images.grad is not None and torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+        grads[formula] = latents.grad
+    # stable-dreamfusion's form is the standard one with s + 1: the gradients differ by w(t)(cond - uncond).
+    torch.testing.assert_close(grads["sdf_2023"] - grads["standard"], difference, rtol=1e-4, atol=1e-6)
+    assert difference.abs().max() > 1e-4
+
+
+def test_no_gradient_reaches_the_frozen_prior(prior):
+    cond = _embeddings(prior, ["a cat"])
+    _run_sds(prior, SDSConfig(), _images(batch=1), cond, _embeddings(prior, [""]), seed=0)
+    for module in (prior.unet, prior.vae, prior.text_encoder):
+        assert all(not p.requires_grad and p.grad is None for p in module.parameters())
+
+
+def test_gradient_clamp_and_weightings(prior):
+    cond, uncond = _embeddings(prior, ["a cat"]), _embeddings(prior, [""])
+    base = dict(guidance=ConstantValue(100.0), sample_posterior=False)
+    _, free_info, free = _run_sds(prior, SDSConfig(**base), _images(batch=1), cond, uncond, seed=3)
+    bound = 0.05
+    assert free.grad.abs().max() > bound  # the clamp below is active
+    _, _, clamped = _run_sds(prior, SDSConfig(**base, grad_clamp=ConstantValue(bound)), _images(batch=1), cond, uncond, seed=3)
+    torch.testing.assert_close(clamped.grad, free.grad.clamp(-bound, bound))
+    # Weightings only rescale the same residual: uniform / (1 - alphabar) = 1 / (1 - alphabar_t).
+    _, _, uniform = _run_sds(prior, SDSConfig(**base, weighting="uniform"), _images(batch=1), cond, uncond, seed=3)
+    alphabar = prior.scheduler.alphas_cumprod[free_info.timesteps]
+    torch.testing.assert_close(free.grad, uniform.grad * (1 - alphabar), rtol=1e-5, atol=1e-7)
+    a = torch.tensor([0.0, 0.25, 1.0])
+    torch.testing.assert_close(sds_weight(a, "1-alphabar"), torch.tensor([1.0, 0.75, 0.0]))
+    torch.testing.assert_close(sds_weight(a, "sqrt_alphabar_1m"), torch.tensor([0.0, 0.375, 0.0]))
+    torch.testing.assert_close(sds_weight(a, "sqrt_1m_alphabar"), torch.tensor([1.0, math.sqrt(0.75), 0.0]))
+    torch.testing.assert_close(sds_weight(a, "uniform"), torch.ones(3))
+
+
+def test_non_finite_noise_prediction_gives_a_zero_gradient(prior):
+    sds = ScoreDistillation(prior, SDSConfig())
+    sds.predict_noise = lambda noisy, *args: (torch.full_like(noisy, float("nan")), torch.full_like(noisy, float("inf")))
+    images = _images(batch=1)
+    loss, info = sds.loss(images, _embeddings(prior, ["a cat"]), _embeddings(prior, [""]), 0.0)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(images.grad, torch.zeros_like(images))
+
+
+def test_latent_mode_uses_the_render_as_latents(prior):
+    config = SDSConfig(latent_mode=True)
+    renders = torch.rand(2, 4, 16, 16, requires_grad=True)
+    cond = _embeddings(prior, ["a cat", "a dog"])
+    loss, info, latents = _run_sds(prior, config, renders, cond, _embeddings(prior, [""]), seed=2)
+    assert latents.shape == (2, 4, prior.latent_size, prior.latent_size)
+    torch.testing.assert_close(latents, torch.nn.functional.interpolate(renders, (8, 8), mode="bilinear") * 2 - 1)
+    assert renders.grad is not None and renders.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        ScoreDistillation(prior, config).loss(torch.rand(1, 3, 16, 16), cond[:1], cond[:1], 0.0)
+
+
+def test_renders_are_resized_to_the_prior_input(prior):
+    sds = ScoreDistillation(prior, SDSConfig(sample_posterior=False))
+    assert prior.image_size == 16 and prior.latent_size == 8
+    for size in (8, 40):
+        assert sds.encode(torch.rand(1, 3, size, size)).shape == (1, 4, 8, 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------------------------
+
+
+def test_timestep_schedules_at_documented_progress():
+    linear, cosine = LinearTimesteps(), CosineTimesteps()
+    for schedule in (linear, cosine):
+        assert [schedule(p).item() for p in (0.0, 0.5, 1.0)] == [980, 500, 20]
+    assert linear(0.25).item() == 740
+    assert cosine(0.25).item() == round((0.98 - 0.96 * (1 - math.cos(math.pi / 4)) / 2) * 1000)  # 839
+    assert linear(0.5, batch=3).tolist() == [500, 500, 500]
+    uniform = UniformTimesteps()
+    draws = uniform(0.7, torch.Generator().manual_seed(0), batch=20000)
+    assert draws.min().item() == 20 and draws.max().item() == 980 and draws.dtype == torch.long
+    again = uniform(0.0, torch.Generator().manual_seed(0), batch=20000)
+    assert torch.equal(draws, again)  # progress does not change the uniform draw
+    assert UniformTimesteps(0.1, 0.2)(0.0, batch=500, num_train_timesteps=500).max().item() <= 100
+    with pytest.raises(ValueError):
+        linear(1.5)
+
+
+def test_scalar_schedules_at_documented_progress():
+    assert [ConstantValue(100.0)(p) for p in (0.0, 0.5, 1.0)] == [100.0, 100.0, 100.0]
+    assert [LinearValue(2.0, 8.0)(p) for p in (0.0, 0.5, 1.0)] == [2.0, 5.0, 8.0]
+    cosine = CosineValue(100.0, 1000.0)
+    assert [round(cosine(p), 9) for p in (0.0, 0.5, 1.0)] == [100.0, 550.0, 1000.0]
+    assert cosine(0.25) == pytest.approx(100 + 900 * (1 - math.cos(math.pi / 4)) / 2)
+
+
+def test_sds_follows_the_guidance_schedule(prior):
+    config = SDSConfig(guidance=LinearValue(10.0, 30.0), timesteps=LinearTimesteps())
+    sds = ScoreDistillation(prior, config)
+    cond, uncond = _embeddings(prior, ["a cat"]), _embeddings(prior, [""])
+    _, info = sds.loss(_images(batch=1), cond, uncond, 0.5)
+    assert info.guidance_scale == 20.0 and info.timesteps.tolist() == [500]
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts
+# ---------------------------------------------------------------------------------------------
+
+
+def test_view_suffixes_at_threshold_angles(prior):
+    cases = [  # (polar, azimuth, label) on both sides of each thesis threshold
+        (29.9, 0.0, "overhead"), (30.0, 0.0, "front"), (149.9, 0.0, "front"), (150.0, 0.0, "bottom"),
+        (90.0, 59.9, "front"), (90.0, 60.0, "side"), (90.0, 179.9, "side"), (90.0, 180.0, "back"),
+        (90.0, 239.9, "back"), (90.0, 240.0, "side"), (90.0, 359.9, "side"), (10.0, 180.0, "overhead"),
+    ]
+    polar = torch.tensor([c[0] for c in cases])
+    azimuth = torch.tensor([c[1] for c in cases])
+    ids = view_label_ids(polar, azimuth)
+    assert [VIEW_LABELS[i] for i in ids.tolist()] == [c[2] for c in cases]
+    assert view_prompt("a cat", "front") == "a cat, front view"
+    assert view_prompt("a cat", "overhead") == "a cat, overhead view"
+    embeddings = PromptEmbeddings(prior, PromptConfig("a cat", negative_prompt="blurry"))
+    expected = _embeddings(prior, [f"a cat, {c[2]} view" for c in cases])
+    torch.testing.assert_close(embeddings.conditional(ids), expected)
+    torch.testing.assert_close(embeddings.unconditional(3), _embeddings(prior, ["blurry"] * 3))
+    plain = PromptEmbeddings(prior, PromptConfig("a cat", view_dependent=False))
+    torch.testing.assert_close(plain.conditional(ids[:2]), _embeddings(prior, ["a cat", "a cat"]))
+
+
+def _count_encoded_prompts(prior: Prior) -> list[int]:
+    batches: list[int] = []
+    prior.text_encoder.register_forward_hook(lambda module, args, output: batches.append(args[0].shape[0]))
+    return batches
+
+
+def test_embeddings_are_computed_once_per_prompt_and_encoder_can_be_freed(tokenizer_cache):
+    prior = Prior.from_pipeline(build_tiny_sd_pipeline(tokenizer_cache=str(tokenizer_cache)))
+    batches = _count_encoded_prompts(prior)
+    cache = TextEmbeddingCache(prior)
+    first = cache.encode(["a cat", "a dog", "a cat"])
+    second = cache.encode(["a dog", "a cow", "a cat", "a cow"])
+    assert batches == [2, 1] and len(cache) == 3
+    torch.testing.assert_close(first[0], second[2])
+    torch.testing.assert_close(first[0], first[2])
+
+    batches.clear()
+    embeddings = PromptEmbeddings(prior, PromptConfig("a cat"), free_encoder=True)
+    assert batches == [len(VIEW_LABELS) + 1]  # five views and the negative prompt, in one call
+    assert prior.text_encoder is None
+    assert embeddings.conditional(torch.tensor([0, 4, 0])).shape == (3, 77, 32)
+    with pytest.raises(DreamtextError, match="freed"):
+        embeddings.cache.encode(["a horse"])
+    with pytest.raises(DreamtextError, match="empty"):
+        PromptEmbeddings(prior, PromptConfig("   "))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def test_save_pretrained_round_trip_gives_identical_outputs(pipeline, prior, tmp_path):
+    pipeline.save_pretrained(tmp_path / "tiny-sd", safe_serialization=True)
+    assert not list((tmp_path / "tiny-sd").rglob("*.bin"))
+    loaded = load_prior(tmp_path / "tiny-sd", device="cpu", dtype=torch.float16)
+    assert loaded.dtype == torch.float32  # CPU always runs the prior in fp32
+    assert type(loaded.scheduler) is type(prior.scheduler)
+    cond_a, uncond_a = _embeddings(prior, ["a cat"]), _embeddings(prior, [""])
+    cond_b, uncond_b = _embeddings(loaded, ["a cat"]), _embeddings(loaded, [""])
+    assert torch.equal(cond_a, cond_b) and torch.equal(uncond_a, uncond_b)
+    loss_a, info_a = ScoreDistillation(prior).loss(_images(), cond_a.expand(2, -1, -1), uncond_a, 0.4, torch.Generator().manual_seed(9))
+    loss_b, info_b = ScoreDistillation(loaded).loss(_images(), cond_b.expand(2, -1, -1), uncond_b, 0.4, torch.Generator().manual_seed(9))
+    assert torch.equal(loss_a, loss_b) and torch.equal(info_a.grad, info_b.grad)
+
+
+def test_bad_model_and_missing_model_give_one_line_errors(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "weights.ckpt").write_bytes(b"not loaded")
+    (tmp_path / "notes.txt").write_text("x")
+    cases = {
+        str(tmp_path / "missing"): "does not exist",
+        str(tmp_path / "missing.safetensors"): "does not exist",
+        str(tmp_path / "empty"): "model_index.json",
+        str(tmp_path / "weights.ckpt"): "pickle",
+        str(tmp_path / "notes.txt"): "safetensors",
+        "nobody/no-such-model": "local cache only",
+    }
+    for model, fragment in cases.items():
+        with pytest.raises(DreamtextError, match=fragment) as raised:
+            load_prior(model)
+        assert "\n" not in str(raised.value)
+    assert not loading.is_cached_hub_model("nobody/no-such-model")
+    monkeypatch.setattr(loading, "is_cached_hub_model", lambda repo_id: False)
+    with pytest.raises(DreamtextError, match="a Stable Diffusion model is needed"):
+        load_prior(None)
