@@ -37,7 +37,7 @@ from dreamtext.prior import loading, tokenizer as tokenizer_module
 from dreamtext.prior.tokenizer import build_clip_tokenizer, find_bpe_vocabulary
 from dreamtext.scene.cameras import VIEW_LABELS, view_label_ids
 
-from tiny_sd import build_tiny_sd_pipeline
+from tiny_sd import build_tiny_sd_pipeline, to_original_sd_layout
 
 
 @pytest.fixture(scope="module")
@@ -322,6 +322,26 @@ def test_save_pretrained_round_trip_gives_identical_outputs(pipeline, prior, tmp
     loss_a, info_a = ScoreDistillation(prior).loss(_images(), cond_a.expand(2, -1, -1), uncond_a, 0.4, torch.Generator().manual_seed(9))
     loss_b, info_b = ScoreDistillation(loaded).loss(_images(), cond_b.expand(2, -1, -1), uncond_b, 0.4, torch.Generator().manual_seed(9))
     assert torch.equal(loss_a, loss_b) and torch.equal(info_a.grad, info_b.grad)
+
+
+def test_single_safetensors_file_loads_with_offline_configs(pipeline, prior, tmp_path):
+    from safetensors.torch import save_file
+
+    pipeline.save_pretrained(tmp_path / "configs", safe_serialization=True)
+    checkpoint = tmp_path / "tiny-sd.safetensors"
+    save_file({k: v.contiguous() for k, v in to_original_sd_layout(pipeline).items()}, str(checkpoint))
+    loaded = load_prior(checkpoint, config=tmp_path / "configs")
+    for ours, theirs in ((prior.unet, loaded.unet), (prior.vae, loaded.vae), (prior.text_encoder, loaded.text_encoder)):
+        a, b = ours.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k].reshape(a[k].shape)) for k in a)
+    cond, uncond = _embeddings(prior, ["a cat"]), _embeddings(prior, [""])
+    loss_a, _ = ScoreDistillation(prior).loss(_images(), cond.expand(2, -1, -1), uncond, 0.2, torch.Generator().manual_seed(4))
+    loss_b, _ = ScoreDistillation(loaded).loss(_images(), cond.expand(2, -1, -1), uncond, 0.2, torch.Generator().manual_seed(4))
+    assert torch.equal(loss_a, loss_b)
+    # Without configs they would have to be downloaded: a one-line error instead.
+    with pytest.raises(DreamtextError, match="configs offline") as raised:
+        load_prior(checkpoint)
+    assert "\n" not in str(raised.value)
 
 
 def test_bad_model_and_missing_model_give_one_line_errors(tmp_path, monkeypatch):

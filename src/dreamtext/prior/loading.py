@@ -114,16 +114,38 @@ def _load_from_pretrained(source: str, what: str, dtype: torch.dtype):
         raise DreamtextError(f"could not load Stable Diffusion {what} {source!r}: {_one_line(error)}") from error
 
 
+def _inferred_config_repo(path: Path) -> str | None:
+    """The hub repository diffusers would take a single file's configs from (read from key names and shapes)."""
+    try:
+        from diffusers.loaders.single_file_utils import fetch_diffusers_config
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {key: torch.empty(handle.get_slice(key).get_shape(), device="meta") for key in handle.keys()}
+        return fetch_diffusers_config(shapes)["pretrained_model_name_or_path"]
+    except Exception:  # an internal diffusers helper: if it moves, fall through to diffusers' own error
+        return None
+
+
 def _load_single_file(path: Path, config: str | None, dtype: torch.dtype):
     from diffusers import StableDiffusionPipeline
+
+    if config is None:
+        # Without configs diffusers would download them; dreamtext stays offline, so they must be cached.
+        repo = _inferred_config_repo(path)
+        if repo is None or not is_cached_hub_model(repo):
+            raise DreamtextError(
+                f"the single-file checkpoint {str(path)!r} needs its component configs offline: "
+                f"{repo or 'its base model'} is not in the local Hugging Face cache; pass config=<diffusers folder>"
+            )
+        config = repo
 
     try:
         return StableDiffusionPipeline.from_single_file(
             str(path), config=config, local_files_only=True, dtype=dtype, **_PIPELINE_KWARGS
         )
     except Exception as error:
-        hint = "" if config else " (its component configs must come offline: pass config=<diffusers folder or cached hub id>)"
-        raise DreamtextError(f"could not load the single-file checkpoint {str(path)!r}{hint}: {_one_line(error)}") from error
+        raise DreamtextError(f"could not load the single-file checkpoint {str(path)!r}: {_one_line(error)}") from error
 
 
 def load_prior(
