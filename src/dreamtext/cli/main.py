@@ -41,6 +41,54 @@ class FitCommand:
 
 
 @dataclass
+class TextCommand:
+    """Create a 3D object from a text prompt by score distillation on Stable Diffusion.
+
+    Writes config, checkpoints, validation renders, a turntable video, named views and a GLB mesh.
+    """
+
+    prompt: tyro.conf.Positional[str]
+    workspace: str = "out/text"
+    preset: Literal["dreamfusion", "fitfusion"] = "dreamfusion"
+    """dreamfusion: Stable DreamFusion as the thesis started from it (64 px, guidance 100, 10k iterations);
+    fitfusion: the thesis's tuned settings (256 px, guidance 1000, 20k iterations)."""
+    model: str | None = None
+    """Stable Diffusion 1.x/2.x: a diffusers folder, a .safetensors file or a cached hub id
+    (default: stabilityai/stable-diffusion-2-1-base from the local cache)."""
+    iters: int | None = None
+    """Training iterations (100 per epoch; default: the preset's)."""
+    seed: int | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    guidance: float | None = None
+    """Classifier-free guidance scale, in the preset's CFG formula (default: the preset's)."""
+    size: int | None = None
+    """Render size fed to the prior (default: the preset's)."""
+    lr: float | None = None
+    optimizer: Literal["adam", "adan"] | None = None
+    negative_prompt: str = ""
+    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    resume: bool = False
+    """Continue the run saved in the workspace (same schedule and random stream)."""
+    quiet: bool = False
+
+    def run(self) -> None:
+        from ..methods.presets import preset_config
+        from ..methods.text_to_3d import text_to_3d
+
+        from ..utils.workspace import CHECKPOINT_FILE
+
+        resuming = self.resume and (Path(self.workspace) / CHECKPOINT_FILE).is_file()
+        iters = 0 if resuming and self.iters is None else self.iters  # 0: keep the saved count
+        overrides = {
+            "model": self.model, "iters": iters, "seed": self.seed, "device": self.device, "precision": self.precision,
+            "sds.guidance": self.guidance, "render_size": self.size, "optimizer.lr": self.lr, "optimizer.kind": self.optimizer,
+        }
+        config = preset_config(self.preset, self.prompt, overrides, negative_prompt=self.negative_prompt)
+        result = text_to_3d(config, self.workspace, resume=self.resume, progress=not self.quiet)
+        print(f"{result.metrics['iters']} iterations; outputs in {result.workspace}")
+
+
+@dataclass
 class RenderCommand:
     """Render a trained workspace again: turntable video and named views."""
 
@@ -96,7 +144,7 @@ class BenchCommand:
         run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device)
 
 
-COMMANDS = {"fit": FitCommand, "render": RenderCommand, "export": ExportCommand, "bench": BenchCommand}
+COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "export": ExportCommand, "bench": BenchCommand}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,26 @@ def _load_fit(workspace: Workspace, config_dict: dict, device: torch.device) -> 
     return TrainedScene(field=field, renderer=renderer, background=background, export=config.export)
 
 
-LOADERS = {"fit": _load_fit}
+def _load_text(workspace: Workspace, config_dict: dict, device: torch.device) -> TrainedScene:
+    """A text-to-3D workspace: field, renderer and the trained background network (no prior needed)."""
+    from ..scene.background import Background as BackgroundModule
+    from ..scene.field import RadianceField
+    from .text_to_3d import TextTo3DConfig
+
+    config = config_from_dict(TextTo3DConfig, config_dict)
+    field = RadianceField(config.field).to(device)
+    renderer = VolumeRenderer(config.renderer, occupancy=config.occupancy, bound=field.bound).to(device)
+    background = BackgroundModule(config.background).to(device)
+    state = workspace.load_checkpoint(map_location=device)
+    field.load_state_dict(state["field"])
+    renderer.load_state_dict(state["renderer"])
+    background.load_state_dict(state["background"])
+    field.eval()
+    background.eval()
+    return TrainedScene(field=field, renderer=renderer, background=background, export=config.export)
+
+
+LOADERS = {"fit": _load_fit, "text": _load_text}
 
 
 def load_trained(workspace: str | Path, device: str = "auto") -> TrainedScene:

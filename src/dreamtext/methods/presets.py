@@ -1,0 +1,77 @@
+"""Text-to-3D presets as data: dotted config keys and their values, each with its source.
+
+`preset_config(name, prompt, overrides)` starts from `TextTo3DConfig()`, applies the preset, then the
+user's overrides (CLI flags) on top. Sources: ../shared/REFERENCE.md section 1 (the thesis) and
+section 2 (stable-dreamfusion, March 2023, the code the thesis forked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import DreamtextError
+from ..prior import PromptConfig
+from .text_to_3d import ITERS_PER_EPOCH, TextTo3DConfig
+
+# Stable DreamFusion as the thesis started from it.
+DREAMFUSION: dict[str, Any] = {
+    "render_size": 64,  # thesis table, Stable DreamFusion column: 64 x 64 renders
+    "sds.guidance": 100.0,  # thesis table / stable-dreamfusion: CFG scale 100 ...
+    "sds.cfg_formula": "sdf_2023",  # ... in stable-dreamfusion's cond + s (cond - uncond) form (REFERENCE 2)
+    "sds.guidance_schedule": "constant",  # thesis 6.1.9: schedules explored, none beat a constant scale
+    "sds.t_min": 0.02,  # thesis 6.1.3 / stable-dreamfusion: t = randint(20, 980) of 1000
+    "sds.t_max": 0.98,
+    "sds.t_schedule": "uniform",
+    "sds.weighting": "1-alphabar",  # thesis 6.1.3: w(t) = 1 - alphabar_t
+    "iters": 100 * ITERS_PER_EPOCH,  # thesis table: 100 epochs of 100 iterations
+    "batch_size": 1,  # stable-dreamfusion: one camera per step
+    "cameras.radius_range": (1.0, 1.5),  # thesis 6.1.5
+    "cameras.polar_range_deg": (0.0, 120.0),  # thesis 6.1.5
+    "cameras.uniform_cube_rate": 0.5,  # thesis 6.1.5: half of the cameras from the upper half cube
+    "optimizer.kind": "adan",  # stable-dreamfusion (REFERENCE 2): Adan ...
+    "optimizer.lr": 5e-3,  # ... lr 5e-3, hash grid x10 ...
+    "optimizer.weight_decay": 2e-5,  # ... weight decay 2e-5
+    "field.grid_lr_multiplier": 10.0,  # stable-dreamfusion / thesis: hash grid at 10x the learning rate
+    "regularizers.entropy": 1e-4,  # stable-dreamfusion's lambda_entropy (REFERENCE 2)
+    "regularizers.orientation": 1e-2,  # stable-dreamfusion's lambda_orient (REFERENCE 2)
+    "shading.albedo_only_epochs": 10,  # thesis 6.1.4
+}
+
+# FitFusion: the thesis's tuned Stable DreamFusion; everything else as above.
+FITFUSION: dict[str, Any] = {
+    **DREAMFUSION,
+    "render_size": 256,  # thesis table, FitFusion column (512 expected to be better)
+    "sds.guidance": 1000.0,  # thesis table (800 for complex objects, 1200 for simple ones)
+    "iters": 200 * ITERS_PER_EPOCH,  # thesis table: 200 epochs (20k iterations)
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"dreamfusion": DREAMFUSION, "fitfusion": FITFUSION}
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of the (nested, possibly frozen) dataclass `config` with dotted keys set."""
+    nested: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(config)}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head not in names:
+            raise DreamtextError(f"{type(config).__name__} has no setting {head!r} (in {key!r})")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, inner in nested.items():
+        direct[head] = apply_overrides(direct.get(head, getattr(config, head)), inner)
+    return dataclasses.replace(config, **direct)
+
+
+def preset_config(name: str, prompt: str, overrides: dict[str, Any] | None = None, negative_prompt: str = "") -> TextTo3DConfig:
+    """The named preset for `prompt`, with `overrides` (dotted keys; None values are ignored) on top."""
+    if name not in PRESETS:
+        raise DreamtextError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    config = TextTo3DConfig(prompt=PromptConfig(prompt=prompt, negative_prompt=negative_prompt))
+    config = apply_overrides(config, PRESETS[name])
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    return apply_overrides(config, given)

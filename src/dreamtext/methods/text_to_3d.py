@@ -1,0 +1,367 @@
+"""Text to 3D by score distillation (thesis 6.1, Stable DreamFusion / FitFusion).
+
+Each step draws a camera from the thesis's distribution, renders the field with the scheduled shading
+(light near the camera, background network behind), scores the render with the frozen Stable
+Diffusion prior (SDS) under the view-dependent prompt, and adds the optional regularisers. Everything
+random draws from one seeded generator stored in the checkpoint, so an interrupted run resumed with
+`resume=True` ends where an uninterrupted one would. Presets live in `presets.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..errors import DreamtextError
+from ..export.pipeline import ExportConfig, export_all
+from ..prior import (
+    ConstantValue, CosineTimesteps, CosineValue, LinearTimesteps, LinearValue, PromptConfig, PromptEmbeddings,
+    SDSConfig, ScoreDistillation, UniformTimesteps, load_prior,
+)
+from ..scene.background import Background, BackgroundConfig
+from ..scene.cameras import CameraSamplerConfig, orbit_cameras, sample_training_cameras
+from ..scene.field import FieldConfig, RadianceField
+from ..scene.occupancy import OccupancyGridConfig
+from ..scene.renderer import RendererConfig, VolumeRenderer
+from ..scene.shading import ShadingScheduleConfig, light_directions_near_camera
+from ..utils.config import config_from_dict
+from ..utils.images import save_image
+from ..utils.progress import Progress
+from ..utils.workspace import Workspace
+from .adan import Adan
+from .fit import _differing_keys, resolve_device
+from .regularizers import RegularizerWeights, regularization
+
+ITERS_PER_EPOCH = 100  # thesis 6.1: an epoch is 100 iterations
+
+
+@dataclass(frozen=True)
+class SDSSettings:
+    """Score distillation settings as plain values (the CLI sets them, config.json stores them exactly);
+    `build()` turns them into the prior's `SDSConfig`. Defaults: Stable DreamFusion (March 2023), which
+    the thesis started from (REFERENCE.md 1 and 2).
+
+    guidance, guidance_end, guidance_schedule: the CFG scale, constant (100, thesis 6.1.3) or moving
+        from `guidance` to `guidance_end` linearly or along a cosine over the run.
+    cfg_formula: "sdf_2023" = cond + s (cond - uncond), the form stable-dreamfusion used in March 2023
+        and hence the form the thesis's guidance values (100, 1000) are written in.
+    t_min, t_max: thesis 6.1.3, t in [20, 980] of 1000; t_schedule: uniform draws (thesis), or linearly
+        or cosine-decreasing t (explored in thesis 6.1.9).
+    weighting: w(t) = 1 - alphabar_t (thesis 6.1.3).
+    grad_clamp, grad_clamp_end: optional bound on |grad| moving linearly from one to the other
+        (stable-dreamfusion from 30 March 2023: 2 -> 8); None: no clamp (the thesis's fork).
+    sample_posterior: stable-dreamfusion encodes with a sample of the VAE posterior.
+    """
+
+    guidance: float = 100.0
+    guidance_end: float | None = None
+    guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    cfg_formula: Literal["standard", "sdf_2023"] = "sdf_2023"
+    t_min: float = 0.02
+    t_max: float = 0.98
+    t_schedule: Literal["uniform", "linear", "cosine"] = "uniform"
+    weighting: Literal["1-alphabar", "sqrt_alphabar_1m", "sqrt_1m_alphabar", "uniform"] = "1-alphabar"
+    grad_clamp: float | None = None
+    grad_clamp_end: float | None = None
+    sample_posterior: bool = True
+
+    def build(self) -> SDSConfig:
+        end = self.guidance if self.guidance_end is None else self.guidance_end
+        guidance = {
+            "constant": ConstantValue(self.guidance),
+            "linear": LinearValue(self.guidance, end),
+            "cosine": CosineValue(self.guidance, end),
+        }[self.guidance_schedule]
+        timesteps = {"uniform": UniformTimesteps, "linear": LinearTimesteps, "cosine": CosineTimesteps}[self.t_schedule]
+        clamp = None
+        if self.grad_clamp is not None:
+            clamp = LinearValue(self.grad_clamp, self.grad_clamp if self.grad_clamp_end is None else self.grad_clamp_end)
+        return SDSConfig(
+            timesteps=timesteps(self.t_min, self.t_max), guidance=guidance, cfg_formula=self.cfg_formula,
+            weighting=self.weighting, grad_clamp=clamp, sample_posterior=self.sample_posterior,
+        )
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """kind, lr, weight_decay, betas, eps: stable-dreamfusion (March 2023) trains with Adan, lr 5e-3
+    (hash grid at 10x through `FieldConfig.grid_lr_multiplier`), weight decay 2e-5, eps 1e-8, Adan's
+    betas. With "adam" the betas (0.9, 0.99) and eps 1e-15 are Instant-NGP's, as threestudio uses them
+    (threestudio's lr is 1e-2 with Adam: pass it with --lr)."""
+
+    kind: Literal["adam", "adan"] = "adan"
+    lr: float = 5e-3
+    weight_decay: float = 2e-5
+
+
+@dataclass
+class TextTo3DConfig:
+    prompt: PromptConfig = dataclasses.field(default_factory=lambda: PromptConfig(prompt=""))
+    model: str | None = None
+    """Stable Diffusion: a diffusers folder, a .safetensors file or a cached hub id; None: the default
+    (stabilityai/stable-diffusion-2-1-base, thesis 6.1.3) from the local cache."""
+    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    """The prior's dtype: auto = fp16 on CUDA (the thesis ran fp16), fp32 on CPU."""
+    sds: SDSSettings = dataclasses.field(default_factory=SDSSettings)
+    render_size: int = 64  # thesis table (Stable DreamFusion: 64 px; FitFusion 256)
+    iters: int = 100 * ITERS_PER_EPOCH  # thesis: 100 epochs of 100 iterations (Stable DreamFusion)
+    batch_size: int = 1  # stable-dreamfusion and threestudio: one camera per step
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    regularizers: RegularizerWeights = dataclasses.field(default_factory=RegularizerWeights)
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)  # thesis 6.1.3 architecture
+    background: BackgroundConfig = dataclasses.field(default_factory=BackgroundConfig)  # thesis 6.1.3 MLP
+    renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
+    occupancy: OccupancyGridConfig = dataclasses.field(default_factory=OccupancyGridConfig)
+    cameras: CameraSamplerConfig = dataclasses.field(default_factory=CameraSamplerConfig)  # thesis 6.1.5
+    shading: ShadingScheduleConfig = dataclasses.field(default_factory=ShadingScheduleConfig)  # thesis 6.1.4
+    light_std: float = 1.0  # thesis 6.1.4: light = ray origin + Gaussian noise (see light_directions_near_camera)
+    validation_views: int = 4  # ours: four orbit views, front / side / back / side
+    validation_size: int = 128  # ours
+    eval_every: int = 1000  # ours: every 10 epochs
+    checkpoint_every: int = 500  # ours: at most 5 epochs lost to an interruption
+    max_nonfinite_steps: int = 20
+    """ours: after this many consecutive non-finite steps the run stops with advice (single ones are skipped)."""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+
+@dataclass
+class TextTo3DResult:
+    workspace: Path
+    metrics: dict
+
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+_FALLBACK = {torch.float16: torch.bfloat16, torch.bfloat16: torch.float32}
+
+
+def _prior_dtype(precision: str) -> torch.dtype | None:
+    return None if precision == "auto" else _DTYPES[precision]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in _DTYPES.items()}[dtype]
+
+
+class TextTo3DTrainer:
+    """Holds the field, background, renderer, prior and optimiser of one text-to-3D run."""
+
+    def __init__(self, config: TextTo3DConfig, workspace: Workspace, prior=None):
+        self.config = config
+        self.workspace = workspace
+        self.device = resolve_device(config.device)
+        if prior is None:
+            prior = load_prior(config.model, device=self.device, dtype=_prior_dtype(config.precision))
+        self.prior = prior
+        # Every prompt and view embedding is computed now; the text encoder is not needed after.
+        self.embeddings = PromptEmbeddings(prior, config.prompt, free_encoder=True)
+        self.sds = ScoreDistillation(prior, config.sds.build())
+
+        torch.manual_seed(config.seed)  # parameter initialisation
+        self.field = RadianceField(config.field).to(self.device)
+        self.background = Background(config.background).to(self.device)
+        self.renderer = VolumeRenderer(config.renderer, occupancy=config.occupancy, bound=self.field.bound).to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.step = 0
+        self.losses: list[float] = []  # every step's loss (nan for skipped steps), kept in the checkpoint
+        self.skipped_steps = 0
+        self._consecutive_nonfinite = 0
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        opt = self.config.optimizer
+        groups = self.field.parameter_groups(opt.lr) + self.background.parameter_groups(opt.lr)
+        if opt.kind == "adan":
+            return Adan(groups, lr=opt.lr, eps=1e-8, weight_decay=opt.weight_decay)
+        if opt.kind == "adam":
+            return torch.optim.Adam(groups, lr=opt.lr, betas=(0.9, 0.99), eps=1e-15, weight_decay=opt.weight_decay)
+        raise DreamtextError(f"unknown optimizer {opt.kind!r}; use adam or adan")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "field": self.field.state_dict(),
+            "background": self.background.state_dict(),
+            "renderer": self.renderer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "losses": list(self.losses),
+            "skipped_steps": self.skipped_steps,
+            "prior_dtype": _dtype_name(self.prior.dtype),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.field.load_state_dict(state["field"])
+        self.background.load_state_dict(state["background"])
+        self.renderer.load_state_dict(state["renderer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu() if self.device.type == "cpu" else state["generator"])
+        self.losses = [float(v) for v in state["losses"]]
+        self.skipped_steps = int(state["skipped_steps"])
+        saved_dtype = _DTYPES[state["prior_dtype"]]
+        if saved_dtype != self.prior.dtype:  # the run had fallen back to a wider precision
+            self._set_prior_dtype(saved_dtype)
+
+    # -- training ------------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self.step // ITERS_PER_EPOCH
+
+    def train_step(self) -> float:
+        """One SDS step; returns its loss (nan when the step was skipped as non-finite)."""
+        config, generator = self.config, self.generator
+        self.renderer.update_occupancy(self.field, self.step, generator=generator)
+        mode = config.shading.sample_mode(self.epoch, generator)
+        size = config.render_size
+        sample = sample_training_cameras(config.batch_size, size, size, config.cameras, generator, self.device)
+        lights = light_directions_near_camera(sample.cameras.origins, config.light_std, generator)
+        background = self.background
+        if config.background.kind == "random":  # one colour for the whole image, however it is chunked
+            background = self.background.random_color(generator).to(self.device)
+        keep_samples = config.regularizers.needs_samples
+        out = self.renderer.render(
+            self.field, sample.cameras, background=background, shading=mode, light_dirs=lights,
+            generator=generator, perturb=True, requires_grad=True, keep_samples=keep_samples,
+        )
+        images = out.rgb.permute(0, 3, 1, 2)  # [B, 3, H, W]
+        view_ids = sample.view_label_ids()
+        cond = self.embeddings.conditional(view_ids)
+        uncond = self.embeddings.unconditional(config.batch_size)
+        progress = self.step / max(config.iters, 1)
+        loss, _ = self.sds.loss(images, cond, uncond, progress, generator=generator)
+        if any(w > 0 for w in dataclasses.astuple(config.regularizers)):
+            directions = sample.cameras.generate_rays().directions if config.regularizers.orientation > 0 else None
+            extra, _ = regularization(out, directions, config.regularizers)
+            loss = loss + extra
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else loss.new_zeros(())
+        value = loss.detach()
+        finite = bool(torch.isfinite(value) & torch.isfinite(grad_norm))  # one sync per step
+        self.step += 1
+        if not finite:
+            self._skip_nonfinite(float(value))
+            self.losses.append(float("nan"))
+            return float("nan")
+        self._consecutive_nonfinite = 0
+        self.optimizer.step()
+        self.losses.append(float(value))
+        return float(value)
+
+    def _skip_nonfinite(self, value: float) -> None:
+        """Drop the step's update; after repeated failures widen the prior's precision, then give up."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self._consecutive_nonfinite += 1
+        print(f"dreamtext: warning: non-finite loss or gradient ({value}) at step {self.step}; step skipped", file=sys.stderr)
+        limit = self.config.max_nonfinite_steps
+        if self._consecutive_nonfinite >= max(limit // 2, 1) and self.prior.dtype in _FALLBACK:
+            wider = _FALLBACK[self.prior.dtype]
+            if wider == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                wider = torch.float32
+            print(f"dreamtext: warning: switching the prior to {_dtype_name(wider)} after repeated non-finite steps", file=sys.stderr)
+            self._set_prior_dtype(wider)
+            self._consecutive_nonfinite = 0
+            return
+        if self._consecutive_nonfinite >= limit:
+            raise DreamtextError(
+                f"{self._consecutive_nonfinite} consecutive non-finite steps up to step {self.step}: "
+                "lower --lr or --guidance, or run the prior in fp32 (--precision fp32)"
+            )
+
+    def _set_prior_dtype(self, dtype: torch.dtype) -> None:
+        self.prior.unet.to(dtype=dtype)
+        self.prior.vae.to(dtype=dtype)
+        self.prior.dtype = dtype
+
+    @torch.no_grad()
+    def validate(self, save_as: str | None = None) -> torch.Tensor:
+        """Fixed orbit views (albedo over the background) side by side, [H, W * views, 3]."""
+        config = self.config
+        size = config.validation_size
+        cameras = orbit_cameras(config.validation_views, size, size, device=self.device, **config.export.cameras()).cameras
+        self.background.eval()
+        try:
+            out = self.renderer.render(self.field, cameras, background=self.background)
+        finally:
+            self.background.train()
+        strip = torch.cat(list(out.rgb.clamp(0, 1)), dim=1)
+        if save_as is not None:
+            save_image(self.workspace.path(save_as), strip.cpu())
+        return strip
+
+    def train(self, progress: bool = True) -> None:
+        config = self.config
+        with Progress(total=config.iters, start=self.step, description="text-to-3d", enabled=progress) as bar:
+            while self.step < config.iters:
+                loss = self.train_step()
+                bar.update(self.step, loss=loss, epoch=self.epoch)
+                if self.step % config.eval_every == 0 and self.step < config.iters:
+                    self.validate(save_as=f"validation/step_{self.step:06d}.png")
+                if self.step % config.checkpoint_every == 0 or self.step == config.iters:
+                    self.workspace.save_checkpoint(self.state_dict())
+
+
+def text_to_3d(
+    config: TextTo3DConfig, workspace: str | Path, resume: bool = False, progress: bool = True, prior=None,
+) -> TextTo3DResult:
+    """Train a field from `config.prompt` by score distillation; write config, checkpoints, validation
+    renders, metrics, a mesh, a turntable and named views into `workspace`.
+
+    prior: an already loaded `Prior` (tests, notebooks); by default `config.model` is loaded.
+    """
+    if not config.prompt.prompt.strip():
+        raise DreamtextError("the prompt is empty: describe the object to create, e.g. dreamtext text \"a red mug\"")
+    ws = Workspace(workspace)
+    if ws.has_checkpoint() and not resume:
+        raise DreamtextError(f"{ws.root} already holds a run; pass --resume to continue it or choose another --workspace")
+    if resume and ws.has_checkpoint():
+        saved = ws.load_config_dict()
+        if saved.get("method") != "text":
+            raise DreamtextError(f"{ws.root} holds a {saved.get('method')!r} run, not a text-to-3D one; choose another --workspace")
+        config = _with_resumable_changes(config_from_dict(TextTo3DConfig, saved["config"]), config)
+    trainer = TextTo3DTrainer(config, ws, prior=prior)  # loads the prior: a bad model fails before anything is written
+    ws.save_config(config, method="text")
+    if resume and ws.has_checkpoint():
+        trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
+    trainer.train(progress=progress)
+
+    trainer.validate(save_as="validation/final.png")
+    finite = [v for v in trainer.losses if v == v]
+    metrics = {
+        "iters": trainer.step,
+        "epochs": trainer.step / ITERS_PER_EPOCH,
+        "skipped_steps": trainer.skipped_steps,
+        "final_loss": finite[-1] if finite else None,
+        "mean_loss_last_100": sum(finite[-100:]) / len(finite[-100:]) if finite else None,
+        "prior_dtype": _dtype_name(trainer.prior.dtype),
+    }
+    trainer.background.eval()
+    metrics.update(export_all(trainer.field, trainer.renderer, ws, config.export, background=trainer.background))
+    ws.write_metrics(metrics)
+    return TextTo3DResult(workspace=ws.root, metrics=metrics)
+
+
+def _with_resumable_changes(saved: TextTo3DConfig, requested: TextTo3DConfig) -> TextTo3DConfig:
+    """A resumed run keeps its saved config (same schedules, same random stream); only a larger
+    iteration count extends it (a smaller one, e.g. 0, keeps the saved count), and a different device
+    or model location is taken as given.
+    Other differences are reported, not applied."""
+    from ..utils.config import config_to_dict
+
+    iters = max(saved.iters, requested.iters)
+    keep = dataclasses.replace(saved, iters=iters, device=requested.device, model=requested.model)
+    ignored = _differing_keys(config_to_dict(keep), config_to_dict(dataclasses.replace(requested, iters=iters)))
+    if ignored:
+        print(f"dreamtext: warning: --resume keeps the saved config; ignoring changed {', '.join(ignored)}", file=sys.stderr)
+    return keep
