@@ -1,0 +1,206 @@
+"""Text to 3D end to end on a tiny random Stable Diffusion pipeline saved with save_pretrained (CPU, offline)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from dreamtext.cli.main import main
+from dreamtext.errors import DreamtextError
+from dreamtext.export.mesh import MeshExportConfig
+from dreamtext.export.pipeline import ExportConfig
+from dreamtext.methods.adan import Adan
+from dreamtext.methods.presets import DREAMFUSION, FITFUSION, preset_config
+from dreamtext.methods.regularizers import entropy_loss, orientation_loss
+from dreamtext.methods.text_to_3d import TextTo3DTrainer, text_to_3d
+from dreamtext.scene.field import FieldConfig
+from dreamtext.scene.hash_encoding import HashGridConfig
+from dreamtext.utils.workspace import Workspace
+
+from tiny_sd import build_tiny_sd_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("tiny_sd")
+    build_tiny_sd_pipeline(tokenizer_cache=str(tmp_path_factory.mktemp("tokenizer"))).save_pretrained(folder)
+    return str(folder)
+
+
+def small_config(model: str, iters: int = 4, **overrides):
+    """The dreamfusion preset at toy sizes; lambertian/textureless from the start so normals are used too."""
+    values = {
+        "model": model, "iters": iters, "render_size": 16, "device": "cpu",
+        "field": FieldConfig(encoding=HashGridConfig(log2_hashmap_size=12, max_resolution=64), hidden_dim=16, num_blocks=1),
+        "renderer.num_samples": 16, "validation_size": 16, "validation_views": 2, "eval_every": 2, "checkpoint_every": 2,
+        "shading.albedo_only_epochs": 0,
+        "export": ExportConfig(mesh=MeshExportConfig(resolution=24, density_threshold=5.0), video_frames=2, video_size=16,
+                               views=("front",), views_size=16),
+        **overrides,
+    }
+    return preset_config("dreamfusion", "a red mug", values)
+
+
+def test_end_to_end_run_writes_every_output(tiny_model, tmp_path):
+    result = text_to_3d(small_config(tiny_model, iters=4), tmp_path / "ws", progress=False)
+    ws = result.workspace
+    for name in ("config.json", "checkpoints/last.pt", "metrics.json", "validation/step_000002.png", "validation/final.png",
+                 "turntable.mp4", "views/front.png"):
+        assert (ws / name).is_file(), name
+    metrics = json.loads((ws / "metrics.json").read_text())
+    assert metrics["iters"] == 4 and metrics["skipped_steps"] == 0 and metrics["final_loss"] > 0
+    assert (ws / "mesh.glb").is_file() or "mesh_error" in metrics
+    saved = json.loads((ws / "config.json").read_text())
+    assert saved["method"] == "text" and saved["config"]["prompt"]["prompt"] == "a red mug"
+    assert saved["config"]["sds"]["cfg_formula"] == "sdf_2023"
+    # dreamtext render / export rebuild the run from its workspace (no prior needed).
+    exported = main(["export", str(ws), "--format", "ply", "--out", str(tmp_path / "m.ply")])
+    assert exported == (0 if (ws / "mesh.glb").is_file() else 2)
+    assert main(["render", str(ws), "--frames", "2", "--size", "16"]) == 0
+    # A second run into the same workspace needs --resume.
+    with pytest.raises(DreamtextError, match="--resume"):
+        text_to_3d(small_config(tiny_model, iters=4), ws, progress=False)
+
+
+def test_training_changes_the_field_through_sds(tiny_model, tmp_path):
+    trainer = TextTo3DTrainer(small_config(tiny_model, iters=2), Workspace(tmp_path))
+    before = [p.detach().clone() for p in trainer.field.parameters()]
+    assert trainer.prior.text_encoder is None  # freed after the embeddings were cached
+    trainer.train_step()
+    moved = sum(float((p.detach() - b).abs().sum()) for p, b in zip(trainer.field.parameters(), before))
+    assert moved > 0 and trainer.step == 1 and len(trainer.losses) == 1
+
+
+def test_interrupted_run_resumes_bit_identically(tiny_model, tmp_path, monkeypatch):
+    config = small_config(tiny_model, iters=6, eval_every=100)
+    straight = text_to_3d(config, tmp_path / "straight", progress=False)
+
+    original = TextTo3DTrainer.train_step
+
+    def interrupted(self):
+        if self.step == 5:  # the last checkpoint was written at step 4
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(TextTo3DTrainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        text_to_3d(config, tmp_path / "resumed", progress=False)
+    assert Workspace(tmp_path / "resumed").load_checkpoint()["step"] == 4
+    monkeypatch.setattr(TextTo3DTrainer, "train_step", original)
+    text_to_3d(config, tmp_path / "resumed", resume=True, progress=False)
+
+    a = Workspace(straight.workspace).load_checkpoint()
+    b = Workspace(tmp_path / "resumed").load_checkpoint()
+    assert a["step"] == b["step"] == 6
+    assert a["losses"] == b["losses"]  # every step's loss, including the two after the resume
+    for part in ("field", "background", "renderer"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
+    assert torch.equal(a["generator"], b["generator"])
+
+
+def test_nan_guard_skips_steps_then_stops_with_advice(tiny_model, tmp_path, monkeypatch):
+    trainer = TextTo3DTrainer(small_config(tiny_model, iters=10, max_nonfinite_steps=3), Workspace(tmp_path))
+    sds_loss = trainer.sds.loss
+    calls = {"n": 0}
+
+    def poisoned(images, *args, **kwargs):
+        loss, info = sds_loss(images, *args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] >= 2 else loss), info
+
+    monkeypatch.setattr(trainer.sds, "loss", poisoned)
+    assert trainer.train_step() > 0  # step 1 is fine
+    assert math.isnan(trainer.train_step())  # step 2 is skipped
+    state = {k: v.clone() for k, v in trainer.field.state_dict().items()}
+    assert trainer.skipped_steps == 1 and trainer.losses[1] != trainer.losses[1]
+    trainer.train_step()  # second consecutive non-finite step: skipped, parameters untouched
+    assert all(torch.equal(state[k], v) for k, v in trainer.field.state_dict().items())
+    with pytest.raises(DreamtextError, match="consecutive non-finite"):
+        trainer.train_step()
+    assert trainer.skipped_steps == 3
+
+
+def test_presets_resolve_to_documented_values_and_flags_override():
+    dreamfusion = preset_config("dreamfusion", "a mug")
+    assert (dreamfusion.render_size, dreamfusion.sds.guidance, dreamfusion.sds.cfg_formula) == (64, 100.0, "sdf_2023")
+    assert dreamfusion.iters == 10_000 and (dreamfusion.sds.t_min, dreamfusion.sds.t_max) == (0.02, 0.98)
+    assert dreamfusion.cameras.radius_range == (1.0, 1.5) and dreamfusion.optimizer.kind == "adan"
+    assert dreamfusion.optimizer.lr == 5e-3 and dreamfusion.field.grid_lr_multiplier == 10.0
+    sds = dreamfusion.sds.build()
+    assert sds.timesteps(0.5, torch.Generator().manual_seed(0), 1000).min() >= 20
+    fitfusion = preset_config("fitfusion", "a mug")
+    assert (fitfusion.render_size, fitfusion.sds.guidance, fitfusion.iters) == (256, 1000.0, 20_000)
+    assert {k: v for k, v in FITFUSION.items() if k not in ("render_size", "sds.guidance", "iters")} == {
+        k: v for k, v in DREAMFUSION.items() if k not in ("render_size", "sds.guidance", "iters")}
+    custom = preset_config("fitfusion", "a mug", {"iters": 50, "sds.guidance": 800.0, "seed": 3, "optimizer.kind": "adam", "render_size": None})
+    assert (custom.iters, custom.sds.guidance, custom.seed, custom.optimizer.kind, custom.render_size) == (50, 800.0, 3, "adam", 256)
+    with pytest.raises(DreamtextError):
+        preset_config("nope", "a mug")
+
+
+def test_adan_matches_its_update_rule_by_hand():
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(5))
+    lr, wd, (b1, b2, b3), eps = 0.1, 0.01, (0.98, 0.92, 0.99), 1e-8
+    optimizer = Adan([param], lr=lr, weight_decay=wd)
+    grads = [torch.randn(5) for _ in range(3)]
+    p, m, v, n, previous = param.detach().clone(), 0, 0, 0, grads[0]
+    for k, g in enumerate(grads, start=1):
+        param.grad = g.clone()
+        optimizer.step()
+        d = g - previous
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * d
+        n = b3 * n + (1 - b3) * (g + b2 * d) ** 2
+        update = (m / (1 - b1**k) + b2 * v / (1 - b2**k)) / ((n / (1 - b3**k)).sqrt() + eps)
+        p = (p - lr * update) / (1 + lr * wd)
+        previous = g
+    torch.testing.assert_close(param.detach(), p)
+
+
+def test_regularizers_closed_forms():
+    torch.testing.assert_close(entropy_loss(torch.tensor([0.5, 0.5])), torch.tensor(1.0))
+    assert float(entropy_loss(torch.tensor([0.0, 1.0]))) < 1e-3
+    weights = torch.tensor([[0.25, 0.75]])
+    normals = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]]])
+    direction = torch.tensor([[0.0, 0.0, 1.0]])  # the first normal faces away from the camera
+    torch.testing.assert_close(orientation_loss(weights, normals, direction), torch.tensor(0.25))
+
+
+def _cli_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dreamtext: error:"), lines
+    return lines[0]
+
+
+def test_cli_errors_are_one_line(tiny_model, tmp_path, capsys, monkeypatch):
+    assert "prompt is empty" in _cli_error(capsys, ["text", "  ", "--workspace", str(tmp_path / "a"), "--model", tiny_model])
+    assert "does not exist" in _cli_error(capsys, ["text", "a mug", "--workspace", str(tmp_path / "b"), "--model", str(tmp_path / "missing")])
+    assert not (tmp_path / "b" / "config.json").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert "workspace" in _cli_error(capsys, ["text", "a mug", "--workspace", str(blocker / "ws"), "--model", tiny_model])
+    monkeypatch.setattr("dreamtext.prior.loading.is_cached_hub_model", lambda repo: False)
+    assert "model is needed" in _cli_error(capsys, ["text", "a mug", "--workspace", str(tmp_path / "c")])
+
+
+def test_cli_text_runs_and_resumes(tiny_model, tmp_path, monkeypatch, capsys):
+    ws = str(tmp_path / "ws")
+    small = small_config(tiny_model)
+    monkeypatch.setattr("dreamtext.methods.presets.PRESETS", {"dreamfusion": {**DREAMFUSION, **_small_overrides(small)}})
+    assert main(["text", "a mug", "--workspace", ws, "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet"]) == 0
+    assert main(["text", "a mug", "--workspace", ws, "--model", tiny_model, "--iters", "3", "--device", "cpu", "--quiet", "--resume"]) == 0
+    assert Workspace(ws).load_checkpoint()["step"] == 3
+    assert json.loads((tmp_path / "ws" / "config.json").read_text())["config"]["iters"] == 3
+
+
+def _small_overrides(config) -> dict:
+    return {"field": config.field, "renderer.num_samples": 16, "validation_size": 16, "validation_views": 1,
+            "render_size": 16, "export": config.export, "eval_every": 100}
