@@ -123,9 +123,9 @@ class ExportCommand:
         from ..export.pipeline import export_mesh
 
         trained = load_trained(self.workspace)
-        path = export_mesh(trained, self.out or str(Path(self.workspace) / f"mesh.{self.format}"), self.format,
-                           resolution=self.resolution, texture=self.texture)
-        print(f"wrote {path}")
+        files = export_mesh(trained, self.out or str(Path(self.workspace) / f"mesh.{self.format}"), self.format,
+                            resolution=self.resolution, texture=self.texture)
+        print("wrote " + ", ".join(str(f) for f in files))
 
 
 @dataclass
