@@ -160,3 +160,18 @@ def test_resume_keeps_saved_config_and_reports_ignored_changes(capsys):
     assert "ignoring changed lr" in capsys.readouterr().err
     # Without --iters the saved count stands (the CLI default must not shorten or extend a run).
     assert _with_resumable_changes(saved, FitConfig()).iters == 500
+
+
+@pytest.mark.slow
+def test_render_and_export_commands_on_a_fitted_workspace(fitted, capsys):
+    ws = fitted.workspace
+    assert main(["export", str(ws), "--format", "ply", "--resolution", "32"]) == 0
+    ply = trimesh.load(ws / "mesh.ply", force="mesh")
+    assert len(ply.faces) > 0 and ply.volume > 0
+    assert main(["export", str(ws), "--format", "obj", "--resolution", "32", "--out", str(ws / "obj" / "mesh.obj")]) == 0
+    first_vertex = next(line for line in (ws / "obj" / "mesh.obj").read_text().splitlines() if line.startswith("v "))
+    assert len(first_vertex.split()) == 7  # untextured OBJ carries per-vertex colours: v x y z r g b
+    assert main(["render", str(ws), "--frames", "2", "--size", "32"]) == 0
+    import imageio.v3 as iio
+
+    assert iio.imread(ws / "turntable.mp4").shape[0] == 2
