@@ -12,11 +12,17 @@ def _engine(quick: bool, device) -> dict:
     return bench_engine(quick=quick, device=device)
 
 
-SUITES: dict[str, Callable[..., dict]] = {"engine": _engine}
+def _sds(quick: bool, device) -> dict:
+    from .sds import bench_sds
+
+    return bench_sds(quick=quick, device=device)
+
+
+SUITES: dict[str, Callable[..., dict]] = {"engine": _engine, "sds": _sds}
 
 
 def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto") -> dict:
-    from ..methods.fit import resolve_device
+    from ..utils.device import resolve_device
 
     result = SUITES[suite](quick, resolve_device(device))
     if as_json:

@@ -28,7 +28,8 @@ from ..scene.field import FieldConfig, RadianceField
 from ..scene.hash_encoding import HashGridConfig
 from ..scene.occupancy import OccupancyGridConfig
 from ..scene.renderer import RendererConfig, VolumeRenderer
-from ..utils.config import config_from_dict, config_to_dict
+from ..utils.config import config_from_dict, config_to_dict, differing_keys
+from ..utils.device import resolve_device
 from ..utils.images import save_image
 from ..utils.progress import Progress
 from ..utils.workspace import Workspace
@@ -84,14 +85,6 @@ class FitConfig:
     """ours: fitted fields saturate at densities of ~10-30 inside (64 samples per ray are already opaque
     there), so the mesh is cut at 5 rather than stable-dreamfusion's 10 (measured: ground-truth IoU
     0.89 at 5 vs 0.86 at 10 on the two-tone test scene)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DreamtextError("--device cuda was asked for but no CUDA device is visible; use --device cpu")
-    return torch.device(name)
 
 
 def _builtin_images(config: FitConfig, workspace: Workspace) -> Path:
@@ -260,21 +253,11 @@ def _with_resumable_changes(saved: FitConfig, requested: FitConfig) -> FitConfig
     """A resumed run keeps its saved config, so it continues the same schedule and random stream;
     only an explicitly raised iteration count extends it. Other differences are reported, not applied."""
     iters = max(saved.iters, requested.iters) if requested.iters != FitConfig.iters else saved.iters
-    ignored = _differing_keys(config_to_dict(saved), config_to_dict(dataclasses.replace(requested, iters=saved.iters)))
+    ignored = differing_keys(config_to_dict(saved), config_to_dict(dataclasses.replace(requested, iters=saved.iters)))
     ignored = [key for key in ignored if key != "data" and not key.startswith("export.camera")]
     if ignored:
         print(f"dreamtext: warning: --resume keeps the saved config; ignoring changed {', '.join(ignored)}", file=sys.stderr)
     return dataclasses.replace(saved, iters=iters)
-
-
-def _differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in a:
-        if isinstance(a[key], dict) and isinstance(b.get(key), dict):
-            keys += _differing_keys(a[key], b[key], f"{prefix}{key}.")
-        elif a[key] != b.get(key):
-            keys.append(prefix + key)
-    return keys
 
 
 def _builtin_scene_metrics(fitter: Fitter, config: FitConfig) -> dict:

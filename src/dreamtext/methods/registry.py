@@ -12,6 +12,7 @@ from ..errors import DreamtextError
 from ..export.pipeline import ExportConfig
 from ..scene.renderer import Background, VolumeRenderer
 from ..utils.config import config_from_dict
+from ..utils.device import resolve_device
 from ..utils.workspace import Workspace
 
 
@@ -61,7 +62,6 @@ LOADERS = {"fit": _load_fit, "text": _load_text}
 
 
 def load_trained(workspace: str | Path, device: str = "auto") -> TrainedScene:
-    from .fit import resolve_device
 
     ws = Workspace(workspace, create=False)
     saved = ws.load_config_dict()

@@ -29,12 +29,12 @@ from ..scene.field import FieldConfig, RadianceField
 from ..scene.occupancy import OccupancyGridConfig
 from ..scene.renderer import RendererConfig, VolumeRenderer
 from ..scene.shading import ShadingScheduleConfig, light_directions_near_camera
-from ..utils.config import config_from_dict
+from ..utils.config import config_from_dict, config_to_dict, differing_keys
+from ..utils.device import resolve_device
 from ..utils.images import save_image
 from ..utils.progress import Progress
 from ..utils.workspace import Workspace
 from .adan import Adan
-from .fit import _differing_keys, resolve_device
 from .regularizers import RegularizerWeights, regularization
 
 ITERS_PER_EPOCH = 100  # thesis 6.1: an epoch is 100 iterations
@@ -357,11 +357,10 @@ def _with_resumable_changes(saved: TextTo3DConfig, requested: TextTo3DConfig) ->
     iteration count extends it (a smaller one, e.g. 0, keeps the saved count), and a different device
     or model location is taken as given.
     Other differences are reported, not applied."""
-    from ..utils.config import config_to_dict
 
     iters = max(saved.iters, requested.iters)
     keep = dataclasses.replace(saved, iters=iters, device=requested.device, model=requested.model)
-    ignored = _differing_keys(config_to_dict(keep), config_to_dict(dataclasses.replace(requested, iters=iters)))
+    ignored = differing_keys(config_to_dict(keep), config_to_dict(dataclasses.replace(requested, iters=iters)))
     if ignored:
         print(f"dreamtext: warning: --resume keeps the saved config; ignoring changed {', '.join(ignored)}", file=sys.stderr)
     return keep

@@ -45,3 +45,14 @@ def config_from_dict(cls: type[T], data: dict) -> T:
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
     return cls(**{name: _build(hints[name], value) for name, value in data.items()})
+
+
+def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the leaves of config dict `a` whose values differ in `b`."""
+    keys = []
+    for key in a:
+        if isinstance(a[key], dict) and isinstance(b.get(key), dict):
+            keys += differing_keys(a[key], b[key], f"{prefix}{key}.")
+        elif a[key] != b.get(key):
+            keys.append(prefix + key)
+    return keys
