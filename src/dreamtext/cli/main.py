@@ -132,7 +132,7 @@ class ExportCommand:
 class BenchCommand:
     """Run a benchmark and print its figures (JSON with --json)."""
 
-    suite: tyro.conf.Positional[Literal["engine"]]
+    suite: tyro.conf.Positional[Literal["engine", "sds"]]
     json: bool = False
     quick: bool = False
     """A small, fast version of the suite (for tests and smoke checks)."""
