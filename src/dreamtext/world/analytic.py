@@ -15,7 +15,7 @@ spacing is around beta.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +36,16 @@ DEFAULT_BETA = 0.01
 
 @dataclass(frozen=True)
 class Part:
-    """One coloured piece of a scene. `name` is free text (the world's captions use it)."""
+    """One coloured piece of a scene. `name` is free text (the world's captions use it).
+
+    `pattern`, when given, maps points [..., 3] to albedo [..., 3] in [0, 1] and replaces the flat
+    `albedo` on this part (stripes, checks, dots); it should be hashable, like the rest of the part.
+    """
 
     shape: Shape
     albedo: RGB
     name: str = ""
+    pattern: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self):
         albedo = _vec3(self.albedo, "Part.albedo")
@@ -91,6 +96,14 @@ class AnalyticScene:
     def albedo_table(self, like: Tensor) -> Tensor:
         return torch.tensor([part.albedo for part in self.parts], dtype=like.dtype, device=like.device)
 
+    def part_albedo(self, points: Tensor, part_index: Tensor) -> Tensor:
+        """Albedo [..., 3] at points [..., 3] of the parts `part_index` [...] (flat or patterned)."""
+        albedo = self.albedo_table(points)[part_index]
+        for index, part in enumerate(self.parts):
+            if part.pattern is not None:
+                albedo = torch.where((part_index == index).unsqueeze(-1), part.pattern(points).to(albedo), albedo)
+        return albedo
+
     def normals(self, points: Tensor) -> Tensor:
         """Outward unit normals [..., 3]: the normalised SDF gradient, by autograd (exact).
 
@@ -105,7 +118,7 @@ class AnalyticScene:
             sdf, nearest = self.part_sdfs(leaf).min(dim=-1)
             (gradient,) = torch.autograd.grad(sdf.sum(), leaf)
         normals = F.normalize(gradient, dim=-1, eps=1e-12).to(points.dtype)
-        return normals, self.albedo_table(points)[nearest]
+        return normals, self.part_albedo(points, nearest)
 
     # -- the Field protocol --------------------------------------------------------------------------
     def density_from_sdf(self, sdf: Tensor) -> Tensor:
@@ -119,13 +132,13 @@ class AnalyticScene:
         sdf, nearest = distances.min(dim=-1)
         return FieldOutputs(
             density=self.density_from_sdf(sdf),
-            albedo=self.albedo_table(points)[nearest],
+            albedo=self.part_albedo(points, nearest),
             normals=self.normals(points) if with_normals else None,
         )
 
     def albedo(self, points: Tensor) -> Tensor:
         """Albedo [..., 3] of the part with the smallest signed distance at each point."""
-        return self.albedo_table(points)[self.part_sdfs(points).argmin(dim=-1)]
+        return self.part_albedo(points, self.part_sdfs(points).argmin(dim=-1))
 
     # -- ground-truth images -------------------------------------------------------------------------
     def render_sphere_traced(

@@ -394,3 +394,44 @@ class SmoothUnion(Shape):
             blend = (k - (result - other).abs()).clamp_min(0) / k
             result = torch.minimum(result, other) - blend * blend * k / 4
         return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Added for the procedural world: planes and per-axis stretching
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HalfSpace(Shape):
+    """Every point p with dot(p, normal) <= offset (exact: the signed distance to the plane)."""
+
+    normal: Vec3
+    offset: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "normal", _unit3(self.normal, "HalfSpace.normal"))
+        object.__setattr__(self, "offset", float(self.offset))
+
+    def sdf(self, points: Tensor) -> Tensor:
+        return (points * _as_tensor(self.normal, points)).sum(-1) - self.offset
+
+
+@dataclass(frozen=True)
+class Stretch(Shape):
+    """The child scaled by `factors` per axis about the world origin.
+
+    sdf(p / s) * min(s) is a lower bound of the true distance (1-Lipschitz), so sphere tracing stays
+    safe; with equal factors it is exact, like `Scale`.
+    """
+
+    shape: Shape
+    factors: Vec3
+
+    def __post_init__(self):
+        factors = _vec3(self.factors, "Stretch.factors")
+        for f in factors:
+            _positive(f, "Stretch.factors")
+        object.__setattr__(self, "factors", factors)
+
+    def sdf(self, points: Tensor) -> Tensor:
+        return self.shape.sdf(points / _as_tensor(self.factors, points)) * min(self.factors)
