@@ -52,6 +52,7 @@ class RenderConfig:
 @dataclass
 class RenderBatch:
     images: Tensor  # [B, 3, H, W] in [0, 1]
+    alpha: Tensor  # [B, 1, H, W]: the object's pixel coverage (0 on the background)
     captions: list[str]  # with the view suffix of each image's camera
     view_ids: Tensor  # [B], indices into VIEW_LABELS
     objects: list[WorldObject]  # the object of each image
@@ -108,7 +109,7 @@ def render_objects(
     image_batch = shaded.clamp(0, 1).contiguous()
     per_image = [obj for obj in objects for _ in range(views)]
     captions = [obj.caption(VIEW_LABELS[i]) for obj, i in zip(per_image, view_ids.tolist())]
-    return RenderBatch(images=image_batch, captions=captions, view_ids=view_ids, objects=per_image)
+    return RenderBatch(images=image_batch, alpha=alpha_t, captions=captions, view_ids=view_ids, objects=per_image)
 
 
 def sample_render_batch(
