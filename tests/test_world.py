@@ -4,7 +4,7 @@ front/back asymmetry and captioned renders."""
 import pytest
 import torch
 
-from dreamtext.scene.cameras import VIEW_LABELS, CameraSamplerConfig, view_label_ids
+from dreamtext.scene.cameras import VIEW_LABELS, CameraSamplerConfig
 from dreamtext.world.analytic import AnalyticScene
 from dreamtext.world.objects import ASYMMETRIC_NOUNS, CENTRING_OFFSETS, Paint, build_parts
 from dreamtext.world.renders import RenderConfig, random_light_directions, render_objects, sample_render_batch
