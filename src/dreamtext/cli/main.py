@@ -144,7 +144,35 @@ class BenchCommand:
         run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device)
 
 
-COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "export": ExportCommand, "bench": BenchCommand}
+@dataclass
+class TrainPriorCommand:
+    """Train the built-in prior on world renders, one stage at a time (clip, vae, unet, assemble) or all.
+
+    Stages write DIR/clip, DIR/vae, DIR/unet and, with assemble, the Stable Diffusion folder DIR/pipeline.
+    """
+
+    stage: tyro.conf.Positional[Literal["clip", "vae", "unet", "assemble", "all"]]
+    out: str = "out/prior"
+    """Folder that receives every stage's output."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    steps: int | None = None
+    """Training steps (default: the stage's schedule for the device)."""
+    seed: int = 0
+    batch_size: int | None = None
+    """Minibatch size of the vae and unet stages (default: the stage's schedule for the device)."""
+    quiet: bool = False
+
+    def run(self) -> None:
+        from ..prior.small.train import train_prior
+
+        results = train_prior(self.stage, self.out, device=self.device, steps=self.steps, seed=self.seed,
+                              batch_size=self.batch_size, progress=not self.quiet)
+        for name, result in results.items():
+            print(f"{name}: wrote {result.get('out_dir', self.out)}")
+
+
+COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "export": ExportCommand, "bench": BenchCommand,
+            "train-prior": TrainPriorCommand}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,175 @@
+"""The small Stable Diffusion-format model of the built-in prior (issue 4, item 4): parts and losses.
+
+The architecture is Stable Diffusion's (diffusers `AutoencoderKL` + `UNet2DConditionModel`, epsilon
+prediction on SD's scaled-linear betas), shrunk to 64 px images and 16x16x4 latents so the whole model
+fits in a few megabytes and trains on one GPU in minutes. Training loops live in `train.py`; the saved
+pipeline is put together in `pipeline.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Stable Diffusion 1.x/2.x noise schedule (the `scheduler_config.json` of SD 1.5 and 2.1-base).
+SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+@dataclass(frozen=True)
+class SmallVaeConfig:
+    """AutoencoderKL for 64 px world renders.
+
+    image_size: issue 4 (the prior's native size, 64 px suggested).
+    block_out_channels: ours, 3 levels = 2 downsamples, so 64 px -> 16x16 latents (SD: 4 levels, 8x);
+        widths (32, 64, 128) keep it at 2.7M parameters (5.4 MB in fp16) while renders are flat-shaded
+        objects on plain backdrops that need far less capacity than photographs.
+    layers_per_block: ours, 1 (SD: 2): the same reasoning, half the parameters.
+    latent_channels: Stable Diffusion, 4, so the UNet sees SD-shaped latents.
+    norm_num_groups: Stable Diffusion, 32 (every width above is a multiple of it).
+    kl_weight: LDM's autoencoder config (kl_weight 1e-6 on per-image sums): a light pull towards N(0, I)
+        that keeps the latents smooth without blurring reconstructions.
+    """
+
+    image_size: int = 64
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    kl_weight: float = 1e-6
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass(frozen=True)
+class SmallUnetConfig:
+    """UNet2DConditionModel on 16x16x4 latents, conditioned on the small CLIP's text tokens.
+
+    sample_size: 16, the latent size of `SmallVaeConfig` (64 px / 4).
+    block_out_channels: ours, (64, 128, 128) at 16, 8 and 4 latent pixels: 6.1M parameters (12 MB in
+        fp16), so VAE + UNet stay under 20 MB and the package's prior under issue 4's 30 MB.
+    layers_per_block: ours, 1 (SD: 2), for the size budget above.
+    down_block_types / up_block_types: Stable Diffusion's pattern (cross-attention at the fine levels,
+        plain ResNets at the coarsest), with three levels instead of four.
+    attention_head_dim: ours, 32 channels per head (SD 2.x uses 64 at widths 5x larger).
+    norm_num_groups: Stable Diffusion, 32.
+    """
+
+    sample_size: int = 16
+    block_out_channels: tuple[int, ...] = (64, 128, 128)
+    layers_per_block: int = 1
+    down_block_types: tuple[str, ...] = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+    up_block_types: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+    attention_head_dim: int = 32
+    norm_num_groups: int = 32
+
+
+def build_small_vae(config: SmallVaeConfig = SmallVaeConfig()):
+    """A randomly initialised diffusers `AutoencoderKL` (seed torch's generator first for reproducibility)."""
+    from diffusers import AutoencoderKL
+
+    levels = len(config.block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=tuple(config.block_out_channels),
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        latent_channels=config.latent_channels,
+        layers_per_block=config.layers_per_block,
+        norm_num_groups=config.norm_num_groups,
+        sample_size=config.image_size,
+    )
+
+
+def build_small_unet(config: SmallUnetConfig, cross_attention_dim: int):
+    """A randomly initialised `UNet2DConditionModel`; cross_attention_dim = the text encoder's hidden size."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=config.sample_size,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=tuple(config.block_out_channels),
+        layers_per_block=config.layers_per_block,
+        down_block_types=tuple(config.down_block_types),
+        up_block_types=tuple(config.up_block_types),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_num_groups,
+    )
+
+
+def build_training_scheduler():
+    """DDPM with SD's betas: `add_noise` for training (epsilon prediction)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**SD_SCHEDULE, prediction_type="epsilon", clip_sample=False)
+
+
+def build_sampling_scheduler():
+    """DDIM with SD's betas and SD's shipped settings (no sample clipping, steps_offset 1)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        **SD_SCHEDULE, prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1
+    )
+
+
+def to_vae_range(images: Tensor) -> Tensor:
+    """[0, 1] renders -> the VAE's [-1, 1] input range (as Stable Diffusion's image processor)."""
+    return images * 2 - 1
+
+
+def vae_loss(vae, images: Tensor, kl_weight: float, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """(total loss, L1 reconstruction) of a batch of [0, 1] images.
+
+    LDM's weighting: L1 and KL both summed per image, KL scaled by `kl_weight`; the total is divided
+    by the pixel count so the learning rate does not depend on the image size.
+    """
+    target = to_vae_range(images)
+    posterior = vae.encode(target).latent_dist
+    latents = posterior.sample(generator=generator)
+    reconstruction = vae.decode(latents).sample
+    l1 = (reconstruction - target).abs().mean()
+    kl_per_image = posterior.kl().mean()  # diffusers sums KL over latent elements, per image
+    return l1 + kl_weight * kl_per_image / target[0].numel(), l1
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae, images: Tensor, generator: torch.Generator | None = None) -> float:
+    """1 / std of sampled latents, as Stable Diffusion chose 0.18215: the UNet then sees unit-variance latents."""
+    latents = vae.encode(to_vae_range(images)).latent_dist.sample(generator=generator)
+    return float(1.0 / latents.float().std())
+
+
+@torch.no_grad()
+def encode_captions(text_encoder, tokenizer, captions: list[str]) -> Tensor:
+    """Per-token text embeddings [B, L, D] (the last hidden state, as Stable Diffusion 1.x conditions on)."""
+    tokens = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt")
+    device = next(text_encoder.parameters()).device
+    return text_encoder(tokens.input_ids.to(device))[0]
+
+
+def drop_captions(captions: list[str], probability: float, generator: torch.Generator) -> list[str]:
+    """Replace each caption with "" with `probability` (classifier-free guidance training)."""
+    dropped = torch.rand(len(captions), generator=generator) < probability
+    return ["" if drop else caption for caption, drop in zip(captions, dropped.tolist())]
+
+
+def diffusion_loss(unet, scheduler, latents: Tensor, text_embeddings: Tensor, generator: torch.Generator) -> Tensor:
+    """Epsilon-prediction MSE at uniformly drawn timesteps (DDPM / Stable Diffusion's objective).
+
+    Noise and timesteps come from `generator` (on the latents' device) so a run is reproducible by seed.
+    """
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator,
+                          device=latents.device)
+    noisy = scheduler.add_noise(latents, noise, steps)
+    prediction = unet(noisy, steps, encoder_hidden_states=text_embeddings).sample
+    return F.mse_loss(prediction.float(), noise.float())

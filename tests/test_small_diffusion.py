@@ -1,0 +1,201 @@
+"""The small Stable Diffusion-format prior: training lowers its losses, the pipeline loads like a real one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dreamtext.prior.small.diffusion import (
+    SmallUnetConfig,
+    SmallVaeConfig,
+    build_small_unet,
+    build_small_vae,
+    build_training_scheduler,
+    diffusion_loss,
+    vae_loss,
+)
+from dreamtext.prior.small.pipeline import assemble_pipeline, load_clip_text_encoder, safetensors_bytes
+from dreamtext.prior.small.train import (
+    RenderPool,
+    UnetTrainConfig,
+    VaeTrainConfig,
+    load_frozen_vae,
+    train_small_unet,
+    train_small_vae,
+    training_inputs,
+)
+
+TINY_VAE = SmallVaeConfig(image_size=16, block_out_channels=(8, 16, 16), norm_num_groups=8)
+TINY_UNET = SmallUnetConfig(sample_size=4, block_out_channels=(16, 32, 32), attention_head_dim=8, norm_num_groups=8)
+TEXT_HIDDEN = 32
+
+
+@pytest.fixture(scope="module")
+def pool() -> RenderPool:
+    from dreamtext.world.renders import RenderConfig, sample_render_batch
+
+    batch = sample_render_batch(8, seed=3, config=RenderConfig(resolution=16, supersample=1))
+    return RenderPool((batch.images * 255).round().to(torch.uint8), batch.captions)
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    """A tiny random transformers CLIPModel saved as the CLIP stage would save it."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tower = dict(hidden_size=TEXT_HIDDEN, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4)
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(
+        text_config=dict(tower, vocab_size=49408, max_position_embeddings=77),
+        vision_config=dict(tower, image_size=16, patch_size=8),
+        projection_dim=16,
+    ))
+    folder = tmp_path_factory.mktemp("clip")
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory, pool):
+    folder = tmp_path_factory.mktemp("stages") / "vae"
+    train_small_vae(TINY_VAE, folder, "cpu", progress=False, steps=3, seed=0,
+                    train=VaeTrainConfig(batch_size=4, lr=2e-3), pool=pool)
+    return folder
+
+
+def test_vae_training_lowers_reconstruction_and_stores_latent_scale(tmp_path, pool):
+    images = pool.images.float() / 255
+
+    def evaluate(vae) -> float:
+        with torch.no_grad():
+            return float(vae_loss(vae, images, TINY_VAE.kl_weight, torch.Generator().manual_seed(7))[1])
+
+    torch.manual_seed(0)  # the initialisation train_small_vae starts from with seed 0
+    before = evaluate(build_small_vae(TINY_VAE).eval())
+    result = train_small_vae(TINY_VAE, tmp_path / "vae", "cpu", progress=False, steps=25, seed=0,
+                             train=VaeTrainConfig(batch_size=4, lr=2e-3), pool=pool)
+    vae = load_frozen_vae(tmp_path / "vae", torch.device("cpu"))
+    after = evaluate(vae)
+    assert after < 0.7 * before, (before, after)
+    # The stored scale makes the latents unit-variance (SD's 0.18215 rule), up to posterior-sampling noise.
+    assert vae.config.scaling_factor == pytest.approx(result["scaling_factor"])
+    with torch.no_grad():
+        latents = vae.encode(images * 2 - 1).latent_dist.sample(torch.Generator().manual_seed(1))
+    assert float((latents * vae.config.scaling_factor).std()) == pytest.approx(1.0, abs=0.1)
+    assert latents.shape[-1] == TINY_VAE.latent_size == 4
+
+
+def test_vae_training_is_reproducible_by_seed(tmp_path, pool):
+    def run(name: str, seed: int) -> dict[str, torch.Tensor]:
+        train_small_vae(TINY_VAE, tmp_path / name, "cpu", progress=False, steps=2, seed=seed,
+                        train=VaeTrainConfig(batch_size=2), pool=pool)
+        return load_frozen_vae(tmp_path / name, torch.device("cpu")).state_dict()
+
+    first, again, other = run("a", 5), run("b", 5), run("c", 6)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_unet_training_lowers_diffusion_loss(tmp_path, pool, vae_dir, clip_dir):
+    from dreamtext.prior.small.pipeline import build_prior_tokenizer
+
+    vae = load_frozen_vae(vae_dir, torch.device("cpu"))
+    text_encoder = load_clip_text_encoder(clip_dir)
+    tokenizer = build_prior_tokenizer(text_encoder)
+    images = pool.images.float() / 255
+    latents, embeddings = training_inputs(vae, text_encoder, tokenizer, images, pool.captions, 0.0,
+                                          torch.Generator().manual_seed(0))
+    latents, embeddings = latents.repeat(4, 1, 1, 1), embeddings.repeat(4, 1, 1)  # more noise levels per evaluation
+    scheduler = build_training_scheduler()
+
+    def evaluate(unet) -> float:
+        with torch.no_grad():
+            return float(diffusion_loss(unet, scheduler, latents, embeddings, torch.Generator().manual_seed(11)))
+
+    torch.manual_seed(0)
+    before = evaluate(build_small_unet(TINY_UNET, TEXT_HIDDEN).eval())
+    result = train_small_unet(TINY_UNET, tmp_path / "unet", vae_dir, clip_dir, "cpu", progress=False, steps=30,
+                              seed=0, train=UnetTrainConfig(batch_size=8, lr=2e-3), pool=pool)
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "unet", use_safetensors=True).eval()
+    after = evaluate(unet)
+    assert after < 0.8 * before, (before, after, result)
+    assert unet.config.cross_attention_dim == TEXT_HIDDEN
+
+
+def test_assembled_pipeline_loads_offline_and_samples(tmp_path, pool, vae_dir, clip_dir):
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    from dreamtext.prior.loading import load_prior
+
+    train_small_unet(TINY_UNET, tmp_path / "unet", vae_dir, clip_dir, "cpu", progress=False, steps=1, seed=0,
+                     train=UnetTrainConfig(batch_size=2), pool=pool)
+    out = assemble_pipeline(vae_dir, tmp_path / "unet", clip_dir, tmp_path / "pipeline")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+    for component in ("vae", "unet", "text_encoder"):
+        files = list((out / component).glob("*.safetensors"))
+        assert files, component
+        with safe_open(str(files[0]), framework="pt") as handle:
+            assert {handle.get_slice(k).get_dtype() for k in handle.keys()} == {"F16"}
+
+    # fp16 weights, as a real fp16 checkpoint: on CPU they are loaded as fp32 (transformers would keep fp16).
+    pipeline = StableDiffusionPipeline.from_pretrained(out, local_files_only=True, use_safetensors=True,
+                                                       dtype=torch.float32)
+    assert pipeline.safety_checker is None
+    assert pipeline.vae.config.scaling_factor == pytest.approx(json.loads((vae_dir / "config.json").read_text())["scaling_factor"])
+    betas = pipeline.scheduler.betas
+    assert float(betas[0]) == pytest.approx(0.00085) and float(betas[-1]) == pytest.approx(0.012)
+    assert len(betas) == 1000 and type(pipeline.scheduler).__name__ == "DDIMScheduler"
+    # The text encoder is the CLIP's text tower (rounded to fp16).
+    tower = load_clip_text_encoder(clip_dir).state_dict()
+    shipped = pipeline.text_encoder.state_dict()
+    assert all(torch.allclose(shipped[k].float(), tower[k], atol=1e-3) for k in tower)
+
+    image = pipeline(["a red mug, front view"], num_inference_steps=2, height=16, width=16, output_type="np",
+                     generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 16, 16, 3) and float(image.min()) >= 0 and float(image.max()) <= 1
+
+    prior = load_prior(str(out))
+    assert prior.image_size == 16 and prior.latent_size == TINY_UNET.sample_size
+    assert prior.unet.config.cross_attention_dim == prior.text_encoder.config.hidden_size
+
+
+def test_default_model_fits_the_size_budget(tmp_path):
+    """fp16 safetensors of the default VAE + UNet: 5.4 MB + 12.2 MB, under the ~20 MB budget."""
+    vae = build_small_vae().half()
+    unet = build_small_unet(SmallUnetConfig(), cross_attention_dim=256).half()
+    vae.save_pretrained(tmp_path / "vae")
+    unet.save_pretrained(tmp_path / "unet")
+    vae_mb, unet_mb = safetensors_bytes(tmp_path, "vae") / 1e6, safetensors_bytes(tmp_path, "unet") / 1e6
+    assert vae_mb == pytest.approx(5.4, abs=0.2) and unet_mb == pytest.approx(12.2, abs=0.3)
+    assert vae_mb + unet_mb <= 20
+    assert SmallVaeConfig().latent_size == SmallUnetConfig().sample_size == 16
+
+
+def test_cli_trains_the_vae_stage(tmp_path, capsys):
+    from diffusers import AutoencoderKL
+
+    from dreamtext.cli.main import main
+
+    out = tmp_path / "prior"
+    code = main(["train-prior", "vae", "--steps", "2", "--batch-size", "2", "--out", str(out), "--device", "cpu",
+                 "--quiet"])
+    assert code == 0
+    vae = AutoencoderKL.from_pretrained(out / "vae", local_files_only=True, use_safetensors=True)
+    assert vae.config.sample_size == 64 and vae.config.latent_channels == 4
+    assert vae.config.scaling_factor != 0.18215  # measured, not SD's
+    assert "vae: wrote" in capsys.readouterr().out
+
+
+def test_cli_rejects_a_file_as_out(tmp_path, capsys):
+    from dreamtext.cli.main import main
+
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    assert main(["train-prior", "vae", "--out", str(target), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "is a file" in error
