@@ -74,7 +74,7 @@ def test_vae_training_lowers_reconstruction_and_stores_latent_scale(tmp_path, po
 
     torch.manual_seed(0)  # the initialisation train_small_vae starts from with seed 0
     before = evaluate(build_small_vae(TINY_VAE).eval())
-    result = train_small_vae(TINY_VAE, tmp_path / "vae", "cpu", progress=False, steps=25, seed=0,
+    result = train_small_vae(TINY_VAE, tmp_path / "vae", "cpu", progress=False, steps=15, seed=0,
                              train=VaeTrainConfig(batch_size=4, lr=2e-3), pool=pool)
     vae = load_frozen_vae(tmp_path / "vae", torch.device("cpu"))
     after = evaluate(vae)
@@ -116,7 +116,7 @@ def test_unet_training_lowers_diffusion_loss(tmp_path, pool, vae_dir, clip_dir):
 
     torch.manual_seed(0)
     before = evaluate(build_small_unet(TINY_UNET, TEXT_HIDDEN).eval())
-    result = train_small_unet(TINY_UNET, tmp_path / "unet", vae_dir, clip_dir, "cpu", progress=False, steps=30,
+    result = train_small_unet(TINY_UNET, tmp_path / "unet", vae_dir, clip_dir, "cpu", progress=False, steps=20,
                               seed=0, train=UnetTrainConfig(batch_size=8, lr=2e-3), pool=pool)
     from diffusers import UNet2DConditionModel
 
