@@ -318,6 +318,8 @@ def save_small_clip(model, tokenizer, out_dir: str | Path, metrics: dict | None 
         tokenizer.save_pretrained(staging)
         if metrics is not None:
             atomic_write_json(staging / "training_metrics.json", metrics)
+        for written in (staging, *staging.iterdir()):  # temp files are private (0600/0700); ship readable ones
+            written.chmod(0o755 if written.is_dir() else 0o644)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
             os.replace(out_dir, old / "previous")
