@@ -18,7 +18,7 @@ from dreamtext.prior.small.diffusion import (
 )
 from dreamtext.prior.small.pipeline import assemble_pipeline, load_clip_text_encoder, safetensors_bytes
 from dreamtext.prior.small.train import (
-    RenderPool,
+    CaptionedRenderPool,
     UnetTrainConfig,
     VaeTrainConfig,
     load_frozen_vae,
@@ -33,11 +33,11 @@ TEXT_HIDDEN = 32
 
 
 @pytest.fixture(scope="module")
-def pool() -> RenderPool:
+def pool() -> CaptionedRenderPool:
     from dreamtext.world.renders import RenderConfig, sample_render_batch
 
     batch = sample_render_batch(8, seed=3, config=RenderConfig(resolution=16, supersample=1))
-    return RenderPool((batch.images * 255).round().to(torch.uint8), batch.captions)
+    return CaptionedRenderPool((batch.images * 255).round().to(torch.uint8), batch.captions)
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,7 @@ class UnetTrainConfig:
 
 
 @dataclass
-class RenderPool:
+class CaptionedRenderPool:
     """Captioned world renders drawn once and sampled from during training (tracing is the slow part)."""
 
     images: Tensor  # [N, 3, H, W] uint8 (a quarter of the memory of float)
@@ -113,7 +113,7 @@ class RenderPool:
 
 
 def render_pool(count: int, seed: int, resolution: int = 64, device: torch.device | str = "cpu",
-                chunk: int = 64, progress: bool = True) -> RenderPool:
+                chunk: int = 64, progress: bool = True) -> CaptionedRenderPool:
     """`count` train-split renders; chunk i is `sample_render_batch(seed=seed * 100_000 + i)` (distinct objects)."""
     from ...world.renders import RenderConfig, sample_render_batch
 
@@ -127,18 +127,18 @@ def render_pool(count: int, seed: int, resolution: int = 64, device: torch.devic
             images.append((batch.images * 255).round().to(torch.uint8).cpu())
             captions += batch.captions
             bar.update(i + 1)
-    return RenderPool(torch.cat(images), captions)
+    return CaptionedRenderPool(torch.cat(images), captions)
 
 
 def cached_render_pool(cache_dir: Path, count: int, seed: int, resolution: int, device: torch.device,
-                       progress: bool = True) -> RenderPool:
+                       progress: bool = True) -> CaptionedRenderPool:
     """`render_pool`, stored once in `cache_dir` (safetensors + captions) so the VAE and UNet stages share it."""
     from safetensors.torch import load_file, save_file
 
     stem = cache_dir / f"renders-seed{seed}-n{count}-{resolution}px"
     images_path, captions_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     if images_path.is_file() and captions_path.is_file():
-        return RenderPool(load_file(str(images_path))["images"], json.loads(captions_path.read_text()))
+        return CaptionedRenderPool(load_file(str(images_path))["images"], json.loads(captions_path.read_text()))
     pool = render_pool(count, seed, resolution, device, progress=progress)
     atomic_write(images_path, lambda tmp: save_file({"images": pool.images.contiguous()}, str(tmp)))
     atomic_write(captions_path, lambda tmp: tmp.write_text(json.dumps(pool.captions)))
@@ -162,7 +162,7 @@ def train_small_vae(
     steps: int | None = None,
     seed: int = 0,
     train: VaeTrainConfig | None = None,
-    pool: RenderPool | None = None,
+    pool: CaptionedRenderPool | None = None,
 ) -> dict:
     """Train the AutoencoderKL (L1 + LDM's light KL), store 1/std of its latents as `scaling_factor`, save it.
 
@@ -234,7 +234,7 @@ def train_small_unet(
     steps: int | None = None,
     seed: int = 0,
     train: UnetTrainConfig | None = None,
-    pool: RenderPool | None = None,
+    pool: CaptionedRenderPool | None = None,
     tokenizer_cache: str | os.PathLike | None = None,
 ) -> dict:
     """Train the UNet to predict noise on frozen VAE latents, conditioned on frozen CLIP text embeddings.
