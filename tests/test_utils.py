@@ -98,3 +98,14 @@ def test_progress_eta_and_durations():
         bar.update(60, loss=0.5)
         assert bar.rate == pytest.approx(1.0, rel=0.05)
         assert bar.eta_seconds == pytest.approx(40.0, rel=0.05)
+
+
+def test_top_level_api_is_importable_lazily():
+    import dreamtext
+    from dreamtext.methods.fit import fit
+    from dreamtext.methods.text_to_3d import text_to_3d
+
+    assert dreamtext.fit is fit and dreamtext.text_to_3d is text_to_3d
+    assert callable(dreamtext.preset_config) and callable(dreamtext.load_trained)
+    with pytest.raises(AttributeError):
+        dreamtext.no_such_thing

@@ -11,3 +11,22 @@ Package map:
 """
 
 __version__ = "0.1.0"
+
+# The Python API, imported on first use so that `import dreamtext` stays light.
+_API = {
+    "fit": ("dreamtext.methods.fit", "fit"),
+    "FitConfig": ("dreamtext.methods.fit", "FitConfig"),
+    "text_to_3d": ("dreamtext.methods.text_to_3d", "text_to_3d"),
+    "preset_config": ("dreamtext.methods.presets", "preset_config"),
+    "load_trained": ("dreamtext.methods.registry", "load_trained"),
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        module, attribute = _API[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'dreamtext' has no attribute {name!r}")
