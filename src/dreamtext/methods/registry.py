@@ -24,17 +24,24 @@ class TrainedScene:
     export: ExportConfig
 
 
-def _load_fit(workspace: Workspace, config_dict: dict, device: torch.device) -> TrainedScene:
+def _trained_field(config, workspace: Workspace, device: torch.device) -> tuple[nn.Module, VolumeRenderer, dict]:
+    """The field and renderer (with its occupancy grid) of a run's config, loaded from its checkpoint."""
     from ..scene.field import RadianceField
-    from .fit import FitConfig
 
-    config = config_from_dict(FitConfig, config_dict)
     field = RadianceField(config.field).to(device)
     renderer = VolumeRenderer(config.renderer, occupancy=config.occupancy, bound=field.bound).to(device)
     state = workspace.load_checkpoint(map_location=device)
     field.load_state_dict(state["field"])
     renderer.load_state_dict(state["renderer"])
     field.eval()
+    return field, renderer, state
+
+
+def _load_fit(workspace: Workspace, config_dict: dict, device: torch.device) -> TrainedScene:
+    from .fit import FitConfig
+
+    config = config_from_dict(FitConfig, config_dict)
+    field, renderer, _ = _trained_field(config, workspace, device)
     background = torch.tensor(config.background, dtype=torch.float32, device=device)
     return TrainedScene(field=field, renderer=renderer, background=background, export=config.export)
 
@@ -42,18 +49,12 @@ def _load_fit(workspace: Workspace, config_dict: dict, device: torch.device) -> 
 def _load_text(workspace: Workspace, config_dict: dict, device: torch.device) -> TrainedScene:
     """A text-to-3D workspace: field, renderer and the trained background network (no prior needed)."""
     from ..scene.background import Background as BackgroundModule
-    from ..scene.field import RadianceField
     from .text_to_3d import TextTo3DConfig
 
     config = config_from_dict(TextTo3DConfig, config_dict)
-    field = RadianceField(config.field).to(device)
-    renderer = VolumeRenderer(config.renderer, occupancy=config.occupancy, bound=field.bound).to(device)
+    field, renderer, state = _trained_field(config, workspace, device)
     background = BackgroundModule(config.background).to(device)
-    state = workspace.load_checkpoint(map_location=device)
-    field.load_state_dict(state["field"])
-    renderer.load_state_dict(state["renderer"])
     background.load_state_dict(state["background"])
-    field.eval()
     background.eval()
     return TrainedScene(field=field, renderer=renderer, background=background, export=config.export)
 
@@ -62,7 +63,6 @@ LOADERS = {"fit": _load_fit, "text": _load_text}
 
 
 def load_trained(workspace: str | Path, device: str = "auto") -> TrainedScene:
-
     ws = Workspace(workspace, create=False)
     saved = ws.load_config_dict()
     method = saved.get("method")
