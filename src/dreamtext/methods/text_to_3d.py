@@ -152,7 +152,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
 class TextTo3DTrainer:
     """Holds the field, background, renderer, prior and optimiser of one text-to-3D run."""
 
-    def __init__(self, config: TextTo3DConfig, workspace: Workspace, prior=None):
+    def __init__(self, config: TextTo3DConfig, workspace: Workspace, prior=None, embeddings=None):
+        """embeddings: conditioning to use instead of encoding `config.prompt` (anything with
+        `conditional(view_ids)` and `unconditional(batch)`, as `PromptEmbeddings`)."""
         self.config = config
         self.workspace = workspace
         self.device = resolve_device(config.device)
@@ -160,7 +162,7 @@ class TextTo3DTrainer:
             prior = load_prior(config.model, device=self.device, dtype=_prior_dtype(config.precision))
         self.prior = prior
         # Every prompt and view embedding is computed now; the text encoder is not needed after.
-        self.embeddings = PromptEmbeddings(prior, config.prompt, free_encoder=True)
+        self.embeddings = embeddings if embeddings is not None else PromptEmbeddings(prior, config.prompt, free_encoder=True)
         self.sds = ScoreDistillation(prior, config.sds.build())
 
         torch.manual_seed(config.seed)  # parameter initialisation
@@ -241,6 +243,9 @@ class TextTo3DTrainer:
             directions = sample.cameras.generate_rays().directions if config.regularizers.orientation > 0 else None
             extra, _ = regularization(out, directions, config.regularizers)
             loss = loss + extra
+        added = self.extra_loss()
+        if added is not None:
+            loss = loss + added
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -257,6 +262,10 @@ class TextTo3DTrainer:
         self.optimizer.step()
         self.losses.append(float(value))
         return float(value)
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """A loss subclasses add to every step (image-to-3D's reference view); None: nothing."""
+        return None
 
     def _skip_nonfinite(self, value: float) -> None:
         """Drop the step's update; after repeated failures widen the prior's precision, then give up."""
@@ -302,7 +311,8 @@ class TextTo3DTrainer:
 
     def train(self, progress: bool = True) -> None:
         config = self.config
-        with Progress(total=config.iters, start=self.step, description="text-to-3d", enabled=progress) as bar:
+        with Progress(total=config.iters, start=self.step, description="text-to-3d", enabled=progress,
+                      status_path=self.workspace.progress_path) as bar:
             while self.step < config.iters:
                 loss = self.train_step()
                 bar.update(self.step, loss=loss, epoch=self.epoch)
@@ -314,11 +324,14 @@ class TextTo3DTrainer:
 
 def text_to_3d(
     config: TextTo3DConfig, workspace: str | Path, resume: bool = False, progress: bool = True, prior=None,
+    make_trainer=TextTo3DTrainer,
 ) -> TextTo3DResult:
     """Train a field from `config.prompt` by score distillation; write config, checkpoints, validation
     renders, metrics, a mesh, a turntable and named views into `workspace`.
 
     prior: an already loaded `Prior` (tests, notebooks); by default `config.model` is loaded.
+    make_trainer: `(config, workspace, prior=...) -> TextTo3DTrainer`, for methods that extend the
+        trainer (image-to-3D adds learned tokens and reference-view losses).
     """
     if not config.prompt.prompt.strip():
         raise DreamtextError("the prompt is empty: describe the object to create, e.g. dreamtext text \"a red mug\"")
@@ -330,7 +343,7 @@ def text_to_3d(
         if saved.get("method") != "text":
             raise DreamtextError(f"{ws.root} holds a {saved.get('method')!r} run, not a text-to-3D one; choose another --workspace")
         config = _with_resumable_changes(config_from_dict(TextTo3DConfig, saved["config"]), config)
-    trainer = TextTo3DTrainer(config, ws, prior=prior)  # loads the prior: a bad model fails before anything is written
+    trainer = make_trainer(config, ws, prior=prior)  # loads the prior: a bad model fails before anything is written
     ws.save_config(config, method="text")
     if resume and ws.has_checkpoint():
         trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
