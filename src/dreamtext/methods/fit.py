@@ -200,7 +200,8 @@ class Fitter:
 
     def train(self, progress: bool = True) -> None:
         config = self.config
-        with Progress(total=config.iters, start=self.step, description="fit", enabled=progress) as bar:
+        with Progress(total=config.iters, start=self.step, description="fit", enabled=progress,
+                      status_path=self.workspace.progress_path) as bar:
             while self.step < config.iters:
                 loss = self.train_step()
                 bar.update(self.step, loss=loss)

@@ -1,14 +1,22 @@
 """A training progress bar with step, it/s, ETA and the latest losses.
 
 Rich draws a live bar on a terminal; elsewhere (CI logs, pipes) it prints one line every
-`log_every` steps so that logs stay readable.
+`log_every` steps so that logs stay readable. With `status_path`, the same figures also go to a small
+JSON file, written atomically at most every `status_every_s` seconds, that other processes (the
+browser viewer) read while the run goes on.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import atomic_write_json
 
 
 def format_duration(seconds: float) -> str:
@@ -27,7 +35,10 @@ class Progress:
     description: str = "training"
     log_every: int = 50
     enabled: bool = True
+    status_path: str | Path | None = None
+    status_every_s: float = 1.0  # ours: fresh enough for a viewer, negligible next to any training step
     _t0: float = field(default=0.0, init=False)
+    _status_written: float = field(default=-math.inf, init=False)
     _live: object = field(default=None, init=False)
     _task: object = field(default=None, init=False)
     _last: dict = field(default_factory=dict, init=False)
@@ -49,6 +60,7 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self._live is not None:
             self._live.stop()
+        self._write_status(running=False)
 
     @property
     def rate(self) -> float:
@@ -65,6 +77,8 @@ class Progress:
     def update(self, step: int, **scalars: float) -> None:
         """Report that `step` steps are done."""
         self._last = {"step": step, **scalars}
+        if self.status_path is not None and (time.monotonic() - self._status_written >= self.status_every_s or step == self.total):
+            self._write_status(running=True)
         if not self.enabled:
             return
         text = " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
@@ -73,6 +87,19 @@ class Progress:
         elif step % self.log_every == 0 or step == self.total:
             eta = format_duration(self.eta_seconds) if self.rate > 0 else "?"
             print(f"{self.description} {step}/{self.total} {self.rate:.1f} it/s ETA {eta} {text}", file=sys.stderr, flush=True)
+
+    def _write_status(self, running: bool) -> None:
+        """The run's progress as JSON; `pid` and `host` let a reader tell a live run from a killed one."""
+        if self.status_path is None:
+            return
+        eta = self.eta_seconds
+        scalars = {k: float(v) for k, v in self._last.items() if k != "step" and math.isfinite(float(v))}
+        atomic_write_json(self.status_path, {
+            "description": self.description, "step": self._last.get("step", self.start), "total": self.total,
+            "rate": self.rate, "eta_seconds": eta if math.isfinite(eta) else None, "scalars": scalars,
+            "running": running, "pid": os.getpid(), "host": socket.gethostname(), "updated": time.time(),
+        })
+        self._status_written = time.monotonic()
 
     def log(self, message: str) -> None:
         if not self.enabled:

@@ -3,6 +3,7 @@
 Layout (documented in README.md):
     config.json          the run's full resolved config
     checkpoints/last.pt  the latest training state (model, optimiser, step, random streams)
+    progress.json        step, total, losses, it/s and ETA of the run, refreshed while it trains
     validation/          periodic validation renders
     metrics.json         final figures of the run
     mesh.glb             exported mesh (other formats via `dreamtext export`)
@@ -25,6 +26,7 @@ from .io import atomic_torch_save, atomic_write_json
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoints/last.pt"
+PROGRESS_FILE = "progress.json"
 
 
 class Workspace:
@@ -46,6 +48,10 @@ class Workspace:
     @property
     def checkpoint_path(self) -> Path:
         return self.root / CHECKPOINT_FILE
+
+    @property
+    def progress_path(self) -> Path:
+        return self.root / PROGRESS_FILE
 
     def has_checkpoint(self) -> bool:
         return self.checkpoint_path.is_file()
