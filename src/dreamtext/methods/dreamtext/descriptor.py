@@ -1,0 +1,339 @@
+"""Descriptor training (thesis 5.2.2): learn the sentence's descriptor words as new tokens.
+
+Each step augments the input image (thesis 6.1.9), encodes it with the prior's VAE, noises the latents
+at a uniformly drawn t, and asks the frozen UNet for the noise twice: conditioned on the full
+sentence with the learned tokens (with gradient) and on the fixed base sentence "An image of a <noun>"
+(without). The loss is the thesis's eq. 5.4,
+
+    L = || eps(x_t, t, tau_theta(full)) - eps ||^2 + || eps(x_t, t, tau_theta(full)) - eps(x_t, t, tau(base)) ||^2,
+
+and Adam (lr 3e-4, PyTorch's defaults otherwise; thesis 6.1.10) updates only the learned rows. The
+baselines change what is trained (`trainable`): the noun alone (RealFusion's textual inversion) or the
+whole conditioning embedding of the sentence (the thesis's first approach, 6.3.1).
+
+The run lives in DIR/descriptor (config.json, checkpoints/last.pt, metrics.json); the learned
+embeddings go to DIR/embeddings (see `learned.py`). Everything random comes from one generator saved
+in the checkpoint, so a resumed run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...errors import DreamtextError
+from ...prior import Prior, load_prior
+from ...utils.config import config_from_dict, config_to_dict, differing_keys
+from ...utils.device import resolve_device
+from ...utils.progress import Progress
+from ...utils.workspace import Workspace
+from .augment import AugmentConfig, augment
+from .inputs import workspace_input
+from .learned import EMBEDDINGS_DIR, LearnedSentence
+from .sentence import DescribedImage, Trainable, read_described_image, training_template
+from .tokens import TokenSplice, add_tokens, set_token_rows, unique_tokens, word_embedding
+
+DESCRIPTOR_DIR = "descriptor"
+METHOD = "descriptor"
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class DescriptorConfig:
+    """Descriptor training settings; defaults are the thesis's DreamText (seed 5.2.2, 6.1.9-6.1.10, 6.3.3)."""
+
+    trainable: Trainable = "descriptors"
+    """descriptors: DreamText (thesis 5.2.2); noun: RealFusion-style textual inversion (thesis 6.3.1);
+    sentence: the whole conditioning embedding (thesis 6.3.1, "embedding training")."""
+    base_loss_weight: float = 1.0  # thesis eq. 5.4: L_real + L_base, equal weights (RealFusion mode: 0)
+    iters: int = 10_000  # thesis 6.3.3: about 10k iterations
+    lr: float = 3e-4  # thesis 6.1.10: Adam, lr 3e-4, PyTorch's default betas and eps, no weight decay
+    batch_size: int = 1  # ours: the thesis does not say; one augmented copy per step
+    t_min: float = 0.0  # thesis eq. 5.2: t ~ U(0, 1) over the prior's training timesteps
+    t_max: float = 1.0
+    sample_posterior: bool = True  # diffusers' textual-inversion script: a sample of the VAE posterior
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)  # thesis 6.1.9
+    model: str | None = None
+    """Stable Diffusion: a diffusers folder, a .safetensors file or a cached hub id (as `dreamtext text`)."""
+    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    """auto: bf16 on CUDA (ours: gradients flow through the UNet, bf16 needs no loss scaling), fp32 on CPU."""
+    channels_last: bool = True  # ours, CUDA only: REFERENCE.md 4 measured the UNet faster so
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int = 500  # ours: at most a few minutes lost to an interruption
+    max_nonfinite_steps: int = 20  # ours: consecutive non-finite steps before giving up with advice
+
+
+def prior_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return _DTYPES[precision]
+
+
+@torch.no_grad()
+def encode_prompts(prior: Prior, prompts: list[str]) -> Tensor:
+    """Conditioning embeddings [N, 77, D] (last hidden states, as Stable Diffusion uses them)."""
+    return _encode(prior, prompts)
+
+
+def _encode(prior: Prior, prompts: list[str]) -> Tensor:
+    tokenizer = prior.tokenizer
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(prior.device)
+    return prior.text_encoder(ids)[0]
+
+
+def predict_noise(prior: Prior, noisy: Tensor, timesteps: Tensor, cond: Tensor, alphas_cumprod: Tensor) -> Tensor:
+    """The UNet's noise estimate in float32, differentiable in `cond`; v-prediction models are converted."""
+    output = prior.unet(noisy.to(prior.dtype), timesteps, encoder_hidden_states=cond.to(prior.dtype)).sample.float()
+    if prior.scheduler.config.get("prediction_type", "epsilon") == "v_prediction":
+        a = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        output = a.sqrt() * output + (1 - a).sqrt() * noisy.float()
+    return output
+
+
+class DescriptorTrainer:
+    """Learns the trainable part of one image's sentence on a frozen prior.
+
+    The prior's tokenizer and text encoder gain the learned tokens (their table rows hold the trained
+    vectors once `finish()` ran), so a caller may reuse the prior for reconstruction.
+    """
+
+    def __init__(
+        self, config: DescriptorConfig, workspace: str | Path, prior: Prior | None = None,
+        described: DescribedImage | None = None,
+    ):
+        self.config = config
+        self.root = Path(workspace)
+        self.workspace = Workspace(self.root / DESCRIPTOR_DIR)
+        self.device = resolve_device(config.device)
+        self.described = described if described is not None else read_described_image(self.root)
+        self.template = training_template(self.described, config.trainable)
+        if config.iters < 0 or config.batch_size < 1 or not 0.0 <= config.t_min <= config.t_max <= 1.0:
+            raise DreamtextError("descriptor training needs iters >= 0, batch_size >= 1 and 0 <= t_min <= t_max <= 1")
+        if prior is None:
+            prior = load_prior(config.model, device=self.device, dtype=prior_dtype(config.precision, self.device))
+        self.prior = prior
+        if prior.text_encoder is None:
+            raise DreamtextError("descriptor training needs the prior's text encoder; load the prior afresh")
+        if self.device.type == "cuda" and config.channels_last:
+            prior.unet.to(memory_format=torch.channels_last)
+            prior.vae.to(memory_format=torch.channels_last)
+        described = self.described
+        self.image = workspace_input(self.root, described.image, None, prior.image_size).image.unsqueeze(0).to(self.device)
+        self.alphas_cumprod = prior.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.base = encode_prompts(prior, [self.described.base_sentence])  # [1, 77, D], fixed (thesis: tau_b)
+
+        self.tokens: list[str] = []
+        self.token_ids: list[int] = []
+        self.splice: TokenSplice | None = None
+        self.prompt_ids: Tensor | None = None
+        if config.trainable == "sentence":
+            # The thesis's first approach: the text encoder's whole output for the sentence is the parameter.
+            self.parameter = nn.Parameter(encode_prompts(prior, [self.described.sentence])[0].float().clone())
+        else:
+            self.tokens = unique_tokens(self.template.words)
+            init = torch.stack([word_embedding(prior.tokenizer, prior.text_encoder, w) for w in self.template.words])
+            self.token_ids = add_tokens(prior.tokenizer, prior.text_encoder, self.tokens, init)
+            self.parameter = nn.Parameter(init.float().clone())  # [n, D]: only these rows train
+            self.splice = TokenSplice(prior.text_encoder, self.token_ids, self.parameter)
+            tokenizer = prior.tokenizer
+            self.prompt_ids = tokenizer([self.prompt], padding="max_length", max_length=tokenizer.model_max_length,
+                                        truncation=True, return_tensors="pt").input_ids.to(self.device)
+        # Thesis 6.1.10: Adam with PyTorch's defaults (betas 0.9/0.999, eps 1e-8, no weight decay).
+        self.optimizer = torch.optim.Adam([self.parameter], lr=config.lr)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.step = 0
+        self.losses: list[tuple[float, float]] = []  # (L_real, L_base) of every step; nan for skipped ones
+        self.skipped_steps = 0
+        self._consecutive_nonfinite = 0
+
+    @property
+    def prompt(self) -> str:
+        """The full sentence with the learned tokens (the whole-sentence mode keeps the plain sentence)."""
+        return self.template.fill(self.tokens)
+
+    # -- one step ------------------------------------------------------------------------------
+    def conditioning(self) -> Tensor:
+        """tau_theta(full sentence) [1, 77, D], differentiable in the trained parameter."""
+        if self.prompt_ids is None:
+            return self.parameter.unsqueeze(0)
+        return self.prior.text_encoder(self.prompt_ids)[0]
+
+    @torch.no_grad()
+    def noised_latents(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_t, t, eps) for a batch of augmented copies of the image (thesis 5.2.2, figure 5.2 (6))."""
+        config, prior, generator = self.config, self.prior, self.generator
+        batch = config.batch_size
+        images = augment(self.image.expand(batch, -1, -1, -1), config.augment, generator, size=prior.image_size)
+        pixels = (images * 2 - 1).to(prior.dtype)
+        if self.device.type == "cuda" and config.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        posterior = prior.vae.encode(pixels).latent_dist
+        latents = (posterior.sample(generator) if config.sample_posterior else posterior.mean).float()
+        latents = latents * prior.vae.config.scaling_factor
+        last = prior.num_train_timesteps - 1
+        low, high = round(config.t_min * last), round(config.t_max * last)
+        timesteps = torch.randint(low, high + 1, (batch,), generator=generator, device=self.device)
+        noise = torch.randn(latents.shape, generator=generator, device=self.device, dtype=torch.float32)
+        alphabar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        return alphabar.sqrt() * latents + (1 - alphabar).sqrt() * noise, timesteps, noise
+
+    def losses_of(self, noisy: Tensor, timesteps: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """(L_real, L_base) of eqs. 5.2 and 5.3 (mean squared errors), L_real differentiable."""
+        batch = noisy.shape[0]
+        cond = self.conditioning().expand(batch, -1, -1)
+        eps_full = predict_noise(self.prior, noisy, timesteps, cond, self.alphas_cumprod)
+        loss_real = F.mse_loss(eps_full, noise)
+        if self.config.base_loss_weight == 0:
+            return loss_real, torch.zeros_like(loss_real)
+        with torch.no_grad():
+            eps_base = predict_noise(self.prior, noisy, timesteps, self.base.expand(batch, -1, -1), self.alphas_cumprod)
+        return loss_real, F.mse_loss(eps_full, eps_base)
+
+    def train_step(self) -> tuple[float, float]:
+        """One optimisation step; returns (L_real, L_base) (nan when the step was skipped as non-finite)."""
+        noisy, timesteps, noise = self.noised_latents()
+        loss_real, loss_base = self.losses_of(noisy, timesteps, noise)
+        loss = loss_real + self.config.base_loss_weight * loss_base
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        values = torch.stack([loss_real.detach(), loss_base.detach(), self.parameter.grad.norm()])
+        real, base, grad_norm = values.tolist()  # one device sync per step
+        self.step += 1
+        if not all(v == v and abs(v) != float("inf") for v in (real, base, grad_norm)):
+            self._skip_nonfinite(real + base)
+            self.losses.append((float("nan"), float("nan")))
+            return float("nan"), float("nan")
+        self._consecutive_nonfinite = 0
+        self.optimizer.step()
+        self.losses.append((real, base))
+        return real, base
+
+    def _skip_nonfinite(self, value: float) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self._consecutive_nonfinite += 1
+        print(f"dreamtext: warning: non-finite descriptor loss ({value}) at step {self.step}; step skipped", file=sys.stderr)
+        if self._consecutive_nonfinite >= self.config.max_nonfinite_steps:
+            raise DreamtextError(
+                f"{self._consecutive_nonfinite} consecutive non-finite descriptor steps up to step {self.step}: "
+                "lower --lr or run the prior in fp32 (--precision fp32)"
+            )
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "parameter": self.parameter.detach().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "losses": torch.tensor(self.losses, dtype=torch.float64).reshape(-1, 2),
+            "skipped_steps": self.skipped_steps,
+            "tokens": list(self.tokens),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["tokens"]) != self.tokens or state["parameter"].shape != self.parameter.shape:
+            raise DreamtextError(f"{self.workspace.checkpoint_path} was trained for another sentence; delete it to start over")
+        with torch.no_grad():
+            self.parameter.copy_(state["parameter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        generator_state = state["generator"]
+        self.generator.set_state(generator_state.cpu() if self.device.type == "cpu" else generator_state)
+        self.step = int(state["step"])
+        self.losses = [tuple(row) for row in state["losses"].tolist()]
+        self.skipped_steps = int(state["skipped_steps"])
+
+    def train(self, progress: bool = True) -> None:
+        config = self.config
+        with Progress(total=config.iters, start=self.step, description="descriptor", enabled=progress) as bar:
+            while self.step < config.iters:
+                real, base = self.train_step()
+                bar.update(self.step, real=real, base=base)
+                if self.step % config.checkpoint_every == 0 or self.step == config.iters:
+                    self.workspace.save_checkpoint(self.state_dict())
+
+    # -- results ---------------------------------------------------------------------------------
+    def learned(self) -> LearnedSentence:
+        vectors = self.parameter.detach().float().cpu()
+        trained_sentence = self.config.trainable == "sentence"
+        return LearnedSentence(
+            trainable=self.config.trainable, template=self.template.template, words=self.template.words,
+            tokens=tuple(self.tokens), base_sentence=self.described.base_sentence,
+            vectors=None if trained_sentence else vectors, conditioning=vectors if trained_sentence else None,
+        )
+
+    def finish(self) -> LearnedSentence:
+        """Write the trained rows into the text encoder's table (no splice needed after) and save the embeddings."""
+        if self.splice is not None:
+            self.splice.remove()
+            self.splice = None
+            set_token_rows(self.prior.text_encoder, self.token_ids, self.parameter.detach())
+        learned = self.learned()
+        learned.save(self.root / EMBEDDINGS_DIR)
+        return learned
+
+
+@dataclass
+class DescriptorResult:
+    workspace: Path
+    learned: LearnedSentence
+    metrics: dict
+
+
+def train_descriptor(
+    workspace: str | Path, config: DescriptorConfig = DescriptorConfig(), resume: bool = False,
+    progress: bool = True, prior: Prior | None = None,
+) -> DescriptorResult:
+    """Train the sentence of the image `dreamtext describe` chose for workspace DIR (thesis 5.2.2).
+
+    Writes DIR/descriptor/{config.json, checkpoints/last.pt, metrics.json} and DIR/embeddings/.
+    prior: an already loaded prior (tests, the one-command pipeline); it gains the learned tokens.
+    """
+    root = Path(workspace)
+    ws = Workspace(root / DESCRIPTOR_DIR)
+    if ws.has_checkpoint() and not resume:
+        raise DreamtextError(f"{ws.root} already holds descriptor training; pass --resume to continue it or choose another workspace")
+    if resume and ws.has_checkpoint():
+        saved = ws.load_config_dict()
+        if saved.get("method") != METHOD:
+            raise DreamtextError(f"{ws.root} holds a {saved.get('method')!r} run, not descriptor training; choose another workspace")
+        config = resumed_config(config_from_dict(DescriptorConfig, saved["config"]), config)
+    trainer = DescriptorTrainer(config, root, prior=prior)  # loads the prior: a bad model fails before anything is written
+    ws.save_config(config, method=METHOD)
+    if resume and ws.has_checkpoint():
+        trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
+    trainer.train(progress=progress)
+    learned = trainer.finish()
+    finite = [real + config.base_loss_weight * base for real, base in trainer.losses if real == real]
+    metrics = {
+        "iters": trainer.step,
+        "skipped_steps": trainer.skipped_steps,
+        "trainable": config.trainable,
+        "prompt": learned.prompt,
+        "tokens": list(learned.tokens),
+        "mean_loss_first_100": sum(finite[:100]) / len(finite[:100]) if finite else None,
+        "mean_loss_last_100": sum(finite[-100:]) / len(finite[-100:]) if finite else None,
+        "prior_dtype": str(trainer.prior.dtype).removeprefix("torch."),
+    }
+    ws.write_metrics(metrics)
+    return DescriptorResult(workspace=root, learned=learned, metrics=metrics)
+
+
+def resumed_config(saved: DescriptorConfig, requested: DescriptorConfig) -> DescriptorConfig:
+    """A resumed run keeps its saved config; only a larger iteration count extends it, and the device and
+    model location are taken as given. Other differences are reported, not applied."""
+    iters = max(saved.iters, requested.iters)
+    keep = dataclasses.replace(saved, iters=iters, device=requested.device, model=requested.model)
+    ignored = differing_keys(config_to_dict(keep), config_to_dict(dataclasses.replace(requested, iters=iters)))
+    if ignored:
+        print(f"dreamtext: warning: --resume keeps the saved descriptor config; ignoring changed {', '.join(ignored)}", file=sys.stderr)
+    return keep
