@@ -16,9 +16,9 @@ from dreamtext.prior.small.diffusion import (
     diffusion_loss,
     vae_loss,
 )
+from dreamtext.prior.small.render_pool import PoolSpec, WorldRenderPool, render_world_pool
 from dreamtext.prior.small.pipeline import assemble_pipeline, load_clip_text_encoder, safetensors_bytes
 from dreamtext.prior.small.train import (
-    CaptionedRenderPool,
     UnetTrainConfig,
     VaeTrainConfig,
     load_frozen_vae,
@@ -33,11 +33,8 @@ TEXT_HIDDEN = 32
 
 
 @pytest.fixture(scope="module")
-def pool() -> CaptionedRenderPool:
-    from dreamtext.world.renders import RenderConfig, sample_render_batch
-
-    batch = sample_render_batch(8, seed=3, config=RenderConfig(resolution=16, supersample=1))
-    return CaptionedRenderPool((batch.images * 255).round().to(torch.uint8), batch.captions)
+def pool() -> WorldRenderPool:
+    return render_world_pool(PoolSpec(8, seed=3, resolution=16, supersample=1), workers=1, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +102,7 @@ def test_unet_training_lowers_diffusion_loss(tmp_path, pool, vae_dir, clip_dir):
     text_encoder = load_clip_text_encoder(clip_dir)
     tokenizer = build_prior_tokenizer(text_encoder)
     images = pool.images.float() / 255
-    latents, embeddings = training_inputs(vae, text_encoder, tokenizer, images, pool.captions, 0.0,
+    latents, embeddings = training_inputs(vae, text_encoder, tokenizer, images, pool.captions(),
                                           torch.Generator().manual_seed(0))
     latents, embeddings = latents.repeat(4, 1, 1, 1), embeddings.repeat(4, 1, 1)  # more noise levels per evaluation
     scheduler = build_training_scheduler()

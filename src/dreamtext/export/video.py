@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import imageio_ffmpeg
 import numpy as np
 import torch
 from PIL import Image
@@ -98,6 +97,8 @@ def write_mp4(frames: np.ndarray, path: Path, fps: float) -> Path:
 
     def write(tmp: Path) -> None:
         # The temporary name does not end in .mp4, so the container is named explicitly.
+        import imageio_ffmpeg  # only mp4 needs ffmpeg: training and meshes work without it
+
         writer = imageio_ffmpeg.write_frames(
             str(tmp), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
             macro_block_size=1, output_params=["-f", "mp4", "-movflags", "+faststart"],

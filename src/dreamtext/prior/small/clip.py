@@ -40,6 +40,7 @@ from ...world.renders import RenderConfig, sample_render_batch
 from ...world.vocabulary import COLOURS, NOUNS, PATTERNS, SIZES, describe
 from ...world.world import Split
 from ..prompts import view_prompt
+from .render_pool import WorldRenderPool, render_seed
 from ..tokenizer import CLIP_MAX_LENGTH, CLIP_VOCAB_SIZE, END_TOKEN, START_TOKEN, build_clip_tokenizer
 
 BOS_TOKEN_ID = CLIP_VOCAB_SIZE - 2  # <|startoftext|>
@@ -104,6 +105,12 @@ class SmallClipConfig:
     renders_per_step: int = 8
     render_supersample: int = 1
     seed: int = 0
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> "SmallClipConfig":
+        """CUDA: batch 256 (contrastive learning wants large batches) for 15000 steps on the stages' shared
+        pool (ours: sized for one H100 within 10 minutes); elsewhere the CPU defaults above."""
+        return cls(batch_size=256, steps=15000, renders_per_step=0) if device.type == "cuda" else cls()
 
     def render_config(self) -> RenderConfig:
         return RenderConfig(resolution=self.image_size, supersample=self.render_supersample)
@@ -246,11 +253,6 @@ class RenderPool:
         self.cursor = int(index[-1] + 1) % len(self)
 
 
-def render_seed(seed: int, chunk: int) -> int:
-    """The `sample_render_batch` seed of render chunk `chunk` of a run: disjoint object seeds per run."""
-    return seed * 1_000_003 + chunk
-
-
 def render_words(count: int, seed: int, split: Split, render: RenderConfig, device) -> tuple[Tensor, Tensor]:
     """`count` renders (on `device`) and their word ids."""
     batch = sample_render_batch(count, seed, split, render, device=device)
@@ -338,12 +340,15 @@ def train_small_clip(
     device: str | torch.device = "cpu",
     progress: bool = True,
     steps: int | None = None,
-    pool: RenderPool | None = None,
+    pool: RenderPool | WorldRenderPool | None = None,
     curve_every: int = 50,
+    max_seconds: float | None = None,
 ) -> dict:
     """Train a small CLIP on train-split renders and save it to `out_dir` (skipped when None).
 
-    pool: renders to start from (e.g. shared by tests); rendered from `config` when None.
+    pool: renders to start from (e.g. shared by tests); rendered from `config` when None. A
+        `WorldRenderPool` (the stages' shared pool) is used as it is: no fresh renders replace it.
+    max_seconds: a safety stop; the model trained so far is saved and "steps" says how far it got.
     Returns metrics: first/last losses (mean of the first/last tenth of steps), a loss curve
     [(step, mean loss since the previous point)], the final temperature, the parameter count, the fp16
     bytes and the seconds spent rendering and in total. The trained model is under "model".
@@ -359,15 +364,21 @@ def train_small_clip(
 
     with Progress(total=total, description="small clip", enabled=progress) as bar:
         render_seconds = time.perf_counter()
+        renders_per_step = config.renders_per_step
+        if isinstance(pool, WorldRenderPool):
+            pool, renders_per_step = RenderPool(pool.images.float() / 255, pool.words.clone()), 0
         pool = pool if pool is not None else fill_pool(config, device, progress=bar)
         pool.images = pool.images.to(device)
         next_chunk = math.ceil(len(pool) / 32)  # chunk seeds after the ones `fill_pool` used
         render_seconds = time.perf_counter() - render_seconds
         losses: list[float] = []
         for step in range(total):
-            if config.renders_per_step:
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                bar.log(f"small clip: stopped at step {step} after {max_seconds:.0f} s (max_seconds)")
+                break
+            if renders_per_step:
                 tick = time.perf_counter()
-                pool.replace(*render_words(config.renders_per_step, render_seed(config.seed, next_chunk + step), "train", config.render_config(), device))
+                pool.replace(*render_words(renders_per_step, render_seed(config.seed, next_chunk + step), "train", config.render_config(), device))
                 render_seconds += time.perf_counter() - tick
             index = torch.randperm(len(pool), generator=generator)[: config.batch_size]
             loss = contrastive_step(model, tokenizer, pool.images[index.to(device)], pool.words[index], config, generator)
@@ -380,6 +391,7 @@ def train_small_clip(
             losses.append(float(loss.detach()))
             bar.update(step + 1, loss=losses[-1], temperature=float(model.logit_scale.detach().exp()))
 
+    total = len(losses)
     tenth = max(1, total // 10)
     metrics = {
         "steps": total,

@@ -165,11 +165,11 @@ def drop_captions(captions: list[str], probability: float, generator: torch.Gene
 def diffusion_loss(unet, scheduler, latents: Tensor, text_embeddings: Tensor, generator: torch.Generator) -> Tensor:
     """Epsilon-prediction MSE at uniformly drawn timesteps (DDPM / Stable Diffusion's objective).
 
-    Noise and timesteps come from `generator` (on the latents' device) so a run is reproducible by seed.
+    Noise and timesteps come from `generator` (drawn on its device, then moved) so a run is reproducible by seed.
     """
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    noise = torch.randn(latents.shape, generator=generator, device=generator.device, dtype=latents.dtype).to(latents.device)
     steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator,
-                          device=latents.device)
+                          device=generator.device).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, steps)
     prediction = unet(noisy, steps, encoder_hidden_states=text_embeddings).sample
     return F.mse_loss(prediction.float(), noise.float())

@@ -5,18 +5,17 @@ frozen CLIP text embeddings, then `assemble` writes the diffusers pipeline folde
 reproducible from `seed`: model initialisation, the render pool, minibatches, noise, timesteps and
 caption dropout all come from seeded generators.
 
-Schedules (`VaeTrainConfig.for_device`, `UnetTrainConfig.for_device`):
-- CPU: a smoke-sized run (200 steps on a pool of <= 64 renders, which take about 1 s each to sphere
-  trace at 64 px on CPU); it shows the losses falling, not a usable prior.
-- CUDA, sized for one H100 in 10 minutes per stage: a pool of 8192 renders traced on the GPU, the VAE
-  4000 steps at batch 64, the UNet 8000 steps at batch 128 under bf16 autocast. These figures are
-  estimates from the model sizes (2.7M and 6.1M parameters at 64 px / 16x16 latents), not yet measured.
+Data: one pool of world renders (`render_pool.py`, traced on CPU worker processes), cached in the
+output folder and shared by all three stages.
+
+Schedules (`*.for_device`): on CPU a smoke-sized run (a few hundred steps on a small pool) that shows
+the losses falling, not a usable prior; on CUDA the run sized for one H100 within 10 minutes a stage
+(issue 4). Every stage also takes `max_seconds`, a safety stop that saves what it has trained.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import copy
 import os
 import time
 from dataclasses import dataclass, replace
@@ -28,7 +27,6 @@ from torch import Tensor
 
 from ...errors import DreamtextError
 from ...utils.device import resolve_device
-from ...utils.io import atomic_write
 from ...utils.progress import Progress
 from .diffusion import (
     SmallUnetConfig,
@@ -44,6 +42,7 @@ from .diffusion import (
     vae_loss,
 )
 from .pipeline import assemble_pipeline, build_prior_tokenizer, load_clip_text_encoder, save_pretrained_atomically
+from .render_pool import PoolSpec, WorldRenderPool, cached_world_pool, render_world_pool
 
 Stage = Literal["clip", "vae", "unet", "assemble", "all"]
 STAGE_FOLDERS = {"clip": "clip", "vae": "vae", "unet": "unet", "assemble": "pipeline"}
@@ -51,7 +50,7 @@ STAGE_FOLDERS = {"clip": "clip", "vae": "vae", "unet": "unet", "assemble": "pipe
 
 @dataclass(frozen=True)
 class VaeTrainConfig:
-    """steps / batch_size / pool_size: see the module docstring (CPU smoke run, H100 10-minute run).
+    """steps / batch_size: see the module docstring (CPU smoke run, H100 run).
     lr: ours, 5e-4 with AdamW: a 2.7M-parameter autoencoder converges far faster than LDM's (4.5e-6 x batch).
     weight_decay: ours, 0: reconstructions, not generalisation, are the goal; the KL term regularises.
     scale_images: ours, 256 renders (capped by the pool) to estimate the latents' std, as SD used a batch.
@@ -59,90 +58,46 @@ class VaeTrainConfig:
 
     steps: int = 200
     batch_size: int = 8
-    pool_size: int = 64
     lr: float = 5e-4
     weight_decay: float = 0.0
     scale_images: int = 256
 
     @classmethod
     def for_device(cls, device: torch.device) -> "VaeTrainConfig":
-        return cls(steps=4000, batch_size=64, pool_size=8192) if device.type == "cuda" else cls()
+        return cls(steps=6000, batch_size=128) if device.type == "cuda" else cls()
 
 
 @dataclass(frozen=True)
 class UnetTrainConfig:
-    """steps / batch_size / pool_size: see the module docstring.
+    """steps / batch_size: see the module docstring.
     lr: ours, 3e-4 (SD: 1e-4 at far larger width; small UNets take larger steps).
     weight_decay: Stable Diffusion's AdamW, 1e-2.
     caption_dropout: Stable Diffusion 1.5 / 2.x, 10% empty prompts for classifier-free guidance.
+    plain_caption_prob / partial_caption_prob: ours, 0.25 / 0.1 (as the small CLIP): captions without the
+        view suffix, and noun-only or colour-only ones, so the model also answers "a red mug" and "a mug".
     grad_clip: ours, 1.0: guards the first steps of a freshly initialised UNet.
+    ema_decay: ours, 0.9995 with diffusers' EMAModel warm-up min(decay, (1 + n) / (10 + n)): the saved
+        UNet is the exponential moving average of the trained one, as diffusion models are released.
     """
 
     steps: int = 200
     batch_size: int = 16
-    pool_size: int = 64
     lr: float = 3e-4
     weight_decay: float = 1e-2
     caption_dropout: float = 0.1
+    plain_caption_prob: float = 0.25
+    partial_caption_prob: float = 0.1
     grad_clip: float = 1.0
+    ema_decay: float = 0.9995
 
     @classmethod
     def for_device(cls, device: torch.device) -> "UnetTrainConfig":
-        return cls(steps=8000, batch_size=128, pool_size=8192) if device.type == "cuda" else cls()
+        return cls(steps=20000, batch_size=256) if device.type == "cuda" else cls()
 
 
-@dataclass
-class CaptionedRenderPool:
-    """Captioned world renders drawn once and sampled from during training (tracing is the slow part)."""
-
-    images: Tensor  # [N, 3, H, W] uint8 (a quarter of the memory of float)
-    captions: list[str]
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    def sample(self, batch_size: int, generator: torch.Generator, device: torch.device) -> tuple[Tensor, list[str]]:
-        """A random minibatch (with replacement): [B, 3, H, W] float in [0, 1] on `device`, and captions."""
-        index = torch.randint(len(self), (batch_size,), generator=generator)
-        images = self.images[index].to(device).float() / 255
-        return images, [self.captions[i] for i in index.tolist()]
-
-    @property
-    def resolution(self) -> int:
-        return int(self.images.shape[-1])
-
-
-def render_pool(count: int, seed: int, resolution: int = 64, device: torch.device | str = "cpu",
-                chunk: int = 64, progress: bool = True) -> CaptionedRenderPool:
-    """`count` train-split renders; chunk i is `sample_render_batch(seed=seed * 100_000 + i)` (distinct objects)."""
-    from ...world.renders import RenderConfig, sample_render_batch
-
-    config = RenderConfig(resolution=resolution)
-    images, captions = [], []
-    chunks = math.ceil(count / chunk)
-    with Progress(total=chunks, description="rendering world", log_every=max(1, chunks // 10), enabled=progress) as bar:
-        for i in range(chunks):
-            size = min(chunk, count - i * chunk)
-            batch = sample_render_batch(size, seed * 100_000 + i, "train", config, device=device)
-            images.append((batch.images * 255).round().to(torch.uint8).cpu())
-            captions += batch.captions
-            bar.update(i + 1)
-    return CaptionedRenderPool(torch.cat(images), captions)
-
-
-def cached_render_pool(cache_dir: Path, count: int, seed: int, resolution: int, device: torch.device,
-                       progress: bool = True) -> CaptionedRenderPool:
-    """`render_pool`, stored once in `cache_dir` (safetensors + captions) so the VAE and UNet stages share it."""
-    from safetensors.torch import load_file, save_file
-
-    stem = cache_dir / f"renders-seed{seed}-n{count}-{resolution}px"
-    images_path, captions_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    if images_path.is_file() and captions_path.is_file():
-        return CaptionedRenderPool(load_file(str(images_path))["images"], json.loads(captions_path.read_text()))
-    pool = render_pool(count, seed, resolution, device, progress=progress)
-    atomic_write(images_path, lambda tmp: save_file({"images": pool.images.contiguous()}, str(tmp)))
-    atomic_write(captions_path, lambda tmp: tmp.write_text(json.dumps(pool.captions)))
-    return pool
+def default_pool_size(device: torch.device) -> int:
+    """ours: 256 renders for a CPU smoke run; 32768 (about 1.5 per caption the world can say) on CUDA."""
+    return 32768 if device.type == "cuda" else 256
 
 
 def _autocast(device: torch.device):
@@ -154,6 +109,25 @@ def _as_device(device: torch.device | str) -> torch.device:
     return resolve_device(device) if isinstance(device, str) else device
 
 
+def _out_of_time(start: float, max_seconds: float | None) -> bool:
+    return max_seconds is not None and time.perf_counter() - start > max_seconds
+
+
+def _summary(losses: list[float], start: float, out_dir, model, **extra) -> dict:
+    return {
+        "steps": len(losses), "first_loss": losses[0] if losses else float("nan"),
+        "last_loss": sum(losses[-50:]) / len(losses[-50:]) if losses else float("nan"),
+        "parameters": sum(p.numel() for p in model.parameters()), "seconds": time.perf_counter() - start,
+        "out_dir": str(out_dir), **extra,
+    }
+
+
+def _small_pool(resolution: int, steps: int, batch_size: int, seed: int, progress: bool) -> WorldRenderPool:
+    """A pool for direct calls without one: as many renders as the run draws, at most the CPU default."""
+    count = min(default_pool_size(torch.device("cpu")), max(1, steps * batch_size))
+    return render_world_pool(PoolSpec(count, seed, resolution), progress=progress)
+
+
 def train_small_vae(
     config: SmallVaeConfig = SmallVaeConfig(),
     out_dir: str | os.PathLike = "prior/vae",
@@ -162,7 +136,8 @@ def train_small_vae(
     steps: int | None = None,
     seed: int = 0,
     train: VaeTrainConfig | None = None,
-    pool: CaptionedRenderPool | None = None,
+    pool: WorldRenderPool | None = None,
+    max_seconds: float | None = None,
 ) -> dict:
     """Train the AutoencoderKL (L1 + LDM's light KL), store 1/std of its latents as `scaling_factor`, save it.
 
@@ -171,9 +146,7 @@ def train_small_vae(
     device = _as_device(device)
     train = train or VaeTrainConfig.for_device(device)
     steps = train.steps if steps is None else steps
-    if pool is None:
-        pool = render_pool(min(train.pool_size, max(1, steps * train.batch_size)), seed, config.image_size, device,
-                           progress=progress)
+    pool = pool or _small_pool(config.image_size, steps, train.batch_size, seed, progress)
     if pool.resolution != config.image_size:
         raise DreamtextError(f"the render pool is {pool.resolution} px but the VAE expects {config.image_size} px")
 
@@ -185,6 +158,9 @@ def train_small_vae(
     start = time.perf_counter()
     with Progress(total=steps, description="vae", enabled=progress) as bar:
         for step in range(1, steps + 1):
+            if _out_of_time(start, max_seconds):
+                bar.log(f"vae: stopped after {step - 1} steps (max_seconds {max_seconds:.0f})")
+                break
             images, _ = pool.sample(train.batch_size, generator, device)
             with _autocast(device):
                 loss, l1 = vae_loss(vae, images, config.kl_weight, generator)
@@ -199,11 +175,7 @@ def train_small_vae(
     scaling = latent_scaling_factor(vae, scale_images, generator)
     vae.register_to_config(scaling_factor=scaling)
     save_pretrained_atomically(vae, out_dir)
-    return {
-        "steps": steps, "first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan"),
-        "scaling_factor": scaling, "parameters": sum(p.numel() for p in vae.parameters()),
-        "seconds": time.perf_counter() - start, "out_dir": str(out_dir),
-    }
+    return _summary(losses, start, out_dir, vae, scaling_factor=scaling)
 
 
 def load_frozen_vae(vae_dir: str | os.PathLike, device: torch.device):
@@ -215,13 +187,27 @@ def load_frozen_vae(vae_dir: str | os.PathLike, device: torch.device):
     return vae.to(device).eval().requires_grad_(False)
 
 
+def training_captions(words: Tensor, train: UnetTrainConfig, generator: torch.Generator) -> list[str]:
+    """A caption for each image: full with its view, plain, or partial (see `UnetTrainConfig`), some dropped."""
+    from .clip import caption_from_words, caption_word_ids
+
+    said = caption_word_ids(words, train.plain_caption_prob, train.partial_caption_prob, generator)
+    return drop_captions([caption_from_words(row) for row in said.tolist()], train.caption_dropout, generator)
+
+
 @torch.no_grad()
-def training_inputs(vae, text_encoder, tokenizer, images: Tensor, captions: list[str], caption_dropout: float,
+def training_inputs(vae, text_encoder, tokenizer, images: Tensor, captions: list[str],
                     generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Scaled VAE latents (sampled from the posterior, as SD) and text embeddings with caption dropout."""
+    """Scaled VAE latents (sampled from the posterior, as SD) and the captions' text embeddings."""
     latents = vae.encode(to_vae_range(images)).latent_dist.sample(generator=generator) * vae.config.scaling_factor
-    embeddings = encode_captions(text_encoder, tokenizer, drop_captions(captions, caption_dropout, generator))
-    return latents, embeddings
+    return latents, encode_captions(text_encoder, tokenizer, captions)
+
+
+@torch.no_grad()
+def update_ema(ema, model, decay: float, step: int) -> None:
+    """ema <- d ema + (1 - d) model with diffusers' EMAModel warm-up d = min(decay, (1 + step) / (10 + step))."""
+    d = min(decay, (1 + step) / (10 + step))
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
 
 
 def train_small_unet(
@@ -234,12 +220,12 @@ def train_small_unet(
     steps: int | None = None,
     seed: int = 0,
     train: UnetTrainConfig | None = None,
-    pool: CaptionedRenderPool | None = None,
+    pool: WorldRenderPool | None = None,
     tokenizer_cache: str | os.PathLike | None = None,
+    max_seconds: float | None = None,
 ) -> dict:
-    """Train the UNet to predict noise on frozen VAE latents, conditioned on frozen CLIP text embeddings.
-
-    Returns {"steps", "first_loss", "last_loss", "parameters", "seconds", "out_dir"}.
+    """Train the UNet to predict noise on frozen VAE latents, conditioned on frozen CLIP text embeddings;
+    save its EMA weights. Returns {"steps", "first_loss", "last_loss", "parameters", "seconds", "out_dir"}.
     """
     device = _as_device(device)
     train = train or UnetTrainConfig.for_device(device)
@@ -248,14 +234,13 @@ def train_small_unet(
     text_encoder = load_clip_text_encoder(clip_dir).to(device)
     tokenizer = build_prior_tokenizer(text_encoder, tokenizer_cache)
     image_size = config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
-    if pool is None:
-        pool = render_pool(min(train.pool_size, max(1, steps * train.batch_size)), seed, image_size, device,
-                           progress=progress)
+    pool = pool or _small_pool(image_size, steps, train.batch_size, seed, progress)
     if pool.resolution != image_size:
         raise DreamtextError(f"the render pool is {pool.resolution} px but the UNet's latents need {image_size} px")
 
     torch.manual_seed(seed)
     unet = build_small_unet(config, int(text_encoder.config.hidden_size)).to(device).train()
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
     scheduler = build_training_scheduler()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     generator = torch.Generator().manual_seed(seed)
@@ -263,24 +248,24 @@ def train_small_unet(
     start = time.perf_counter()
     with Progress(total=steps, description="unet", enabled=progress) as bar:
         for step in range(1, steps + 1):
-            images, captions = pool.sample(train.batch_size, generator, device)
-            latents, embeddings = training_inputs(vae, text_encoder, tokenizer, images, captions,
-                                                  train.caption_dropout, generator)
+            if _out_of_time(start, max_seconds):
+                bar.log(f"unet: stopped after {step - 1} steps (max_seconds {max_seconds:.0f})")
+                break
+            images, words = pool.sample(train.batch_size, generator, device)
+            captions = training_captions(words, train, generator)
+            latents, embeddings = training_inputs(vae, text_encoder, tokenizer, images, captions, generator)
             with _autocast(device):
                 loss = diffusion_loss(unet, scheduler, latents, embeddings, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), train.grad_clip)
             optimizer.step()
+            update_ema(ema, unet, train.ema_decay, step)
             losses.append(float(loss.detach()))
             bar.update(step, loss=losses[-1])
 
-    save_pretrained_atomically(unet.eval(), out_dir)
-    return {
-        "steps": steps, "first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan"),
-        "parameters": sum(p.numel() for p in unet.parameters()), "seconds": time.perf_counter() - start,
-        "out_dir": str(out_dir),
-    }
+    save_pretrained_atomically(ema, out_dir)
+    return _summary(losses, start, out_dir, ema)
 
 
 def train_prior(
@@ -291,35 +276,49 @@ def train_prior(
     seed: int = 0,
     batch_size: int | None = None,
     progress: bool = True,
+    pool_size: int | None = None,
+    workers: int | None = None,
+    max_minutes: float | None = None,
 ) -> dict[str, dict]:
     """Run one stage (or `all`, in order) with its outputs in `out_root`/{clip,vae,unet,pipeline}.
 
-    The render pool is cached in `out_root`/renders so the VAE and UNet stages trace it once.
+    The render pool (`pool_size` renders, default by device) is cached in `out_root`/renders and shared
+    by the stages; `workers` CPU processes trace it. `max_minutes` is each stage's safety stop.
     """
     root = Path(out_root)
     if root.exists() and not root.is_dir():
         raise DreamtextError(f"--out {str(root)!r} is a file; give a folder for the prior's stages")
     torch_device = resolve_device(device)
     folders = {name: root / folder for name, folder in STAGE_FOLDERS.items()}
+    max_seconds = None if max_minutes is None else 60 * max_minutes
+    stages = ("clip", "vae", "unet", "assemble") if stage == "all" else (stage,)
+    pool = None
+    if any(s != "assemble" for s in stages):
+        spec = PoolSpec(pool_size or default_pool_size(torch_device), seed, SmallVaeConfig().image_size)
+        pool = cached_world_pool(root / "renders", spec, workers, progress)
     results: dict[str, dict] = {}
-    for current in (("clip", "vae", "unet", "assemble") if stage == "all" else (stage,)):
+    for current in stages:
         if current == "clip":
             from .clip import SmallClipConfig, train_small_clip  # written alongside, imported only when needed
 
-            results["clip"] = train_small_clip(SmallClipConfig(), folders["clip"], torch_device, progress, steps)
+            clip_config = SmallClipConfig.for_device(torch_device)
+            if batch_size is not None:
+                clip_config = replace(clip_config, batch_size=batch_size)
+            results["clip"] = train_small_clip(clip_config, folders["clip"], torch_device, progress, steps, pool,
+                                               max_seconds=max_seconds)
+            results["clip"].pop("model")
+            results["clip"]["out_dir"] = str(folders["clip"])
         elif current in ("vae", "unet"):
             schedule = (VaeTrainConfig if current == "vae" else UnetTrainConfig).for_device(torch_device)
             if batch_size is not None:
                 schedule = replace(schedule, batch_size=batch_size)
-            run_steps = schedule.steps if steps is None else steps
-            count = min(schedule.pool_size, max(1, run_steps * schedule.batch_size))
-            pool = cached_render_pool(root / "renders", count, seed, SmallVaeConfig().image_size, torch_device, progress)
             if current == "vae":
-                results["vae"] = train_small_vae(SmallVaeConfig(), folders["vae"], torch_device, progress, run_steps,
-                                                 seed, schedule, pool)
+                results["vae"] = train_small_vae(SmallVaeConfig(), folders["vae"], torch_device, progress, steps,
+                                                 seed, schedule, pool, max_seconds)
             else:
                 results["unet"] = train_small_unet(SmallUnetConfig(), folders["unet"], folders["vae"], folders["clip"],
-                                                   torch_device, progress, run_steps, seed, schedule, pool)
+                                                   torch_device, progress, steps, seed, schedule, pool,
+                                                   max_seconds=max_seconds)
         else:
             out = assemble_pipeline(folders["vae"], folders["unet"], folders["clip"], folders["assemble"])
             results["assemble"] = {"out_dir": str(out)}
