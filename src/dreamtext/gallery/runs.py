@@ -1,0 +1,101 @@
+"""What a workspace has to show: its prompt or input image, videos, named views, mesh and metrics.
+
+Only files are read (no model is loaded), so a gallery is built in a moment from finished runs and
+from runs still training alike; whatever a run has not written yet is simply left out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DreamtextError
+from ..scene.cameras import NAMED_VIEWS
+from ..utils.images import find_image_file
+from ..utils.workspace import CONFIG_FILE
+
+# image-to-3D's `dreamtext describe` records the prepared input image here, under one of these keys.
+DESCRIBE_FILE = "describe.json"
+INPUT_IMAGE_KEYS = ("image", "prepared_image", "input_image")
+MAX_INPUT_VIEWS = 4  # ours: a fit's first few training views say what it was fitted to
+
+
+@dataclass
+class RunSummary:
+    root: Path
+    method: str
+    title: str
+    prompt: str | None = None
+    inputs: list[Path] = field(default_factory=list)
+    turntable_mp4: Path | None = None
+    turntable_gif: Path | None = None
+    views: dict[str, Path] = field(default_factory=dict)
+    mesh: Path | None = None
+    metrics: dict | None = None
+    validation: Path | None = None
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DreamtextError(f"{path} cannot be read as JSON ({error}); restore or delete it") from None
+    return data if isinstance(data, dict) else None
+
+
+def _file(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def _fit_inputs(root: Path, config: dict) -> list[Path]:
+    """The first training images of a fit: its data folder, or the built-in scene's rendered copy."""
+    folder = Path(config["data"]) if config.get("data") else root / "input"
+    transforms = folder / "transforms.json"
+    try:
+        frames = json.loads(transforms.read_text()).get("frames", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    found = (find_image_file(folder / str(frame.get("file_path", ""))) for frame in frames[:MAX_INPUT_VIEWS])
+    return [path for path in found if path is not None]
+
+
+def _described_input(root: Path, described: dict | None) -> list[Path]:
+    for key in INPUT_IMAGE_KEYS:
+        value = (described or {}).get(key)
+        if isinstance(value, str):
+            path = Path(value) if Path(value).is_absolute() else root / value
+            if path.is_file():
+                return [path]
+    return []
+
+
+def summarize_run(workspace: str | Path) -> RunSummary:
+    """Everything the gallery shows of one workspace. Raises `DreamtextError` for a folder that is
+    not a dreamtext workspace."""
+    root = Path(workspace)
+    if not root.is_dir():
+        raise DreamtextError(f"{root} is not a folder; pass the workspaces of finished or running dreamtext runs")
+    saved = _read_json(root / CONFIG_FILE)
+    described = _read_json(root / DESCRIBE_FILE)
+    if saved is None and described is None:
+        raise DreamtextError(f"{root} has no {CONFIG_FILE}; is it a dreamtext workspace?")
+    method = (saved or {}).get("method", "image")
+    config = (saved or {}).get("config", {})
+    prompt = config.get("prompt", {}).get("prompt") if isinstance(config.get("prompt"), dict) else None
+    prompt = prompt or (described or {}).get("sentence")
+    inputs = _described_input(root, described) or (_fit_inputs(root, config) if method == "fit" else [])
+    if prompt:
+        title = prompt
+    elif method == "fit":
+        title = f"fit of {Path(config['data']).name}" if config.get("data") else "fit of the built-in scene"
+    else:
+        title = root.name
+    views = {name: root / "views" / f"{name}.png" for name in NAMED_VIEWS if (root / "views" / f"{name}.png").is_file()}
+    return RunSummary(
+        root=root, method=method, title=title, prompt=prompt, inputs=inputs,
+        turntable_mp4=_file(root / "turntable.mp4"), turntable_gif=_file(root / "turntable.gif"), views=views,
+        mesh=_file(root / "mesh.glb"), metrics=_read_json(root / "metrics.json"), validation=_file(root / "validation" / "final.png"),
+    )
