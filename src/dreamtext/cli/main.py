@@ -171,7 +171,76 @@ class TrainPriorCommand:
             print(f"{name}: wrote {result.get('out_dir', self.out)}")
 
 
+@dataclass
+class DescribeCommand:
+    """Choose the sentence that describes an image (DreamText's first step): CLIP picks the noun, then words
+    are put in front of it while the image-text similarity rises.
+
+    Writes WORKSPACE/input.png (square, on white), input_mask.png (when the image has transparency) and
+    describe.json (the sentence, its words and every step's score), which `dreamtext descriptor` reads.
+    """
+
+    image: tyro.conf.Positional[str]
+    workspace: str = "out/image"
+    noun: str | None = None
+    """Fix the noun instead of letting CLIP choose it (thesis: --noun watch)."""
+    quantifier: str | None = None
+    """The word before the noun ("a", "an", "two"; default: the article that fits the noun)."""
+    clip: str | None = None
+    """CLIP model: a folder, a cached hub id (e.g. openai/clip-vit-large-patch14), small:PATH, open_clip:MODEL[:PRETRAINED]
+    (default: the built-in small CLIP)."""
+    vocabulary: str | None = None
+    """Word lists: general, world, or a folder with nouns.txt and adjectives.txt (default: the CLIP's own)."""
+    size: int = 512
+    """Side of the prepared square image in pixels."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def run(self) -> None:
+        from ..data.input_image import InputImageConfig
+        from ..methods.describe import DescribeConfig, SentenceConfig, describe_image
+
+        config = DescribeConfig(clip=self.clip, vocabulary=self.vocabulary, device=self.device,
+                                sentence=SentenceConfig(noun=self.noun, quantifier=self.quantifier),
+                                image=InputImageConfig(size=self.size))
+        selection = describe_image(self.image, self.workspace, config)
+        print(f'"{selection.sentence}" (CLIP similarity {selection.score:.4f}); wrote {Path(self.workspace) / "describe.json"}')
+
+
+@dataclass
+class SampleCommand:
+    """Draw images from the 2D prior for a prompt (DDIM with classifier-free guidance), plus a contact sheet.
+
+    Writes WORKSPACE/samples/sample_000.png ..., contact_sheet.png and samples.json (prompt, settings, seed of each image).
+    """
+
+    prompt: tyro.conf.Positional[str]
+    workspace: str = "out/sample"
+    n: Annotated[int, tyro.conf.arg(aliases=("-n",))] = 4
+    """Number of images; image i uses seed + i."""
+    model: str | None = None
+    """Stable Diffusion 1.x/2.x: a diffusers folder, a .safetensors file or a cached hub id."""
+    steps: int = 50
+    """DDIM steps."""
+    guidance: float = 7.5
+    """Classifier-free guidance scale (uncond + s (cond - uncond))."""
+    seed: int = 0
+    negative_prompt: str = ""
+    batch_size: int = 4
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    quiet: bool = False
+
+    def run(self) -> None:
+        from ..methods.sample import SampleConfig, sample_to_workspace
+
+        config = SampleConfig(prompt=self.prompt, n=self.n, model=self.model, steps=self.steps, guidance=self.guidance,
+                              negative_prompt=self.negative_prompt, seed=self.seed, batch_size=self.batch_size,
+                              device=self.device)
+        files = sample_to_workspace(config, self.workspace, progress=not self.quiet)
+        print("wrote " + ", ".join(str(f) for f in files))
+
+
 COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "export": ExportCommand, "bench": BenchCommand,
+            "describe": DescribeCommand, "sample": SampleCommand,
             "train-prior": TrainPriorCommand}
 
 
