@@ -239,9 +239,45 @@ class SampleCommand:
         print("wrote " + ", ".join(str(f) for f in files))
 
 
+@dataclass
+class ViewCommand:
+    """Open a workspace in the browser: its trained field (shading modes, light direction) or mesh, live while it trains."""
+
+    workspace: tyro.conf.Positional[str]
+    host: str = "127.0.0.1"
+    """Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network interface)."""
+    port: int = 8080
+    """Port to listen on (the next free one is taken when it is busy; 0: any free port)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    resolution: int | None = None
+    """Height in pixels of a still frame (default: 512 on CUDA, 128 on CPU)."""
+
+    def run(self) -> None:
+        from ..viewer.server import ViewerConfig, serve
+
+        serve(self.workspace, ViewerConfig(host=self.host, port=self.port, device=self.device, render_height=self.resolution))
+
+
+@dataclass
+class GalleryCommand:
+    """Write a static web page comparing runs: prompt or input, turntables, named views, metrics and each mesh in 3D."""
+
+    workspaces: tyro.conf.Positional[tuple[str, ...]]
+    out: str = "site"
+    """Folder that receives index.html, the runs' files and the page's scripts (no CDN, works offline)."""
+    title: str = "dreamtext results"
+
+    def run(self) -> None:
+        from ..gallery import build_gallery
+
+        index = build_gallery(self.workspaces, self.out, title=self.title)
+        print(f"wrote {index}; view it with: python3 -m http.server -d {self.out}")
+
+
 COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "export": ExportCommand, "bench": BenchCommand,
             "describe": DescribeCommand, "sample": SampleCommand,
-            "train-prior": TrainPriorCommand}
+            "train-prior": TrainPriorCommand,
+            "view": ViewCommand, "gallery": GalleryCommand}
 
 
 def main(argv: list[str] | None = None) -> int:
