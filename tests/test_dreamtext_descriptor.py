@@ -21,33 +21,10 @@ from dreamtext.methods.dreamtext.descriptor import (
 from dreamtext.methods.dreamtext.learned import EMBEDDINGS_DIR, LearnedSentence
 from dreamtext.methods.dreamtext.sentence import DescribedImage, slot_words, training_template
 from dreamtext.methods.dreamtext.tokens import token_for, unique_tokens
-from dreamtext.prior import Prior
-from dreamtext.utils.images import save_image
 from dreamtext.utils.workspace import Workspace
 
+from dreamtext_fixtures import SENTENCE, tiny_prior, write_described_workspace
 from tiny_sd import build_tiny_sd_pipeline
-
-SENTENCE = {"sentence": "An image of red, striped, a mug", "noun": "mug", "descriptors": ["red", "striped"],
-            "quantifier": "a", "image": "input.png", "mask": "mask.png"}
-
-
-def write_described_workspace(root: Path, described: dict = SENTENCE) -> Path:
-    """What `dreamtext describe` leaves: a square image on white, its mask and describe.json."""
-    root.mkdir(parents=True, exist_ok=True)
-    image = torch.ones(32, 32, 3)
-    image[8:24, 10:22] = torch.tensor([0.8, 0.1, 0.1])
-    image[12:14, 10:22] = 0.9  # a stripe
-    mask = torch.zeros(32, 32, 1)
-    mask[8:24, 10:22] = 1.0
-    save_image(root / "input.png", image)
-    save_image(root / "mask.png", mask)
-    (root / "describe.json").write_text(json.dumps(described))
-    return root
-
-
-def tiny_prior(seed: int = 0) -> Prior:
-    return Prior.from_pipeline(build_tiny_sd_pipeline(seed=seed))
-
 
 def config(**changes) -> DescriptorConfig:
     return DescriptorConfig(**{"iters": 4, "device": "cpu", "checkpoint_every": 2, **changes})

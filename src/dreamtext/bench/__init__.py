@@ -18,7 +18,13 @@ def _sds(quick: bool, device) -> dict:
     return bench_sds(quick=quick, device=device)
 
 
-SUITES: dict[str, Callable[..., dict]] = {"engine": _engine, "sds": _sds}
+def _descriptor(quick: bool, device) -> dict:
+    from .descriptor import bench_descriptor
+
+    return bench_descriptor(quick=quick, device=device)
+
+
+SUITES: dict[str, Callable[..., dict]] = {"engine": _engine, "sds": _sds, "descriptor": _descriptor}
 
 
 def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto") -> dict:

@@ -14,6 +14,7 @@ import tyro
 
 from ..errors import EXIT_BAD_INPUT, DreamtextError
 from ..methods.fit import FitConfig
+from .image_commands import IMAGE_COMMANDS
 
 
 @dataclass
@@ -132,7 +133,7 @@ class ExportCommand:
 class BenchCommand:
     """Run a benchmark and print its figures (JSON with --json)."""
 
-    suite: tyro.conf.Positional[Literal["engine", "sds"]]
+    suite: tyro.conf.Positional[Literal["engine", "sds", "descriptor"]]
     json: bool = False
     quick: bool = False
     """A small, fast version of the suite (for tests and smoke checks)."""
@@ -277,7 +278,7 @@ class GalleryCommand:
 COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "export": ExportCommand, "bench": BenchCommand,
             "describe": DescribeCommand, "sample": SampleCommand,
             "train-prior": TrainPriorCommand,
-            "view": ViewCommand, "gallery": GalleryCommand}
+            "view": ViewCommand, "gallery": GalleryCommand, **IMAGE_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

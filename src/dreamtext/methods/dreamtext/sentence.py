@@ -34,10 +34,13 @@ class DescribedImage:
     quantifier: str = DEFAULT_QUANTIFIER
     image: str | None = None  # the prepared input image (square, on white), relative to the workspace
     mask: str | None = None  # its object mask (grey image), when the input had alpha
+    base: str | None = None  # describe's base sentence, when it recorded one
 
     @property
     def base_sentence(self) -> str:
         """Thesis 5.2.2: the noun alone, "An image of a <noun>"."""
+        if self.base:
+            return self.base
         quantified = f"{self.quantifier} {self.noun}" if self.quantifier else self.noun
         return f"{SENTENCE_PREFIX} {quantified}"
 
@@ -62,13 +65,15 @@ def read_described_image(workspace: str | Path) -> DescribedImage:
     words = _first(data, "descriptors", "descriptor_words", "words")
     if not isinstance(sentence, str) or not isinstance(noun, str) or not isinstance(words, list):
         raise DreamtextError(f"{path} lacks the sentence, noun or descriptor words; run describe again")
-    quantifier = _first(data, "quantifier")
+    quantifier = data.get("quantifier")  # "" is a valid quantifier: none
     image = _first(data, "image", "prepared_image", "input_image")
     mask = _first(data, "mask", "mask_image")
+    base = _first(data, "base_sentence")
     return DescribedImage(
         sentence=sentence, noun=noun, descriptors=tuple(str(w) for w in words),
         quantifier=DEFAULT_QUANTIFIER if quantifier is None else str(quantifier),
         image=None if image is None else str(image), mask=None if mask is None else str(mask),
+        base=None if base is None else str(base),
     )
 
 

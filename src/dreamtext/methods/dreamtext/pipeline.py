@@ -1,0 +1,156 @@
+"""`dreamtext image IMAGE --workspace DIR`: describe -> descriptor -> reconstruct, resumable by stage.
+
+DIR/stage.json records the input image, the method and each stage's state (pending, running, done).
+Run the same command again after an interruption and it skips the finished stages and resumes the
+interrupted one at its last checkpoint (descriptor training and reconstruction keep theirs).
+
+The baselines are configuration switches over the same code (`METHODS`):
+    dreamtext            descriptor tokens, L_real + L_base, no reference losses (the thesis)
+    realfusion           noun-only textual inversion (L_real alone) + reference-view RGB and mask losses
+    sentence             the whole conditioning embedding trained (the thesis's first approach)
+    dreamtext+reference  DreamText plus RealFusion's reference-view losses (beyond the thesis)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ...errors import DreamtextError
+from ...utils.config import config_to_dict
+from ...utils.io import atomic_write_json
+from ...utils.workspace import Workspace
+from ..describe.describe import DESCRIBE_FILE, DescribeConfig, describe_image
+from ..presets import apply_overrides
+from .descriptor import DescriptorConfig, train_descriptor
+from .reconstruct import REFERENCE_MASK_WEIGHT, REFERENCE_RGB_WEIGHT, RECONSTRUCTION_DIR, ReconstructConfig, reconstruct
+
+STAGE_FILE = "stage.json"
+STAGES = ("describe", "descriptor", "reconstruct")
+
+Method = Literal["dreamtext", "realfusion", "sentence", "dreamtext+reference"]
+
+_REFERENCE_ON = {"reconstruct.reference.rgb_weight": REFERENCE_RGB_WEIGHT, "reconstruct.reference.mask_weight": REFERENCE_MASK_WEIGHT}
+_REFERENCE_OFF = {"reconstruct.reference.rgb_weight": 0.0, "reconstruct.reference.mask_weight": 0.0}
+METHODS: dict[str, dict[str, Any]] = {
+    # thesis 5.2: descriptor words trained with eq. 5.4, reconstruction from the sentence alone
+    "dreamtext": {"descriptor.trainable": "descriptors", "descriptor.base_loss_weight": 1.0, **_REFERENCE_OFF},
+    # RealFusion: textual inversion of the noun (plain diffusion loss), reference RGB and mask losses
+    "realfusion": {"descriptor.trainable": "noun", "descriptor.base_loss_weight": 0.0, **_REFERENCE_ON},
+    # thesis 6.3.1 "embedding training": the whole conditioning of the sentence, loss eq. 5.4
+    "sentence": {"descriptor.trainable": "sentence", "descriptor.base_loss_weight": 1.0, **_REFERENCE_OFF},
+    # ours: DreamText with RealFusion's reference-view losses (the thesis saw the mask loss help against Janus)
+    "dreamtext+reference": {"descriptor.trainable": "descriptors", "descriptor.base_loss_weight": 1.0, **_REFERENCE_ON},
+}
+
+
+@dataclass
+class ImageTo3DConfig:
+    """The three stages' settings; `method` switches the parts that make the baselines."""
+
+    method: Method = "dreamtext"
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    descriptor: DescriptorConfig = field(default_factory=DescriptorConfig)
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+
+
+def method_config(config: ImageTo3DConfig) -> ImageTo3DConfig:
+    """`config` with its method's switches applied (they win over the stage settings they name)."""
+    if config.method not in METHODS:
+        raise DreamtextError(f"unknown method {config.method!r}; known: {', '.join(METHODS)}")
+    return apply_overrides(config, METHODS[config.method])
+
+
+@dataclass
+class ImageTo3DResult:
+    workspace: Path
+    prompt: str
+    descriptor_metrics: dict
+    reconstruction_metrics: dict
+
+    @property
+    def reconstruction(self) -> Path:
+        return self.workspace / RECONSTRUCTION_DIR
+
+
+def read_stage_file(root: Path) -> dict | None:
+    path = root / STAGE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DreamtextError(f"{path} is not valid JSON ({error.msg}); delete it and the workspace's stages start over") from None
+
+
+def image_to_3d(
+    image: str | Path, workspace: str | Path, config: ImageTo3DConfig = ImageTo3DConfig(), progress: bool = True,
+    prior=None, clip=None, text_overrides: dict[str, Any] | None = None,
+) -> ImageTo3DResult:
+    """Turn one image into a 3D object in `workspace`; a second call continues where the first stopped.
+
+    prior / clip: already loaded models (tests, `diverse`); text_overrides: dotted text-to-3D keys for
+    the reconstruction (e.g. toy sizes).
+    """
+    config = method_config(config)
+    image = Path(image).expanduser().resolve()
+    if not image.is_file():
+        raise DreamtextError(f"{image}: no such image file; check the path")
+    root = Workspace(workspace).root
+    saved = read_stage_file(root)
+    continuing = saved is not None
+    if continuing:
+        if saved.get("image") != str(image):
+            raise DreamtextError(f"{root} holds a run for {saved.get('image')}; choose another --workspace for {image}")
+        if saved.get("method") != config.method:
+            raise DreamtextError(f"{root} holds a {saved.get('method')!r} run; pass --method {saved.get('method')} or another --workspace")
+        state = saved
+    else:
+        if (root / DESCRIBE_FILE).exists() or (root / RECONSTRUCTION_DIR).exists():
+            raise DreamtextError(f"{root} already holds DreamText stages without {STAGE_FILE}; choose another --workspace")
+        state = {"image": str(image), "method": config.method, "stages": {name: "pending" for name in STAGES},
+                 "config": config_to_dict(config)}
+
+    def mark(stage: str, status: str, **extra: Any) -> None:
+        state["stages"][stage] = status
+        state.update(extra)
+        atomic_write_json(root / STAGE_FILE, state)
+
+    descriptor_metrics: dict = saved.get("descriptor_metrics", {}) if continuing else {}
+    for stage in STAGES:
+        if state["stages"].get(stage) == "done":
+            continue
+        resume = state["stages"].get(stage) == "running"
+        if resume and progress:
+            print(f"dreamtext: resuming the {stage} stage in {root}", file=sys.stderr)
+        mark(stage, "running")
+        if stage == "describe":
+            describe_image(image, root, config.describe, backend=clip)
+            mark(stage, "done")
+        elif stage == "descriptor":
+            result = train_descriptor(root, config.descriptor, resume=resume, progress=progress, prior=prior)
+            descriptor_metrics = result.metrics
+            mark(stage, "done", prompt=result.learned.prompt, descriptor_metrics=result.metrics)
+        else:
+            reconstruction = reconstruct(root, config.reconstruct, resume=resume, progress=progress, prior=prior,
+                                         text_overrides=text_overrides)
+            mark(stage, "done", reconstruction_metrics=_jsonable(reconstruction.metrics))
+    return ImageTo3DResult(
+        workspace=root, prompt=state.get("prompt", ""), descriptor_metrics=descriptor_metrics,
+        reconstruction_metrics=state.get("reconstruction_metrics", {}),
+    )
+
+
+def _jsonable(metrics: dict) -> dict:
+    return json.loads(json.dumps(metrics, default=str))
+
+
+def with_stage_settings(config: ImageTo3DConfig, **settings: Any) -> ImageTo3DConfig:
+    """Set what the learning stages share (device, model, precision, seed) in both, where given (not None)."""
+    shared = {key: value for key, value in settings.items() if value is not None}
+    return dataclasses.replace(config, descriptor=dataclasses.replace(config.descriptor, **shared),
+                               reconstruct=dataclasses.replace(config.reconstruct, **shared))

@@ -1,0 +1,173 @@
+"""3D reconstruction from the learned sentence (thesis 5.2.3), with optional reference-view losses.
+
+The learned tokens are loaded into the prior's tokenizer and text encoder, and the text-to-3D trainer
+runs on the full sentence with the usual view suffixes ("An image of <dt-red>, a mug, front view").
+The whole-sentence baseline conditions every view on its trained embedding instead (no suffixes: its
+output is the encoder's output). RealFusion's reference-view losses (and "DreamText + reference")
+add, at every step, an MSE between the render from a fixed input camera and the input image, and
+between that render's opacity and the image's mask.
+
+The reconstruction is an ordinary text-to-3D workspace, DIR/reconstruction: `dreamtext render` and
+`dreamtext export` work on it as on any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...errors import DreamtextError
+from ...prior import Prior, load_prior
+from ...prior.prompts import PromptConfig
+from ...scene.cameras import Cameras, look_at, spherical_to_cartesian
+from ...utils.device import resolve_device
+from ..presets import preset_config
+from ..text_to_3d import TextTo3DConfig, TextTo3DResult, TextTo3DTrainer, text_to_3d
+from .descriptor import encode_prompts
+from ...data.input_image import InputImage
+from .inputs import workspace_input
+from .learned import EMBEDDINGS_DIR, LearnedSentence
+from .sentence import read_described_image
+
+RECONSTRUCTION_DIR = "reconstruction"
+# stable-dreamfusion's image-conditioned defaults (lambda_rgb 1000, lambda_mask 500), on the same SDS
+# loss scale as ours (0.5 * sum of squares / batch): the weights RealFusion mode switches on.
+REFERENCE_RGB_WEIGHT = 1000.0
+REFERENCE_MASK_WEIGHT = 500.0
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class ReferenceViewConfig:
+    """The fixed input camera and the weights of its losses (0 and 0: off, the thesis's DreamText)."""
+
+    rgb_weight: float = 0.0  # RealFusion mode: REFERENCE_RGB_WEIGHT
+    mask_weight: float = 0.0  # RealFusion mode: REFERENCE_MASK_WEIGHT
+    polar_deg: float = 90.0  # ours: the photo is taken as the front view, at the horizon (RealFusion: a fixed front camera)
+    azimuth_deg: float = 0.0  # front (scene/cameras.py: azimuth 0 looks at the object's front)
+    radius: float = 1.25  # ours: the middle of the training radius range [1.0, 1.5] (thesis 6.1.5)
+    fovy_deg: float = 55.0  # ours: the middle of the training field-of-view range [40, 70]
+
+    @property
+    def enabled(self) -> bool:
+        return self.rgb_weight > 0 or self.mask_weight > 0
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """Reconstruction settings on top of a text-to-3D preset; defaults follow the thesis's DreamText run
+    (seed 8.1: `main.py -O --h 256 --w 256 --iters 10100 --load_token 1`, Stable DreamFusion otherwise)."""
+
+    preset: Literal["dreamfusion", "fitfusion"] = "dreamfusion"  # thesis 8.1: no --g, so Stable DreamFusion's guidance
+    render_size: int = 256  # thesis 8.1: --h 256 --w 256
+    iters: int = 10_000  # thesis 6.3.3: about 10k iterations (8.1: --iters 10100)
+    guidance: float | None = None  # None: the preset's (100 for dreamfusion)
+    reference: ReferenceViewConfig = dataclasses.field(default_factory=ReferenceViewConfig)
+    model: str | None = None
+    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class FixedConditioning:
+    """One trained conditioning embedding for every view (the whole-sentence baseline), the `PromptEmbeddings` interface."""
+
+    def __init__(self, conditional: Tensor, unconditional: Tensor):
+        self._conditional = conditional.reshape(1, *conditional.shape[-2:])
+        self._unconditional = unconditional.reshape(1, *unconditional.shape[-2:])
+
+    def conditional(self, view_ids: Tensor) -> Tensor:
+        return self._conditional.expand(view_ids.shape[0], -1, -1)
+
+    def unconditional(self, batch: int) -> Tensor:
+        return self._unconditional.expand(batch, -1, -1)
+
+
+def reference_camera(config: ReferenceViewConfig, size: int, device: torch.device | str) -> Cameras:
+    eye = spherical_to_cartesian(
+        torch.tensor([config.radius], device=device), torch.tensor([config.polar_deg], device=device),
+        torch.tensor([config.azimuth_deg], device=device),
+    )
+    return Cameras.from_fovy(look_at(eye), config.fovy_deg, size, size)
+
+
+def reference_losses(rgb: Tensor, opacity: Tensor, image: InputImage) -> tuple[Tensor, Tensor]:
+    """(RGB MSE, mask MSE) of a render [1, S, S, 3] over white and its opacity [1, S, S, 1] against the input."""
+    target_rgb = image.image.permute(1, 2, 0).unsqueeze(0).to(rgb)
+    target_mask = image.mask.permute(1, 2, 0).unsqueeze(0).to(opacity)
+    return F.mse_loss(rgb, target_rgb), F.mse_loss(opacity, target_mask)
+
+
+class ImageTo3DTrainer(TextTo3DTrainer):
+    """Text-to-3D with a learned sentence, plus the reference-view losses when they are on."""
+
+    def __init__(self, config: TextTo3DConfig, workspace, prior=None, embeddings=None,
+                 reference: ReferenceViewConfig = ReferenceViewConfig(), workspace_root: Path | None = None):
+        super().__init__(config, workspace, prior=prior, embeddings=embeddings)
+        self.reference = reference
+        self.reference_image: InputImage | None = None
+        if reference.enabled:
+            if workspace_root is None:
+                raise DreamtextError("reference-view losses need the input image; run `dreamtext describe` first")
+            described = read_described_image(workspace_root)
+            image = workspace_input(workspace_root, described.image, described.mask, config.render_size)
+            image.image, image.mask = image.image.to(self.device), image.mask.to(self.device)
+            self.reference_image = image
+            self.reference_cameras = reference_camera(reference, config.render_size, self.device)
+            self.white = torch.ones(3, device=self.device)
+
+    def extra_loss(self) -> Tensor | None:
+        if self.reference_image is None:
+            return None
+        out = self.renderer.render(
+            self.field, self.reference_cameras, background=self.white, shading="albedo",
+            generator=self.generator, perturb=True, requires_grad=True,
+        )
+        rgb_loss, mask_loss = reference_losses(out.rgb, out.opacity, self.reference_image)
+        return self.reference.rgb_weight * rgb_loss + self.reference.mask_weight * mask_loss
+
+
+def text_config_for(learned: LearnedSentence, config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> TextTo3DConfig:
+    """The text-to-3D config of a reconstruction: the preset, the thesis's size and length, the learned prompt."""
+    values = {
+        "iters": config.iters, "render_size": config.render_size, "sds.guidance": config.guidance, "seed": config.seed,
+        "device": config.device, "model": config.model, "precision": config.precision, **(overrides or {}),
+    }
+    text = preset_config(config.preset, learned.prompt, values)
+    if learned.conditioning is not None:  # one trained embedding for every view: no view suffixes
+        text = dataclasses.replace(text, prompt=PromptConfig(prompt=learned.prompt, view_dependent=False))
+    return text
+
+
+def reconstruct(
+    workspace: str | Path, config: ReconstructConfig = ReconstructConfig(), resume: bool = False, progress: bool = True,
+    prior: Prior | None = None, text_overrides: dict[str, Any] | None = None,
+) -> TextTo3DResult:
+    """Reconstruct the object of workspace DIR from its learned sentence into DIR/reconstruction.
+
+    prior: an already loaded prior (it gains the learned tokens); text_overrides: dotted text-to-3D
+    config keys applied last (e.g. toy sizes in tests).
+    """
+    root = Path(workspace)
+    learned = LearnedSentence.load(root / EMBEDDINGS_DIR)
+    text = text_config_for(learned, config, text_overrides)
+    if prior is None:
+        device = resolve_device(config.device)
+        prior = load_prior(text.model, device=device, dtype=_DTYPES.get(text.precision))
+    if prior.text_encoder is None:
+        raise DreamtextError("reconstruction needs the prior's text encoder to load the learned tokens; load the prior afresh")
+    learned.install(prior.tokenizer, prior.text_encoder)
+    embeddings = None
+    if learned.conditioning is not None:
+        unconditional = encode_prompts(prior, [text.prompt.negative_prompt])
+        embeddings = FixedConditioning(learned.conditioning.to(prior.device, prior.dtype), unconditional)
+        prior.free_text_encoder()
+    make_trainer = partial(ImageTo3DTrainer, embeddings=embeddings, reference=config.reference, workspace_root=root)
+    return text_to_3d(text, root / RECONSTRUCTION_DIR, resume=resume, progress=progress, prior=prior, make_trainer=make_trainer)

@@ -1,0 +1,240 @@
+"""Reconstruction from a learned sentence, the one-command pipeline with stage resume, the baselines'
+switches, diversity augmentation and the CLI, on a tiny random Stable Diffusion (CPU, offline)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from dreamtext.cli.main import main
+from dreamtext.errors import DreamtextError
+from dreamtext.methods.dreamtext import pipeline as pipeline_module
+from dreamtext.methods.dreamtext.descriptor import DescriptorConfig, DescriptorTrainer, encode_prompts, train_descriptor
+from dreamtext.methods.dreamtext.diverse import diverse, DiverseConfig
+from dreamtext.methods.dreamtext.pipeline import METHODS, ImageTo3DConfig, image_to_3d, method_config
+from dreamtext.methods.dreamtext.reconstruct import (
+    FixedConditioning, ImageTo3DTrainer, ReconstructConfig, ReferenceViewConfig, reconstruct, reference_camera,
+)
+from dreamtext.methods.sample import SampleConfig
+from dreamtext.prior import view_prompt
+from dreamtext.scene.cameras import cartesian_to_spherical, view_label_ids
+from dreamtext.utils.images import save_image
+from dreamtext.utils.workspace import Workspace
+
+from dreamtext_fixtures import TOY_TEXT_TO_3D, ScriptedClip, red_mug_picture, tiny_prior, write_described_workspace
+from tiny_sd import build_tiny_sd_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("tiny_sd")
+    build_tiny_sd_pipeline(tokenizer_cache=str(tmp_path_factory.mktemp("tokenizer"))).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def photo(tmp_path):
+    """An RGBA picture of a red box, not square, off centre."""
+    image, alpha = red_mug_picture()
+    path = tmp_path / "photo.png"
+    save_image(path, torch.cat([torch.ones(32, 8, 3), image], dim=1), torch.cat([torch.zeros(32, 8, 1), alpha], dim=1))
+    return path
+
+
+def toy_image_config(model: str, method: str = "dreamtext", descriptor_iters: int = 4, iters: int = 4) -> ImageTo3DConfig:
+    config = ImageTo3DConfig(method=method)
+    config.descriptor = dataclasses.replace(config.descriptor, iters=descriptor_iters, checkpoint_every=2, device="cpu", model=model)
+    config.reconstruct = dataclasses.replace(config.reconstruct, iters=iters, render_size=16, device="cpu", model=model)
+    config.describe = dataclasses.replace(config.describe, device="cpu")
+    return config
+
+
+def test_reconstruction_prompts_carry_the_learned_tokens_with_view_suffixes(tmp_path):
+    root = write_described_workspace(tmp_path / "ws")
+    prior = tiny_prior()
+    learned = train_descriptor(root, DescriptorConfig(iters=3, device="cpu"), prior=prior, progress=False).learned
+    expected = encode_prompts(prior, [view_prompt(learned.prompt, "front"), view_prompt(learned.prompt, "back")])
+    plain = encode_prompts(prior, [view_prompt("An image of red, striped, a mug", "front")])
+    result = reconstruct(root, ReconstructConfig(iters=2, render_size=16, device="cpu"), prior=prior, progress=False,
+                         text_overrides=TOY_TEXT_TO_3D)
+    saved = json.loads((result.workspace / "config.json").read_text())
+    assert saved["method"] == "text" and saved["config"]["prompt"]["prompt"] == "An image of <dt-red>, <dt-striped>, a mug"
+    assert saved["config"]["prompt"]["view_dependent"] and saved["config"]["render_size"] == 16
+    assert (result.workspace / "mesh.glb").is_file() or "mesh_error" in result.metrics
+    # The trainer's conditioning is the learned sentence's, view by view, not the plain words'.
+    trainer = ImageTo3DTrainer(dataclasses.replace(_text_config(result), iters=1), Workspace(tmp_path / "again"),
+                               prior=_fresh_prior_with(learned))
+    conditional = trainer.embeddings.conditional(torch.tensor([0, 2]))  # front, back
+    assert torch.allclose(conditional, expected, atol=1e-6) and not torch.allclose(conditional[:1], plain, atol=1e-3)
+    assert trainer.extra_loss() is None  # the thesis's DreamText: no reference-view losses
+
+
+def _text_config(result):
+    from dreamtext.methods.text_to_3d import TextTo3DConfig
+    from dreamtext.utils.config import config_from_dict
+
+    return config_from_dict(TextTo3DConfig, json.loads((result.workspace / "config.json").read_text())["config"])
+
+
+def _fresh_prior_with(learned):
+    prior = tiny_prior()
+    learned.install(prior.tokenizer, prior.text_encoder)
+    return prior
+
+
+def test_whole_sentence_baseline_conditions_every_view_on_its_trained_embedding(tmp_path):
+    root = write_described_workspace(tmp_path / "ws")
+    prior = tiny_prior()
+    learned = train_descriptor(root, DescriptorConfig(trainable="sentence", iters=2, device="cpu"), prior=prior, progress=False).learned
+    result = reconstruct(root, ReconstructConfig(iters=2, render_size=16, device="cpu"), prior=prior, progress=False,
+                         text_overrides=TOY_TEXT_TO_3D)
+    saved = json.loads((result.workspace / "config.json").read_text())["config"]["prompt"]
+    assert saved == {"prompt": "An image of red, striped, a mug", "negative_prompt": "", "view_dependent": False}
+    fixed = FixedConditioning(learned.conditioning, torch.zeros(77, learned.conditioning.shape[-1]))
+    assert torch.equal(fixed.conditional(torch.tensor([0, 1, 2]))[2], learned.conditioning)
+    assert fixed.unconditional(3).shape == (3, 77, learned.conditioning.shape[-1])
+
+
+def test_reference_view_losses_pull_the_input_camera_render_towards_the_image(tmp_path):
+    root = write_described_workspace(tmp_path / "ws")
+    prior = tiny_prior()
+    train_descriptor(root, DescriptorConfig(trainable="noun", base_loss_weight=0.0, iters=2, device="cpu"), prior=prior, progress=False)
+    reference = ReferenceViewConfig(rgb_weight=1000.0, mask_weight=500.0)
+    # The fixed input camera looks at the object's front from the horizon.
+    camera = reference_camera(reference, 16, "cpu")
+    radius, polar, azimuth = cartesian_to_spherical(camera.origins)
+    assert float(radius) == pytest.approx(1.25) and float(polar) == pytest.approx(90.0) and float(azimuth) % 360 == pytest.approx(0.0, abs=1e-4)
+    assert int(view_label_ids(polar, azimuth)) == 0  # "front"
+
+    from dreamtext.methods.dreamtext.reconstruct import text_config_for
+    from dreamtext.methods.dreamtext.learned import LearnedSentence
+
+    learned = LearnedSentence.load(root / "embeddings")
+    text = text_config_for(learned, ReconstructConfig(iters=30, render_size=16, device="cpu", reference=reference), TOY_TEXT_TO_3D)
+    assert text.prompt.prompt == "An image of a <dt-mug>"
+    trainer = ImageTo3DTrainer(text, Workspace(tmp_path / "rec"), prior=prior, reference=reference, workspace_root=root)
+    image = trainer.reference_image
+    assert image.image.shape == (3, 16, 16) and image.mask.shape == (1, 16, 16)
+    assert float(image.mask.sum()) > 0 and float(image.mask.min()) == 0.0  # the alpha mask, at the render size
+    first = float(trainer.extra_loss().detach())
+    for _ in range(30):
+        trainer.train_step()
+    assert float(trainer.extra_loss().detach()) < 0.7 * first
+
+
+def test_methods_are_switches_over_the_same_config():
+    realfusion = method_config(ImageTo3DConfig(method="realfusion"))
+    assert realfusion.descriptor.trainable == "noun" and realfusion.descriptor.base_loss_weight == 0.0
+    assert (realfusion.reconstruct.reference.rgb_weight, realfusion.reconstruct.reference.mask_weight) == (1000.0, 500.0)
+    dreamtext = method_config(ImageTo3DConfig())
+    assert dreamtext.descriptor.trainable == "descriptors" and not dreamtext.reconstruct.reference.enabled
+    both = method_config(ImageTo3DConfig(method="dreamtext+reference"))
+    assert both.descriptor == dreamtext.descriptor and both.reconstruct.reference.enabled
+    assert method_config(ImageTo3DConfig(method="sentence")).descriptor.trainable == "sentence"
+    assert set(METHODS) == {"dreamtext", "realfusion", "sentence", "dreamtext+reference"}
+    # Thesis defaults of the stages.
+    assert (dreamtext.descriptor.iters, dreamtext.descriptor.lr, dreamtext.reconstruct.iters, dreamtext.reconstruct.render_size) == (10_000, 3e-4, 10_000, 256)
+
+
+def test_image_command_runs_every_stage_and_resumes_where_it_stopped(tmp_path, tiny_model, photo, monkeypatch):
+    clip = ScriptedClip()
+    config = toy_image_config(tiny_model)
+    straight = image_to_3d(photo, tmp_path / "straight", config, progress=False, clip=clip, text_overrides=TOY_TEXT_TO_3D)
+    ws = straight.workspace
+    assert straight.prompt == "An image of <dt-red>, a mug"
+    stage = json.loads((ws / "stage.json").read_text())
+    assert stage["stages"] == {"describe": "done", "descriptor": "done", "reconstruct": "done"} and stage["image"] == str(photo.resolve())
+    for name in ("describe.json", "input.png", "input_mask.png", "embeddings/sentence.json", "embeddings/00_dt-red.safetensors",
+                 "descriptor/checkpoints/last.pt", "reconstruction/checkpoints/last.pt", "reconstruction/turntable.mp4",
+                 "reconstruction/views/front.png", "reconstruction/validation/final.png"):
+        assert (ws / name).is_file(), name
+    assert main(["render", str(ws / "reconstruction"), "--frames", "2", "--size", "16"]) == 0
+
+    # Interrupted in the descriptor stage, then again in the reconstruction: each rerun continues there.
+    calls = {"describe": 0}
+    describe = pipeline_module.describe_image
+
+    def counted(*args, **kwargs):
+        calls["describe"] += 1
+        return describe(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "describe_image", counted)
+    for trainer_class in (DescriptorTrainer, ImageTo3DTrainer):
+        original = trainer_class.train_step
+
+        def interrupted(self, original=original):
+            if self.step == 3:  # the last checkpoint was written at step 2
+                raise KeyboardInterrupt
+            return original(self)
+
+        monkeypatch.setattr(trainer_class, "train_step", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            image_to_3d(photo, tmp_path / "resumed", config, progress=False, clip=clip, text_overrides=TOY_TEXT_TO_3D)
+        monkeypatch.setattr(trainer_class, "train_step", original)
+    stage = json.loads((tmp_path / "resumed" / "stage.json").read_text())
+    assert stage["stages"] == {"describe": "done", "descriptor": "done", "reconstruct": "running"}
+    resumed = image_to_3d(photo, tmp_path / "resumed", config, progress=False, clip=clip, text_overrides=TOY_TEXT_TO_3D)
+    assert calls["describe"] == 1  # described once, never again
+    assert resumed.prompt == straight.prompt
+    for part in ("descriptor", "reconstruction"):
+        a = Workspace(ws / part).load_checkpoint()
+        b = Workspace(resumed.workspace / part).load_checkpoint()
+        assert a["step"] == b["step"] == 4
+        if part == "descriptor":
+            assert torch.equal(a["parameter"], b["parameter"]) and torch.equal(a["losses"], b["losses"])
+        else:
+            assert a["losses"] == b["losses"] and all(torch.equal(a["field"][k], b["field"][k]) for k in a["field"])
+
+    # A finished workspace reruns as a no-op; another image or method in it is refused.
+    again = image_to_3d(photo, ws, config, progress=False, clip=clip, text_overrides=TOY_TEXT_TO_3D)
+    assert again.prompt == straight.prompt and calls["describe"] == 1
+    other = tmp_path / "other.png"
+    save_image(other, torch.rand(8, 8, 3))
+    with pytest.raises(DreamtextError, match="another --workspace"):
+        image_to_3d(other, ws, config, progress=False, clip=clip)
+    with pytest.raises(DreamtextError, match="--method dreamtext"):
+        image_to_3d(photo, ws, toy_image_config(tiny_model, method="realfusion"), progress=False, clip=clip)
+
+
+def test_diverse_makes_k_objects_and_a_contact_sheet(tmp_path, tiny_model):
+    config = DiverseConfig(sample=SampleConfig(prompt="", steps=2, device="cpu"),
+                           image=toy_image_config(tiny_model, descriptor_iters=2, iters=2))
+    results = diverse("An image of a mug", tmp_path / "div", 2, config, progress=False, clip=ScriptedClip(),
+                      text_overrides=TOY_TEXT_TO_3D)
+    root = tmp_path / "div"
+    summary = json.loads((root / "diverse.json").read_text())
+    assert summary["k"] == 2 and summary["seeds"] == [0, 1] and len(results) == 2
+    assert [o["workspace"] for o in summary["objects"]] == ["object_00", "object_01"]
+    for index in range(2):
+        assert (root / f"samples/sample_{index:03d}.png").is_file()
+        assert (root / f"object_{index:02d}/reconstruction/validation/final.png").is_file()
+    from dreamtext.utils.images import load_image
+
+    sheet = load_image(root / "diverse_sheet.png")[0]
+    assert sheet.shape[0] > 2 * 16 and sheet.shape[1] > 16 * 3  # two rows: image + two validation views each
+    # A second call reuses the samples and the finished objects.
+    before = (root / "samples/sample_000.png").stat().st_mtime_ns
+    diverse("An image of a mug", root, 2, config, progress=False, clip=ScriptedClip(), text_overrides=TOY_TEXT_TO_3D)
+    assert (root / "samples/sample_000.png").stat().st_mtime_ns == before
+
+
+def test_descriptor_cli_trains_and_bad_input_is_one_line(tmp_path, tiny_model, capsys):
+    root = write_described_workspace(tmp_path / "ws")
+    assert main(["descriptor", str(root), "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "<dt-red>" in out and (root / "embeddings" / "sentence.json").is_file()
+    assert main(["descriptor", str(root), "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and len(err.strip().splitlines()) == 1
+    assert main(["descriptor", str(tmp_path / "nothing"), "--model", tiny_model, "--device", "cpu"]) == 2
+    assert "dreamtext describe" in capsys.readouterr().err
+    assert main(["reconstruct", str(tmp_path / "nothing"), "--model", tiny_model, "--device", "cpu"]) == 2
+    assert "dreamtext descriptor" in capsys.readouterr().err
+    assert main(["image", str(tmp_path / "missing.png"), "--workspace", str(tmp_path / "w"), "--device", "cpu"]) == 2
+    assert "no such image" in capsys.readouterr().err
