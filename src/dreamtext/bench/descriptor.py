@@ -2,11 +2,11 @@
 random Stable Diffusion 2.1-base (the same compute as the real model; REFERENCE.md 4).
 
 It times the real `DescriptorTrainer.train_step` (augment, VAE encode, noise, text encoder with the
-learned rows, UNet with gradient for the full sentence, UNet without for the base sentence, backward,
-Adam) on a synthetic described image, in the default precision (bf16 on CUDA), after warm-up. Also
-timed, taking turns with the step: the data part alone (augmentations + VAE encode + noising), so the
-share of the UNet and text-encoder work is visible. The target (issue 5): 10k iterations in at most
-10 minutes on one H100, i.e. >= 16.7 it/s.
+learned rows, one UNet call for the full and the base sentence with gradient to the learned rows,
+backward, Adam) on a synthetic described image, with the default settings (bf16 and compiled CUDA
+graphs on CUDA), after warm-up. The first step, which holds torch.compile's compilation, is reported
+apart. Also timed, taking turns with the step: the data part alone (augmentations + VAE encode +
+noising). The target (issue 5): 10k iterations in at most 10 minutes on one H100, i.e. >= 16.7 it/s.
 """
 
 from __future__ import annotations

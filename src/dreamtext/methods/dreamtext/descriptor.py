@@ -66,9 +66,9 @@ class DescriptorConfig:
     """auto: bf16 on CUDA (ours: gradients flow through the UNet, bf16 needs no loss scaling), fp32 on CPU."""
     channels_last: bool = True  # ours, CUDA only: REFERENCE.md 4 measured the UNet faster so
     compile: Literal["off", "default", "reduce-overhead"] = "reduce-overhead"
-    """CUDA only: torch.compile the UNet, VAE encoder and text encoder; reduce-overhead adds CUDA graphs. Ours:
-    at batch 1 the networks are bound by kernel launches; on an H100 a step took 50 ms instead of 86 ms eager,
-    after about 2 minutes of compilation. Falls back to eager if compilation fails."""
+    """CUDA only: torch.compile the UNet and the VAE encoder; reduce-overhead adds CUDA graphs. Ours: at batch 1
+    the networks are bound by kernel launches; on an H100 a step took 50 ms instead of 86 ms eager, after about
+    2 minutes of compilation. Falls back to eager if compilation fails."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = 500  # ours: at most a few minutes lost to an interruption
@@ -157,8 +157,6 @@ class DescriptorTrainer:
             self.token_ids = add_tokens(prior.tokenizer, prior.text_encoder, self.tokens, init)
             self.parameter = nn.Parameter(init.float().clone())  # [n, D]: only these rows train
             self.splice = TokenSplice(prior.text_encoder, self.token_ids, self.parameter)
-            if self.compiled:
-                self.text_encoder = torch.compile(prior.text_encoder, mode=config.compile)  # after the splice hook
             tokenizer = prior.tokenizer
             self.prompt_ids = tokenizer([self.prompt], padding="max_length", max_length=tokenizer.model_max_length,
                                         truncation=True, return_tensors="pt").input_ids.to(self.device)
@@ -171,7 +169,7 @@ class DescriptorTrainer:
         self._consecutive_nonfinite = 0
 
     def _use_eager_networks(self) -> None:
-        self.unet, self.encode_image, self.text_encoder = self.prior.unet, self.prior.vae.encode, self.prior.text_encoder
+        self.unet, self.encode_image = self.prior.unet, self.prior.vae.encode
 
     @property
     def prompt(self) -> str:
@@ -183,7 +181,7 @@ class DescriptorTrainer:
         """tau_theta(full sentence) [1, 77, D], differentiable in the trained parameter."""
         if self.prompt_ids is None:
             return self.parameter.unsqueeze(0)
-        return self.text_encoder(self.prompt_ids)[0]
+        return self.prior.text_encoder(self.prompt_ids)[0]
 
     @torch.no_grad()
     def noised_latents(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -226,9 +224,8 @@ class DescriptorTrainer:
     def train_step(self) -> tuple[float, float]:
         """One optimisation step; returns (L_real, L_base) (nan when the step was skipped as non-finite)."""
         try:
-            noisy, timesteps, noise = self.noised_latents()
-            loss_real, loss_base = self.losses_of(noisy, timesteps, noise)
-        except Exception as error:  # torch.compile fails at the first call, with many exception types
+            loss_real, loss_base = self._forward_backward()
+        except Exception as error:  # torch.compile fails at the first forward or backward, with many exception types
             if not self.compiled:
                 raise
             print(f"dreamtext: warning: torch.compile failed ({type(error).__name__}); descriptor training continues eagerly",
@@ -236,10 +233,7 @@ class DescriptorTrainer:
             self.compiled = False
             self._use_eager_networks()
             return self.train_step()
-        loss = loss_real + self.config.base_loss_weight * loss_base
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        values = torch.stack([loss_real.detach(), loss_base.detach(), self.parameter.grad.norm()])
+        values = torch.stack([loss_real, loss_base, self.parameter.grad.norm()])
         real, base, grad_norm = values.tolist()  # one device sync per step
         self.step += 1
         if not all(v == v and abs(v) != float("inf") for v in (real, base, grad_norm)):
@@ -250,6 +244,14 @@ class DescriptorTrainer:
         self.optimizer.step()
         self.losses.append((real, base))
         return real, base
+
+    def _forward_backward(self) -> tuple[Tensor, Tensor]:
+        """Gradients of eq. 5.4 in the learned parameter; the detached (L_real, L_base)."""
+        noisy, timesteps, noise = self.noised_latents()
+        loss_real, loss_base = self.losses_of(noisy, timesteps, noise)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_real + self.config.base_loss_weight * loss_base).backward()
+        return loss_real.detach(), loss_base.detach()
 
     def _skip_nonfinite(self, value: float) -> None:
         self.optimizer.zero_grad(set_to_none=True)
