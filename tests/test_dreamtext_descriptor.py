@@ -144,6 +144,8 @@ def test_textual_inversion_files_load_in_diffusers_with_the_same_vectors(tmp_pat
     assert torch.equal(encode_prompts(other, [learned.prompt]), encode_prompts(prior, [learned.prompt]))
     metrics = json.loads((root / "descriptor" / "metrics.json").read_text())
     assert metrics["iters"] == 4 and metrics["tokens"] == ["<dt-red>", "<dt-striped>"]
+    status = json.loads((root / "descriptor" / "progress.json").read_text())  # for the live viewer
+    assert status["step"] == status["total"] == 4 and status["running"] is False and "real" in status["scalars"]
 
 
 def test_interrupted_descriptor_training_resumes_bit_identically(tmp_path, monkeypatch):

@@ -290,7 +290,8 @@ class DescriptorTrainer:
 
     def train(self, progress: bool = True) -> None:
         config = self.config
-        with Progress(total=config.iters, start=self.step, description="descriptor", enabled=progress) as bar:
+        with Progress(total=config.iters, start=self.step, description="descriptor", enabled=progress,
+                      status_path=self.workspace.progress_path) as bar:
             while self.step < config.iters:
                 real, base = self.train_step()
                 bar.update(self.step, real=real, base=base)
