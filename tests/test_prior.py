@@ -362,5 +362,21 @@ def test_bad_model_and_missing_model_give_one_line_errors(tmp_path, monkeypatch)
         assert "\n" not in str(raised.value)
     assert not loading.is_cached_hub_model("nobody/no-such-model")
     monkeypatch.setattr(loading, "is_cached_hub_model", lambda repo_id: False)
-    with pytest.raises(DreamtextError, match="a Stable Diffusion model is needed"):
+    from dreamtext.prior import builtin
+
+    monkeypatch.setattr(builtin, "BUILTIN_PIPELINE_DIR", tmp_path / "missing" / "pipeline")
+    with pytest.raises(DreamtextError, match="the built-in prior is not installed"):
         load_prior(None)
+
+
+def test_no_model_named_loads_the_builtin_prior(monkeypatch):
+    """With no model named and none cached, the shipped small prior loads (issue 3 item 1 / issue 4)."""
+    from dreamtext.prior import loading
+    from dreamtext.prior.builtin import BUILTIN_PIPELINE_DIR
+
+    monkeypatch.setattr(loading, "is_cached_hub_model", lambda repo_id: False)
+    assert loading.resolve_model(None) == str(BUILTIN_PIPELINE_DIR) == loading.resolve_model("builtin")
+    assert loading.is_builtin_model(None)
+    prior = load_prior(None)
+    assert prior.image_size == 64 and prior.latent_size == 16
+    assert prior.unet.config.cross_attention_dim == prior.text_encoder.config.hidden_size

@@ -32,7 +32,7 @@ from ..errors import DreamtextError
 from .tokenizer import build_clip_tokenizer
 
 # The built-in small CLIP's folder: the one place to point at the shipped weights.
-BUILTIN_CLIP_DIR = Path(__file__).resolve().parent / "builtin" / "clip"
+from .builtin import BUILTIN_CLIP_DIR  # the shipped small CLIP (its text tower lives in the shipped pipeline)
 
 # OpenAI CLIP's preprocessing (its image processor config), used when a checkpoint ships none.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -190,7 +190,9 @@ def load_clip_backend(spec: str | os.PathLike | None = None, device: torch.devic
                 f"the built-in CLIP is not installed ({BUILTIN_CLIP_DIR} is missing); train one with "
                 "`dreamtext train-prior clip --out DIR` and pass --clip DIR/clip, or pass a CLIP checkpoint"
             )
-        return load_small_clip(BUILTIN_CLIP_DIR, device, name="builtin")
+        from .builtin import load_builtin_clip
+
+        return _small_clip(load_builtin_clip(device), "builtin")
     if text.startswith("small:"):
         return load_small_clip(Path(text[len("small:"):]).expanduser(), device)
     if text.startswith("open_clip:"):
@@ -221,10 +223,14 @@ def _load_clip_model(source: str, what: str):
 def load_small_clip(folder: Path, device: torch.device | str = "cpu", name: str | None = None) -> SmallClip:
     if not (folder / "config.json").is_file():
         raise DreamtextError(f"{str(folder)!r} holds no small CLIP (no config.json); train one with `dreamtext train-prior clip`")
-    model = _load_clip_model(str(folder), "folder").to(device)
+    return _small_clip(_load_clip_model(str(folder), "folder").to(device), name or str(folder))
+
+
+def _small_clip(model, name: str) -> SmallClip:
+    """The small CLIP's wrapper: images enter as 2 * image - 1 at the vision tower's size."""
     size = int(model.config.vision_config.image_size)
     preprocessing = ImagePreprocessing(resize=size, crop=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    return SmallClip(model, build_clip_tokenizer(), preprocessing, name or str(folder))
+    return SmallClip(model, build_clip_tokenizer(), preprocessing, name)
 
 
 def _local_file(source: str, name: str) -> Path | None:

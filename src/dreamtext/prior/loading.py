@@ -6,7 +6,8 @@ Accepted `model` values:
   its component configurations come from `config` (a diffusers folder or a cached hub id), or from
   the hub repository diffusers infers for the checkpoint, which must then be in the local cache;
 - a hub id, resolved only from the local Hugging Face cache;
-- None: `DEFAULT_MODEL_ID` if it is cached.
+- None: `DEFAULT_MODEL_ID` if it is cached, else the built-in prior shipped in the package;
+- "builtin": the built-in prior (`prior/builtin`: a small Stable Diffusion trained on the procedural world).
 Weights are read with safetensors only; remote code is never run.
 """
 
@@ -158,13 +159,7 @@ def load_prior(
 
     config: only for a single `.safetensors` file: where its component configurations come from.
     """
-    if model is None:
-        if not is_cached_hub_model(DEFAULT_MODEL_ID):
-            raise DreamtextError(
-                f"a Stable Diffusion model is needed: {DEFAULT_MODEL_ID} is not in the local Hugging Face cache; "
-                "pass a diffusers folder, a .safetensors file or a cached hub id as the model"
-            )
-        model = DEFAULT_MODEL_ID
+    model = resolve_model(model)
     dtype = resolve_dtype(torch.device(device), dtype)
     text = os.fspath(model)
     path = Path(text).expanduser()
@@ -184,6 +179,28 @@ def load_prior(
     else:
         raise DreamtextError(f"model path {text!r} does not exist")
     return Prior.from_pipeline(pipeline, device=device, dtype=dtype)
+
+
+BUILTIN_MODEL = "builtin"
+
+
+def resolve_model(model: str | os.PathLike | None) -> str:
+    """What `model` loads: None is `DEFAULT_MODEL_ID` when it is cached, else the built-in prior;
+    "builtin" is the built-in prior's pipeline folder shipped in the package."""
+    if model is None:
+        model = DEFAULT_MODEL_ID if is_cached_hub_model(DEFAULT_MODEL_ID) else BUILTIN_MODEL
+    if os.fspath(model) == BUILTIN_MODEL:
+        from .builtin import BUILTIN_PIPELINE_DIR, require_builtin_prior
+
+        require_builtin_prior()
+        return str(BUILTIN_PIPELINE_DIR)
+    return os.fspath(model)
+
+
+def is_builtin_model(model: str | os.PathLike | None) -> bool:
+    from .builtin import BUILTIN_PIPELINE_DIR
+
+    return Path(resolve_model(model)).resolve() == BUILTIN_PIPELINE_DIR
 
 
 def _is_hub_id(text: str) -> bool:

@@ -1,0 +1,95 @@
+"""The built-in prior shipped inside the package (issue 4): the small Stable Diffusion-format pipeline and
+the small CLIP trained on the procedural world.
+
+Layout (package data):
+- `pipeline/`: a diffusers Stable Diffusion folder (fp16 safetensors); any code that loads a real
+  checkpoint loads it, diffusers' own `from_pretrained` included.
+- `clip/`: the small CLIP's config and every weight except its text tower. The text tower is the
+  pipeline's text encoder (Stable Diffusion's frozen CLIP text model), so it is stored once and
+  `load_builtin_clip` puts the two together.
+
+`package_prior` writes this layout from the folder `dreamtext train-prior all` fills.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ...errors import DreamtextError
+from ..small.pipeline import write_directory_atomically
+
+BUILTIN_DIR = Path(__file__).resolve().parent
+BUILTIN_PIPELINE_DIR = BUILTIN_DIR / "pipeline"
+BUILTIN_CLIP_DIR = BUILTIN_DIR / "clip"
+CLIP_WEIGHTS = "heads.safetensors"  # the CLIP minus its text tower
+TEXT_TOWER_PREFIX = "text_model."
+
+
+def builtin_prior_available() -> bool:
+    return (BUILTIN_PIPELINE_DIR / "model_index.json").is_file() and (BUILTIN_CLIP_DIR / "config.json").is_file()
+
+
+def require_builtin_prior() -> None:
+    if not builtin_prior_available():
+        raise DreamtextError(
+            f"the built-in prior is not installed ({BUILTIN_DIR} has no pipeline/ and clip/); "
+            "train one with `dreamtext train-prior all --out DIR` and pass --model DIR/pipeline"
+        )
+
+
+def load_builtin_clip(device: torch.device | str = "cpu", clip_dir: str | os.PathLike = BUILTIN_CLIP_DIR,
+                      text_encoder_dir: str | os.PathLike | None = None):
+    """The small CLIP as one `transformers.CLIPModel` (fp32, eval): heads from `clip_dir`, text tower from
+    the pipeline's text encoder."""
+    from safetensors.torch import load_file
+    from transformers import CLIPConfig, CLIPModel
+
+    clip_dir = Path(clip_dir)
+    text_dir = Path(text_encoder_dir) if text_encoder_dir is not None else clip_dir.parent / "pipeline" / "text_encoder"
+    if not (clip_dir / "config.json").is_file() or not (text_dir / "model.safetensors").is_file():
+        raise DreamtextError(f"no built-in CLIP in {str(clip_dir)!r} (with its text tower in {str(text_dir)!r})")
+    model = CLIPModel(CLIPConfig.from_pretrained(str(clip_dir)))
+    state = {k: v.float() for k, v in load_file(str(clip_dir / CLIP_WEIGHTS)).items()}
+    for key, value in load_file(str(text_dir / "model.safetensors")).items():  # transformers 5 drops the prefix
+        state[key if key.startswith(TEXT_TOWER_PREFIX) else TEXT_TOWER_PREFIX + key] = value.float()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise DreamtextError(f"the built-in CLIP in {str(clip_dir)!r} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.to(device).eval()
+
+
+def package_prior(trained_root: str | os.PathLike, out_dir: str | os.PathLike = BUILTIN_DIR) -> dict:
+    """Copy `trained_root`/pipeline and the non-text part of `trained_root`/clip into `out_dir` (the shipped
+    layout above). Returns the bytes of each part."""
+    from safetensors.torch import load_file, save_file
+
+    root, out_dir = Path(trained_root), Path(out_dir)
+    pipeline, clip = root / "pipeline", root / "clip"
+    if not (pipeline / "model_index.json").is_file() or not (clip / "config.json").is_file():
+        raise DreamtextError(f"{str(root)!r} holds no trained prior (pipeline/ and clip/); run `dreamtext train-prior all` first")
+
+    def write_pipeline(staging: Path) -> None:
+        shutil.copytree(pipeline, staging, dirs_exist_ok=True)
+
+    def write_clip(staging: Path) -> None:
+        weights = load_file(str(clip / "model.safetensors"))
+        heads = {k: v.to(torch.float16).contiguous() for k, v in weights.items() if not k.startswith(TEXT_TOWER_PREFIX)}
+        save_file(heads, str(staging / CLIP_WEIGHTS))
+        shutil.copy(clip / "config.json", staging / "config.json")
+        if (clip / "training_metrics.json").is_file():
+            metrics = json.loads((clip / "training_metrics.json").read_text())
+            metrics.pop("loss_curve", None)
+            (staging / "training_metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    write_directory_atomically(out_dir / "pipeline", write_pipeline)
+    write_directory_atomically(out_dir / "clip", write_clip)
+    for path in (out_dir / "pipeline", out_dir / "clip", *(out_dir / "pipeline").rglob("*"), *(out_dir / "clip").rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # staging folders are private; shipped files are not
+    sizes = {part: sum(f.stat().st_size for f in (out_dir / part).rglob("*.safetensors")) for part in ("pipeline", "clip")}
+    return {**sizes, "total": sum(sizes.values())}
