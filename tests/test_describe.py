@@ -313,7 +313,7 @@ def test_shipped_clip_picks_the_right_noun_and_colour_on_world_renders():
     from dreamtext.world.renders import RenderConfig, sample_render_batch
 
     folder = shipped_clip_folder()
-    backend = load_clip_backend(f"small:{folder}")
+    backend = load_clip_backend("builtin" if folder == clip_backends.BUILTIN_CLIP_DIR else f"small:{folder}")
     vocabulary = load_vocabulary("world")
     renders = sample_render_batch(32, 5, "dev", RenderConfig(resolution=backend.preprocessing.crop, supersample=1))
     selections = [select_sentence(backend, image, vocabulary) for image in renders.images]

@@ -50,12 +50,13 @@ class TextCommand:
 
     prompt: tyro.conf.Positional[str]
     workspace: str = "out/text"
-    preset: Literal["dreamfusion", "fitfusion"] = "dreamfusion"
+    preset: Literal["dreamfusion", "fitfusion", "builtin"] | None = None
     """dreamfusion: Stable DreamFusion as the thesis started from it (64 px, guidance 100, 10k iterations);
-    fitfusion: the thesis's tuned settings (256 px, guidance 1000, 20k iterations)."""
+    fitfusion: the thesis's tuned settings (256 px, guidance 1000, 20k iterations); builtin: the built-in
+    prior on a CPU (64 px, a small field, 1200 iterations). Default: builtin with the built-in prior, else dreamfusion."""
     model: str | None = None
-    """Stable Diffusion 1.x/2.x: a diffusers folder, a .safetensors file or a cached hub id
-    (default: stabilityai/stable-diffusion-2-1-base from the local cache)."""
+    """Stable Diffusion 1.x/2.x: a diffusers folder, a .safetensors file, a cached hub id or "builtin"
+    (default: stabilityai/stable-diffusion-2-1-base from the local cache, else the built-in prior)."""
     iters: int | None = None
     """Training iterations (100 per epoch; default: the preset's)."""
     seed: int | None = None
@@ -73,7 +74,7 @@ class TextCommand:
     quiet: bool = False
 
     def run(self) -> None:
-        from ..methods.presets import preset_config
+        from ..methods.presets import default_preset, preset_config
         from ..methods.text_to_3d import text_to_3d
 
         from ..utils.workspace import CHECKPOINT_FILE
@@ -84,7 +85,8 @@ class TextCommand:
             "model": self.model, "iters": iters, "seed": self.seed, "device": self.device, "precision": self.precision,
             "sds.guidance": self.guidance, "render_size": self.size, "optimizer.lr": self.lr, "optimizer.kind": self.optimizer,
         }
-        config = preset_config(self.preset, self.prompt, overrides, negative_prompt=self.negative_prompt)
+        preset = self.preset or default_preset(self.model)
+        config = preset_config(preset, self.prompt, overrides, negative_prompt=self.negative_prompt)
         result = text_to_3d(config, self.workspace, resume=self.resume, progress=not self.quiet)
         print(f"{result.metrics['iters']} iterations; outputs in {result.workspace}")
 
@@ -160,16 +162,92 @@ class TrainPriorCommand:
     """Training steps (default: the stage's schedule for the device)."""
     seed: int = 0
     batch_size: int | None = None
-    """Minibatch size of the vae and unet stages (default: the stage's schedule for the device)."""
+    """Minibatch size of the stage(s) (default: the stage's schedule for the device)."""
+    pool_size: int | None = None
+    """World renders shared by the stages (default: 256 on CPU, 32768 on CUDA)."""
+    workers: int | None = None
+    """CPU processes that render the pool (default: every core)."""
+    max_minutes: float | None = None
+    """Safety stop per stage: save what is trained after this long."""
     quiet: bool = False
 
     def run(self) -> None:
         from ..prior.small.train import train_prior
 
         results = train_prior(self.stage, self.out, device=self.device, steps=self.steps, seed=self.seed,
-                              batch_size=self.batch_size, progress=not self.quiet)
+                              batch_size=self.batch_size, progress=not self.quiet, pool_size=self.pool_size,
+                              workers=self.workers, max_minutes=self.max_minutes)
         for name, result in results.items():
             print(f"{name}: wrote {result.get('out_dir', self.out)}")
+
+
+@dataclass
+class EvalPriorCommand:
+    """Measure a trained small prior: sample images for held-out captions and classify them with the small CLIP."""
+
+    pipeline: str = "out/prior/pipeline"
+    """The Stable Diffusion folder (`train-prior assemble` writes it)."""
+    clip: str = "out/prior/clip"
+    """The small CLIP that classifies the samples."""
+    count: int = 256
+    steps: int = 30
+    guidance: float = 7.5
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    json: bool = False
+
+    def run(self) -> None:
+        import json as json_module
+
+        from ..prior.small.evaluate import PriorEvalConfig, evaluate_prior
+        from ..utils.device import resolve_device
+
+        for name, folder in (("--pipeline", self.pipeline), ("--clip", self.clip)):
+            if not (Path(folder) / ("model_index.json" if name == "--pipeline" else "config.json")).is_file():
+                raise DreamtextError(f"{name} {folder!r} holds no trained model; run `dreamtext train-prior all` first")
+        config = PriorEvalConfig(count=self.count, steps=self.steps, guidance=self.guidance, seed=self.seed)
+        result = evaluate_prior(self.pipeline, self.clip, config, resolve_device(self.device))
+        if self.json:
+            print(json_module.dumps(result, indent=2))
+        else:
+            print(f"noun top-1 {result['noun_top1']:.1%}, colour top-1 {result['colour_top1']:.1%} on {result['count']} "
+                  f"samples (CLIP on true renders: {result['clip_on_renders']['noun_top1']:.1%} / "
+                  f"{result['clip_on_renders']['colour_top1']:.1%})")
+
+
+@dataclass
+class ViewCommand:
+    """Open a workspace in the browser: its trained field (shading modes, light direction) or mesh, live while it trains."""
+
+    workspace: tyro.conf.Positional[str]
+    host: str = "127.0.0.1"
+    """Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network interface)."""
+    port: int = 8080
+    """Port to listen on (the next free one is taken when it is busy; 0: any free port)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    resolution: int | None = None
+    """Height in pixels of a still frame (default: 512 on CUDA, 128 on CPU)."""
+
+    def run(self) -> None:
+        from ..viewer.server import ViewerConfig, serve
+
+        serve(self.workspace, ViewerConfig(host=self.host, port=self.port, device=self.device, render_height=self.resolution))
+
+
+@dataclass
+class GalleryCommand:
+    """Write a static web page comparing runs: prompt or input, turntables, named views, metrics and each mesh in 3D."""
+
+    workspaces: tyro.conf.Positional[tuple[str, ...]]
+    out: str = "site"
+    """Folder that receives index.html, the runs' files and the page's scripts (no CDN, works offline)."""
+    title: str = "dreamtext results"
+
+    def run(self) -> None:
+        from ..gallery import build_gallery
+
+        index = build_gallery(self.workspaces, self.out, title=self.title)
+        print(f"wrote {index}; view it with: python3 -m http.server -d {self.out}")
 
 
 @dataclass
@@ -240,44 +318,9 @@ class SampleCommand:
         print("wrote " + ", ".join(str(f) for f in files))
 
 
-@dataclass
-class ViewCommand:
-    """Open a workspace in the browser: its trained field (shading modes, light direction) or mesh, live while it trains."""
-
-    workspace: tyro.conf.Positional[str]
-    host: str = "127.0.0.1"
-    """Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network interface)."""
-    port: int = 8080
-    """Port to listen on (the next free one is taken when it is busy; 0: any free port)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    resolution: int | None = None
-    """Height in pixels of a still frame (default: 512 on CUDA, 128 on CPU)."""
-
-    def run(self) -> None:
-        from ..viewer.server import ViewerConfig, serve
-
-        serve(self.workspace, ViewerConfig(host=self.host, port=self.port, device=self.device, render_height=self.resolution))
-
-
-@dataclass
-class GalleryCommand:
-    """Write a static web page comparing runs: prompt or input, turntables, named views, metrics and each mesh in 3D."""
-
-    workspaces: tyro.conf.Positional[tuple[str, ...]]
-    out: str = "site"
-    """Folder that receives index.html, the runs' files and the page's scripts (no CDN, works offline)."""
-    title: str = "dreamtext results"
-
-    def run(self) -> None:
-        from ..gallery import build_gallery
-
-        index = build_gallery(self.workspaces, self.out, title=self.title)
-        print(f"wrote {index}; view it with: python3 -m http.server -d {self.out}")
-
-
 COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "export": ExportCommand, "bench": BenchCommand,
             "describe": DescribeCommand, "sample": SampleCommand,
-            "train-prior": TrainPriorCommand,
+            "train-prior": TrainPriorCommand, "eval-prior": EvalPriorCommand,
             "view": ViewCommand, "gallery": GalleryCommand, **IMAGE_COMMANDS}
 
 

@@ -105,6 +105,9 @@ class SmallClipConfig:
     renders_per_step: int = 8
     render_supersample: int = 1
     seed: int = 0
+    freeze_text_tower: bool = False
+    """ours: train only the image side (vision tower, projections, temperature) against a fixed text
+    tower, e.g. to improve the CLIP after a diffusion model was trained on its text embeddings."""
 
     @classmethod
     def for_device(cls, device: torch.device) -> "SmallClipConfig":
@@ -288,8 +291,11 @@ def learning_rate_factor(step: int, config: SmallClipConfig, total: int) -> floa
 
 def make_optimizer(model, config: SmallClipConfig) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (CLIP's choice: not on gains, biases or temperature)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    if config.freeze_text_tower:
+        model.text_model.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
 
@@ -343,12 +349,14 @@ def train_small_clip(
     pool: RenderPool | WorldRenderPool | None = None,
     curve_every: int = 50,
     max_seconds: float | None = None,
+    model=None,
 ) -> dict:
     """Train a small CLIP on train-split renders and save it to `out_dir` (skipped when None).
 
     pool: renders to start from (e.g. shared by tests); rendered from `config` when None. A
         `WorldRenderPool` (the stages' shared pool) is used as it is: no fresh renders replace it.
     max_seconds: a safety stop; the model trained so far is saved and "steps" says how far it got.
+    model: a CLIPModel to continue training (default: a fresh one of `config`'s shape).
     Returns metrics: first/last losses (mean of the first/last tenth of steps), a loss curve
     [(step, mean loss since the previous point)], the final temperature, the parameter count, the fp16
     bytes and the seconds spent rendering and in total. The trained model is under "model".
@@ -357,7 +365,7 @@ def train_small_clip(
     device = torch.device(device)
     start = time.perf_counter()
     tokenizer = build_clip_tokenizer()
-    model = build_small_clip(config).to(device).train()
+    model = (build_small_clip(config) if model is None else model).to(device).train()
     optimizer = make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, config, total))
     generator = torch.Generator().manual_seed(config.seed)
