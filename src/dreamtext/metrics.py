@@ -1,4 +1,4 @@
-"""Image and 3D metrics against ground truth: PSNR, voxel IoU, Chamfer distance, albedo error.
+"""Image and 3D metrics against ground truth: PSNR, voxel IoU, Chamfer distance, albedo error, R-precision.
 
 Every metric returns a Python float (ready for metrics.json and the benchmarks' JSON).
 """
@@ -152,8 +152,52 @@ def mesh_chamfer(mesh_a: "trimesh.Trimesh", mesh_b: "trimesh.Trimesh", n_samples
 
     if len(mesh_a.faces) == 0 or len(mesh_b.faces) == 0:
         return math.inf
+    # One seed for both meshes: identical meshes give identical samples, hence exactly 0.
     samples = [
-        torch.from_numpy(np.asarray(trimesh.sample.sample_surface(mesh, n_samples, seed=seed + i)[0], dtype=np.float64))
-        for i, mesh in enumerate((mesh_a, mesh_b))
+        torch.from_numpy(np.asarray(trimesh.sample.sample_surface(mesh, n_samples, seed=seed)[0], dtype=np.float64))
+        for mesh in (mesh_a, mesh_b)
     ]
     return chamfer_distance(*samples)
+
+
+@torch.no_grad()
+def sdf_mesh(
+    sdf: Callable[[Tensor], Tensor], bound: float, resolution: int = 128, chunk_size: int = DEFAULT_POINT_CHUNK
+) -> "trimesh.Trimesh":
+    """The zero level set of a signed distance function (negative inside), e.g. a ground-truth scene's.
+
+    Marching cubes on a `resolution`^3 grid spanning [-bound, bound]^3 (ends included, as mesh export's
+    grid). The SDF is smooth across the surface, so linear interpolation places vertices far more
+    exactly than on a density grid. Faces point outwards; the shape must lie strictly inside the bound.
+    """
+    import mcubes
+    import trimesh
+
+    axis = torch.linspace(-bound, bound, resolution)
+    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    values = torch.cat([sdf(chunk).reshape(-1) for chunk in points.split(chunk_size)]).view(resolution, resolution, resolution)
+    # PyMCubes winds triangles from values above the level towards values below: -sdf is high inside.
+    vertices, faces = mcubes.marching_cubes(-values.double().numpy(), 0.0)
+    vertices = vertices * (2.0 * bound / (resolution - 1)) - bound
+    return trimesh.Trimesh(vertices=vertices, faces=faces.astype(np.int64), process=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Retrieval
+# ---------------------------------------------------------------------------------------------
+
+
+def r_precision(similarity: Tensor, true_index: Tensor | int) -> float:
+    """Fraction of rows of `similarity` [B, C] (query x candidates) whose true candidate scores highest.
+
+    `true_index`: one candidate index per row [B], or one for all rows. With a single true candidate per
+    query, R-precision is top-1 accuracy. A tie with a wrong candidate counts as a miss.
+    """
+    if similarity.dim() != 2 or similarity.shape[0] == 0:
+        raise ValueError(f"r_precision needs a non-empty [queries, candidates] matrix, got {tuple(similarity.shape)}")
+    rows = torch.arange(similarity.shape[0], device=similarity.device)
+    truth = torch.as_tensor(true_index, device=similarity.device).expand(similarity.shape[0])
+    true_scores = similarity[rows, truth]
+    others = similarity.clone()
+    others[rows, truth] = -math.inf
+    return (true_scores > others.amax(dim=1)).double().mean().item()

@@ -24,13 +24,28 @@ def _descriptor(quick: bool, device) -> dict:
     return bench_descriptor(quick=quick, device=device)
 
 
-SUITES: dict[str, Callable[..., dict]] = {"engine": _engine, "sds": _sds, "descriptor": _descriptor}
+def _world(quick: bool, device, **options) -> dict:
+    from .world import bench_world
+
+    return bench_world(quick=quick, device=device, **options)
 
 
-def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto") -> dict:
+SUITES: dict[str, Callable[..., dict]] = {"engine": _engine, "sds": _sds, "descriptor": _descriptor, "world": _world}
+# Settings beyond quick and device that a suite takes (CLI flags, e.g. `bench world --split dev`).
+SUITE_OPTIONS: dict[str, tuple[str, ...]] = {"world": ("split", "cases", "workspace")}
+
+
+def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto", **options) -> dict:
+    """Run a suite; `options` left at None are not passed on, others must be among the suite's own."""
+    from ..errors import DreamtextError
     from ..utils.device import resolve_device
 
-    result = SUITES[suite](quick, resolve_device(device))
+    given = {key: value for key, value in options.items() if value is not None}
+    foreign = [key for key in given if key not in SUITE_OPTIONS.get(suite, ())]
+    if foreign:
+        flags = ", ".join(f"--{key}" for key in foreign)
+        raise DreamtextError(f"{flags} does not apply to the {suite} suite; leave it out (the world suite takes --split, --cases, --workspace)")
+    result = SUITES[suite](quick, resolve_device(device), **given)
     if as_json:
         print(json.dumps(result, indent=2))
     else:

@@ -135,16 +135,23 @@ class ExportCommand:
 class BenchCommand:
     """Run a benchmark and print its figures (JSON with --json)."""
 
-    suite: tyro.conf.Positional[Literal["engine", "sds", "descriptor"]]
+    suite: tyro.conf.Positional[Literal["engine", "sds", "descriptor", "world"]]
     json: bool = False
     quick: bool = False
     """A small, fast version of the suite (for tests and smoke checks)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    split: Literal["train", "dev"] | None = None
+    """world: the split the objects come from (default dev, held out from the prior's training)."""
+    cases: int | None = None
+    """world: how many objects (one per noun; default 8, 1 with --quick)."""
+    workspace: str | None = None
+    """world: keep the runs in this folder (one subfolder per case; an interrupted benchmark resumes)."""
 
     def run(self) -> None:
         from ..bench import run_benchmark
 
-        run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device)
+        run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, split=self.split,
+                      cases=self.cases, workspace=self.workspace)
 
 
 @dataclass

@@ -1,0 +1,212 @@
+"""`dreamtext bench world`: text-to-3D against the procedural world's true objects (issue 4, item 7).
+
+The cases are a fixed list defined here: the first `cases` objects of the split by seed, one per noun
+(so the list covers as many nouns as it has cases), each run through text-to-3D with the built-in
+preset (`methods.presets.BUILTIN`, read at run time) in its own workspace, then measured by
+`world_metrics.evaluate_reconstruction`. The dev split holds attribute combinations the prior never
+saw (world.py), and it depends on the world's words only, so the list stays put.
+
+Case kinds: "text" runs the caption through text-to-3D; image-to-3D (issue 5) adds a kind that starts
+from a true render of the object, by adding a runner to `CASE_RUNNERS`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import DreamtextError
+from ..utils.workspace import CHECKPOINT_FILE
+from ..world.world import Split, WorldObject, build_object, sample_attributes, split_combinations
+from .world_metrics import QUICK_EVAL, CaptionCandidates, ClipScorer, WorldEvalConfig, evaluate_reconstruction
+
+TARGET_MEAN_IOU = 0.6  # issue 4: benchmark text-to-3D mean IoU >= 0.6, as a first target
+
+# ours: the quick run (tests, CI smoke): a few SDS steps and small exports, to check the plumbing only.
+QUICK_OVERRIDES: dict[str, Any] = {
+    "iters": 4,
+    "eval_every": 10**9,
+    "validation_views": 1,
+    "validation_size": 32,
+    "export.video_frames": 2,
+    "export.video_size": 32,
+    "export.views": ("front",),
+    "export.views_size": 32,
+    "export.mesh.resolution": 48,
+    # Below the untrained density blob's peak (about 10, scene/field.py), so a field after four steps
+    # still has a surface and every metric, Chamfer included, runs.
+    "export.mesh.density_threshold": 5.0,
+}
+
+
+@dataclass(frozen=True)
+class WorldBenchConfig:
+    """cases: issue 4's fixed list, ours 8 (one per noun; about 8 CPU minutes each with the builtin preset).
+    split: issue 4, the held-out dev split. kinds: what each object is run through ("text"; issue 5 adds
+    image-to-3D). preset: the built-in prior's CPU preset. overrides: dotted config keys on top of it.
+    workspace: a folder for the runs (one subfolder per case, resumed when present); None: a temporary
+    folder, deleted afterwards. seed: the runs' seed (ours: 0, as `dreamtext text`)."""
+
+    cases: int = 8
+    split: Split = "dev"
+    kinds: tuple[str, ...] = ("text",)
+    preset: str = "builtin"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    workspace: str | None = None
+    seed: int = 0
+    evaluation: WorldEvalConfig = WorldEvalConfig()
+
+    @classmethod
+    def quick(cls, **changes) -> "WorldBenchConfig":
+        return cls(**{"cases": 1, "overrides": dict(QUICK_OVERRIDES), "evaluation": QUICK_EVAL, **changes})
+
+
+@dataclass(frozen=True)
+class WorldCase:
+    kind: str
+    object: WorldObject
+    index: int
+
+    @property
+    def caption(self) -> str:
+        return self.object.caption()
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.index:02d}_{self.kind}_{re.sub(r'[^a-z0-9]+', '_', self.caption.lower()).strip('_')}"
+
+
+def benchmark_objects(count: int, split: Split = "dev") -> list[WorldObject]:
+    """The first `count` objects of `split` by seed with a noun not drawn before: a fixed, varied list."""
+    nouns = {a.noun for a in split_combinations(split)}
+    if not 1 <= count <= len(nouns):
+        raise DreamtextError(f"--cases must be between 1 and {len(nouns)} (one object per noun), got {count}")
+    chosen: dict[str, tuple] = {}
+    for seed in itertools.count():
+        attributes = sample_attributes(seed, split)
+        chosen.setdefault(attributes.noun, (attributes, seed))
+        if len(chosen) == count:
+            return [build_object(attributes, seed) for attributes, seed in chosen.values()]
+    raise AssertionError("unreachable")
+
+
+def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
+    unknown = [kind for kind in config.kinds if kind not in CASE_RUNNERS]
+    if unknown:
+        raise DreamtextError(f"unknown benchmark case kind(s) {unknown}; known: {', '.join(CASE_RUNNERS)}")
+    objects = benchmark_objects(config.cases, config.split)
+    return [WorldCase(kind, obj, index) for index, (kind, obj) in enumerate(itertools.product(config.kinds, objects))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the cases
+# ---------------------------------------------------------------------------------------------
+
+
+def run_text_case(case: WorldCase, workspace: Path, config: WorldBenchConfig, device: torch.device) -> dict:
+    """Text-to-3D of the case's caption with the preset; returns the run's own figures."""
+    from ..methods.presets import preset_config
+    from ..methods.text_to_3d import text_to_3d
+
+    overrides = {**config.overrides, "seed": config.seed, "device": device.type}
+    run_config = preset_config(config.preset, case.caption, overrides)
+    result = text_to_3d(run_config, workspace, resume=True, progress=False)
+    return {"iters": result.metrics["iters"], "final_loss": result.metrics["final_loss"]}
+
+
+# kind -> runner(case, workspace, config, device) -> figures; each leaves a trained workspace that
+# `methods.registry.load_trained` reads. Image-to-3D (issue 5) registers its kind here.
+CASE_RUNNERS: dict[str, Callable[[WorldCase, Path, WorldBenchConfig, torch.device], dict]] = {"text": run_text_case}
+
+
+def run_case(case: WorldCase, root: Path, config: WorldBenchConfig, scorer: ClipScorer, device: torch.device) -> dict:
+    from ..methods.registry import load_trained
+    from ..utils.images import save_image
+
+    workspace = root / case.folder_name
+    resumed = (workspace / CHECKPOINT_FILE).is_file()
+    start = time.perf_counter()
+    figures = CASE_RUNNERS[case.kind](case, workspace, config, device)
+    wall = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluation = evaluate_reconstruction(load_trained(workspace, device=device.type), case.object, scorer, config.evaluation)
+    # What was measured, for a look: the field's albedo and shaded views above the truth's.
+    rows = [torch.cat(list(views), dim=1) for views in (evaluation.predicted.albedo, evaluation.predicted.shaded,
+                                                        evaluation.truth.albedo, evaluation.truth.shaded)]
+    save_image(workspace / "bench_views.png", torch.cat(rows, dim=0))
+    attributes = case.object.attributes
+    return {
+        "kind": case.kind, "caption": case.caption, "noun": attributes.noun, "colour": attributes.colour,
+        "size": attributes.size, "pattern": attributes.pattern, "seed": case.object.seed,
+        **figures, **{key: _finite_or_none(value) for key, value in evaluation.metrics.items()},
+        "wall_seconds": wall, "eval_seconds": time.perf_counter() - start, "resumed": resumed,
+    }
+
+
+def _finite_or_none(value):
+    """NaN (e.g. an albedo error with no pixel to measure) as None: strict JSON has no NaN."""
+    return None if isinstance(value, float) and value != value else value
+
+
+MEAN_KEYS = ("iou", "chamfer", "albedo_error", "albedo_error_overlap", "clip_similarity", "r_precision_caption",
+             "r_precision_noun", "r_precision_colour", "truth_clip_similarity", "truth_r_precision_caption",
+             "truth_r_precision_noun", "truth_r_precision_colour", "wall_seconds")
+
+
+def mean_figures(rows: list[dict]) -> dict:
+    """The mean of each figure over the cases that have it (a failed mesh has no Chamfer distance)."""
+    means: dict[str, Any] = {}
+    for key in MEAN_KEYS:
+        values = [row[key] for row in rows if row.get(key) is not None]
+        means[key] = statistics.fmean(values) if values else None
+    means["cases"] = len(rows)
+    means["chamfer_cases"] = sum(row.get("chamfer") is not None for row in rows)
+    return means
+
+
+def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
+                workspace: str | None = None) -> dict:
+    """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures."""
+    base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
+    config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases)
+    return run_world_benchmark(config, device, quick=quick)
+
+
+def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "cpu", quick: bool = False) -> dict:
+    from ..methods.presets import PRESETS
+    from ..prior.clip_backends import load_clip_backend
+
+    device = torch.device(device)
+    bench_cases = benchmark_cases(config)
+    scorer = ClipScorer(load_clip_backend("builtin", device), CaptionCandidates.for_split(config.split))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dreamtext-bench-world-") as tmp:
+        root = Path(config.workspace) if config.workspace is not None else Path(tmp)
+        rows = [run_case(case, root, config, scorer, device) for case in bench_cases]
+    means = mean_figures(rows)
+    preset = {**PRESETS[config.preset], **config.overrides}
+    return {
+        "suite": "world",
+        "quick": quick,
+        "device": str(device),
+        "split": config.split,
+        "kinds": list(config.kinds),
+        "preset": config.preset,
+        "iters": preset.get("iters"),
+        "overrides": {key: list(value) if isinstance(value, tuple) else value for key, value in config.overrides.items()},
+        "cases": rows,
+        "mean": means,
+        "target_mean_iou": TARGET_MEAN_IOU,
+        "meets_target": means["iou"] is not None and means["iou"] >= TARGET_MEAN_IOU,
+        "threads": torch.get_num_threads(),
+        "total_seconds": time.perf_counter() - start,
+        "workspace": config.workspace,
+    }

@@ -1,0 +1,169 @@
+"""`dreamtext bench world`: the metrics on known cases, the fixed case list and the quick run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from dreamtext.bench.world import QUICK_OVERRIDES, WorldBenchConfig, benchmark_cases, benchmark_objects, mean_figures
+from dreamtext.bench.world_metrics import (
+    QUICK_EVAL, CaptionCandidates, ClipScorer, WorldEvalConfig, evaluation_cameras, field_views, rendered_albedo_errors,
+    truth_views,
+)
+from dreamtext.cli.main import main
+from dreamtext.errors import DreamtextError
+from dreamtext.metrics import field_iou, mesh_chamfer, r_precision, sdf_mesh
+from dreamtext.scene.renderer import RendererConfig, VolumeRenderer
+from dreamtext.world.analytic import sphere_scene
+
+try:
+    from dreamtext.prior.builtin import builtin_prior_available
+
+    BUILTIN = builtin_prior_available()
+except ImportError:  # a checkout without the built-in prior's package
+    BUILTIN = False
+needs_builtin = pytest.mark.skipif(not BUILTIN, reason="the built-in prior is not shipped in this checkout")
+
+# The benchmark's fixed list: the first dev objects by seed, one per noun. Changing the world's words
+# or the split changes it; this test says so.
+FIRST_DEV_CAPTIONS = [
+    "a large black torus", "a flat blue car", "a small orange cone", "a cyan sphere", "a striped blue pyramid",
+    "a gray lamp", "a tall checkered gray teapot", "a large striped black table",
+]
+
+
+# -- 3D metrics ------------------------------------------------------------------------------------
+
+
+def test_iou_of_an_object_with_itself_is_one_and_with_a_disjoint_one_zero():
+    world_object = benchmark_objects(2)[1]  # the car: many parts
+    scene = world_object.scene
+    threshold = 0.5 / scene.beta  # the VolSDF density crosses it exactly on the surface
+    assert field_iou(scene, scene, resolution=48, density_threshold=threshold) == 1.0
+    left, right = sphere_scene(0.3, center=(-0.5, 0.0, 0.0)), sphere_scene(0.3, center=(0.5, 0.0, 0.0))
+    assert field_iou(left, right, resolution=48, density_threshold=threshold) == 0.0
+
+
+def test_sdf_mesh_lies_on_the_surface_and_faces_outwards():
+    radius = 0.4
+    mesh = sdf_mesh(sphere_scene(radius).sdf, bound=1.0, resolution=64)
+    assert mesh.is_watertight
+    assert mesh.volume == pytest.approx(4 / 3 * math.pi * radius**3, rel=0.01)  # positive: outward faces
+    distance = torch.from_numpy(mesh.vertices).norm(dim=-1)
+    assert (distance - radius).abs().max().item() < 2e-3  # SDF interpolation: far below the 0.03 cell
+    car = benchmark_objects(2)[1].scene
+    car_mesh = sdf_mesh(car.sdf, bound=car.bound, resolution=96)
+    assert car.sdf(torch.from_numpy(car_mesh.vertices).float()).abs().max().item() < 0.01
+
+
+def test_chamfer_of_identical_meshes_is_zero_and_of_two_spheres_the_radius_gap():
+    inner = sdf_mesh(sphere_scene(0.3).sdf, bound=1.0, resolution=64)
+    outer = sdf_mesh(sphere_scene(0.5).sdf, bound=1.0, resolution=64)
+    assert mesh_chamfer(inner, inner, n_samples=2000) == 0.0
+    assert mesh_chamfer(inner, outer, n_samples=4000) == pytest.approx(0.2, abs=0.004)
+
+
+def test_r_precision_counts_rows_whose_true_candidate_wins():
+    similarity = torch.tensor([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.5, 0.5, 0.1], [0.1, 0.2, 0.3]])
+    assert r_precision(similarity, torch.tensor([0, 1, 0, 2])) == 0.75  # row 2 is a tie: a miss
+    assert r_precision(similarity, 0) == 0.25
+    assert r_precision(similarity[:, :1], 0) == 1.0  # one candidate always wins
+    with pytest.raises(ValueError):
+        r_precision(similarity[0], 0)
+
+
+# -- rendered albedo ---------------------------------------------------------------------------------
+
+
+def test_field_views_of_the_true_scene_match_the_traced_truth_and_colour_error_is_the_colour_gap():
+    config = WorldEvalConfig(views=2, view_size=32)
+    cameras = evaluation_cameras(config)
+    renderer = VolumeRenderer(RendererConfig(num_samples=256, use_occupancy_grid=False), occupancy=None, bound=1.0)
+    red, blue = (0.8, 0.1, 0.1), (0.1, 0.2, 0.9)
+    truth = truth_views(sphere_scene(0.4, albedo=red), cameras, config)
+    same = field_views(sphere_scene(0.4, albedo=red), renderer, cameras, config)
+    errors = rendered_albedo_errors(same, truth)
+    assert errors["albedo_error"] < 0.01 and errors["albedo_error_overlap"] < 0.01
+    # Lit with the normal at each ray's expected surface point: the traced shading, except near the
+    # silhouette, where the VolSDF density's thin halo stops grazing rays a little early.
+    opaque = (truth.coverage[..., 0] > 0.5) & (same.coverage[..., 0] > 0.99)
+    assert opaque.sum() == (truth.coverage > 0.5).sum()
+    shading_error = (same.shaded - truth.shaded)[opaque].abs().amax(dim=-1)
+    assert shading_error.mean().item() < 0.01 and shading_error.median().item() < 0.005
+    recoloured = field_views(sphere_scene(0.4, albedo=blue), renderer, cameras, config)
+    gap = sum(abs(a - b) for a, b in zip(red, blue)) / 3
+    assert rendered_albedo_errors(recoloured, truth)["albedo_error_overlap"] == pytest.approx(gap, abs=0.01)
+    # A field that misses the object shows white where the truth is red.
+    empty = field_views(sphere_scene(0.4, center=(5.0, 0.0, 0.0)), renderer, cameras, config)
+    white_gap = sum(1 - c for c in red) / 3
+    assert rendered_albedo_errors(empty, truth)["albedo_error"] == pytest.approx(white_gap, abs=1e-5)
+    assert math.isnan(rendered_albedo_errors(empty, truth)["albedo_error_overlap"])
+
+
+@needs_builtin
+def test_shipped_clip_ranks_ground_truth_renders_first():
+    from dreamtext.prior.clip_backends import load_clip_backend
+
+    scorer = ClipScorer(load_clip_backend("builtin"), CaptionCandidates.for_split("dev"))
+    assert len(scorer.candidates.captions) > 500 and len(scorer.candidates.nouns) == 22
+    objects = benchmark_objects(4)
+    cameras = evaluation_cameras(QUICK_EVAL)
+    scores = [scorer.score(truth_views(obj.scene, cameras, QUICK_EVAL).shaded, obj) for obj in objects]
+    mean = {key: sum(s[key] for s in scores) / len(scores) for key in scores[0]}
+    # Chance is 1/22 for nouns, 1/12 for colours and 1/513 for whole captions.
+    assert mean["r_precision_noun"] >= 0.8 and mean["r_precision_colour"] >= 0.8 and mean["r_precision_caption"] >= 0.5
+    # A true render is closer to its own caption than to another object's.
+    cone = truth_views(objects[2].scene, cameras, QUICK_EVAL).shaded
+    assert scorer.score(cone, objects[2])["clip_similarity"] > scorer.score(cone, objects[3])["clip_similarity"] + 0.1
+
+
+# -- the benchmark -------------------------------------------------------------------------------------
+
+
+def test_cases_are_a_fixed_list_of_distinct_nouns():
+    cases = benchmark_cases(WorldBenchConfig())
+    assert [case.caption for case in cases] == FIRST_DEV_CAPTIONS
+    assert len({case.object.noun for case in cases}) == 8 and {case.kind for case in cases} == {"text"}
+    assert cases[3].folder_name == "03_text_a_cyan_sphere"
+    assert [c.caption for c in benchmark_cases(WorldBenchConfig.quick())] == FIRST_DEV_CAPTIONS[:1]
+    train = benchmark_objects(5, "train")
+    assert len({o.noun for o in train}) == 5 and not set(o.caption() for o in train) & set(FIRST_DEV_CAPTIONS)
+    with pytest.raises(DreamtextError):
+        benchmark_objects(23)
+    with pytest.raises(DreamtextError):
+        benchmark_cases(WorldBenchConfig(kinds=("video",)))
+
+
+def test_means_skip_missing_chamfer_values():
+    rows = [{"iou": 0.5, "chamfer": 0.1, "wall_seconds": 10.0}, {"iou": 0.7, "chamfer": None, "wall_seconds": 20.0}]
+    means = mean_figures(rows)
+    assert means["iou"] == pytest.approx(0.6) and means["chamfer"] == pytest.approx(0.1)
+    assert means["wall_seconds"] == 15.0 and means["cases"] == 2 and means["chamfer_cases"] == 1
+    assert means["clip_similarity"] is None
+
+
+def test_options_of_another_suite_are_refused(capsys):
+    assert main(["bench", "engine", "--split", "dev", "--quick"]) == 2
+    assert "--split" in capsys.readouterr().err
+
+
+@needs_builtin
+def test_quick_world_benchmark_end_to_end(tmp_path, capsys):
+    assert main(["bench", "world", "--json", "--quick", "--device", "cpu", "--workspace", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["suite"] == "world" and result["quick"] is True and result["split"] == "dev"
+    assert result["kinds"] == ["text"] and result["preset"] == "builtin" and result["iters"] == QUICK_OVERRIDES["iters"]
+    (case,) = result["cases"]
+    assert case["caption"] == FIRST_DEV_CAPTIONS[0] and case["noun"] == "torus" and case["iters"] == 4
+    assert 0.0 <= case["iou"] <= 1.0 and 0.0 < case["chamfer"] < 2.0 and 0.0 < case["albedo_error"] < 1.0
+    for key in ("r_precision_caption", "r_precision_noun", "r_precision_colour"):
+        assert case[key] * QUICK_EVAL.views == pytest.approx(round(case[key] * QUICK_EVAL.views))  # a share of 4 views
+    assert case["truth_r_precision_noun"] == 1.0  # the shipped CLIP knows a true torus
+    assert case["wall_seconds"] > 0 and case["eval_seconds"] > 0 and case["resumed"] is False
+    assert result["mean"]["iou"] == case["iou"] and result["mean"]["cases"] == 1
+    assert result["meets_target"] is False  # four steps make no torus
+    folder = tmp_path / "00_text_a_large_black_torus"
+    assert (folder / "bench_views.png").is_file() and (folder / "mesh.glb").is_file()
