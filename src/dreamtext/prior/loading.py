@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import DreamtextError
+from ..utils.device import use_fast_cpu_math
 
 # Issue 3 / thesis 6.1.3: the thesis's prior is Stable Diffusion 2.1-base.
 DEFAULT_MODEL_ID = "stabilityai/stable-diffusion-2-1-base"
@@ -160,6 +161,7 @@ def load_prior(
     config: only for a single `.safetensors` file: where its component configurations come from.
     """
     model = resolve_model(model)
+    use_fast_cpu_math(torch.device(device))
     dtype = resolve_dtype(torch.device(device), dtype)
     text = os.fspath(model)
     path = Path(text).expanduser()

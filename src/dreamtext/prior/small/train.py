@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ...errors import DreamtextError
 from ...utils.device import resolve_device
+from ...utils.io import atomic_write_json
 from ...utils.progress import Progress
 from .diffusion import (
     SmallUnetConfig,
@@ -322,4 +323,6 @@ def train_prior(
         else:
             out = assemble_pipeline(folders["vae"], folders["unet"], folders["clip"], folders["assemble"])
             results["assemble"] = {"out_dir": str(out)}
+        if current in ("vae", "unet"):  # the CLIP stage writes its own training_metrics.json
+            atomic_write_json(folders[current] / "training_metrics.json", results[current])
     return results
