@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
-from dreamtext.scene.cameras import orbit_cameras
+from dreamtext.scene.cameras import orbit_cameras, sample_training_cameras
+from dreamtext.scene.field import FieldConfig, RadianceField
+from dreamtext.scene.hash_encoding import HashGridConfig
 from dreamtext.scene.occupancy import OccupancyGrid, OccupancyGridConfig
 from dreamtext.scene.protocols import Field, FieldOutputs
 from dreamtext.scene.renderer import (
@@ -355,6 +358,102 @@ def test_image_render_shapes_per_camera_lights_and_gradients_on_request():
     graded = r.render(learnable, cameras, BACKGROUND, requires_grad=True)
     graded.rgb.sum().backward()
     assert learnable.sigma.grad is not None and learnable.sigma.grad.abs() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded training memory: checkpointed field queries
+# ---------------------------------------------------------------------------------------------
+
+
+class CountingField(nn.Module):
+    """Wraps a field and counts its queries (a checkpointed query runs again in backward)."""
+
+    def __init__(self, field):
+        super().__init__()
+        self.field, self.bound, self.calls = field, field.bound, 0
+
+    def density(self, points):
+        return self.field.density(points)
+
+    def forward(self, points, with_normals=False):
+        self.calls += 1
+        return self.field(points, with_normals=with_normals)
+
+
+def small_learned_field(normal_method: str = "finite_difference") -> CountingField:
+    torch.manual_seed(0)
+    encoding = HashGridConfig(num_levels=3, log2_hashmap_size=10, max_resolution=64)
+    return CountingField(RadianceField(FieldConfig(encoding=encoding, hidden_dim=16, num_blocks=1, normal_method=normal_method)))
+
+
+def training_render(field, budget: int, size: int = 12, samples: int = 24, chunk: int | None = None, dtype=torch.float32):
+    """A lambertian training render (jitter, normals, kept samples) and its loss's backward."""
+    r = VolumeRenderer(RendererConfig(num_samples=samples, use_occupancy_grid=False, max_samples_per_chunk=budget))
+    rays = sample_training_cameras(1, size, size, generator=torch.Generator().manual_seed(1)).cameras.generate_rays().flatten()
+    field.to(dtype).zero_grad(set_to_none=True)
+    out = r.render_rays(
+        field, rays.origins.to(dtype), rays.directions.to(dtype), BACKGROUND, shading="lambertian", perturb=True,
+        generator=torch.Generator().manual_seed(2), chunk=chunk,
+    )
+    # Every output that training losses use: colour, opacity, depth and the per-sample normals (orientation).
+    loss = out.rgb.square().sum() + out.opacity.sum() + 0.1 * out.depth.sum() + (out.weights * out.sample_normals[..., 2]).sum()
+    loss.backward()
+    return out, [p.grad.clone() for p in field.parameters()]
+
+
+@pytest.mark.parametrize("normal_method", ["finite_difference", "analytic"])
+def test_checkpointed_training_render_equals_the_plain_one(normal_method):
+    # In float64, so that only a real difference could show: in float32 the chunk-by-chunk sums of
+    # the parameter gradients round differently (measured: up to 4e-5 of a gradient's scale).
+    field = small_learned_field(normal_method)
+    plain, plain_grads = training_render(field, budget=0, dtype=torch.float64)
+    plain_calls, field.calls = field.calls, 0
+    # 144 rays in chunks of 64, 64 and 16 (1536, 1536 and 384 samples): 4 + 4 + 1 queries of <= 400 samples
+    checkpointed, grads = training_render(field, budget=400, chunk=64, dtype=torch.float64)
+    assert plain.samples_evaluated == checkpointed.samples_evaluated == 12 * 12 * 24
+    assert plain_calls == 1
+    # Each query runs forward, then again in backward (analytic normals' double backward: once more).
+    assert field.calls == 2 * 9 if normal_method == "finite_difference" else field.calls >= 2 * 9
+    assert torch.equal(plain.t_values, checkpointed.t_values)  # the same jitter
+    for name in ("rgb", "opacity", "depth", "weights", "sample_normals"):
+        torch.testing.assert_close(getattr(checkpointed, name), getattr(plain, name), rtol=1e-10, atol=1e-12, msg=name)
+    for expected, got in zip(plain_grads, grads):
+        scale = expected.abs().max().item()
+        assert scale > 0
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10 * scale)
+
+
+def test_checkpointing_starts_above_the_budget_and_only_when_recording_gradients():
+    r = VolumeRenderer(RendererConfig(max_samples_per_chunk=500))
+    assert r.checkpoint_chunk(500) is None and r.checkpoint_chunk(501) == 500
+    assert VolumeRenderer(RendererConfig(max_samples_per_chunk=0)).checkpoint_chunk(10**9) is None
+    assert RendererConfig().max_samples_per_chunk == 2**16
+    field = small_learned_field()
+    training_render(field, budget=12 * 12 * 24)  # exactly the budget: one plain query
+    assert field.calls == 1
+    field.calls = 0
+    r = VolumeRenderer(RendererConfig(num_samples=32, use_occupancy_grid=False, max_samples_per_chunk=100))
+    r.render(field, orbit_cameras(1, 12, 12, radius=2.0).cameras, BACKGROUND, shading="lambertian")  # evaluation
+    assert field.calls == 1
+
+
+def peak_cpu_bytes(run) -> int:
+    """Peak of the bytes torch allocates on the CPU while `run()` executes (torch's memory profiler)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda event: event.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+def test_checkpointing_lowers_peak_training_memory():
+    field = small_learned_field()
+    plain = peak_cpu_bytes(lambda: training_render(field, budget=0, samples=32))
+    checkpointed = peak_cpu_bytes(lambda: training_render(field, budget=512, samples=32))
+    # What stays is each sample's inputs and outputs, the compositing, and one chunk's activations.
+    assert plain > 15e6 and checkpointed < 0.25 * plain, (plain, checkpointed)
 
 
 @pytest.mark.gpu

@@ -15,12 +15,14 @@ from dreamtext.cli.main import main
 from dreamtext.errors import DreamtextError
 from dreamtext.export.mesh import MeshExportConfig
 from dreamtext.export.pipeline import ExportConfig
+from dreamtext.export.video import mp4_writer_available
 from dreamtext.methods.adan import Adan
 from dreamtext.methods.presets import DREAMFUSION, FITFUSION, preset_config
 from dreamtext.methods.regularizers import entropy_loss, orientation_loss
 from dreamtext.methods.text_to_3d import TextTo3DTrainer, text_to_3d
 from dreamtext.scene.field import FieldConfig
 from dreamtext.scene.hash_encoding import HashGridConfig
+from dreamtext.scene.renderer import VolumeRenderer
 from dreamtext.utils.workspace import Workspace
 
 from tiny_sd import build_tiny_sd_pipeline
@@ -51,8 +53,9 @@ def test_end_to_end_run_writes_every_output(tiny_model, tmp_path):
     result = text_to_3d(small_config(tiny_model, iters=4), tmp_path / "ws", progress=False)
     ws = result.workspace
     for name in ("config.json", "checkpoints/last.pt", "metrics.json", "validation/step_000002.png", "validation/final.png",
-                 "turntable.mp4", "views/front.png"):
+                 "turntable.gif", "views/front.png"):
         assert (ws / name).is_file(), name
+    assert (ws / "turntable.mp4").is_file() == mp4_writer_available()  # without ffmpeg: the gif alone
     metrics = json.loads((ws / "metrics.json").read_text())
     assert metrics["iters"] == 4 and metrics["skipped_steps"] == 0 and metrics["final_loss"] > 0
     assert (ws / "mesh.glb").is_file() or "mesh_error" in metrics
@@ -75,6 +78,34 @@ def test_training_changes_the_field_through_sds(tiny_model, tmp_path):
     trainer.train_step()
     moved = sum(float((p.detach() - b).abs().sum()) for p, b in zip(trainer.field.parameters(), before))
     assert moved > 0 and trainer.step == 1 and len(trainer.losses) == 1
+
+
+def test_training_renders_skip_empty_space_and_checkpoint_above_the_budget(tiny_model, tmp_path, monkeypatch):
+    training_renders = []
+    render = VolumeRenderer.render
+
+    def recorded(self, *args, **kwargs):
+        out = render(self, *args, **kwargs)
+        if kwargs.get("requires_grad"):
+            training_renders.append(out)
+        return out
+
+    monkeypatch.setattr(VolumeRenderer, "render", recorded)
+    steps = {}
+    for name, budget in (("plain", 0), ("checkpointed", 64)):
+        overrides = {"renderer.max_samples_per_chunk": budget, "occupancy.resolution": 32}
+        trainer = TextTo3DTrainer(small_config(tiny_model, **overrides), Workspace(tmp_path / name))
+        loss = trainer.train_step()
+        steps[name] = (loss, [p.grad.clone() for p in trainer.field.parameters()], training_renders[-1])
+        # The occupancy grid was updated at step 0 from the blob-shaped field, and the render used it.
+        grid = trainer.renderer.occupancy_grid
+        assert int(grid.num_updates) == 1 and 0.01 < grid.occupied_fraction < 0.5
+        out = training_renders[-1]
+        assert out.num_rays == 16 * 16 and 64 < out.samples_evaluated < 0.6 * out.num_rays * 16
+    (plain_loss, plain_grads, _), (loss, grads, _) = steps["plain"], steps["checkpointed"]
+    assert loss == pytest.approx(plain_loss, rel=1e-5)
+    for expected, got in zip(plain_grads, grads):  # float32, summed in a different order
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
 def test_interrupted_run_resumes_bit_identically(tiny_model, tmp_path, monkeypatch):

@@ -222,6 +222,8 @@ def bench_preset(preset: str, device: torch.device, dtype: torch.dtype | None, p
         "prior_seconds": prior_seconds,
         "overhead_fraction": 1.0 - prior_seconds / step_seconds,
         "peak_memory_mb": peak_mb,
+        # Past this many field samples a training render checkpoints its field queries (scene/renderer.py).
+        "renderer_max_samples_per_chunk": config.renderer.max_samples_per_chunk,
         "skipped_steps": trainer.skipped_steps,
     }
 

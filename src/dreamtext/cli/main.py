@@ -69,6 +69,9 @@ class TextCommand:
     optimizer: Literal["adam", "adan"] | None = None
     negative_prompt: str = ""
     precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    max_samples_per_chunk: int | None = None
+    """Field samples whose activations a training render keeps at once; past it the field queries are
+    checkpointed (recomputed in backward). Lower it on a small GPU; 0 turns it off (default: 2^16)."""
     resume: bool = False
     """Continue the run saved in the workspace (same schedule and random stream)."""
     quiet: bool = False
@@ -84,6 +87,7 @@ class TextCommand:
         overrides = {
             "model": self.model, "iters": iters, "seed": self.seed, "device": self.device, "precision": self.precision,
             "sds.guidance": self.guidance, "render_size": self.size, "optimizer.lr": self.lr, "optimizer.kind": self.optimizer,
+            "renderer.max_samples_per_chunk": self.max_samples_per_chunk,
         }
         preset = self.preset or default_preset(self.model)
         config = preset_config(preset, self.prompt, overrides, negative_prompt=self.negative_prompt)

@@ -367,12 +367,13 @@ def text_to_3d(
 
 def _with_resumable_changes(saved: TextTo3DConfig, requested: TextTo3DConfig) -> TextTo3DConfig:
     """A resumed run keeps its saved config (same schedules, same random stream); only a larger
-    iteration count extends it (a smaller one, e.g. 0, keeps the saved count), and a different device
-    or model location is taken as given.
+    iteration count extends it (a smaller one, e.g. 0, keeps the saved count), and a different device,
+    model location or renderer memory budget (it changes no gradient) is taken as given.
     Other differences are reported, not applied."""
 
     iters = max(saved.iters, requested.iters)
-    keep = dataclasses.replace(saved, iters=iters, device=requested.device, model=requested.model)
+    renderer = dataclasses.replace(saved.renderer, max_samples_per_chunk=requested.renderer.max_samples_per_chunk)
+    keep = dataclasses.replace(saved, iters=iters, device=requested.device, model=requested.model, renderer=renderer)
     ignored = differing_keys(config_to_dict(keep), config_to_dict(dataclasses.replace(requested, iters=iters)))
     if ignored:
         print(f"dreamtext: warning: --resume keeps the saved config; ignoring changed {', '.join(ignored)}", file=sys.stderr)
