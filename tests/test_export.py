@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import imageio
@@ -16,10 +17,13 @@ from PIL import Image
 from dreamtext.errors import DreamtextError
 from dreamtext.export.formats import save_mesh
 from dreamtext.export.mesh import MeshExportConfig, extract_mesh
+from dreamtext.export.pipeline import ExportConfig, export_all
 from dreamtext.export.texture import TextureBakeConfig, bake_albedo, parametrize, rasterize_uv, texture_mesh
 from dreamtext.export.video import save_named_views, save_turntable
 from dreamtext.scene.cameras import NAMED_VIEWS, Cameras
 from dreamtext.scene.protocols import Field, FieldOutputs
+from dreamtext.scene.renderer import RendererConfig, VolumeRenderer
+from dreamtext.utils.workspace import Workspace
 
 THRESHOLD = MeshExportConfig().density_threshold
 
@@ -401,6 +405,7 @@ class ToyRenderer:
 
 
 def test_turntable_mp4_and_gif_have_every_frame(tmp_path):
+    pytest.importorskip("imageio_ffmpeg", reason="mp4 needs imageio-ffmpeg; export_all falls back to a gif without it")
     renderer = ToyRenderer()
     size, n_frames = 33, 12  # odd on purpose: yuv420p needs even sides
     mp4, gif = save_turntable(renderer, tmp_path / "turntable", n_frames=n_frames, size=size, fps=12, chunk_frames=5)
@@ -423,6 +428,29 @@ def test_turntable_mp4_and_gif_have_every_frame(tmp_path):
     frames = imageio.v3.imread(gif, index=None)
     assert frames.shape == (n_frames, 34, 3 * size + 1, 3)
     assert np.abs(frames[0, 8:24, 8:24].mean(axis=(0, 1)) / 255.0 - front).max() < 0.03
+
+
+class ShadedSphereField(SpheresField):
+    """The sphere with its radial normals, as the export's display render asks for normals."""
+
+    def __call__(self, points: torch.Tensor, with_normals: bool = False) -> FieldOutputs:
+        outputs = super().__call__(points)
+        if with_normals:
+            outputs.normals = torch.nn.functional.normalize(points, dim=-1)
+        return outputs
+
+
+def test_export_without_ffmpeg_writes_a_gif_turntable_and_one_warning(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # `import imageio_ffmpeg` now raises ImportError
+    config = ExportConfig(mesh=MeshExportConfig(resolution=24), video_frames=3, video_size=16, views=("front",), views_size=16)
+    renderer = VolumeRenderer(RendererConfig(num_samples=16, use_occupancy_grid=False))
+    stats = export_all(ShadedSphereField([((0.0, 0.0, 0.0), RADIUS)]), renderer, Workspace(tmp_path), config, torch.ones(3))
+    assert stats["files"] == ["mesh.glb", "turntable.gif", "views/front.png"]
+    assert not (tmp_path / "turntable.mp4").exists()
+    frames = imageio.v3.imread(tmp_path / "turntable.gif", index=None)
+    assert frames.shape == (3, 16, 3 * 16, 3)
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and "imageio-ffmpeg is not installed" in warnings[0] and "gif" in warnings[0]
 
 
 def test_named_views_are_written_as_pngs(tmp_path):

@@ -20,7 +20,7 @@ from .field_query import evaluate_in_chunks, field_device
 from .formats import save_mesh
 from .mesh import MeshExportConfig, extract_mesh
 from .texture import TextureBakeConfig, texture_mesh
-from .video import save_named_views, save_turntable
+from .video import RenderFn, mp4_writer_available, save_named_views, save_turntable
 
 if TYPE_CHECKING:
     from ..methods.registry import TrainedScene
@@ -75,6 +75,16 @@ def display_render_fn(field: "Field", renderer: "VolumeRenderer", background: "B
     return render
 
 
+def write_turntable(render: RenderFn, path: Path, frames: int, size: int, config: ExportConfig) -> list[Path]:
+    """The turntable as mp4 and gif; as gif only, with a warning, where no ffmpeg is installed (an
+    export never fails a finished run for want of a video codec)."""
+    mp4 = mp4_writer_available()
+    if not mp4:
+        print("dreamtext: warning: imageio-ffmpeg is not installed, so the turntable is written as a gif only "
+              "(pip install imageio-ffmpeg for mp4)", file=sys.stderr)
+    return save_turntable(render, path, n_frames=frames, size=size, fps=config.video_fps, mp4=mp4, **config.cameras())
+
+
 def write_mesh(field: "Field", config: ExportConfig, path: str | Path, fmt: str) -> tuple[list[Path], dict]:
     mesh = extract_mesh(field, config.mesh)
     if config.texture:
@@ -97,10 +107,7 @@ def export_all(field: "Field", renderer: "VolumeRenderer", workspace: "Workspace
             break
         files += written
     render = display_render_fn(field, renderer, background)
-    files += save_turntable(
-        render, workspace.path("turntable.mp4"), n_frames=config.video_frames, size=config.video_size, fps=config.video_fps,
-        **config.cameras(),
-    )
+    files += write_turntable(render, workspace.path("turntable.mp4"), config.video_frames, config.video_size, config)
     files += save_named_views(render, workspace.path("views"), names=config.views, size=config.views_size, **config.cameras())
     stats["files"] = sorted(str(f.relative_to(workspace.root)) for f in files)
     return stats
@@ -109,7 +116,7 @@ def export_all(field: "Field", renderer: "VolumeRenderer", workspace: "Workspace
 def render_outputs(trained: "TrainedScene", folder: Path, frames: int, size: int) -> list[Path]:
     config = trained.export
     render = display_render_fn(trained.field, trained.renderer, trained.background)
-    files = save_turntable(render, folder / "turntable.mp4", n_frames=frames, size=size, fps=config.video_fps, **config.cameras())
+    files = write_turntable(render, folder / "turntable.mp4", frames, size, config)
     return files + save_named_views(render, folder / "views", names=config.views, size=size, **config.cameras())
 
 

@@ -89,6 +89,17 @@ def compose_panels(frames: Mapping[str, np.ndarray], kinds: Sequence[str], even:
     return strip
 
 
+def mp4_writer_available() -> bool:
+    """Whether mp4 can be written: imageio-ffmpeg imports and finds its ffmpeg binary."""
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return False
+    return True
+
+
 def write_mp4(frames: np.ndarray, path: Path, fps: float) -> Path:
     """H.264 yuv420p mp4 (what browsers and players accept) with the ffmpeg bundled in imageio-ffmpeg."""
     _, height, width, _ = frames.shape
@@ -133,8 +144,10 @@ def save_turntable(
     fovy_deg: float = 50.0,
     chunk_frames: int = 8,
     gif: bool = True,
+    mp4: bool = True,
 ) -> list[Path]:
-    """Render a full orbit starting in front; write `path` (suffix set to .mp4) and the same name as .gif.
+    """Render a full orbit starting in front; write `path` (suffix set to .mp4) and the same name as .gif
+    (each unless turned off by `mp4` / `gif`).
 
     Defaults: 120 frames at 30 fps is a 4 s turn (ours); the orbit's radius, polar angle and field of
     view are `orbit_cameras`'s. Frames are rendered `chunk_frames` at a time; only uint8 frames and
@@ -142,10 +155,12 @@ def save_turntable(
     """
     if n_frames < 1:
         raise DreamtextError(f"a turntable needs at least one frame, got {n_frames}")
+    if not (mp4 or gif):
+        raise ValueError("save_turntable needs at least one of mp4 and gif")
     path = Path(path).with_suffix(".mp4")
     cameras = orbit_cameras(n_frames, size, size, radius=radius, polar_deg=polar_deg, fovy_deg=fovy_deg).cameras
     frames = compose_panels(render_in_chunks(render_fn, cameras, kinds, chunk_frames), kinds, even=True)
-    written = [write_mp4(frames, path, fps)]
+    written = [write_mp4(frames, path, fps)] if mp4 else []
     if gif:
         written.append(write_gif(frames, path.with_suffix(".gif"), fps))
     return written
