@@ -219,7 +219,8 @@ def test_cli_errors_are_one_line(tiny_model, tmp_path, capsys, monkeypatch):
     blocker.write_text("x")
     assert "workspace" in _cli_error(capsys, ["text", "a mug", "--workspace", str(blocker / "ws"), "--model", tiny_model])
     monkeypatch.setattr("dreamtext.prior.loading.is_cached_hub_model", lambda repo: False)
-    assert "model is needed" in _cli_error(capsys, ["text", "a mug", "--workspace", str(tmp_path / "c")])
+    monkeypatch.setattr("dreamtext.prior.builtin.BUILTIN_PIPELINE_DIR", tmp_path / "not-installed")
+    assert "built-in prior is not installed" in _cli_error(capsys, ["text", "a mug", "--workspace", str(tmp_path / "c")])
 
 
 def test_cli_text_runs_and_resumes(tiny_model, tmp_path, monkeypatch, capsys):
