@@ -23,7 +23,7 @@ import torch
 from ..methods.dreamtext.descriptor import DescriptorConfig, DescriptorTrainer, prior_dtype
 from ..utils.images import save_image
 from .engine import _peak_memory_mb, _sync
-from .sds import build_random_sd21_base, interleaved_seconds
+from .sds import build_random_sd21_base, interleaved_seconds, prior_bench_header
 
 THESIS_ITERATIONS = 10_000  # thesis 6.3.3: about 10k descriptor iterations
 TARGET_MINUTES = 10.0  # issue 5: 10k iterations in at most 10 minutes on one H100
@@ -89,14 +89,7 @@ def bench_descriptor(quick: bool = False, device: torch.device | str = "cpu", dt
     if device.type != "cuda":
         notes.append("CPU peak memory is the process's peak resident set")
     return {
-        "suite": "descriptor",
-        "quick": quick,
-        "prior": "toy Stable Diffusion (random weights)" if quick else "Stable Diffusion 2.1-base architecture, random weights",
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "dtype": str(prior.dtype).removeprefix("torch."),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        **prior_bench_header("descriptor", quick, device, prior.dtype),
         "image_size": prior.image_size,
         "batch_size": config.batch_size,
         "learned_tokens": len(trainer.tokens),

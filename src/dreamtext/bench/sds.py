@@ -246,6 +246,20 @@ def prior_alone_step(trainer: TextTo3DTrainer) -> Callable[[], None]:
     return step
 
 
+def prior_bench_header(suite: str, quick: bool, device: torch.device, dtype: torch.dtype) -> dict:
+    """The fields every benchmark on the random SD 2.1-base prior reports first: what ran, where, how."""
+    return {
+        "suite": suite,
+        "quick": quick,
+        "prior": "toy Stable Diffusion (random weights)" if quick else "Stable Diffusion 2.1-base architecture, random weights",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def bench_sds(quick: bool = False, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> dict:
     device = torch.device(device)
     plan = SDSBenchPlan.for_device(device, quick)
@@ -258,14 +272,7 @@ def bench_sds(quick: bool = False, device: torch.device | str = "cpu", dtype: to
     if device.type != "cuda":
         notes.append("CPU peak memory is the process's peak resident set, which is never reset between presets")
     return {
-        "suite": "sds",
-        "quick": quick,
-        "prior": "toy Stable Diffusion (random weights)" if quick else "Stable Diffusion 2.1-base architecture, random weights",
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "dtype": str(resolve_dtype(device, dtype)).removeprefix("torch."),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        **prior_bench_header("sds", quick, device, resolve_dtype(device, dtype)),
         "warmup_iterations": plan.warmup,
         "iterations_measured": plan.iterations,
         "shading": "sampled albedo/textureless/lambertian from step 0 (albedo-only warm-up skipped)",
