@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -370,13 +371,14 @@ class CountingField(nn.Module):
 
     def __init__(self, field):
         super().__init__()
-        self.field, self.bound, self.calls = field, field.bound, 0
+        self.field, self.bound, self.calls, self.points_with_normals = field, field.bound, 0, 0
 
     def density(self, points):
         return self.field.density(points)
 
     def forward(self, points, with_normals=False):
         self.calls += 1
+        self.points_with_normals += points.shape[0] if with_normals else 0
         return self.field(points, with_normals=with_normals)
 
 
@@ -386,9 +388,12 @@ def small_learned_field(normal_method: str = "finite_difference") -> CountingFie
     return CountingField(RadianceField(FieldConfig(encoding=encoding, hidden_dim=16, num_blocks=1, normal_method=normal_method)))
 
 
-def training_render(field, budget: int, size: int = 12, samples: int = 24, chunk: int | None = None, dtype=torch.float32):
+def training_render(field, budget: int, size: int = 12, samples: int = 24, chunk: int | None = None, dtype=torch.float32,
+                    normals_min_weight: float = 0.0):
     """A lambertian training render (jitter, normals, kept samples) and its loss's backward."""
-    r = VolumeRenderer(RendererConfig(num_samples=samples, use_occupancy_grid=False, max_samples_per_chunk=budget))
+    config = RendererConfig(num_samples=samples, use_occupancy_grid=False, max_samples_per_chunk=budget,
+                            normals_min_weight=normals_min_weight)
+    r = VolumeRenderer(config)
     rays = sample_training_cameras(1, size, size, generator=torch.Generator().manual_seed(1)).cameras.generate_rays().flatten()
     field.to(dtype).zero_grad(set_to_none=True)
     out = r.render_rays(
@@ -432,9 +437,48 @@ def test_checkpointing_starts_above_the_budget_and_only_when_recording_gradients
     training_render(field, budget=12 * 12 * 24)  # exactly the budget: one plain query
     assert field.calls == 1
     field.calls = 0
-    r = VolumeRenderer(RendererConfig(num_samples=32, use_occupancy_grid=False, max_samples_per_chunk=100))
+    r = VolumeRenderer(RendererConfig(num_samples=32, use_occupancy_grid=False, max_samples_per_chunk=100, normals_min_weight=0))
     r.render(field, orbit_cameras(1, 12, 12, radius=2.0).cameras, BACKGROUND, shading="lambertian")  # evaluation
     assert field.calls == 1
+
+
+def sharp_learned_field() -> CountingField:
+    """A learned field whose density is a sharp ball (the blob, made steep), so most samples along a
+    ray hold next to no weight: the case the visible-samples-only normals are for."""
+    field = small_learned_field()
+    field.field.config = dataclasses.replace(field.field.config, blob_density=60.0)
+    return field
+
+
+def test_normals_only_at_visible_samples_change_the_render_by_less_than_the_weight_they_skip():
+    field = sharp_learned_field()
+    plain, plain_grads = training_render(field, budget=0, dtype=torch.float64)
+    field.points_with_normals = 0
+    pruned, grads = training_render(field, budget=0, dtype=torch.float64, normals_min_weight=1e-4)
+    total = 12 * 12 * 24
+    assert pruned.samples_evaluated == total
+    # Normals were computed for a minority of the samples: those holding the image.
+    assert 0 < field.points_with_normals < 0.5 * total, field.points_with_normals
+    skipped = plain.weights * (pruned.sample_normals.abs().sum(-1) == 0)
+    assert skipped.max() < 1e-4
+    # Skipped samples are shaded by the ambient term instead of max(0, n . l): each pixel moves by at
+    # most the weight it skipped (colours are <= 1).
+    bound = skipped.sum(-1, keepdim=True) + 1e-12
+    assert ((pruned.rgb - plain.rgb).abs() <= bound).all()
+    assert (pruned.rgb - plain.rgb).abs().max() < 1e-3
+    torch.testing.assert_close(pruned.opacity, plain.opacity, rtol=0, atol=1e-12)  # density is untouched
+    flat_plain, flat = torch.cat([g.flatten() for g in plain_grads]), torch.cat([g.flatten() for g in grads])
+    assert (flat - flat_plain).norm() < 1e-2 * flat_plain.norm()
+
+
+def test_visible_normals_checkpointed_equal_the_plain_two_pass_render():
+    field = sharp_learned_field()
+    plain, plain_grads = training_render(field, budget=0, dtype=torch.float64, normals_min_weight=1e-4)
+    checkpointed, grads = training_render(field, budget=400, chunk=64, dtype=torch.float64, normals_min_weight=1e-4)
+    for name in ("rgb", "opacity", "sample_normals"):
+        torch.testing.assert_close(getattr(checkpointed, name), getattr(plain, name), rtol=1e-10, atol=1e-12, msg=name)
+    for expected, got in zip(plain_grads, grads):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10 * expected.abs().max().item())
 
 
 def peak_cpu_bytes(run) -> int:

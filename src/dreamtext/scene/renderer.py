@@ -19,6 +19,13 @@ field queries run under gradient checkpointing in chunks of that many samples: o
 inputs and outputs are kept, and its activations are recomputed, one chunk at a time, in backward.
 All random draws (jitter) happen before and outside the checkpointed queries, so the recomputation
 sees the same samples and the gradients are those of the plain render.
+
+Normals cost more than the rest of the field (finite differences evaluate six extra densities per
+point), yet only samples near the visible surface show them. So shaded renders run in two passes:
+density and albedo at every sample, then normals only where the compositing weight (from the first
+pass's densities, detached) reaches `RendererConfig.normals_min_weight`. The other samples are shaded
+with a zero normal (ambient light only); together they carry less than that weight per sample, so the
+image changes by at most their summed weight times their colour, and the gradients by as little.
 """
 
 from __future__ import annotations
@@ -54,6 +61,10 @@ class RendererConfig:
         blocks of 96) with finite-difference normals: about 42 KB of autograd state per sample, so
         a chunk holds about 2.8 GB, which leaves room for the Stable Diffusion prior within issue 3's
         12 GB at 256 px; below the budget nothing is recomputed. 0 turns checkpointing off.
+    normals_min_weight: ours, 1e-4 (nerfacc's and Instant-NGP's skip level for negligible samples).
+        Normals are computed only at samples whose compositing weight reaches it (module doc):
+        measured on the builtin preset's CPU run, the shaded step is ~2.5x faster. 0 computes them
+        at every sample.
     """
 
     num_samples: int = 64  # ours: one pass of 64 (stable-dreamfusion: 64 coarse + 64 fine)
@@ -62,6 +73,7 @@ class RendererConfig:
     use_occupancy_grid: bool = True  # Instant-NGP: skip empty space once the grid has been updated
     chunk_rays: int = 8192  # ours: rays per chunk in `render`, bounds memory of large renders
     max_samples_per_chunk: int = 2**16  # ours: training-memory budget, see the class doc
+    normals_min_weight: float = 1e-4  # ours: normals only at samples of at least this weight (module doc); 0: everywhere
 
 
 @dataclass
@@ -309,7 +321,12 @@ class VolumeRenderer(nn.Module):
                 light_dirs = origins / origins.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             sample_points = points.reshape(-1, 3)[flat_index]
             sample_lights = light_dirs[flat_index // num_samples]
-            queried = _query_field(field, sample_points, sample_lights, shading, ambient, with_normals, query_chunk)
+            if with_normals and self.config.normals_min_weight > 0:
+                queried = self._query_normals_where_visible(
+                    field, samples, sample_points, sample_lights, shading, ambient, query_chunk, count
+                )
+            else:
+                queried = _query_field(field, sample_points, sample_lights, shading, ambient, with_normals, query_chunk)
             density = density.index_copy(0, flat_index, queried.density.to(density.dtype))
             colour = colour.index_copy(0, flat_index, queried.colour.to(colour.dtype))
             if with_normals:
@@ -334,6 +351,25 @@ class VolumeRenderer(nn.Module):
             samples_evaluated=samples.count,
             num_rays=count,
         )
+
+    def _query_normals_where_visible(
+        self, field: Field, samples: _RaySamples, sample_points: Tensor, sample_lights: Tensor, shading: ShadingMode,
+        ambient: float, query_chunk: int | None, count: int,
+    ) -> _QueriedSamples:
+        """Density and albedo at every sample, normals only at the visible ones (module doc)."""
+        base = _query_field(field, sample_points, sample_lights, "albedo", ambient, False, query_chunk)
+        num_samples = self.config.num_samples
+        with torch.no_grad():
+            density = base.density.new_zeros(count * num_samples).index_copy(0, samples.flat_index, base.density.detach())
+            weights = compositing_weights(density.view(count, num_samples), sample_deltas(samples.t_values, samples.far))
+            visible = (weights.reshape(-1)[samples.flat_index] >= self.config.normals_min_weight).nonzero().squeeze(1)
+        normals = sample_points.new_zeros(sample_points.shape[0], 3)
+        if visible.numel() > 0:
+            # The field's own normal path (its density again, plus the six shifted copies) at the visible samples.
+            found = _query_field(field, sample_points[visible], sample_lights[visible], "albedo", ambient, True, query_chunk)
+            normals = normals.index_copy(0, visible, found.normals.to(normals.dtype))
+        colour = shade(base.colour, normals, sample_lights, shading, ambient)
+        return _QueriedSamples(base.density, colour, normals)
 
     def _grid_for(self, field: Field) -> OccupancyGrid:
         grid = self.occupancy_grid
