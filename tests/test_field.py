@@ -279,6 +279,9 @@ def test_random_background_is_reproducible_and_fixed_in_eval_mode():
     )
     a.eval()
     torch.testing.assert_close(a(directions), torch.zeros(5, 3))
+    # A range maps the same draw into it: the built-in prior's light backdrops.
+    light = Background(BackgroundConfig(kind="random", random_range=(0.75, 1.0)))
+    torch.testing.assert_close(light.random_color(torch.Generator().manual_seed(3)), 0.75 + 0.25 * expected)
 
 
 def test_frequency_encoding_closed_form():
@@ -295,3 +298,5 @@ def test_background_config_rejects_bad_values():
         BackgroundConfig(kind="sky")
     with pytest.raises(DreamtextError, match="color"):
         BackgroundConfig(color=(1.5, 0.0, 0.0))
+    with pytest.raises(DreamtextError, match="random_range"):
+        BackgroundConfig(random_range=(0.9, 0.2))

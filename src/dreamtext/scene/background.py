@@ -31,6 +31,8 @@ class BackgroundConfig:
     """kind: ours, "mlp", the thesis's learned background (6.1.3).
     color: ours, white, for "solid" and for "random" in eval mode (white is also the fill colour of
         the thesis's image augmentations, so photos and renders agree).
+    random_range: ours, [0, 1]: the interval each channel of a "random" colour is drawn from. A prior
+        trained on light backdrops (the built-in one: [0.75, 1], world/renders.py) wants the same here.
     hidden_dim: thesis 6.1.3 (64).
     num_frequencies: ours, 6 octaves of sin/cos per axis (frequencies 1 to 32 on the unit sphere):
         enough for a backdrop with some structure, far too few to paint per-pixel detail.
@@ -38,6 +40,7 @@ class BackgroundConfig:
 
     kind: BackgroundKind = "mlp"
     color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    random_range: tuple[float, float] = (0.0, 1.0)
     hidden_dim: int = 64
     num_frequencies: int = 6
 
@@ -46,6 +49,9 @@ class BackgroundConfig:
             raise DreamtextError(f"BackgroundConfig.kind must be 'mlp', 'solid' or 'random', got {self.kind!r}")
         if len(self.color) != 3 or any(not 0.0 <= c <= 1.0 for c in self.color):
             raise DreamtextError(f"BackgroundConfig.color must be three values in [0, 1], got {self.color!r}")
+        low, high = self.random_range
+        if not 0.0 <= low <= high <= 1.0:
+            raise DreamtextError(f"BackgroundConfig.random_range must satisfy 0 <= low <= high <= 1, got {self.random_range!r}")
 
 
 class FrequencyEncoding(nn.Module):
@@ -95,7 +101,9 @@ class Background(nn.Module):
         """
         generator = generator if generator is not None else self.generator
         # Drawn on the generator's device (CPU by default), then moved: seeded runs match across devices.
-        return torch.rand(3, generator=generator, device=generator.device if generator is not None else "cpu")
+        low, high = self.config.random_range
+        unit = torch.rand(3, generator=generator, device=generator.device if generator is not None else "cpu")
+        return low + (high - low) * unit
 
     def parameter_groups(self, lr: float) -> list[dict]:
         """Optimizer parameter groups (none for the parameter-free kinds)."""
