@@ -18,6 +18,7 @@ from dreamtext.export.pipeline import ExportConfig
 from dreamtext.export.video import mp4_writer_available
 from dreamtext.methods.adan import Adan
 from dreamtext.methods.presets import DREAMFUSION, FITFUSION, preset_config
+from dreamtext.methods.registry import load_trained
 from dreamtext.methods.regularizers import entropy_loss, orientation_loss
 from dreamtext.methods.text_to_3d import TextTo3DTrainer, text_to_3d
 from dreamtext.scene.field import FieldConfig
@@ -109,7 +110,7 @@ def test_training_renders_skip_empty_space_and_checkpoint_above_the_budget(tiny_
 
 
 def test_interrupted_run_resumes_bit_identically(tiny_model, tmp_path, monkeypatch):
-    config = small_config(tiny_model, iters=6, eval_every=100)
+    config = small_config(tiny_model, iters=6, eval_every=100, ema_decay=0.9)  # the moving average resumes too
     straight = text_to_3d(config, tmp_path / "straight", progress=False)
 
     original = TextTo3DTrainer.train_step
@@ -130,10 +131,30 @@ def test_interrupted_run_resumes_bit_identically(tiny_model, tmp_path, monkeypat
     b = Workspace(tmp_path / "resumed").load_checkpoint()
     assert a["step"] == b["step"] == 6
     assert a["losses"] == b["losses"]  # every step's loss, including the two after the resume
-    for part in ("field", "background", "renderer"):
+    for part in ("field", "ema_field", "background", "renderer"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
     assert torch.equal(a["generator"], b["generator"])
+
+
+def test_ema_follows_the_warm_up_formula_and_is_what_the_run_shows_and_saves(tiny_model, tmp_path):
+    decay = 0.9
+    trainer = TextTo3DTrainer(small_config(tiny_model, iters=2, ema_decay=decay), Workspace(tmp_path))
+    expected = [p.detach().clone() for p in trainer.field.parameters()]  # the average starts at the initial weights
+    for step in range(2):
+        trainer.train_step()
+        d = min(decay, (1 + step) / (10 + step))  # diffusers' EMAModel warm-up: 0.1, then 2/11
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, trainer.field.parameters())]
+    for e, got, trained in zip(expected, trainer.ema_field.parameters(), trainer.field.parameters()):
+        torch.testing.assert_close(got, e)
+    assert not all(torch.equal(a, b) for a, b in zip(trainer.ema_field.parameters(), trainer.field.parameters()))
+    assert trainer.shown_field is trainer.ema_field
+    trainer.workspace.save_checkpoint(trainer.state_dict())
+    trainer.workspace.save_config(trainer.config, method="text")
+    loaded = load_trained(tmp_path, device="cpu").field  # `render`, `export`, `view` and the benchmarks see the average
+    for e, got in zip(expected, loaded.parameters()):
+        torch.testing.assert_close(got, e)
+    assert TextTo3DTrainer(small_config(tiny_model), Workspace(tmp_path / "plain")).ema_field is None  # off by default
 
 
 def test_nan_guard_skips_steps_then_stops_with_advice(tiny_model, tmp_path, monkeypatch):

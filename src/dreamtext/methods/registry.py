@@ -31,7 +31,7 @@ def _trained_field(config, workspace: Workspace, device: torch.device) -> tuple[
     field = RadianceField(config.field).to(device)
     renderer = VolumeRenderer(config.renderer, occupancy=config.occupancy, bound=field.bound).to(device)
     state = workspace.load_checkpoint(map_location=device)
-    field.load_state_dict(state["field"])
+    field.load_state_dict(state.get("ema_field", state["field"]))  # the moving average when the run kept one
     renderer.load_state_dict(state["renderer"])
     field.eval()
     return field, renderer, state

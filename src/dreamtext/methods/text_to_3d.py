@@ -9,6 +9,7 @@ random draws from one seeded generator stored in the checkpoint, so an interrupt
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ..scene.renderer import RendererConfig, VolumeRenderer
 from ..scene.shading import ShadingScheduleConfig, light_directions_near_camera
 from ..utils.config import config_from_dict, config_to_dict, differing_keys
 from ..utils.device import resolve_device
+from ..utils.ema import update_ema
 from ..utils.images import save_image
 from ..utils.progress import Progress
 from ..utils.workspace import Workspace
@@ -124,6 +126,10 @@ class TextTo3DConfig:
     validation_size: int = 128  # ours
     eval_every: int = 1000  # ours: every 10 epochs
     checkpoint_every: int = 500  # ours: at most 5 epochs lost to an interruption
+    ema_decay: float = 0.0
+    """ours: 0 (off). Above 0, an exponential moving average of the field's weights (diffusers' EMAModel
+    warm-up) is kept next to the trained ones; validation renders, exports and `load_trained` use it.
+    SDS gradients are noisy step to step, and the average keeps what persists."""
     max_nonfinite_steps: int = 20
     """ours: after this many consecutive non-finite steps the run stops with advice (single ones are skipped)."""
     seed: int = 0
@@ -167,6 +173,7 @@ class TextTo3DTrainer:
 
         torch.manual_seed(config.seed)  # parameter initialisation
         self.field = RadianceField(config.field).to(self.device)
+        self.ema_field = copy.deepcopy(self.field).requires_grad_(False) if config.ema_decay > 0 else None
         self.background = Background(config.background).to(self.device)
         self.renderer = VolumeRenderer(config.renderer, occupancy=config.occupancy, bound=self.field.bound).to(self.device)
         self.optimizer = self._make_optimizer()
@@ -190,6 +197,7 @@ class TextTo3DTrainer:
         return {
             "step": self.step,
             "field": self.field.state_dict(),
+            **({"ema_field": self.ema_field.state_dict()} if self.ema_field is not None else {}),
             "background": self.background.state_dict(),
             "renderer": self.renderer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -202,6 +210,8 @@ class TextTo3DTrainer:
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.field.load_state_dict(state["field"])
+        if self.ema_field is not None:
+            self.ema_field.load_state_dict(state["ema_field"])
         self.background.load_state_dict(state["background"])
         self.renderer.load_state_dict(state["renderer"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -213,6 +223,11 @@ class TextTo3DTrainer:
             self._set_prior_dtype(saved_dtype)
 
     # -- training ------------------------------------------------------------------------------
+    @property
+    def shown_field(self) -> RadianceField:
+        """The weights a run shows and exports: the moving average when there is one."""
+        return self.ema_field if self.ema_field is not None else self.field
+
     @property
     def epoch(self) -> int:
         return self.step // ITERS_PER_EPOCH
@@ -260,6 +275,8 @@ class TextTo3DTrainer:
             return float("nan")
         self._consecutive_nonfinite = 0
         self.optimizer.step()
+        if self.ema_field is not None:
+            update_ema(self.ema_field, self.field, config.ema_decay, self.step - 1)
         self.losses.append(float(value))
         return float(value)
 
@@ -301,7 +318,7 @@ class TextTo3DTrainer:
         cameras = orbit_cameras(config.validation_views, size, size, device=self.device, **config.export.cameras()).cameras
         self.background.eval()
         try:
-            out = self.renderer.render(self.field, cameras, background=self.background)
+            out = self.renderer.render(self.shown_field, cameras, background=self.background)
         finally:
             self.background.train()
         strip = torch.cat(list(out.rgb.clamp(0, 1)), dim=1)
@@ -360,7 +377,7 @@ def text_to_3d(
         "prior_dtype": _dtype_name(trainer.prior.dtype),
     }
     trainer.background.eval()
-    metrics.update(export_all(trainer.field, trainer.renderer, ws, config.export, background=trainer.background))
+    metrics.update(export_all(trainer.shown_field, trainer.renderer, ws, config.export, background=trainer.background))
     ws.write_metrics(metrics)
     return TextTo3DResult(workspace=ws.root, metrics=metrics)
 

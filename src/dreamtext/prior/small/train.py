@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ...errors import DreamtextError
 from ...utils.device import resolve_device
+from ...utils.ema import update_ema
 from ...utils.io import atomic_write_json
 from ...utils.progress import Progress
 from .diffusion import (
@@ -202,13 +203,6 @@ def training_inputs(vae, text_encoder, tokenizer, images: Tensor, captions: list
     """Scaled VAE latents (sampled from the posterior, as SD) and the captions' text embeddings."""
     latents = vae.encode(to_vae_range(images)).latent_dist.sample(generator=generator) * vae.config.scaling_factor
     return latents, encode_captions(text_encoder, tokenizer, captions)
-
-
-@torch.no_grad()
-def update_ema(ema, model, decay: float, step: int) -> None:
-    """ema <- d ema + (1 - d) model with diffusers' EMAModel warm-up d = min(decay, (1 + step) / (10 + step))."""
-    d = min(decay, (1 + step) / (10 + step))
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
 
 
 def train_small_unet(
