@@ -6,8 +6,9 @@ preset (`methods.presets.BUILTIN`, read at run time) in its own workspace, then 
 `world_metrics.evaluate_reconstruction`. The dev split holds attribute combinations the prior never
 saw (world.py), and it depends on the world's words only, so the list stays put.
 
-Case kinds: "text" runs the caption through text-to-3D; image-to-3D (issue 5) adds a kind that starts
-from a true render of the object, by adding a runner to `CASE_RUNNERS`.
+Case kinds: "text" runs the caption through text-to-3D; the image-to-3D kinds (issue 5: "dreamtext",
+"realfusion", "dreamtext_ref") start from a true render of the object (world_image.py). The kind
+"diversity" is a study, not a case: one prompt, K seeds, `diverse` against text-to-3D (world_diversity.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import torch
 from ..errors import DreamtextError
 from ..utils.workspace import CHECKPOINT_FILE
 from ..world.world import Split, WorldObject, build_object, sample_attributes, split_combinations
+from .world_diversity import STUDIES
+from .world_image import IMAGE_CASE_RUNNERS, QUICK_IMAGE, TRAINED_FOLDERS, ImageBenchConfig
 from .world_metrics import QUICK_EVAL, CaptionCandidates, ClipScorer, WorldEvalConfig, evaluate_reconstruction
 
 TARGET_MEAN_IOU = 0.6  # issue 4: benchmark text-to-3D mean IoU >= 0.6, as a first target
@@ -51,9 +54,11 @@ QUICK_OVERRIDES: dict[str, Any] = {
 class WorldBenchConfig:
     """cases: issue 4's fixed list, ours 8 (one per noun; about 8 CPU minutes each with the builtin preset).
     split: issue 4, the held-out dev split. kinds: what each object is run through ("text"; issue 5 adds
-    image-to-3D). preset: the built-in prior's CPU preset. overrides: dotted config keys on top of it.
+    "dreamtext", "realfusion", "dreamtext_ref" and the "diversity" study; ours: text only by default, the
+    others take longer). preset: the built-in prior's CPU preset. overrides: dotted config keys on top of it.
     workspace: a folder for the runs (one subfolder per case, resumed when present); None: a temporary
-    folder, deleted afterwards. seed: the runs' seed (ours: 0, as `dreamtext text`)."""
+    folder, deleted afterwards. seed: the runs' seed (ours: 0, as `dreamtext text`). image: the image
+    cases' and the diversity study's settings (world_image.py)."""
 
     cases: int = 8
     split: Split = "dev"
@@ -63,10 +68,11 @@ class WorldBenchConfig:
     workspace: str | None = None
     seed: int = 0
     evaluation: WorldEvalConfig = WorldEvalConfig()
+    image: ImageBenchConfig = ImageBenchConfig()
 
     @classmethod
     def quick(cls, **changes) -> "WorldBenchConfig":
-        return cls(**{"cases": 1, "overrides": dict(QUICK_OVERRIDES), "evaluation": QUICK_EVAL, **changes})
+        return cls(**{"cases": 1, "overrides": dict(QUICK_OVERRIDES), "evaluation": QUICK_EVAL, "image": QUICK_IMAGE, **changes})
 
 
 @dataclass(frozen=True)
@@ -99,11 +105,12 @@ def benchmark_objects(count: int, split: Split = "dev") -> list[WorldObject]:
 
 
 def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
-    unknown = [kind for kind in config.kinds if kind not in CASE_RUNNERS]
+    unknown = [kind for kind in config.kinds if kind not in CASE_RUNNERS and kind not in STUDIES]
     if unknown:
-        raise DreamtextError(f"unknown benchmark case kind(s) {unknown}; known: {', '.join(CASE_RUNNERS)}")
+        raise DreamtextError(f"unknown benchmark case kind(s) {unknown}; known: {', '.join([*CASE_RUNNERS, *STUDIES])}")
     objects = benchmark_objects(config.cases, config.split)
-    return [WorldCase(kind, obj, index) for index, (kind, obj) in enumerate(itertools.product(config.kinds, objects))]
+    kinds = [kind for kind in config.kinds if kind in CASE_RUNNERS]
+    return [WorldCase(kind, obj, index) for index, (kind, obj) in enumerate(itertools.product(kinds, objects))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,8 +130,9 @@ def run_text_case(case: WorldCase, workspace: Path, config: WorldBenchConfig, de
 
 
 # kind -> runner(case, workspace, config, device) -> figures; each leaves a trained workspace that
-# `methods.registry.load_trained` reads. Image-to-3D (issue 5) registers its kind here.
-CASE_RUNNERS: dict[str, Callable[[WorldCase, Path, WorldBenchConfig, torch.device], dict]] = {"text": run_text_case}
+# `methods.registry.load_trained` reads (in the subfolder TRAINED_FOLDERS names, if any).
+CASE_RUNNERS: dict[str, Callable[[WorldCase, Path, WorldBenchConfig, torch.device], dict]] = {
+    "text": run_text_case, **IMAGE_CASE_RUNNERS}
 
 
 def run_case(case: WorldCase, root: Path, config: WorldBenchConfig, scorer: ClipScorer, device: torch.device) -> dict:
@@ -132,21 +140,25 @@ def run_case(case: WorldCase, root: Path, config: WorldBenchConfig, scorer: Clip
     from ..utils.images import save_image
 
     workspace = root / case.folder_name
-    resumed = (workspace / CHECKPOINT_FILE).is_file()
+    trained = workspace / TRAINED_FOLDERS.get(case.kind, "")
+    resumed = (trained / CHECKPOINT_FILE).is_file()
+    attributes = case.object.attributes
+    row = {"kind": case.kind, "caption": case.caption, "noun": attributes.noun, "colour": attributes.colour,
+           "size": attributes.size, "pattern": attributes.pattern, "seed": case.object.seed}
     start = time.perf_counter()
-    figures = CASE_RUNNERS[case.kind](case, workspace, config, device)
+    try:
+        figures = CASE_RUNNERS[case.kind](case, workspace, config, device)
+    except DreamtextError as error:  # a method that fails on one object (e.g. a sentence without descriptor words) is a result
+        return {**row, "error": str(error), "wall_seconds": time.perf_counter() - start, "resumed": resumed}
     wall = time.perf_counter() - start
     start = time.perf_counter()
-    evaluation = evaluate_reconstruction(load_trained(workspace, device=device.type), case.object, scorer, config.evaluation)
+    evaluation = evaluate_reconstruction(load_trained(trained, device=device.type), case.object, scorer, config.evaluation)
     # What was measured, for a look: the field's albedo and shaded views above the truth's.
     rows = [torch.cat(list(views), dim=1) for views in (evaluation.predicted.albedo, evaluation.predicted.shaded,
                                                         evaluation.truth.albedo, evaluation.truth.shaded)]
     save_image(workspace / "bench_views.png", torch.cat(rows, dim=0))
-    attributes = case.object.attributes
     return {
-        "kind": case.kind, "caption": case.caption, "noun": attributes.noun, "colour": attributes.colour,
-        "size": attributes.size, "pattern": attributes.pattern, "seed": case.object.seed,
-        **figures, **{key: _finite_or_none(value) for key, value in evaluation.metrics.items()},
+        **row, **figures, **{key: _finite_or_none(value) for key, value in evaluation.metrics.items()},
         "wall_seconds": wall, "eval_seconds": time.perf_counter() - start, "resumed": resumed,
     }
 
@@ -158,7 +170,7 @@ def _finite_or_none(value):
 
 MEAN_KEYS = ("iou", "chamfer", "albedo_error", "albedo_error_overlap", "clip_similarity", "r_precision_caption",
              "r_precision_noun", "r_precision_colour", "truth_clip_similarity", "truth_r_precision_caption",
-             "truth_r_precision_noun", "truth_r_precision_colour", "wall_seconds")
+             "truth_r_precision_noun", "truth_r_precision_colour", "reference_psnr", "wall_seconds")
 
 
 def mean_figures(rows: list[dict]) -> dict:
@@ -168,15 +180,19 @@ def mean_figures(rows: list[dict]) -> dict:
         values = [row[key] for row in rows if row.get(key) is not None]
         means[key] = statistics.fmean(values) if values else None
     means["cases"] = len(rows)
+    means["failed_cases"] = sum("error" in row for row in rows)
     means["chamfer_cases"] = sum(row.get("chamfer") is not None for row in rows)
     return means
 
 
 def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
-                workspace: str | None = None) -> dict:
-    """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures."""
+                workspace: str | None = None, kinds: str | None = None) -> dict:
+    """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures; `kinds`:
+    comma-separated case kinds (default: text only)."""
     base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
     config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases)
+    if kinds is not None:
+        config = replace(config, kinds=tuple(kind.strip() for kind in kinds.split(",") if kind.strip()))
     return run_world_benchmark(config, device, quick=quick)
 
 
@@ -191,7 +207,10 @@ def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "
     with tempfile.TemporaryDirectory(prefix="dreamtext-bench-world-") as tmp:
         root = Path(config.workspace) if config.workspace is not None else Path(tmp)
         rows = [run_case(case, root, config, scorer, device) for case in bench_cases]
+        studies = {kind: STUDIES[kind](config, root, scorer, device) for kind in config.kinds if kind in STUDIES}
     means = mean_figures(rows)
+    by_kind = {kind: mean_figures([row for row in rows if row["kind"] == kind]) for kind in config.kinds if kind in CASE_RUNNERS}
+    text_iou = by_kind.get("text", {}).get("iou")  # issue 4's target is text-to-3D's
     preset = {**PRESETS[config.preset], **config.overrides}
     return {
         "suite": "world",
@@ -204,8 +223,10 @@ def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "
         "overrides": {key: list(value) if isinstance(value, tuple) else value for key, value in config.overrides.items()},
         "cases": rows,
         "mean": means,
+        "mean_by_kind": by_kind,
+        **studies,
         "target_mean_iou": TARGET_MEAN_IOU,
-        "meets_target": means["iou"] is not None and means["iou"] >= TARGET_MEAN_IOU,
+        "meets_target": text_iou is not None and text_iou >= TARGET_MEAN_IOU,
         "threads": torch.get_num_threads(),
         "total_seconds": time.perf_counter() - start,
         "workspace": config.workspace,

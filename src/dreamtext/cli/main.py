@@ -150,12 +150,15 @@ class BenchCommand:
     """world: how many objects (one per noun; default 8, 1 with --quick)."""
     workspace: str | None = None
     """world: keep the runs in this folder (one subfolder per case; an interrupted benchmark resumes)."""
+    kinds: str | None = None
+    """world: comma-separated case kinds (default text): text, dreamtext, realfusion, dreamtext_ref
+    (image-to-3D from a true render), diversity (diverse vs text-to-3D over K seeds)."""
 
     def run(self) -> None:
         from ..bench import run_benchmark
 
         run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, split=self.split,
-                      cases=self.cases, workspace=self.workspace)
+                      cases=self.cases, workspace=self.workspace, kinds=self.kinds)
 
 
 @dataclass
