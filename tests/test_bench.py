@@ -24,4 +24,8 @@ def test_engine_benchmark_prints_measured_json(capsys, monkeypatch):
     assert 0 < grid["occupied_fraction"] < 1
     assert result["fit"]["heldout_psnr"] > 15 and result["fit"]["wall_seconds"] > 0
     assert 0 <= result["fit"]["mesh_iou"] <= 1
+    # On a fitted surface, only a minority of the evaluated samples carry weight and get normals.
+    shaded = result["visible_normals"]
+    assert 0 < shaded["share_of_samples_with_normals"] < 0.6
+    assert shaded["seconds_every_sample"] > 0 and shaded["seconds_visible_only"] > 0 and shaded["speedup"] > 0
     assert result["peak_memory_mb"] > 0

@@ -5,6 +5,9 @@ Figures (all measured in one process, side by side):
   (6-level hash grid, 4 residual blocks of 96) at 64 and 256 px, for every hash-grid implementation
   that runs on the device (torch reference; Triton on CUDA), and their ratio;
 - samples per ray that the field evaluates without and with the occupancy grid, on a fitted scene;
+- on that fitted scene, a shaded training step (lambertian render + loss + backward) with normals at
+  every sample and with normals only at visible samples (`RendererConfig.normals_min_weight`), taking
+  turns, and the share of samples that got normals;
 - held-out PSNR and mesh IoU of fitting the built-in scene, with its wall time (training and
   evaluation only: a benchmark exports nothing, no mesh, video or views);
 - peak memory (CUDA allocator peak, or the process's peak resident set on CPU).
@@ -100,7 +103,7 @@ def bench_engine(quick: bool = False, device: torch.device | str = "cpu") -> dic
             config, iters=60, batch_rays=512, eval_every=10**9, checkpoint_every=10**9,
             builtin=BuiltinSceneConfig(views=8, size=32),
         )
-    fit_result = fit_without_export(config)
+    fit_result = fit_without_export(config, shaded_repeats=1 if quick else 5)
 
     return {
         "suite": "engine",
@@ -112,12 +115,13 @@ def bench_engine(quick: bool = False, device: torch.device | str = "cpu") -> dic
         "training_throughput": throughput,
         "fast_path_speedup": speedups or "no fast path on this device (Triton runs on CUDA)",
         "occupancy_grid": fit_result.pop("occupancy_grid"),
+        "visible_normals": fit_result.pop("visible_normals"),
         "fit": fit_result,
         "peak_memory_mb": _peak_memory_mb(device),
     }
 
 
-def fit_without_export(config: FitConfig) -> dict:
+def fit_without_export(config: FitConfig, shaded_repeats: int = 5) -> dict:
     """Fit the built-in scene in a temporary workspace (checkpoints only; nothing is exported) and
     measure it: held-out PSNR, ground-truth IoU at the mesh threshold, wall time of the training,
     and the occupancy grid's effect on the fitted field."""
@@ -136,6 +140,7 @@ def fit_without_export(config: FitConfig) -> dict:
             "mesh_iou": iou,
             "wall_seconds": wall_seconds,
             "occupancy_grid": samples_per_ray_with_and_without_grid(fitter),
+            "visible_normals": shaded_step_with_and_without_visible_normals(fitter, shaded_repeats),
         }
 
 
@@ -149,3 +154,54 @@ def samples_per_ray_with_and_without_grid(fitter: Fitter) -> dict:
         counts[label] = out.samples_per_ray
     counts["occupied_fraction"] = float(fitter.renderer.occupancy_grid.occupied_fraction)
     return counts
+
+
+def shaded_step_with_and_without_visible_normals(fitter: Fitter, repeats: int, size: int = 64) -> dict:
+    """Seconds of a lambertian training step on the fitted field with normals at every sample and only
+    at the visible ones (the two settings take turns, on the same cameras), and the share of the
+    evaluated samples that got normals."""
+    field, device = fitter.field, fitter.device
+    renderers = {
+        label: VolumeRenderer(replace(fitter.renderer.config, normals_min_weight=weight), bound=field.bound).to(device)
+        for label, weight in (("every_sample", 0.0), ("visible_only", RendererConfig().normals_min_weight))
+    }
+    for renderer in renderers.values():  # the fitted grid: both skip the same empty space
+        renderer.load_state_dict(fitter.renderer.state_dict())
+    calls = {"with_normals": 0, "all": 0}
+    original_forward = field.forward
+
+    def counted(points, with_normals=False):
+        calls["all" if not with_normals else "with_normals"] += points.shape[0]
+        return original_forward(points, with_normals=with_normals)
+
+    def step(renderer: VolumeRenderer, seed: int) -> float:
+        generator = torch.Generator().manual_seed(seed)
+        cameras = sample_training_cameras(1, size, size, generator=generator).cameras.to(device)
+        _sync(device)
+        start = time.perf_counter()
+        out = renderer.render(field, cameras, background=torch.ones(3, device=device), shading="lambertian",
+                              requires_grad=True, perturb=True)
+        out.rgb.square().mean().backward()
+        _sync(device)
+        return time.perf_counter() - start
+
+    seconds = {label: 0.0 for label in renderers}
+    for label, renderer in renderers.items():
+        step(renderer, 0)  # warm-up
+    field.forward = counted
+    try:
+        for seed in range(1, repeats + 1):
+            for label, renderer in renderers.items():
+                if label == "visible_only":
+                    calls.update(with_normals=0, all=0)
+                seconds[label] += step(renderer, seed) / repeats
+    finally:
+        del field.forward
+    field.zero_grad(set_to_none=True)
+    return {
+        "image_size": size,
+        "seconds_every_sample": seconds["every_sample"],
+        "seconds_visible_only": seconds["visible_only"],
+        "speedup": seconds["every_sample"] / seconds["visible_only"],
+        "share_of_samples_with_normals": calls["with_normals"] / max(calls["all"], 1),
+    }
