@@ -64,11 +64,14 @@ class ScriptedClip:
     def encode_image(self, images):
         return torch.eye(2)[:1].expand(images.shape[0], 2)
 
+    def score(self, words: list[str], noun: str) -> float:
+        return (0.3 if noun == "mug" else 0.1) + sum(0.05 if w == "red" else -0.01 for w in words if w not in ("a", "an"))
+
     def encode_text(self, texts):
         scores = []
         for text in texts:
             *words, noun = text.removeprefix("An image of ").replace(",", " ").split()
-            scores.append((0.3 if noun == "mug" else 0.1) + sum(0.05 if w == "red" else -0.01 for w in words if w not in ("a", "an")))
+            scores.append(self.score(words, noun))
         s = torch.tensor(scores, dtype=torch.float64)
         return torch.stack([s, (1 - s**2).sqrt()], dim=1).float()
 

@@ -191,8 +191,12 @@ def test_whole_sentence_mode_trains_the_conditioning(tmp_path):
 def test_bad_workspaces_give_one_line_errors(tmp_path):
     with pytest.raises(DreamtextError, match="dreamtext describe"):
         train_descriptor(tmp_path / "empty", config(), prior=tiny_prior(), progress=False)
-    root = write_described_workspace(tmp_path / "no_words", {**SENTENCE, "sentence": "An image of a mug", "descriptors": []})
-    with pytest.raises(DreamtextError, match="no descriptor words"):
+    # A describe.json that is really broken still stops with one line.
+    root = write_described_workspace(tmp_path / "missing_word", {**SENTENCE, "sentence": "An image of a mug", "descriptors": ["red"]})
+    with pytest.raises(DreamtextError, match="'red' is not in the sentence"):
+        train_descriptor(root, config(), prior=tiny_prior(), progress=False)
+    root = write_described_workspace(tmp_path / "no_list", {**SENTENCE, "descriptors": "red"})
+    with pytest.raises(DreamtextError, match="lacks the sentence, noun or descriptor words"):
         train_descriptor(root, config(), prior=tiny_prior(), progress=False)
     root = write_described_workspace(tmp_path / "bad_json")
     (root / "describe.json").write_text("{")
@@ -212,3 +216,54 @@ def test_a_failing_compiled_network_falls_back_to_eager(tmp_path, capsys):
     real, base = trainer.train_step()
     assert real > 0 and base > 0 and trainer.step == 1 and not trainer.compiled and trainer.unet is trainer.prior.unet
     assert "continues eagerly" in capsys.readouterr().err
+
+
+PLAIN = {**SENTENCE, "sentence": "An image of a mug", "descriptors": []}  # no word in front of the noun helped
+
+
+def test_a_sentence_without_descriptor_words_is_kept_as_it_is(tmp_path, capsys):
+    root = write_described_workspace(tmp_path / "ws", PLAIN)
+    # Nothing to learn: no prior is loaded (this model path does not exist), no optimiser, no checkpoint.
+    result = train_descriptor(root, config(model=str(tmp_path / "no_model")), progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no descriptor words" in err[0] and "as it is" in err[0]
+    assert result.learned.prompt == "An image of a mug" and result.learned.tokens == () and result.learned.vectors is None
+    assert not Workspace(root / "descriptor").has_checkpoint()
+    metrics = json.loads((root / "descriptor" / "metrics.json").read_text())
+    assert metrics == result.metrics and metrics["iters"] == 0 and metrics["tokens"] == [] and "nothing was trained" in metrics["note"]
+    assert metrics["prompt"] == "An image of a mug" and metrics["mean_loss_last_100"] is None
+    saved = json.loads((root / "descriptor" / "config.json").read_text())
+    assert saved["method"] == "descriptor" and saved["config"]["iters"] == 4
+    status = json.loads((root / "descriptor" / "progress.json").read_text())
+    assert status["step"] == status["total"] == 0 and status["running"] is False
+    sentence = json.loads((root / EMBEDDINGS_DIR / "sentence.json").read_text())
+    assert sentence["template"] == sentence["prompt"] == "An image of a mug" and sentence["files"] == sentence["tokens"] == []
+    # It loads back and installs nothing: the prior's tokenizer and table stay as they were.
+    loaded = LearnedSentence.load(root / EMBEDDINGS_DIR)
+    assert loaded.prompt == "An image of a mug" and loaded.base_sentence == "An image of a mug"
+    prior = tiny_prior()
+    vocab, table = len(prior.tokenizer), prior.text_encoder.get_input_embeddings().weight.clone()
+    assert loaded.install(prior.tokenizer, prior.text_encoder) == []
+    assert len(prior.tokenizer) == vocab and torch.equal(prior.text_encoder.get_input_embeddings().weight, table)
+    # A rerun, with or without --resume, writes the same; a prior handed in is left untouched and named.
+    again = train_descriptor(root, config(), resume=True, prior=prior, progress=False)
+    assert again.learned.prompt == "An image of a mug" and again.metrics["prior_dtype"] == "float32" and len(prior.tokenizer) == vocab
+    assert train_descriptor(root, config(), progress=False).metrics["iters"] == 0
+    # The trainer itself refuses the empty parameter list with one line.
+    with pytest.raises(DreamtextError, match="nothing to train"):
+        DescriptorTrainer(config(), root, prior=prior)
+    # Braces in the sentence stay literal in the saved template.
+    braces = write_described_workspace(tmp_path / "braces", {**PLAIN, "sentence": "An image of a {mug}", "noun": "{mug}"})
+    assert train_descriptor(braces, config(), progress=False).learned.prompt == "An image of a {mug}"
+    assert LearnedSentence.load(braces / EMBEDDINGS_DIR).prompt == "An image of a {mug}"
+
+
+def test_a_sentence_without_descriptor_words_still_trains_in_the_other_modes(tmp_path):
+    # RealFusion's noun and the whole-sentence embedding have something to learn: the usual trainer runs
+    # (0 iterations keep the test fast; the trainer's setup is what differs from the plain path).
+    root = write_described_workspace(tmp_path / "noun", PLAIN)
+    noun = train_descriptor(root, config(trainable="noun", iters=0), prior=tiny_prior(), progress=False)
+    assert noun.learned.prompt == "An image of a <dt-mug>" and noun.learned.vectors.shape[0] == 1 and "note" not in noun.metrics
+    root = write_described_workspace(tmp_path / "sentence", PLAIN)
+    whole = train_descriptor(root, config(trainable="sentence", iters=0), prior=tiny_prior(), progress=False)
+    assert whole.learned.conditioning is not None and "note" not in whole.metrics

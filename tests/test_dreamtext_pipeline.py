@@ -27,7 +27,7 @@ from dreamtext.scene.cameras import cartesian_to_spherical, view_label_ids
 from dreamtext.utils.images import save_image
 from dreamtext.utils.workspace import Workspace
 
-from dreamtext_fixtures import TOY_TEXT_TO_3D, ScriptedClip, red_mug_picture, tiny_prior, write_described_workspace
+from dreamtext_fixtures import SENTENCE, TOY_TEXT_TO_3D, ScriptedClip, red_mug_picture, tiny_prior, write_described_workspace
 from tiny_sd import build_tiny_sd_pipeline
 
 
@@ -68,18 +68,18 @@ def test_reconstruction_prompts_carry_the_learned_tokens_with_view_suffixes(tmp_
     assert saved["config"]["prompt"]["view_dependent"] and saved["config"]["render_size"] == 16
     assert (result.workspace / "mesh.glb").is_file() or "mesh_error" in result.metrics
     # The trainer's conditioning is the learned sentence's, view by view, not the plain words'.
-    trainer = ImageTo3DTrainer(dataclasses.replace(_text_config(result), iters=1), Workspace(tmp_path / "again"),
+    trainer = ImageTo3DTrainer(dataclasses.replace(_text_config(result.workspace), iters=1), Workspace(tmp_path / "again"),
                                prior=_fresh_prior_with(learned))
     conditional = trainer.embeddings.conditional(torch.tensor([0, 2]))  # front, back
     assert torch.allclose(conditional, expected, atol=1e-6) and not torch.allclose(conditional[:1], plain, atol=1e-3)
     assert trainer.extra_loss() is None  # the thesis's DreamText: no reference-view losses
 
 
-def _text_config(result):
+def _text_config(reconstruction):
     from dreamtext.methods.text_to_3d import TextTo3DConfig
     from dreamtext.utils.config import config_from_dict
 
-    return config_from_dict(TextTo3DConfig, json.loads((result.workspace / "config.json").read_text())["config"])
+    return config_from_dict(TextTo3DConfig, json.loads((reconstruction / "config.json").read_text())["config"])
 
 
 def _fresh_prior_with(learned):
@@ -202,6 +202,41 @@ def test_image_command_runs_every_stage_and_resumes_where_it_stopped(tmp_path, t
         image_to_3d(photo, ws, toy_image_config(tiny_model, method="realfusion"), progress=False, clip=clip)
 
 
+class PlainClip(ScriptedClip):
+    """Every word in front of the noun costs a little: selection ends at "An image of a mug", no descriptors."""
+
+    def score(self, words: list[str], noun: str) -> float:
+        return (0.3 if noun == "mug" else 0.1) - 0.01 * sum(w not in ("a", "an") for w in words)
+
+
+def test_image_command_goes_on_when_the_sentence_has_no_descriptor_words(tmp_path, tiny_model, photo, capsys):
+    config = toy_image_config(tiny_model, method="dreamtext+reference", iters=2)
+    prior = tiny_prior()
+    vocab = len(prior.tokenizer)
+    result = image_to_3d(photo, tmp_path / "ws", config, progress=False, prior=prior, clip=PlainClip(), text_overrides=TOY_TEXT_TO_3D)
+    ws = result.workspace
+    described = json.loads((ws / "describe.json").read_text())
+    assert described["descriptors"] == [] and described["sentence"] == "An image of a mug"
+    assert "has no descriptor words" in capsys.readouterr().err
+    # The learned sentence is the described sentence itself; nothing was trained or added to the prior.
+    assert result.prompt == "An image of a mug" and result.descriptor_metrics["iters"] == 0 and "note" in result.descriptor_metrics
+    assert len(prior.tokenizer) == vocab and not (ws / "descriptor/checkpoints/last.pt").exists()
+    stage = json.loads((ws / "stage.json").read_text())
+    assert stage["stages"] == {"describe": "done", "descriptor": "done", "reconstruct": "done"}
+    assert (ws / "reconstruction/checkpoints/last.pt").is_file() and (ws / "reconstruction/validation/final.png").is_file()
+    # Reconstruction: text-to-3D from the plain sentence with view suffixes, plus the reference-view losses.
+    text = _text_config(result.reconstruction)
+    assert text.prompt.prompt == "An image of a mug" and text.prompt.view_dependent and text.iters == 2
+    fresh = tiny_prior()  # the reconstruction freed its prior's text encoder
+    expected = encode_prompts(fresh, [view_prompt("An image of a mug", "front"), view_prompt("An image of a mug", "back")])
+    trainer = ImageTo3DTrainer(dataclasses.replace(text, iters=1), Workspace(tmp_path / "check"), prior=fresh,
+                               reference=method_config(config).reconstruct.reference, workspace_root=ws)
+    assert torch.allclose(trainer.embeddings.conditional(torch.tensor([0, 2])), expected, atol=1e-6)
+    assert float(trainer.extra_loss().detach()) > 0
+    # A rerun is a no-op.
+    assert image_to_3d(photo, ws, config, progress=False, prior=prior, clip=PlainClip()).prompt == "An image of a mug"
+
+
 def test_diverse_makes_k_objects_and_a_contact_sheet(tmp_path, tiny_model):
     config = DiverseConfig(sample=SampleConfig(prompt="", steps=2, device="cpu"),
                            image=toy_image_config(tiny_model, descriptor_iters=2, iters=2))
@@ -232,6 +267,11 @@ def test_descriptor_cli_trains_and_bad_input_is_one_line(tmp_path, tiny_model, c
     assert main(["descriptor", str(root), "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--resume" in err and len(err.strip().splitlines()) == 1
+    # A sentence without descriptor words is not an error: kept as it is, one warning line.
+    plain = write_described_workspace(tmp_path / "plain", {**SENTENCE, "sentence": "An image of a mug", "descriptors": []})
+    assert main(["descriptor", str(plain), "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert '"An image of a mug" after 0 iterations' in captured.out and len(captured.err.strip().splitlines()) == 1
     assert main(["descriptor", str(tmp_path / "nothing"), "--model", tiny_model, "--device", "cpu"]) == 2
     assert "dreamtext describe" in capsys.readouterr().err
     assert main(["reconstruct", str(tmp_path / "nothing"), "--model", tiny_model, "--device", "cpu"]) == 2

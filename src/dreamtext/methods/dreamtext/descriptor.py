@@ -14,6 +14,10 @@ whole conditioning embedding of the sentence (the thesis's first approach, 6.3.1
 The run lives in DIR/descriptor (config.json, checkpoints/last.pt, metrics.json); the learned
 embeddings go to DIR/embeddings (see `learned.py`). Everything random comes from one generator saved
 in the checkpoint, so a resumed run continues bit-identically.
+
+A sentence without descriptor words ("An image of a house": no word in front of the noun raised the
+CLIP score) leaves DreamText nothing to learn: its learned sentence is the sentence itself. Then no
+optimisation runs; the stage writes its usual files with zero tokens, so reconstruction goes on.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from ...utils.workspace import Workspace
 from .augment import AugmentConfig, augment
 from .inputs import workspace_input
 from .learned import EMBEDDINGS_DIR, LearnedSentence
-from .sentence import DescribedImage, Trainable, read_described_image, training_template
+from .sentence import DescribedImage, SentenceTemplate, Trainable, read_described_image, training_template
 from .tokens import TokenSplice, add_tokens, set_token_rows, unique_tokens, word_embedding
 
 DESCRIPTOR_DIR = "descriptor"
@@ -73,6 +77,17 @@ class DescriptorConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = 500  # ours: at most a few minutes lost to an interruption
     max_nonfinite_steps: int = 20  # ours: consecutive non-finite steps before giving up with advice
+
+
+def check_config(config: DescriptorConfig) -> None:
+    if config.iters < 0 or config.batch_size < 1 or not 0.0 <= config.t_min <= config.t_max <= 1.0:
+        raise DreamtextError("descriptor training needs iters >= 0, batch_size >= 1 and 0 <= t_min <= t_max <= 1")
+
+
+def nothing_to_learn(template: SentenceTemplate, trainable: Trainable) -> bool:
+    """True for a token mode whose sentence has no slot (DreamText on a sentence without descriptor words);
+    the whole-sentence mode always trains its embedding."""
+    return trainable != "sentence" and not template.words
 
 
 def prior_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -124,8 +139,10 @@ class DescriptorTrainer:
         self.device = resolve_device(config.device)
         self.described = described if described is not None else read_described_image(self.root)
         self.template = training_template(self.described, config.trainable)
-        if config.iters < 0 or config.batch_size < 1 or not 0.0 <= config.t_min <= config.t_max <= 1.0:
-            raise DreamtextError("descriptor training needs iters >= 0, batch_size >= 1 and 0 <= t_min <= t_max <= 1")
+        if nothing_to_learn(self.template, config.trainable):
+            raise DreamtextError(f"the sentence {self.described.sentence!r} has no descriptor words: nothing to train "
+                                 "(`dreamtext descriptor` keeps the sentence as it is)")
+        check_config(config)
         if prior is None:
             prior = load_prior(config.model, device=self.device, dtype=prior_dtype(config.precision, self.device))
         self.prior = prior
@@ -332,7 +349,8 @@ def train_descriptor(
 ) -> DescriptorResult:
     """Train the sentence of the image `dreamtext describe` chose for workspace DIR (thesis 5.2.2).
 
-    Writes DIR/descriptor/{config.json, checkpoints/last.pt, metrics.json} and DIR/embeddings/.
+    Writes DIR/descriptor/{config.json, checkpoints/last.pt, metrics.json} and DIR/embeddings/; a sentence
+    without descriptor words is kept as it is (`keep_plain_sentence`: no training, no checkpoint).
     prior: an already loaded prior (tests, the one-command pipeline); it gains the learned tokens.
     """
     root = Path(workspace)
@@ -344,25 +362,65 @@ def train_descriptor(
         if saved.get("method") != METHOD:
             raise DreamtextError(f"{ws.root} holds a {saved.get('method')!r} run, not descriptor training; choose another workspace")
         config = resumed_config(config_from_dict(DescriptorConfig, saved["config"]), config)
-    trainer = DescriptorTrainer(config, root, prior=prior)  # loads the prior: a bad model fails before anything is written
+    described = read_described_image(root)
+    template = training_template(described, config.trainable)
+    if nothing_to_learn(template, config.trainable):
+        return keep_plain_sentence(root, config, described, template, prior)
+    # Loads the prior: a bad model fails before anything is written.
+    trainer = DescriptorTrainer(config, root, prior=prior, described=described)
     ws.save_config(config, method=METHOD)
     if resume and ws.has_checkpoint():
         trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
     trainer.train(progress=progress)
     learned = trainer.finish()
     finite = [real + config.base_loss_weight * base for real, base in trainer.losses if real == real]
+    metrics = descriptor_metrics(config, learned, trainer.step, trainer.skipped_steps, finite, trainer.prior.dtype)
+    ws.write_metrics(metrics)
+    return DescriptorResult(workspace=root, learned=learned, metrics=metrics)
+
+
+def keep_plain_sentence(
+    root: Path, config: DescriptorConfig, described: DescribedImage, template: SentenceTemplate, prior: Prior | None = None,
+) -> DescriptorResult:
+    """The descriptor stage for a sentence without descriptor words: nothing to learn, so no prior, no
+    optimiser and no checkpoint. It writes what training writes (config.json, progress.json,
+    metrics.json with 0 iterations, DIR/embeddings with zero tokens and the plain sentence as the
+    template), so reconstruction runs text-to-3D from the sentence as it is; a rerun writes the same."""
+    ws = Workspace(root / DESCRIPTOR_DIR)
+    if ws.has_checkpoint():
+        raise DreamtextError(f"{ws.checkpoint_path} was trained for another sentence; delete it to start over")
+    check_config(config)
+    print(f"dreamtext: warning: the sentence {described.sentence!r} has no descriptor words; "
+          "nothing to train, the reconstruction uses it as it is", file=sys.stderr)
+    ws.save_config(config, method=METHOD)
+    with Progress(total=0, description="descriptor", enabled=False, status_path=ws.progress_path):
+        pass  # the viewer's status file: 0 of 0 steps, finished
+    learned = LearnedSentence(trainable=config.trainable, template=template.template, words=(), tokens=(),
+                              base_sentence=described.base_sentence)
+    learned.save(root / EMBEDDINGS_DIR)
     metrics = {
-        "iters": trainer.step,
-        "skipped_steps": trainer.skipped_steps,
-        "trainable": config.trainable,
-        "prompt": learned.prompt,
-        "tokens": list(learned.tokens),
-        "mean_loss_first_100": sum(finite[:100]) / len(finite[:100]) if finite else None,
-        "mean_loss_last_100": sum(finite[-100:]) / len(finite[-100:]) if finite else None,
-        "prior_dtype": str(trainer.prior.dtype).removeprefix("torch."),
+        **descriptor_metrics(config, learned, 0, 0, [], None if prior is None else prior.dtype),
+        "note": "the sentence has no descriptor words: nothing was trained; the reconstruction uses it as it is",
     }
     ws.write_metrics(metrics)
     return DescriptorResult(workspace=root, learned=learned, metrics=metrics)
+
+
+def descriptor_metrics(
+    config: DescriptorConfig, learned: LearnedSentence, iters: int, skipped_steps: int, losses: list[float],
+    dtype: torch.dtype | None,
+) -> dict:
+    """metrics.json of the descriptor stage; losses: the finite total losses in step order."""
+    return {
+        "iters": iters,
+        "skipped_steps": skipped_steps,
+        "trainable": config.trainable,
+        "prompt": learned.prompt,
+        "tokens": list(learned.tokens),
+        "mean_loss_first_100": sum(losses[:100]) / len(losses[:100]) if losses else None,
+        "mean_loss_last_100": sum(losses[-100:]) / len(losses[-100:]) if losses else None,
+        "prior_dtype": None if dtype is None else str(dtype).removeprefix("torch."),
+    }
 
 
 def resumed_config(saved: DescriptorConfig, requested: DescriptorConfig) -> DescriptorConfig:

@@ -122,18 +122,14 @@ def training_template(described: DescribedImage, trainable: Trainable) -> Senten
     """The sentence whose slots get learned tokens.
 
     descriptors: DreamText (thesis 5.2.2), the full sentence with every descriptor word a slot; the noun
-        stays a fixed word.
+        stays a fixed word. A sentence without descriptor words (no word in front of the noun raised the
+        CLIP score) gives a template without slots: nothing to learn, the sentence is used as it is.
     noun: RealFusion-style textual inversion (thesis 6.3.1 "noun training"), the base sentence with the
         noun a slot.
     sentence: the thesis's first approach (6.3.1 "embedding training"): no slots, the whole conditioning
         embedding of the full sentence is trained instead.
     """
     if trainable == "descriptors":
-        if not described.descriptors:
-            raise DreamtextError(
-                f"the sentence {described.sentence!r} has no descriptor words to train; "
-                "use --method realfusion (noun only) or describe the image again"
-            )
         return slot_words(described.sentence, described.descriptors)
     if trainable == "noun":
         return slot_words(described.base_sentence, (described.noun,), from_end=True)
