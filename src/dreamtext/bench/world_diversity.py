@@ -119,7 +119,7 @@ def run_diversity_study(config: "WorldBenchConfig", root: Path, scorer: "ClipSco
                           progress=False, clip=describe_clip(device.type), text_overrides=text_overrides)
         diverse_figures = {**diversity_figures([r.reconstruction for r in results], obj, scorer, config, device,
                                                time.perf_counter() - start), "prompts": [r.prompt for r in results]}
-    except DreamtextError as error:  # e.g. a sample whose sentence has no descriptor word to learn
+    except DreamtextError as error:  # e.g. a sample the prior drew that cannot be read as an image
         diverse_figures = {"error": str(error)}
     return {
         "prompt": prompt, "k": k, "seeds": seeds,
