@@ -248,10 +248,16 @@ def test_cli_text_runs_and_resumes(tiny_model, tmp_path, monkeypatch, capsys):
     ws = str(tmp_path / "ws")
     small = small_config(tiny_model)
     monkeypatch.setattr("dreamtext.methods.presets.PRESETS", {"dreamfusion": {**DREAMFUSION, **_small_overrides(small)}})
-    assert main(["text", "a mug", "--workspace", ws, "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet"]) == 0
+    assert main(["text", "a mug", "--workspace", ws, "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet",
+                 "--ema-decay", "0.9"]) == 0
     assert main(["text", "a mug", "--workspace", ws, "--model", tiny_model, "--iters", "3", "--device", "cpu", "--quiet", "--resume"]) == 0
     assert Workspace(ws).load_checkpoint()["step"] == 3
-    assert json.loads((tmp_path / "ws" / "config.json").read_text())["config"]["iters"] == 3
+    assert "ema_field" in Workspace(ws).load_checkpoint()
+    saved = json.loads((tmp_path / "ws" / "config.json").read_text())["config"]
+    assert saved["iters"] == 3 and saved["ema_decay"] == 0.9
+    capsys.readouterr()
+    assert "ema_decay" in _cli_error(capsys, ["text", "a mug", "--workspace", str(tmp_path / "e"), "--model", tiny_model,
+                                              "--ema-decay", "1.5", "--device", "cpu"])
 
 
 def _small_overrides(config) -> dict:

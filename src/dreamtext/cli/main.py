@@ -72,6 +72,9 @@ class TextCommand:
     max_samples_per_chunk: int | None = None
     """Field samples whose activations a training render keeps at once; past it the field queries are
     checkpointed (recomputed in backward). Lower it on a small GPU; 0 turns it off (default: 2^16)."""
+    ema_decay: float | None = None
+    """Keep a moving average of the field's weights with this decay (e.g. 0.99) and show and export it
+    (default: the preset's; 0 = off)."""
     resume: bool = False
     """Continue the run saved in the workspace (same schedule and random stream)."""
     quiet: bool = False
@@ -87,7 +90,7 @@ class TextCommand:
         overrides = {
             "model": self.model, "iters": iters, "seed": self.seed, "device": self.device, "precision": self.precision,
             "sds.guidance": self.guidance, "render_size": self.size, "optimizer.lr": self.lr, "optimizer.kind": self.optimizer,
-            "renderer.max_samples_per_chunk": self.max_samples_per_chunk,
+            "renderer.max_samples_per_chunk": self.max_samples_per_chunk, "ema_decay": self.ema_decay,
         }
         preset = self.preset or default_preset(self.model)
         config = preset_config(preset, self.prompt, overrides, negative_prompt=self.negative_prompt)

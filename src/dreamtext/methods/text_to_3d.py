@@ -161,6 +161,8 @@ class TextTo3DTrainer:
     def __init__(self, config: TextTo3DConfig, workspace: Workspace, prior=None, embeddings=None):
         """embeddings: conditioning to use instead of encoding `config.prompt` (anything with
         `conditional(view_ids)` and `unconditional(batch)`, as `PromptEmbeddings`)."""
+        if not 0.0 <= config.ema_decay < 1.0:
+            raise DreamtextError(f"ema_decay must lie in [0, 1) (0 turns the moving average off), got {config.ema_decay}")
         self.config = config
         self.workspace = workspace
         self.device = resolve_device(config.device)
