@@ -193,6 +193,10 @@ def test_presets_resolve_to_documented_values_and_flags_override():
         k: v for k, v in DREAMFUSION.items() if k not in ("render_size", "sds.guidance", "iters")}
     custom = preset_config("fitfusion", "a mug", {"iters": 50, "sds.guidance": 800.0, "seed": 3, "optimizer.kind": "adam", "render_size": None})
     assert (custom.iters, custom.sds.guidance, custom.seed, custom.optimizer.kind, custom.render_size) == (50, 800.0, 3, "adam", 256)
+    # The built-in prior's preset shows the field the backdrops that prior was trained on.
+    builtin = preset_config("builtin", "a mug")
+    assert (builtin.background.kind, builtin.background.random_range) == ("random", (0.75, 1.0))
+    assert dreamfusion.background.kind == "mlp"  # thesis 6.1.3
     with pytest.raises(DreamtextError):
         preset_config("nope", "a mug")
 

@@ -60,6 +60,12 @@ BUILTIN: dict[str, Any] = {
     "field.encoding.log2_hashmap_size": 16,  # ... a 2^16 table ...
     "field.encoding.max_resolution": 256,  # ... up to 256^3: ample for 64 px renders
     "renderer.num_samples": 48,  # ours: 48 samples per ray, 3/4 of the cost of 64, enough at 32 px
+    # ours: the backdrops the prior was trained on (world/renders.py: plain, each channel in [0.75, 1]),
+    # a new one every step, instead of the thesis's background network. The network could take the
+    # object's colour (a black torus came out white on a black backdrop); a random one cannot. Measured
+    # on "a red mug" (dreamtext bench world's metrics, one seed): IoU 0.156 -> 0.247, Chamfer 0.060 -> 0.038.
+    "background.kind": "random",
+    "background.random_range": (0.75, 1.0),
     "eval_every": 4 * ITERS_PER_EPOCH,  # ours: three validation renders in a run
 }
 
