@@ -316,6 +316,7 @@ class VolumeRenderer(nn.Module):
         density = points.new_zeros(count * num_samples)
         colour = points.new_zeros(count * num_samples, 3)
         normals = points.new_zeros(count * num_samples, 3) if with_normals else None
+        deltas = sample_deltas(t_values, samples.far)
         if samples.count > 0:
             if light_dirs is None:
                 light_dirs = origins / origins.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -323,7 +324,7 @@ class VolumeRenderer(nn.Module):
             sample_lights = light_dirs[flat_index // num_samples]
             if with_normals and self.config.normals_min_weight > 0:
                 queried = self._query_normals_where_visible(
-                    field, samples, sample_points, sample_lights, shading, ambient, query_chunk, count
+                    field, flat_index, deltas, sample_points, sample_lights, shading, ambient, query_chunk
                 )
             else:
                 queried = _query_field(field, sample_points, sample_lights, shading, ambient, with_normals, query_chunk)
@@ -332,7 +333,6 @@ class VolumeRenderer(nn.Module):
             if with_normals:
                 normals = normals.index_copy(0, flat_index, queried.normals.to(normals.dtype))
 
-        deltas = sample_deltas(t_values, samples.far)
         weights = compositing_weights(density.view(count, num_samples), deltas)
         opacity = weights.sum(dim=-1, keepdim=True)
         rgb = (weights[..., None] * colour.view(count, num_samples, 3)).sum(dim=1)
@@ -353,16 +353,16 @@ class VolumeRenderer(nn.Module):
         )
 
     def _query_normals_where_visible(
-        self, field: Field, samples: _RaySamples, sample_points: Tensor, sample_lights: Tensor, shading: ShadingMode,
-        ambient: float, query_chunk: int | None, count: int,
+        self, field: Field, flat_index: Tensor, deltas: Tensor, sample_points: Tensor, sample_lights: Tensor,
+        shading: ShadingMode, ambient: float, query_chunk: int | None,
     ) -> _QueriedSamples:
-        """Density and albedo at every sample, normals only at the visible ones (module doc)."""
+        """Density and albedo at every sample, normals only at the visible ones (module doc). flat_index:
+        the evaluated samples among the [R, S] of the rays, whose `deltas` [R, S] give the weights."""
         base = _query_field(field, sample_points, sample_lights, "albedo", ambient, False, query_chunk)
-        num_samples = self.config.num_samples
         with torch.no_grad():
-            density = base.density.new_zeros(count * num_samples).index_copy(0, samples.flat_index, base.density.detach())
-            weights = compositing_weights(density.view(count, num_samples), sample_deltas(samples.t_values, samples.far))
-            visible = (weights.reshape(-1)[samples.flat_index] >= self.config.normals_min_weight).nonzero().squeeze(1)
+            density = deltas.new_zeros(deltas.numel()).index_copy(0, flat_index, base.density.detach().to(deltas.dtype))
+            weights = compositing_weights(density.view_as(deltas), deltas)
+            visible = (weights.reshape(-1)[flat_index] >= self.config.normals_min_weight).nonzero().squeeze(1)
         normals = sample_points.new_zeros(sample_points.shape[0], 3)
         if visible.numel() > 0:
             # The field's own normal path (its density again, plus the six shifted copies) at the visible samples.
