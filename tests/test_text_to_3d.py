@@ -19,8 +19,9 @@ from dreamtext.export.video import mp4_writer_available
 from dreamtext.methods.adan import Adan
 from dreamtext.methods.presets import DREAMFUSION, FITFUSION, preset_config
 from dreamtext.methods.registry import load_trained
-from dreamtext.methods.regularizers import entropy_loss, orientation_loss
+from dreamtext.methods.regularizers import RegularizerWeights, entropy_loss, orientation_loss, regularization
 from dreamtext.methods.text_to_3d import TextTo3DTrainer, text_to_3d
+from dreamtext.scene.cameras import orbit_cameras
 from dreamtext.scene.field import FieldConfig
 from dreamtext.scene.hash_encoding import HashGridConfig
 from dreamtext.scene.renderer import VolumeRenderer
@@ -229,6 +230,28 @@ def test_regularizers_closed_forms():
     torch.testing.assert_close(orientation_loss(weights, normals, direction), torch.tensor(0.25))
 
 
+def test_opacity_penalty_is_its_weight_times_the_mean_opacity_and_lowers_the_density(tiny_model, tmp_path):
+    trainer = TextTo3DTrainer(small_config(tiny_model, iters=1), Workspace(tmp_path))
+    cameras = orbit_cameras(2, 8, 8, radius=1.3).cameras
+    out = trainer.renderer.render(trainer.field, cameras, background=torch.ones(3), shading="albedo", requires_grad=True)
+    total, terms = regularization(out, None, RegularizerWeights(opacity=3000.0))
+    torch.testing.assert_close(total, 3000.0 * out.opacity.mean())
+    assert set(terms) == {"opacity"}
+    falling = RegularizerWeights(opacity=3000.0, opacity_end=0.0)  # the schedule: linear over the run
+    assert falling.at(0.25).opacity == 2250.0 and falling.at(1.0).opacity == 0.0 and falling.any_enabled
+    assert RegularizerWeights(opacity=5.0).at(0.7).opacity == 5.0
+    with pytest.raises(DreamtextError, match="opacity_end regulariser"):
+        RegularizerWeights(opacity_end=-1.0)
+    total.backward()  # descending the penalty lowers the density where the rays pass
+    points = torch.rand(256, 3) * 1.2 - 0.6
+    with torch.no_grad():
+        before = trainer.field.density(points).sum()
+        for p in trainer.field.parameters():
+            if p.grad is not None:
+                p -= 1e-4 * p.grad
+        assert trainer.field.density(points).sum() < before
+
+
 def _cli_error(capsys, argv) -> str:
     assert main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
@@ -253,15 +276,17 @@ def test_cli_text_runs_and_resumes(tiny_model, tmp_path, monkeypatch, capsys):
     small = small_config(tiny_model)
     monkeypatch.setattr("dreamtext.methods.presets.PRESETS", {"dreamfusion": {**DREAMFUSION, **_small_overrides(small)}})
     assert main(["text", "a mug", "--workspace", ws, "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet",
-                 "--ema-decay", "0.9"]) == 0
+                 "--ema-decay", "0.9", "--opacity-weight", "5"]) == 0
     assert main(["text", "a mug", "--workspace", ws, "--model", tiny_model, "--iters", "3", "--device", "cpu", "--quiet", "--resume"]) == 0
     assert Workspace(ws).load_checkpoint()["step"] == 3
     assert "ema_field" in Workspace(ws).load_checkpoint()
     saved = json.loads((tmp_path / "ws" / "config.json").read_text())["config"]
-    assert saved["iters"] == 3 and saved["ema_decay"] == 0.9
+    assert saved["iters"] == 3 and saved["ema_decay"] == 0.9 and saved["regularizers"]["opacity"] == 5
     capsys.readouterr()
     assert "ema_decay" in _cli_error(capsys, ["text", "a mug", "--workspace", str(tmp_path / "e"), "--model", tiny_model,
                                               "--ema-decay", "1.5", "--device", "cpu"])
+    assert "opacity regulariser" in _cli_error(capsys, ["text", "a mug", "--workspace", str(tmp_path / "o"), "--model",
+                                                        tiny_model, "--opacity-weight", "-1", "--device", "cpu"])
 
 
 def _small_overrides(config) -> dict:

@@ -75,6 +75,10 @@ class TextCommand:
     ema_decay: float | None = None
     """Keep a moving average of the field's weights with this decay (e.g. 0.99) and show and export it
     (default: the preset's; 0 = off)."""
+    opacity_weight: float | None = None
+    """Weight of the mean-opacity penalty against fog and frame-filling masses at the start of the run
+    (default: the preset's; 0 = off). The builtin preset starts at 3000 and lowers it linearly to 0 by
+    the end; the other presets have none. Its scale is that of the SDS loss, a sum over the prior's latents."""
     resume: bool = False
     """Continue the run saved in the workspace (same schedule and random stream)."""
     quiet: bool = False
@@ -91,6 +95,7 @@ class TextCommand:
             "model": self.model, "iters": iters, "seed": self.seed, "device": self.device, "precision": self.precision,
             "sds.guidance": self.guidance, "render_size": self.size, "optimizer.lr": self.lr, "optimizer.kind": self.optimizer,
             "renderer.max_samples_per_chunk": self.max_samples_per_chunk, "ema_decay": self.ema_decay,
+            "regularizers.opacity": self.opacity_weight,
         }
         preset = self.preset or default_preset(self.model)
         config = preset_config(preset, self.prompt, overrides, negative_prompt=self.negative_prompt)

@@ -256,9 +256,9 @@ class TextTo3DTrainer:
         uncond = self.embeddings.unconditional(config.batch_size)
         progress = self.step / max(config.iters, 1)
         loss, _ = self.sds.loss(images, cond, uncond, progress, generator=generator)
-        if any(w > 0 for w in dataclasses.astuple(config.regularizers)):
+        if config.regularizers.any_enabled:
             directions = sample.cameras.generate_rays().directions if config.regularizers.orientation > 0 else None
-            extra, _ = regularization(out, directions, config.regularizers)
+            extra, _ = regularization(out, directions, config.regularizers.at(progress))
             loss = loss + extra
         added = self.extra_loss()
         if added is not None:
