@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 
 from dreamtext.errors import DreamtextError
 from dreamtext.prior import (
+    AnnealedTimesteps,
     ConstantValue,
     CosineTimesteps,
     CosineValue,
@@ -235,6 +236,17 @@ def test_timestep_schedules_at_documented_progress():
     assert UniformTimesteps(0.1, 0.2)(0.0, batch=500, num_train_timesteps=500).max().item() <= 100
     with pytest.raises(ValueError):
         linear(1.5)
+
+
+def test_annealed_timesteps_draw_uniformly_below_a_falling_upper_bound():
+    annealed = AnnealedTimesteps(0.02, 0.98, 0.5)
+    for progress, upper in ((0.0, 980), (0.5, 740), (1.0, 500)):
+        draws = annealed(progress, torch.Generator().manual_seed(0), batch=20000)
+        assert draws.min().item() == 20 and draws.max().item() == upper and draws.dtype == torch.long
+        assert abs(draws.float().mean().item() - (20 + upper) / 2) < 5  # uniform: the mean is the midpoint
+    assert AnnealedTimesteps(0.3, 0.98, 0.1)(1.0, batch=50).eq(300).all()  # an end below t_min pins t there
+    with pytest.raises(ValueError):
+        annealed(-0.1)
 
 
 def test_scalar_schedules_at_documented_progress():

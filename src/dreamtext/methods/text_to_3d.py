@@ -21,7 +21,7 @@ import torch
 from ..errors import DreamtextError
 from ..export.pipeline import ExportConfig, export_all
 from ..prior import (
-    ConstantValue, CosineTimesteps, CosineValue, LinearTimesteps, LinearValue, PromptConfig, PromptEmbeddings,
+    AnnealedTimesteps, ConstantValue, CosineTimesteps, CosineValue, LinearTimesteps, LinearValue, PromptConfig, PromptEmbeddings,
     SDSConfig, ScoreDistillation, UniformTimesteps, load_prior,
 )
 from ..scene.background import Background, BackgroundConfig
@@ -53,7 +53,8 @@ class SDSSettings:
     cfg_formula: "sdf_2023" = cond + s (cond - uncond), the form stable-dreamfusion used in March 2023
         and hence the form the thesis's guidance values (100, 1000) are written in.
     t_min, t_max: thesis 6.1.3, t in [20, 980] of 1000; t_schedule: uniform draws (thesis), or linearly
-        or cosine-decreasing t (explored in thesis 6.1.9).
+        or cosine-decreasing t (explored in thesis 6.1.9), or "annealed": uniform draws below an upper
+        bound that moves from t_max to t_max_end over the run (threestudio's max_step_percent schedule).
     weighting: w(t) = 1 - alphabar_t (thesis 6.1.3).
     grad_clamp, grad_clamp_end: optional bound on |grad| moving linearly from one to the other
         (stable-dreamfusion from 30 March 2023: 2 -> 8); None: no clamp (the thesis's fork).
@@ -66,7 +67,8 @@ class SDSSettings:
     cfg_formula: Literal["standard", "sdf_2023"] = "sdf_2023"
     t_min: float = 0.02
     t_max: float = 0.98
-    t_schedule: Literal["uniform", "linear", "cosine"] = "uniform"
+    t_schedule: Literal["uniform", "annealed", "linear", "cosine"] = "uniform"
+    t_max_end: float = 0.5
     weighting: Literal["1-alphabar", "sqrt_alphabar_1m", "sqrt_1m_alphabar", "uniform"] = "1-alphabar"
     grad_clamp: float | None = None
     grad_clamp_end: float | None = None
@@ -79,12 +81,17 @@ class SDSSettings:
             "linear": LinearValue(self.guidance, end),
             "cosine": CosineValue(self.guidance, end),
         }[self.guidance_schedule]
-        timesteps = {"uniform": UniformTimesteps, "linear": LinearTimesteps, "cosine": CosineTimesteps}[self.t_schedule]
+        timesteps = {
+            "uniform": UniformTimesteps(self.t_min, self.t_max),
+            "annealed": AnnealedTimesteps(self.t_min, self.t_max, self.t_max_end),
+            "linear": LinearTimesteps(self.t_min, self.t_max),
+            "cosine": CosineTimesteps(self.t_min, self.t_max),
+        }[self.t_schedule]
         clamp = None
         if self.grad_clamp is not None:
             clamp = LinearValue(self.grad_clamp, self.grad_clamp if self.grad_clamp_end is None else self.grad_clamp_end)
         return SDSConfig(
-            timesteps=timesteps(self.t_min, self.t_max), guidance=guidance, cfg_formula=self.cfg_formula,
+            timesteps=timesteps, guidance=guidance, cfg_formula=self.cfg_formula,
             weighting=self.weighting, grad_clamp=clamp, sample_posterior=self.sample_posterior,
         )
 

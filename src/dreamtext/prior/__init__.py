@@ -7,6 +7,7 @@ this package stays cheap.
 from .loading import DEFAULT_MODEL_ID, Prior, load_prior
 from .prompts import PromptConfig, PromptEmbeddings, TextEmbeddingCache, VIEW_SUFFIXES, view_prompt, view_prompts
 from .schedules import (
+    AnnealedTimesteps,
     ConstantValue,
     CosineTimesteps,
     CosineValue,
@@ -22,7 +23,7 @@ from .tokenizer import build_clip_tokenizer
 __all__ = [
     "DEFAULT_MODEL_ID", "Prior", "load_prior",
     "PromptConfig", "PromptEmbeddings", "TextEmbeddingCache", "VIEW_SUFFIXES", "view_prompt", "view_prompts",
-    "ConstantValue", "CosineTimesteps", "CosineValue", "LinearTimesteps", "LinearValue", "ScalarSchedule",
+    "AnnealedTimesteps", "ConstantValue", "CosineTimesteps", "CosineValue", "LinearTimesteps", "LinearValue", "ScalarSchedule",
     "TimestepSchedule", "UniformTimesteps",
     "SDSConfig", "SDSInfo", "ScoreDistillation", "guided_noise", "sds_weight",
     "build_clip_tokenizer",

@@ -52,6 +52,27 @@ class UniformTimesteps:
 
 
 @dataclass(frozen=True)
+class AnnealedTimesteps:
+    """t drawn uniformly from [t_min, t_max(progress)], the upper bound moving linearly from `t_max` to
+    `t_max_end`: every noise level early (shape), only the lower ones late (surface and detail).
+
+    threestudio's `max_step_percent` schedule (0.98 -> 0.5 in its Magic3D and ProlificDreamer configs).
+    """
+
+    t_min: float = 0.02
+    t_max: float = 0.98
+    t_max_end: float = 0.5
+
+    def __call__(
+        self, progress: float, generator: torch.Generator | None = None, batch: int = 1,
+        num_train_timesteps: int = 1000, device: torch.device | str = "cpu",
+    ) -> Tensor:
+        upper = self.t_max + (self.t_max_end - self.t_max) * _check_progress(progress)
+        low, high = round(self.t_min * num_train_timesteps), round(upper * num_train_timesteps)
+        return torch.randint(low, max(high, low) + 1, (batch,), generator=generator, device=device)
+
+
+@dataclass(frozen=True)
 class LinearTimesteps:
     """t falls linearly from t_max at progress 0 to t_min at progress 1 (coarse shape first, then detail).
 
@@ -83,7 +104,7 @@ class CosineTimesteps(LinearTimesteps):
         return self.t_max + (self.t_min - self.t_max) * _cosine_ramp(_check_progress(progress))
 
 
-TimestepSchedule = Union[UniformTimesteps, LinearTimesteps, CosineTimesteps]
+TimestepSchedule = Union[UniformTimesteps, AnnealedTimesteps, LinearTimesteps, CosineTimesteps]
 
 
 # ---------------------------------------------------------------------------------------------
