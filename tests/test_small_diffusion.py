@@ -196,3 +196,22 @@ def test_cli_rejects_a_file_as_out(tmp_path, capsys):
     assert main(["train-prior", "vae", "--out", str(target), "--device", "cpu"]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "is a file" in error
+
+
+def test_eval_prior_measures_the_shipped_prior_by_default(tmp_path, capsys):
+    from dreamtext.cli.main import main
+    from dreamtext.prior.builtin import builtin_prior_available
+    from dreamtext.prior.small.evaluate import dev_objects
+
+    if not builtin_prior_available():
+        pytest.skip("the built-in prior is not installed")
+    assert main(["eval-prior", "--count", "8", "--steps", "10", "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["count"] == 8 and set(result["per_noun"]) == {o.noun for o in dev_objects(8, 0)}
+    for value in (result["noun_top1"], result["colour_top1"], *result["clip_on_renders"].values()):
+        assert (value * 8).is_integer()  # a fraction of the eight images
+    # Far above chance (1 in 22 nouns): the shipped CLIP reads true renders, the shipped prior draws the noun.
+    assert result["clip_on_renders"]["noun_top1"] >= 0.5 and result["noun_top1"] >= 0.5
+    assert main(["eval-prior", "--pipeline", str(tmp_path), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "holds no trained model" in error

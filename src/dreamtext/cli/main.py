@@ -207,10 +207,10 @@ class TrainPriorCommand:
 class EvalPriorCommand:
     """Measure a trained small prior: sample images for held-out captions and classify them with the small CLIP."""
 
-    pipeline: str = "out/prior/pipeline"
-    """The Stable Diffusion folder (`train-prior assemble` writes it)."""
-    clip: str = "out/prior/clip"
-    """The small CLIP that classifies the samples."""
+    pipeline: str = "builtin"
+    """The Stable Diffusion folder (`train-prior assemble` writes DIR/pipeline); builtin: the shipped prior."""
+    clip: str = "builtin"
+    """The small CLIP that classifies the samples (`train-prior clip` writes DIR/clip); builtin: the shipped one."""
     count: int = 256
     steps: int = 30
     guidance: float = 7.5
@@ -221,14 +221,19 @@ class EvalPriorCommand:
     def run(self) -> None:
         import json as json_module
 
+        from ..prior.builtin import BUILTIN_CLIP_DIR, BUILTIN_PIPELINE_DIR, require_builtin_prior
         from ..prior.small.evaluate import PriorEvalConfig, evaluate_prior
         from ..utils.device import resolve_device
 
-        for name, folder in (("--pipeline", self.pipeline), ("--clip", self.clip)):
-            if not (Path(folder) / ("model_index.json" if name == "--pipeline" else "config.json")).is_file():
-                raise DreamtextError(f"{name} {folder!r} holds no trained model; run `dreamtext train-prior all` first")
+        if "builtin" in (self.pipeline, self.clip):
+            require_builtin_prior()
+        pipeline = BUILTIN_PIPELINE_DIR if self.pipeline == "builtin" else Path(self.pipeline)
+        clip = BUILTIN_CLIP_DIR if self.clip == "builtin" else Path(self.clip)
+        for name, folder in (("--pipeline", pipeline), ("--clip", clip)):
+            if not (folder / ("model_index.json" if name == "--pipeline" else "config.json")).is_file():
+                raise DreamtextError(f"{name} {str(folder)!r} holds no trained model; run `dreamtext train-prior all` first")
         config = PriorEvalConfig(count=self.count, steps=self.steps, guidance=self.guidance, seed=self.seed)
-        result = evaluate_prior(self.pipeline, self.clip, config, resolve_device(self.device))
+        result = evaluate_prior(pipeline, clip, config, resolve_device(self.device))
         if self.json:
             print(json_module.dumps(result, indent=2))
         else:

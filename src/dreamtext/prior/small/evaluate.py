@@ -10,9 +10,9 @@ objects is reported beside it (`clip_on_renders`): the ceiling the classifier it
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -56,13 +56,17 @@ def evaluate_prior(pipeline_dir: str | os.PathLike, clip_dir: str | os.PathLike,
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPModel
 
+    from ..builtin import CLIP_WEIGHTS, load_builtin_clip
     from ..tokenizer import build_clip_tokenizer
 
     device = torch.device(device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, local_files_only=True, use_safetensors=True, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
-    clip = CLIPModel.from_pretrained(clip_dir, local_files_only=True, use_safetensors=True, dtype=torch.float32).to(device).eval()
+    if (Path(clip_dir) / CLIP_WEIGHTS).is_file():  # the shipped layout: the text tower is the pipeline's text encoder
+        clip = load_builtin_clip(device, clip_dir, Path(pipeline_dir) / "text_encoder")
+    else:
+        clip = CLIPModel.from_pretrained(clip_dir, local_files_only=True, use_safetensors=True, dtype=torch.float32).to(device).eval()
     tokenizer = build_clip_tokenizer()
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     objects = dev_objects(config.count, config.seed)
