@@ -198,6 +198,12 @@ def test_presets_resolve_to_documented_values_and_flags_override():
     builtin = preset_config("builtin", "a mug")
     assert (builtin.background.kind, builtin.background.random_range) == ("random", (0.75, 1.0))
     assert dreamfusion.background.kind == "mlp"  # thesis 6.1.3
+    # ... and a mean-opacity penalty that falls from 3000 to 0 in the first third (presets.py has the figures).
+    assert (builtin.regularizers.opacity, builtin.regularizers.opacity_end) == (3000.0, 0.0)
+    assert builtin.regularizers.at(1 / 6).opacity == pytest.approx(1500.0) and builtin.regularizers.at(0.5).opacity == 0.0
+    assert dreamfusion.regularizers.opacity == 0.0
+    annealed = preset_config("builtin", "a mug", {"sds.t_schedule": "annealed", "sds.t_max_end": 0.4}).sds.build()
+    assert annealed.timesteps(1.0, torch.Generator().manual_seed(0), 1000).max().item() == 400
     with pytest.raises(DreamtextError):
         preset_config("nope", "a mug")
 
@@ -240,8 +246,12 @@ def test_opacity_penalty_is_its_weight_times_the_mean_opacity_and_lowers_the_den
     falling = RegularizerWeights(opacity=3000.0, opacity_end=0.0)  # the schedule: linear over the run
     assert falling.at(0.25).opacity == 2250.0 and falling.at(1.0).opacity == 0.0 and falling.any_enabled
     assert RegularizerWeights(opacity=5.0).at(0.7).opacity == 5.0
+    early = RegularizerWeights(opacity=3000.0, opacity_end=0.0, opacity_end_progress=0.5)  # off after half the run
+    assert early.at(0.25).opacity == 1500.0 and early.at(0.5).opacity == 0.0 and early.at(0.75).opacity == 0.0
     with pytest.raises(DreamtextError, match="opacity_end regulariser"):
         RegularizerWeights(opacity_end=-1.0)
+    with pytest.raises(DreamtextError, match="opacity_end_progress"):
+        RegularizerWeights(opacity_end_progress=0.0)
     total.backward()  # descending the penalty lowers the density where the rays pass
     points = torch.rand(256, 3) * 1.2 - 0.6
     with torch.no_grad():

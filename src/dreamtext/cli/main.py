@@ -77,8 +77,8 @@ class TextCommand:
     (default: the preset's; 0 = off)."""
     opacity_weight: float | None = None
     """Weight of the mean-opacity penalty against fog and frame-filling masses at the start of the run
-    (default: the preset's; 0 = off). The builtin preset starts at 3000 and lowers it linearly to 0 by
-    the end; the other presets have none. Its scale is that of the SDS loss, a sum over the prior's latents."""
+    (default: the preset's; 0 = off). The builtin preset starts at 3000 and lowers it linearly to 0 at a
+    third of the run; the other presets have none. Its scale is that of the SDS loss, a sum over the prior's latents."""
     resume: bool = False
     """Continue the run saved in the workspace (same schedule and random stream)."""
     quiet: bool = False

@@ -33,12 +33,17 @@ class RegularizerWeights:
     entropy: float = 0.0
     orientation: float = 0.0
     opacity_end: float | None = None
-    """ours: the opacity weight moves linearly from `opacity` to this over the run (None: constant)."""
+    """ours: the opacity weight moves linearly from `opacity` to this (None: constant) ..."""
+    opacity_end_progress: float = 1.0
+    """... reached at this fraction of the run and kept after it (1: at the end)."""
 
     def __post_init__(self):
-        for name, value in dataclasses.asdict(self).items():
+        for name in ("opacity", "entropy", "orientation", "opacity_end"):
+            value = getattr(self, name)
             if value is not None and value < 0:
                 raise DreamtextError(f"the {name} regulariser's weight must be >= 0 (0 turns it off), got {value}")
+        if not 0 < self.opacity_end_progress <= 1:
+            raise DreamtextError(f"opacity_end_progress must lie in (0, 1], got {self.opacity_end_progress}")
 
     @property
     def needs_samples(self) -> bool:
@@ -53,7 +58,8 @@ class RegularizerWeights:
         """The weights at training progress in [0, 1] (the opacity schedule applied; constant ones as they are)."""
         if self.opacity_end is None:
             return self
-        return dataclasses.replace(self, opacity=self.opacity + (self.opacity_end - self.opacity) * progress, opacity_end=None)
+        fraction = min(progress / self.opacity_end_progress, 1.0)
+        return dataclasses.replace(self, opacity=self.opacity + (self.opacity_end - self.opacity) * fraction, opacity_end=None)
 
 
 def opacity_loss(opacity: Tensor) -> Tensor:
