@@ -221,14 +221,15 @@ class EvalPriorCommand:
     def run(self) -> None:
         import json as json_module
 
-        from ..prior.builtin import BUILTIN_CLIP_DIR, BUILTIN_PIPELINE_DIR, require_builtin_prior
+        from ..prior.builtin import BUILTIN_CLIP_DIR, require_builtin_prior
+        from ..prior.loading import BUILTIN_MODEL, resolve_model
         from ..prior.small.evaluate import PriorEvalConfig, evaluate_prior
         from ..utils.device import resolve_device
 
-        if "builtin" in (self.pipeline, self.clip):
+        pipeline = Path(resolve_model(self.pipeline))  # "builtin": the shipped pipeline, checked to be installed
+        if self.clip == BUILTIN_MODEL:
             require_builtin_prior()
-        pipeline = BUILTIN_PIPELINE_DIR if self.pipeline == "builtin" else Path(self.pipeline)
-        clip = BUILTIN_CLIP_DIR if self.clip == "builtin" else Path(self.clip)
+        clip = BUILTIN_CLIP_DIR if self.clip == BUILTIN_MODEL else Path(self.clip)
         for name, folder in (("--pipeline", pipeline), ("--clip", clip)):
             if not (folder / ("model_index.json" if name == "--pipeline" else "config.json")).is_file():
                 raise DreamtextError(f"{name} {str(folder)!r} holds no trained model; run `dreamtext train-prior all` first")

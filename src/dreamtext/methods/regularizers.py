@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DreamtextError
+from ..prior.schedules import LinearValue
 from ..scene.renderer import RenderOutputs
 
 _EPS = 1e-5  # keeps log() finite at weights of exactly 0 or 1
@@ -58,8 +59,8 @@ class RegularizerWeights:
         """The weights at training progress in [0, 1] (the opacity schedule applied; constant ones as they are)."""
         if self.opacity_end is None:
             return self
-        fraction = min(progress / self.opacity_end_progress, 1.0)
-        return dataclasses.replace(self, opacity=self.opacity + (self.opacity_end - self.opacity) * fraction, opacity_end=None)
+        opacity = LinearValue(self.opacity, self.opacity_end)(min(progress / self.opacity_end_progress, 1.0))
+        return dataclasses.replace(self, opacity=opacity, opacity_end=None)
 
 
 def opacity_loss(opacity: Tensor) -> Tensor:

@@ -67,9 +67,8 @@ class AnnealedTimesteps:
         self, progress: float, generator: torch.Generator | None = None, batch: int = 1,
         num_train_timesteps: int = 1000, device: torch.device | str = "cpu",
     ) -> Tensor:
-        upper = self.t_max + (self.t_max_end - self.t_max) * _check_progress(progress)
-        low, high = round(self.t_min * num_train_timesteps), round(upper * num_train_timesteps)
-        return torch.randint(low, max(high, low) + 1, (batch,), generator=generator, device=device)
+        upper = LinearValue(self.t_max, self.t_max_end)(progress)
+        return UniformTimesteps(self.t_min, max(upper, self.t_min))(progress, generator, batch, num_train_timesteps, device)
 
 
 @dataclass(frozen=True)
