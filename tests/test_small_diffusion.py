@@ -215,3 +215,58 @@ def test_eval_prior_measures_the_shipped_prior_by_default(tmp_path, capsys):
     assert main(["eval-prior", "--pipeline", str(tmp_path), "--device", "cpu"]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "holds no trained model" in error
+
+
+def _tiny_clip_64(seed: int):
+    """A tiny random CLIPModel at the stages' 64 px render size."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tower = dict(hidden_size=TEXT_HIDDEN, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4)
+    torch.manual_seed(seed)
+    return CLIPModel(CLIPConfig(text_config=dict(tower, vocab_size=49408, max_position_embeddings=77),
+                                vision_config=dict(tower, image_size=64, patch_size=16), projection_dim=16))
+
+
+def test_cli_continues_a_clip_image_side_and_packages_it_beside_the_shipped_pipeline(tmp_path, capsys):
+    """`train-prior clip --init-clip` trains the image side only, so its heads fit the text encoder a
+    diffusion model was trained on; `package_prior` ships them and refuses heads of another text tower."""
+    from transformers import CLIPModel
+
+    from dreamtext.cli.main import main
+    from dreamtext.errors import DreamtextError
+    from dreamtext.prior.builtin import load_builtin_clip, package_prior
+    from dreamtext.prior.small.clip import encode_images
+
+    start = tmp_path / "start"
+    _tiny_clip_64(0).save_pretrained(start)
+    out = tmp_path / "prior"
+    assert main(["train-prior", "clip", "--init-clip", str(start), "--steps", "2", "--batch-size", "4", "--pool-size",
+                 "8", "--workers", "1", "--seed", "1", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    before = CLIPModel.from_pretrained(start, local_files_only=True).eval()
+    after = CLIPModel.from_pretrained(out / "clip", local_files_only=True).float().eval()
+    for key, value in before.text_model.state_dict().items():
+        assert torch.equal(value.half(), after.text_model.state_dict()[key].half()), key
+    assert not torch.equal(before.visual_projection.weight, after.visual_projection.weight)
+    metrics = json.loads((out / "clip" / "training_metrics.json").read_text())
+    assert metrics["init"] == str(start) and metrics["steps"] == 2
+    assert metrics["config"]["text_hidden"] == TEXT_HIDDEN and metrics["config"]["freeze_text_tower"]
+
+    ship = tmp_path / "ship"
+    load_clip_text_encoder(start).save_pretrained(ship / "pipeline" / "text_encoder")
+    sizes = package_prior(out, ship)
+    assert sizes["clip"] > 0 and not (ship / "pipeline" / "model_index.json").exists()  # the pipeline is left as it was
+    shipped = load_builtin_clip("cpu", ship / "clip")
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(encode_images(shipped, images), encode_images(after, images), atol=2e-3, rtol=2e-3)
+
+    other = tmp_path / "other"
+    _tiny_clip_64(1).save_pretrained(tmp_path / "other-clip")
+    load_clip_text_encoder(tmp_path / "other-clip").save_pretrained(other / "pipeline" / "text_encoder")
+    with pytest.raises(DreamtextError, match="another text tower"):
+        package_prior(out, other)
+
+    capsys.readouterr()
+    assert main(["train-prior", "vae", "--init-clip", "builtin", "--out", str(out), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "applies to the clip stage" in error

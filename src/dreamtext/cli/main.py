@@ -191,14 +191,19 @@ class TrainPriorCommand:
     """CPU processes that render the pool (default: every core)."""
     max_minutes: float | None = None
     """Safety stop per stage: save what is trained after this long."""
+    init_clip: str | None = None
+    """Continue this CLIP instead of training a new one (builtin: the shipped one; or a DIR/clip): only its
+    image side trains, against its frozen text tower, so a diffusion model trained on that tower stays valid."""
     quiet: bool = False
 
     def run(self) -> None:
         from ..prior.small.train import train_prior
 
+        if self.init_clip is not None and self.stage not in ("clip", "all"):
+            raise DreamtextError(f"--init-clip continues a CLIP; it applies to the clip stage, not {self.stage!r}")
         results = train_prior(self.stage, self.out, device=self.device, steps=self.steps, seed=self.seed,
                               batch_size=self.batch_size, progress=not self.quiet, pool_size=self.pool_size,
-                              workers=self.workers, max_minutes=self.max_minutes)
+                              workers=self.workers, max_minutes=self.max_minutes, init_clip=self.init_clip)
         for name, result in results.items():
             print(f"{name}: wrote {result.get('out_dir', self.out)}")
 

@@ -55,8 +55,8 @@ def load_builtin_clip(device: torch.device | str = "cpu", clip_dir: str | os.Pat
         raise DreamtextError(f"no built-in CLIP in {str(clip_dir)!r} (with its text tower in {str(text_dir)!r})")
     model = CLIPModel(CLIPConfig.from_pretrained(str(clip_dir)))
     state = {k: v.float() for k, v in load_file(str(clip_dir / CLIP_WEIGHTS)).items()}
-    for key, value in load_file(str(text_dir / "model.safetensors")).items():  # transformers 5 drops the prefix
-        state[key if key.startswith(TEXT_TOWER_PREFIX) else TEXT_TOWER_PREFIX + key] = value.float()
+    for key, value in load_file(str(text_dir / "model.safetensors")).items():
+        state[_text_tower_key(key)] = value.float()
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
@@ -64,15 +64,41 @@ def load_builtin_clip(device: torch.device | str = "cpu", clip_dir: str | os.Pat
     return model.to(device).eval()
 
 
+def _text_tower_key(key: str) -> str:
+    """A text tower weight's name inside a CLIPModel (transformers 5 saves a CLIPTextModel without the prefix)."""
+    return key if key.startswith(TEXT_TOWER_PREFIX) else TEXT_TOWER_PREFIX + key
+
+
+def _require_text_tower(clip_weights: Path, text_encoder_weights: Path) -> None:
+    """The CLIP's text tower must equal (in fp16) the text encoder its heads will be loaded with."""
+    from safetensors.torch import load_file
+
+    if not text_encoder_weights.is_file():
+        raise DreamtextError(f"no shipped text encoder at {str(text_encoder_weights)!r} to package the CLIP with; "
+                             "package a whole trained prior (clip/ and pipeline/)")
+    shipped = {_text_tower_key(k): v for k, v in load_file(str(text_encoder_weights)).items()}
+    trained = {k: v for k, v in load_file(str(clip_weights)).items() if k.startswith(TEXT_TOWER_PREFIX)}
+    if shipped.keys() != trained.keys() or not all(torch.equal(v.half(), trained[k].half()) for k, v in shipped.items()):
+        raise DreamtextError(f"{str(clip_weights)!r} has another text tower than the shipped pipeline; package it with "
+                             "its own pipeline (train-prior all), or continue the shipped CLIP with --init-clip builtin")
+
+
 def package_prior(trained_root: str | os.PathLike, out_dir: str | os.PathLike = BUILTIN_DIR) -> dict:
     """Copy `trained_root`/pipeline and the non-text part of `trained_root`/clip into `out_dir` (the shipped
-    layout above). Returns the bytes of each part."""
+    layout above). Returns the bytes of each part.
+
+    A root with clip/ only (`train-prior clip --init-clip builtin`) replaces the CLIP alone; its text tower
+    must then be the one `out_dir` already ships, since that is the tower the shipped heads are used with.
+    """
     from safetensors.torch import load_file, save_file
 
     root, out_dir = Path(trained_root), Path(out_dir)
     pipeline, clip = root / "pipeline", root / "clip"
-    if not (pipeline / "model_index.json").is_file() or not (clip / "config.json").is_file():
-        raise DreamtextError(f"{str(root)!r} holds no trained prior (pipeline/ and clip/); run `dreamtext train-prior all` first")
+    if not (clip / "config.json").is_file():
+        raise DreamtextError(f"{str(root)!r} holds no trained prior (clip/, with or without pipeline/); run `dreamtext train-prior all` first")
+    with_pipeline = (pipeline / "model_index.json").is_file()
+    if not with_pipeline:
+        _require_text_tower(clip / "model.safetensors", out_dir / "pipeline" / "text_encoder" / "model.safetensors")
 
     def write_pipeline(staging: Path) -> None:
         shutil.copytree(pipeline, staging, dirs_exist_ok=True)
@@ -87,7 +113,8 @@ def package_prior(trained_root: str | os.PathLike, out_dir: str | os.PathLike = 
             metrics.pop("loss_curve", None)
             (staging / "training_metrics.json").write_text(json.dumps(metrics, indent=2))
 
-    write_directory_atomically(out_dir / "pipeline", write_pipeline)
+    if with_pipeline:
+        write_directory_atomically(out_dir / "pipeline", write_pipeline)
     write_directory_atomically(out_dir / "clip", write_clip)
     for path in (out_dir / "pipeline", out_dir / "clip", *(out_dir / "pipeline").rglob("*"), *(out_dir / "clip").rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)  # staging folders are private; shipped files are not

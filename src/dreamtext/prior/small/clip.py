@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -114,6 +114,24 @@ class SmallClipConfig:
         """CUDA: batch 256 (contrastive learning wants large batches) for 15000 steps on the stages' shared
         pool (ours: sized for one H100 within 10 minutes); elsewhere the CPU defaults above."""
         return cls(batch_size=256, steps=15000, renders_per_step=0) if device.type == "cuda" else cls()
+
+    @classmethod
+    def for_continuing(cls, device: torch.device) -> "SmallClipConfig":
+        """Continuing a trained CLIP (`train-prior clip --init-clip`): its image side only, against its
+        frozen text tower, so a diffusion model conditioned on that tower stays valid. lr / warmup_steps:
+        ours, 3e-4 after 50 steps (the run resumes a trained model, not a random one)."""
+        return replace(cls.for_device(device), lr=3e-4, warmup_steps=50, freeze_text_tower=True)
+
+    def with_shape_of(self, model) -> "SmallClipConfig":
+        """This schedule with the shape of an existing CLIPModel (one that training continues)."""
+        text, vision = model.config.text_config, model.config.vision_config
+        return replace(
+            self, vocab_size=text.vocab_size, max_position=text.max_position_embeddings, text_hidden=text.hidden_size,
+            text_layers=text.num_hidden_layers, text_heads=text.num_attention_heads, text_mlp=text.intermediate_size,
+            projection_dim=model.config.projection_dim, image_size=vision.image_size, patch_size=vision.patch_size,
+            vision_hidden=vision.hidden_size, vision_layers=vision.num_hidden_layers,
+            vision_heads=vision.num_attention_heads, vision_mlp=vision.intermediate_size,
+        )
 
     def render_config(self) -> RenderConfig:
         return RenderConfig(resolution=self.image_size, supersample=self.render_supersample)
@@ -350,18 +368,20 @@ def train_small_clip(
     curve_every: int = 50,
     max_seconds: float | None = None,
     model=None,
+    init: str | None = None,
 ) -> dict:
     """Train a small CLIP on train-split renders and save it to `out_dir` (skipped when None).
 
     pool: renders to start from (e.g. shared by tests); rendered from `config` when None. A
         `WorldRenderPool` (the stages' shared pool) is used as it is: no fresh renders replace it.
     max_seconds: a safety stop; the model trained so far is saved and "steps" says how far it got.
-    model: a CLIPModel to continue training (default: a fresh one of `config`'s shape).
+    model: a CLIPModel to continue training (default: a fresh one of `config`'s shape); `init` names
+        where it came from, for the metrics.
     Returns metrics: first/last losses (mean of the first/last tenth of steps), a loss curve
     [(step, mean loss since the previous point)], the final temperature, the parameter count, the fp16
     bytes and the seconds spent rendering and in total. The trained model is under "model".
     """
-    total = config.steps if steps is None else steps
+    total = requested = config.steps if steps is None else steps
     device = torch.device(device)
     start = time.perf_counter()
     tokenizer = build_clip_tokenizer()
@@ -411,7 +431,8 @@ def train_small_clip(
         "fp16_bytes": 2 * parameter_count(model),
         "render_seconds": render_seconds,
         "seconds": time.perf_counter() - start,
-        "config": asdict(config),
+        "config": asdict(replace(config, steps=requested, pool_size=len(pool), renders_per_step=renders_per_step)),
+        "init": init,
     }
     model.eval()
     if out_dir is not None:

@@ -263,6 +263,21 @@ def train_small_unet(
     return _summary(losses, start, out_dir, ema)
 
 
+def load_clip_to_continue(source: str):
+    """The CLIPModel (fp32, CPU) that `train-prior clip --init-clip` continues: "builtin" (the shipped
+    CLIP) or a folder that `train-prior clip` wrote."""
+    from ..builtin import load_builtin_clip, require_builtin_prior
+    from ..clip_backends import load_small_clip
+    from ..loading import BUILTIN_MODEL
+
+    if source == BUILTIN_MODEL:
+        require_builtin_prior()
+        model = load_builtin_clip("cpu")
+    else:
+        model = load_small_clip(Path(source).expanduser()).model.float()  # loaded frozen, for inference
+    return model.requires_grad_(True)
+
+
 def train_prior(
     stage: Stage,
     out_root: str | os.PathLike,
@@ -274,11 +289,14 @@ def train_prior(
     pool_size: int | None = None,
     workers: int | None = None,
     max_minutes: float | None = None,
+    init_clip: str | None = None,
 ) -> dict[str, dict]:
     """Run one stage (or `all`, in order) with its outputs in `out_root`/{clip,vae,unet,pipeline}.
 
     The render pool (`pool_size` renders, default by device) is cached in `out_root`/renders and shared
     by the stages; `workers` CPU processes trace it. `max_minutes` is each stage's safety stop.
+    `init_clip` ("builtin" or a `train-prior clip` folder): the clip stage continues that CLIP's image
+    side against its frozen text tower (`SmallClipConfig.for_continuing`) instead of training a new one.
     """
     root = Path(out_root)
     if root.exists() and not root.is_dir():
@@ -296,11 +314,16 @@ def train_prior(
         if current == "clip":
             from .clip import SmallClipConfig, train_small_clip  # written alongside, imported only when needed
 
-            clip_config = SmallClipConfig.for_device(torch_device)
+            continued = None if init_clip is None else load_clip_to_continue(init_clip)
+            if continued is None:
+                clip_config = SmallClipConfig.for_device(torch_device)
+            else:
+                clip_config = SmallClipConfig.for_continuing(torch_device).with_shape_of(continued)
+            clip_config = replace(clip_config, seed=seed)
             if batch_size is not None:
                 clip_config = replace(clip_config, batch_size=batch_size)
             results["clip"] = train_small_clip(clip_config, folders["clip"], torch_device, progress, steps, pool,
-                                               max_seconds=max_seconds)
+                                               max_seconds=max_seconds, model=continued, init=init_clip)
             results["clip"].pop("model")
             results["clip"]["out_dir"] = str(folders["clip"])
         elif current in ("vae", "unet"):
