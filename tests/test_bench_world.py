@@ -8,7 +8,10 @@ import math
 import pytest
 import torch
 
-from dreamtext.bench.world import QUICK_OVERRIDES, WorldBenchConfig, benchmark_cases, benchmark_objects, mean_figures
+from dreamtext.bench import world
+from dreamtext.bench.world import (
+    QUICK_OVERRIDES, WorldBenchConfig, benchmark_cases, benchmark_objects, mean_figures, run_case, seed_spread,
+)
 from dreamtext.bench.world_metrics import (
     QUICK_EVAL, CaptionCandidates, ClipScorer, WorldEvalConfig, evaluation_cameras, field_views, rendered_albedo_errors,
     truth_views,
@@ -135,6 +138,35 @@ def test_cases_are_a_fixed_list_of_distinct_nouns():
         benchmark_objects(23)
     with pytest.raises(DreamtextError):
         benchmark_cases(WorldBenchConfig(kinds=("video",)))
+
+
+def test_seeds_repeat_every_case_and_reach_its_runner(tmp_path, monkeypatch):
+    cases = benchmark_cases(WorldBenchConfig())
+    twice = benchmark_cases(WorldBenchConfig(seeds=2))
+    assert [c.folder_name for c in twice[:8]] == [c.folder_name for c in cases]  # seed 0's folders resume as before
+    assert twice[11].caption == "a cyan sphere" and twice[11].seed == 1
+    assert twice[11].folder_name == "03_text_a_cyan_sphere_seed1"
+    with pytest.raises(DreamtextError, match="--seeds"):
+        benchmark_cases(WorldBenchConfig(seeds=0))
+
+    seen = []
+
+    def runner(case, workspace, config, device):
+        seen.append((case.seed, config.seed, workspace.name))
+        raise DreamtextError("stop before training")
+
+    monkeypatch.setitem(world.CASE_RUNNERS, "text", runner)
+    row = run_case(twice[11], tmp_path, WorldBenchConfig(seeds=2), scorer=None, device=torch.device("cpu"))
+    assert seen == [(1, 1, "03_text_a_cyan_sphere_seed1")]
+    assert row["run_seed"] == 1 and row["error"] == "stop before training"
+
+
+def test_seed_spread_gives_each_seeds_mean_and_each_cases_runs():
+    rows = [{"kind": "text", "caption": "a", "run_seed": 0, "iou": 0.2}, {"kind": "text", "caption": "b", "run_seed": 0, "iou": 0.4},
+            {"kind": "text", "caption": "a", "run_seed": 1, "iou": 0.6}, {"kind": "text", "caption": "b", "run_seed": 1, "iou": 0.4}]
+    spread = seed_spread(rows)
+    assert spread["mean_iou_by_seed"] == pytest.approx([0.3, 0.5])
+    assert spread["iou_by_case"] == {"text: a": [0.2, 0.6], "text: b": [0.4, 0.4]}
 
 
 def test_means_skip_missing_chamfer_values():

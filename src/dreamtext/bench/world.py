@@ -57,8 +57,10 @@ class WorldBenchConfig:
     "dreamtext", "realfusion", "dreamtext_ref" and the "diversity" study; ours: text only by default, the
     others take longer). preset: the built-in prior's CPU preset. overrides: dotted config keys on top of it.
     workspace: a folder for the runs (one subfolder per case, resumed when present); None: a temporary
-    folder, deleted afterwards. seed: the runs' seed (ours: 0, as `dreamtext text`). image: the image
-    cases' and the diversity study's settings (world_image.py)."""
+    folder, deleted afterwards. seed: the runs' seed (ours: 0, as `dreamtext text`). seeds: runs per case,
+    with seeds `seed`, `seed` + 1, ... (ours: 1; a single case's IoU can move by 0.1 or more between seeds,
+    so comparing settings wants more). image: the image cases' and the diversity study's settings
+    (world_image.py)."""
 
     cases: int = 8
     split: Split = "dev"
@@ -67,6 +69,7 @@ class WorldBenchConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     workspace: str | None = None
     seed: int = 0
+    seeds: int = 1
     evaluation: WorldEvalConfig = WorldEvalConfig()
     image: ImageBenchConfig = ImageBenchConfig()
 
@@ -80,6 +83,7 @@ class WorldCase:
     kind: str
     object: WorldObject
     index: int
+    seed: int = 0  # the run's seed (not the object's)
 
     @property
     def caption(self) -> str:
@@ -87,7 +91,10 @@ class WorldCase:
 
     @property
     def folder_name(self) -> str:
-        return f"{self.index:02d}_{self.kind}_{re.sub(r'[^a-z0-9]+', '_', self.caption.lower()).strip('_')}"
+        """"03_text_a_cyan_sphere"; runs with another seed than 0 add "_seed1" (so seed 0's folders resume
+        whatever the number of seeds)."""
+        name = f"{self.index:02d}_{self.kind}_{re.sub(r'[^a-z0-9]+', '_', self.caption.lower()).strip('_')}"
+        return name if self.seed == 0 else f"{name}_seed{self.seed}"
 
 
 def benchmark_objects(count: int, split: Split = "dev") -> list[WorldObject]:
@@ -108,9 +115,13 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
     unknown = [kind for kind in config.kinds if kind not in CASE_RUNNERS and kind not in STUDIES]
     if unknown:
         raise DreamtextError(f"unknown benchmark case kind(s) {unknown}; known: {', '.join([*CASE_RUNNERS, *STUDIES])}")
+    if config.seeds < 1:
+        raise DreamtextError(f"--seeds must be at least 1 (runs per case), got {config.seeds}")
     objects = benchmark_objects(config.cases, config.split)
     kinds = [kind for kind in config.kinds if kind in CASE_RUNNERS]
-    return [WorldCase(kind, obj, index) for index, (kind, obj) in enumerate(itertools.product(kinds, objects))]
+    cases = [WorldCase(kind, obj, index) for index, (kind, obj) in enumerate(itertools.product(kinds, objects))]
+    # Every case with the first seed, then every case with the next: an interrupted run has whole seeds.
+    return [replace(case, seed=config.seed + offset) for offset in range(config.seeds) for case in cases]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,10 +155,10 @@ def run_case(case: WorldCase, root: Path, config: WorldBenchConfig, scorer: Clip
     resumed = (trained / CHECKPOINT_FILE).is_file()
     attributes = case.object.attributes
     row = {"kind": case.kind, "caption": case.caption, "noun": attributes.noun, "colour": attributes.colour,
-           "size": attributes.size, "pattern": attributes.pattern, "seed": case.object.seed}
+           "size": attributes.size, "pattern": attributes.pattern, "seed": case.object.seed, "run_seed": case.seed}
     start = time.perf_counter()
     try:
-        figures = CASE_RUNNERS[case.kind](case, workspace, config, device)
+        figures = CASE_RUNNERS[case.kind](case, workspace, replace(config, seed=case.seed), device)
     except DreamtextError as error:  # a method that fails on one object (e.g. a sentence without descriptor words) is a result
         return {**row, "error": str(error), "wall_seconds": time.perf_counter() - start, "resumed": resumed}
     wall = time.perf_counter() - start
@@ -185,12 +196,24 @@ def mean_figures(rows: list[dict]) -> dict:
     return means
 
 
+def seed_spread(rows: list[dict]) -> dict:
+    """How much the runs of one case differ between seeds: the mean IoU of each seed's runs, and each
+    case's IoU per seed ("text: a cyan sphere": [0.70, 0.74])."""
+    seeds = sorted({row["run_seed"] for row in rows})
+    by_case: dict[str, list] = {}
+    for row in rows:
+        by_case.setdefault(f"{row['kind']}: {row['caption']}", []).append(row.get("iou"))
+    return {"mean_iou_by_seed": [mean_figures([r for r in rows if r["run_seed"] == seed])["iou"] for seed in seeds],
+            "iou_by_case": by_case}
+
+
 def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
-                workspace: str | None = None, kinds: str | None = None) -> dict:
+                workspace: str | None = None, kinds: str | None = None, seeds: int | None = None) -> dict:
     """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures; `kinds`:
-    comma-separated case kinds (default: text only)."""
+    comma-separated case kinds (default: text only); `seeds`: runs per case (default 1)."""
     base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
-    config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases)
+    config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases,
+                     seeds=base.seeds if seeds is None else seeds)
     if kinds is not None:
         config = replace(config, kinds=tuple(kind.strip() for kind in kinds.split(",") if kind.strip()))
     return run_world_benchmark(config, device, quick=quick)
@@ -221,8 +244,10 @@ def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "
         "preset": config.preset,
         "iters": preset.get("iters"),
         "overrides": {key: list(value) if isinstance(value, tuple) else value for key, value in config.overrides.items()},
+        "seeds": config.seeds,
         "cases": rows,
         "mean": means,
+        **({"seed_spread": seed_spread(rows)} if config.seeds > 1 else {}),
         "mean_by_kind": by_kind,
         **studies,
         "target_mean_iou": TARGET_MEAN_IOU,

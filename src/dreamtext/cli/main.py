@@ -161,12 +161,14 @@ class BenchCommand:
     kinds: str | None = None
     """world: comma-separated case kinds (default text): text, dreamtext, realfusion, dreamtext_ref
     (image-to-3D from a true render), diversity (diverse vs text-to-3D over K seeds)."""
+    seeds: int | None = None
+    """world: runs per case, with seeds 0, 1, ... (default 1); the means are over every run."""
 
     def run(self) -> None:
         from ..bench import run_benchmark
 
         run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, split=self.split,
-                      cases=self.cases, workspace=self.workspace, kinds=self.kinds)
+                      cases=self.cases, workspace=self.workspace, kinds=self.kinds, seeds=self.seeds)
 
 
 @dataclass
