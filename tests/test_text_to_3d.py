@@ -110,6 +110,20 @@ def test_training_renders_skip_empty_space_and_checkpoint_above_the_budget(tiny_
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
+def test_resuming_a_finished_run_keeps_its_outputs_and_a_longer_one_trains_on(tiny_model, tmp_path):
+    config = small_config(tiny_model, iters=2, eval_every=100)
+    first = text_to_3d(config, tmp_path / "ws", progress=False)
+    mesh = tmp_path / "ws" / "mesh.glb"
+    written = mesh.stat().st_mtime_ns
+    again = text_to_3d(config, tmp_path / "ws", resume=True, progress=False)
+    assert again.metrics == json.loads((tmp_path / "ws" / "metrics.json").read_text()) and again.metrics["iters"] == 2
+    assert mesh.stat().st_mtime_ns == written  # nothing to train, nothing exported again
+    assert first.metrics["final_loss"] == again.metrics["final_loss"]
+    longer = text_to_3d(small_config(tiny_model, iters=3, eval_every=100), tmp_path / "ws", resume=True, progress=False)
+    assert longer.metrics["iters"] == 3 and Workspace(tmp_path / "ws").load_checkpoint()["step"] == 3
+    assert mesh.stat().st_mtime_ns != written
+
+
 def test_interrupted_run_resumes_bit_identically(tiny_model, tmp_path, monkeypatch):
     config = small_config(tiny_model, iters=6, eval_every=100, ema_decay=0.9)  # the moving average resumes too
     straight = text_to_3d(config, tmp_path / "straight", progress=False)

@@ -373,6 +373,10 @@ def text_to_3d(
     ws.save_config(config, method="text")
     if resume and ws.has_checkpoint():
         trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
+        finished = ws.read_metrics()
+        if trainer.step >= config.iters and finished.get("iters") == trainer.step:
+            # Resuming a finished run: metrics.json is written after every export, so all is on disk.
+            return TextTo3DResult(workspace=ws.root, metrics=finished)
     trainer.train(progress=progress)
 
     trainer.validate(save_as="validation/final.png")

@@ -84,6 +84,14 @@ class Workspace:
         except Exception as error:  # a truncated or foreign file
             raise DreamtextError(f"checkpoint {self.checkpoint_path} cannot be read ({type(error).__name__}); delete it to start over") from None
 
+    def read_metrics(self) -> dict:
+        """metrics.json, or {} when the run has not written it (yet)."""
+        path = self.root / "metrics.json"
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError:  # written atomically, so only a foreign file; the run rewrites it
+            return {}
+
     def write_metrics(self, metrics: dict) -> None:
         path = self.root / "metrics.json"
         existing = json.loads(path.read_text()) if path.is_file() else {}
