@@ -369,14 +369,15 @@ def text_to_3d(
         if saved.get("method") != "text":
             raise DreamtextError(f"{ws.root} holds a {saved.get('method')!r} run, not a text-to-3D one; choose another --workspace")
         config = _with_resumable_changes(config_from_dict(TextTo3DConfig, saved["config"]), config)
+        finished = ws.read_metrics()
+        if finished.get("iters") == config.iters:
+            # Resuming a finished run: metrics.json is written after every export, so all is on disk
+            # (no prior to load, nothing to train).
+            return TextTo3DResult(workspace=ws.root, metrics=finished)
     trainer = make_trainer(config, ws, prior=prior)  # loads the prior: a bad model fails before anything is written
     ws.save_config(config, method="text")
     if resume and ws.has_checkpoint():
         trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
-        finished = ws.read_metrics()
-        if trainer.step >= config.iters and finished.get("iters") == trainer.step:
-            # Resuming a finished run: metrics.json is written after every export, so all is on disk.
-            return TextTo3DResult(workspace=ws.root, metrics=finished)
     trainer.train(progress=progress)
 
     trainer.validate(save_as="validation/final.png")

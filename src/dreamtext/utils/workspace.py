@@ -27,6 +27,7 @@ from .io import atomic_torch_save, atomic_write_json
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoints/last.pt"
 PROGRESS_FILE = "progress.json"
+METRICS_FILE = "metrics.json"
 
 
 class Workspace:
@@ -52,6 +53,10 @@ class Workspace:
     @property
     def progress_path(self) -> Path:
         return self.root / PROGRESS_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / METRICS_FILE
 
     def has_checkpoint(self) -> bool:
         return self.checkpoint_path.is_file()
@@ -86,14 +91,10 @@ class Workspace:
 
     def read_metrics(self) -> dict:
         """metrics.json, or {} when the run has not written it (yet)."""
-        path = self.root / "metrics.json"
         try:
-            return json.loads(path.read_text()) if path.is_file() else {}
+            return json.loads(self.metrics_path.read_text()) if self.metrics_path.is_file() else {}
         except json.JSONDecodeError:  # written atomically, so only a foreign file; the run rewrites it
             return {}
 
     def write_metrics(self, metrics: dict) -> None:
-        path = self.root / "metrics.json"
-        existing = json.loads(path.read_text()) if path.is_file() else {}
-        existing.update(metrics)
-        atomic_write_json(path, existing)
+        atomic_write_json(self.metrics_path, {**self.read_metrics(), **metrics})

@@ -314,10 +314,10 @@ def train_prior(
         if current == "clip":
             from .clip import SmallClipConfig, train_small_clip  # written alongside, imported only when needed
 
-            continued = None if init_clip is None else load_clip_to_continue(init_clip)
-            if continued is None:
-                clip_config = SmallClipConfig.for_device(torch_device)
+            if init_clip is None:
+                continued, clip_config = None, SmallClipConfig.for_device(torch_device)
             else:
+                continued = load_clip_to_continue(init_clip)
                 clip_config = SmallClipConfig.for_continuing(torch_device).with_shape_of(continued)
             clip_config = replace(clip_config, seed=seed)
             if batch_size is not None:
