@@ -227,13 +227,24 @@ def _tiny_clip_64(seed: int):
                                 vision_config=dict(tower, image_size=64, patch_size=16), projection_dim=16))
 
 
+def _assert_refused_beside_another_text_tower(trained_root, tmp_path) -> None:
+    """`package_prior` must not ship one part of `trained_root` beside a pipeline of another text tower."""
+    from dreamtext.errors import DreamtextError
+    from dreamtext.prior.builtin import package_prior
+
+    other = tmp_path / "other"
+    _tiny_clip_64(1).save_pretrained(tmp_path / "other-clip")
+    load_clip_text_encoder(tmp_path / "other-clip").save_pretrained(other / "pipeline" / "text_encoder")
+    with pytest.raises(DreamtextError, match="another text tower"):
+        package_prior(trained_root, other)
+
+
 def test_cli_continues_a_clip_image_side_and_packages_it_beside_the_shipped_pipeline(tmp_path, capsys):
     """`train-prior clip --init-clip` trains the image side only, so its heads fit the text encoder a
     diffusion model was trained on; `package_prior` ships them and refuses heads of another text tower."""
     from transformers import CLIPModel
 
     from dreamtext.cli.main import main
-    from dreamtext.errors import DreamtextError
     from dreamtext.prior.builtin import load_builtin_clip, package_prior
     from dreamtext.prior.small.clip import encode_images
 
@@ -260,13 +271,90 @@ def test_cli_continues_a_clip_image_side_and_packages_it_beside_the_shipped_pipe
     with torch.no_grad():
         torch.testing.assert_close(encode_images(shipped, images), encode_images(after, images), atol=2e-3, rtol=2e-3)
 
-    other = tmp_path / "other"
-    _tiny_clip_64(1).save_pretrained(tmp_path / "other-clip")
-    load_clip_text_encoder(tmp_path / "other-clip").save_pretrained(other / "pipeline" / "text_encoder")
-    with pytest.raises(DreamtextError, match="another text tower"):
-        package_prior(out, other)
+    _assert_refused_beside_another_text_tower(out, tmp_path)
 
     capsys.readouterr()
     assert main(["train-prior", "vae", "--init-clip", "builtin", "--out", str(out), "--device", "cpu"]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "applies to the clip stage" in error
+
+
+def test_cli_continues_a_pipelines_unet_and_packages_the_pipeline_alone(tmp_path, capsys, pool, vae_dir, clip_dir):
+    """`train-prior unet --init-unet DIR` starts from DIR's UNet on DIR's own frozen VAE and text encoder and
+    assembles a pipeline of the three; `package_prior` ships that pipeline beside the CLIP heads in place, and
+    refuses a pipeline of another text tower (the shipped heads were trained with the shipped tower)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from dreamtext.cli.main import main
+    from dreamtext.prior.builtin import package_prior
+    from dreamtext.prior.small.train import train_prior
+
+    train_small_unet(TINY_UNET, tmp_path / "unet", vae_dir, clip_dir, "cpu", progress=False, steps=1, seed=0,
+                     train=UnetTrainConfig(batch_size=2), pool=pool)
+    source = assemble_pipeline(vae_dir, tmp_path / "unet", clip_dir, tmp_path / "source")
+
+    def weights(folder, part="unet"):
+        model = (UNet2DConditionModel if part == "unet" else AutoencoderKL).from_pretrained(
+            folder / part, local_files_only=True, use_safetensors=True)
+        return model.state_dict()
+
+    # No steps: the saved UNet is the one continued, so it really starts from DIR's weights.
+    still = tmp_path / "still"
+    train_prior("unet", still, device="cpu", steps=0, pool_size=4, workers=1, progress=False, init_unet=str(source))
+    start = weights(source)
+    assert all(torch.equal(value, weights(still / "pipeline")[key]) for key, value in start.items())
+
+    out = tmp_path / "prior"
+    assert main(["train-prior", "unet", "--init-unet", str(source), "--steps", "2", "--batch-size", "2", "--pool-size",
+                 "4", "--workers", "1", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert "assemble: wrote" in capsys.readouterr().out
+    trained = weights(out / "pipeline")
+    assert any(not torch.equal(value, trained[key]) for key, value in start.items())
+    assert all(torch.equal(value, weights(out / "pipeline", "vae")[key]) for key, value in weights(source, "vae").items())
+    metrics = json.loads((out / "unet" / "training_metrics.json").read_text())
+    assert metrics["init"] == str(source) and metrics["steps"] == 2
+    assert metrics["schedule"]["warmup_steps"] > 0 and metrics["schedule"]["final_lr_fraction"] < 1
+
+    ship = tmp_path / "ship"
+    (ship / "clip").mkdir(parents=True)
+    (ship / "clip" / "heads.safetensors").write_bytes(b"heads")
+    assemble_pipeline(vae_dir, tmp_path / "unet", clip_dir, ship / "pipeline")
+    sizes = package_prior(out, ship)
+    assert (ship / "clip" / "heads.safetensors").read_bytes() == b"heads"  # the CLIP is left as it was
+    assert sizes["pipeline"] > 0 and all(torch.equal(v, weights(ship / "pipeline")[k]) for k, v in trained.items())
+
+    _assert_refused_beside_another_text_tower(out, tmp_path)
+
+    capsys.readouterr()
+    for args, message in ((["vae", "--init-unet", str(source)], "applies to the unet stage"),
+                          (["unet", "--init-unet", str(tmp_path)], "is not a Stable Diffusion folder")):
+        assert main(["train-prior", *args, "--out", str(tmp_path / "x"), "--device", "cpu"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and message in error, error
+
+
+def test_continuing_schedule_warms_up_then_anneals_by_steps_or_time():
+    """A fresh UNet keeps a constant rate; a continued one warms up linearly and ends its cosine at
+    final_lr_fraction when either its steps or its time limit run out."""
+    fresh = UnetTrainConfig()
+    assert {fresh.lr_factor(s, 100, 0.0, None) for s in (0, 50, 99)} == {1.0}
+    cont = UnetTrainConfig(warmup_steps=10, final_lr_fraction=0.05)
+    assert cont.lr_factor(0, 100, 0.0, None) == pytest.approx(0.1)
+    assert cont.lr_factor(9, 100, 0.0, None) == pytest.approx(1.0)
+    assert cont.lr_factor(10, 100, 0.0, None) == pytest.approx(1.0)
+    assert cont.lr_factor(55, 100, 0.0, None) == pytest.approx(0.05 + 0.95 * 0.5)  # half way down the cosine
+    assert cont.lr_factor(100, 100, 0.0, None) == pytest.approx(0.05)
+    assert cont.lr_factor(20, 1000, 60.0, 60.0) == pytest.approx(0.05)  # out of time before out of steps
+    assert cont.lr_factor(20, 1000, 30.0, 60.0) == pytest.approx(0.525)
+
+
+def test_cached_caption_tokens_equal_tokenizing_each_batch():
+    from dreamtext.prior.small.diffusion import caption_token_ids
+    from dreamtext.prior.tokenizer import build_clip_tokenizer
+
+    tokenizer = build_clip_tokenizer()
+    cache: dict = {}
+    batches = [["a red mug", "a small striped blue cube, side view", ""], ["", "a red mug", "a tree, back view"]]
+    for captions in batches:
+        torch.testing.assert_close(caption_token_ids(tokenizer, captions, cache), caption_token_ids(tokenizer, captions))
+    assert len(cache) == 4

@@ -196,6 +196,9 @@ class TrainPriorCommand:
     init_clip: str | None = None
     """Continue this CLIP instead of training a new one (builtin: the shipped one; or a DIR/clip): only its
     image side trains, against its frozen text tower, so a diffusion model trained on that tower stays valid."""
+    init_unet: str | None = None
+    """Continue this pipeline's UNet (builtin: the shipped one; or a DIR/pipeline) on its own frozen VAE and text
+    encoder, with a warm-up and a cosine decay; writes DIR/unet and the assembled DIR/pipeline."""
     quiet: bool = False
 
     def run(self) -> None:
@@ -205,7 +208,8 @@ class TrainPriorCommand:
             raise DreamtextError(f"--init-clip continues a CLIP; it applies to the clip stage, not {self.stage!r}")
         results = train_prior(self.stage, self.out, device=self.device, steps=self.steps, seed=self.seed,
                               batch_size=self.batch_size, progress=not self.quiet, pool_size=self.pool_size,
-                              workers=self.workers, max_minutes=self.max_minutes, init_clip=self.init_clip)
+                              workers=self.workers, max_minutes=self.max_minutes, init_clip=self.init_clip,
+                              init_unet=self.init_unet)
         for name, result in results.items():
             print(f"{name}: wrote {result.get('out_dir', self.out)}")
 

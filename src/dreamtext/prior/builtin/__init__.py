@@ -69,36 +69,49 @@ def _text_tower_key(key: str) -> str:
     return key if key.startswith(TEXT_TOWER_PREFIX) else TEXT_TOWER_PREFIX + key
 
 
-def _require_text_tower(clip_weights: Path, text_encoder_weights: Path) -> None:
-    """The CLIP's text tower must equal (in fp16) the text encoder its heads will be loaded with."""
+def _text_tower_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The text tower's weights, named as inside a CLIPModel, from a whole CLIP's or a text encoder's file."""
     from safetensors.torch import load_file
 
+    weights = load_file(str(path))
+    if any(key.startswith("vision_model.") for key in weights):  # a whole CLIP: its text side only
+        return {k: v for k, v in weights.items() if k.startswith(TEXT_TOWER_PREFIX)}
+    return {_text_tower_key(k): v for k, v in weights.items()}
+
+
+def _require_text_tower(trained_weights: Path, text_encoder_weights: Path, what: str) -> None:
+    """The text tower in `trained_weights` must equal (in fp16) the shipped text encoder: the shipped CLIP heads
+    and the shipped UNet were both trained with that tower, so a part shipped alone must be too."""
     if not text_encoder_weights.is_file():
-        raise DreamtextError(f"no shipped text encoder at {str(text_encoder_weights)!r} to package the CLIP with; "
+        raise DreamtextError(f"no shipped text encoder at {str(text_encoder_weights)!r} to package the {what} with; "
                              "package a whole trained prior (clip/ and pipeline/)")
-    shipped = {_text_tower_key(k): v for k, v in load_file(str(text_encoder_weights)).items()}
-    trained = {k: v for k, v in load_file(str(clip_weights)).items() if k.startswith(TEXT_TOWER_PREFIX)}
+    shipped, trained = _text_tower_weights(text_encoder_weights), _text_tower_weights(trained_weights)
     if shipped.keys() != trained.keys() or not all(torch.equal(v.half(), trained[k].half()) for k, v in shipped.items()):
-        raise DreamtextError(f"{str(clip_weights)!r} has another text tower than the shipped pipeline; package it with "
-                             "its own pipeline (train-prior all), or continue the shipped CLIP with --init-clip builtin")
+        raise DreamtextError(f"{str(trained_weights)!r} has another text tower than the shipped pipeline; package the "
+                             f"{what} with its own {'pipeline' if what == 'CLIP' else 'CLIP'} (train-prior all), or "
+                             "continue the shipped one (--init-clip builtin / --init-unet builtin)")
 
 
 def package_prior(trained_root: str | os.PathLike, out_dir: str | os.PathLike = BUILTIN_DIR) -> dict:
     """Copy `trained_root`/pipeline and the non-text part of `trained_root`/clip into `out_dir` (the shipped
     layout above). Returns the bytes of each part.
 
-    A root with clip/ only (`train-prior clip --init-clip builtin`) replaces the CLIP alone; its text tower
-    must then be the one `out_dir` already ships, since that is the tower the shipped heads are used with.
+    A root with clip/ only (`train-prior clip --init-clip builtin`) replaces the CLIP alone, and one with
+    pipeline/ only (`train-prior unet --init-unet builtin`) the pipeline alone; the part's text tower must
+    then be the one `out_dir` already ships, since the part left in place was trained with that tower.
     """
     from safetensors.torch import load_file, save_file
 
     root, out_dir = Path(trained_root), Path(out_dir)
     pipeline, clip = root / "pipeline", root / "clip"
-    if not (clip / "config.json").is_file():
-        raise DreamtextError(f"{str(root)!r} holds no trained prior (clip/, with or without pipeline/); run `dreamtext train-prior all` first")
-    with_pipeline = (pipeline / "model_index.json").is_file()
+    with_pipeline, with_clip = (pipeline / "model_index.json").is_file(), (clip / "config.json").is_file()
+    if not (with_pipeline or with_clip):
+        raise DreamtextError(f"{str(root)!r} holds no trained prior (clip/ or pipeline/); run `dreamtext train-prior all` first")
+    shipped_text = out_dir / "pipeline" / "text_encoder" / "model.safetensors"
     if not with_pipeline:
-        _require_text_tower(clip / "model.safetensors", out_dir / "pipeline" / "text_encoder" / "model.safetensors")
+        _require_text_tower(clip / "model.safetensors", shipped_text, "CLIP")
+    if not with_clip:
+        _require_text_tower(pipeline / "text_encoder" / "model.safetensors", shipped_text, "pipeline")
 
     def write_pipeline(staging: Path) -> None:
         shutil.copytree(pipeline, staging, dirs_exist_ok=True)
@@ -115,8 +128,10 @@ def package_prior(trained_root: str | os.PathLike, out_dir: str | os.PathLike = 
 
     if with_pipeline:
         write_directory_atomically(out_dir / "pipeline", write_pipeline)
-    write_directory_atomically(out_dir / "clip", write_clip)
+    if with_clip:
+        write_directory_atomically(out_dir / "clip", write_clip)
     for path in (out_dir / "pipeline", out_dir / "clip", *(out_dir / "pipeline").rglob("*"), *(out_dir / "clip").rglob("*")):
-        path.chmod(0o755 if path.is_dir() else 0o644)  # staging folders are private; shipped files are not
+        if path.exists():
+            path.chmod(0o755 if path.is_dir() else 0o644)  # staging folders are private; shipped files are not
     sizes = {part: sum(f.stat().st_size for f in (out_dir / part).rglob("*.safetensors")) for part in ("pipeline", "clip")}
     return {**sizes, "total": sum(sizes.values())}

@@ -36,6 +36,7 @@ from torch import Tensor
 from ...scene.cameras import VIEW_LABELS
 from ...utils.io import atomic_write_json
 from ...utils.progress import Progress
+from ...utils.schedules import warmup_cosine
 from ...world.renders import RenderConfig, sample_render_batch
 from ...world.vocabulary import COLOURS, NOUNS, PATTERNS, SIZES, describe
 from ...world.world import Split
@@ -301,10 +302,8 @@ def fill_pool(config: SmallClipConfig, device, split: Split = "train", chunk: in
 
 def learning_rate_factor(step: int, config: SmallClipConfig, total: int) -> float:
     """Linear warmup, then cosine decay to `final_lr_fraction` at `total`."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
-    return config.final_lr_fraction + (1 - config.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, progress, config.warmup_steps, config.final_lr_fraction)
 
 
 def make_optimizer(model, config: SmallClipConfig) -> torch.optim.Optimizer:

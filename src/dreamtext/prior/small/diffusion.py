@@ -147,13 +147,27 @@ def latent_scaling_factor(vae, images: Tensor, generator: torch.Generator | None
     return float(1.0 / latents.float().std())
 
 
+def caption_token_ids(tokenizer, captions: list[str], cache: dict[str, Tensor] | None = None) -> Tensor:
+    """Padded token ids [B, L]. With `cache`, each distinct caption is tokenized once: training draws its
+    captions from a few thousand word combinations, and tokenizing a 512-caption batch took 40 ms on a
+    2-core CPU, half the GPU work of a 512-image step on an H200 (81 ms)."""
+    def tokenize(texts: list[str]) -> Tensor:
+        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids
+
+    if cache is None:
+        return tokenize(captions)
+    missing = sorted(set(captions) - cache.keys())
+    if missing:
+        cache.update(zip(missing, tokenize(missing)))
+    return torch.stack([cache[caption] for caption in captions])
+
+
 @torch.no_grad()
-def encode_captions(text_encoder, tokenizer, captions: list[str]) -> Tensor:
+def encode_captions(text_encoder, tokenizer, captions: list[str], cache: dict[str, Tensor] | None = None) -> Tensor:
     """Per-token text embeddings [B, L, D] (the last hidden state, as Stable Diffusion 1.x conditions on)."""
-    tokens = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                       return_tensors="pt")
     device = next(text_encoder.parameters()).device
-    return text_encoder(tokens.input_ids.to(device))[0]
+    return text_encoder(caption_token_ids(tokenizer, captions, cache).to(device))[0]
 
 
 def drop_captions(captions: list[str], probability: float, generator: torch.Generator) -> list[str]:
