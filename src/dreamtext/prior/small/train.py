@@ -283,7 +283,7 @@ def train_small_unet(
     optimizer = torch.optim.AdamW(unet.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     token_cache: dict = {}
-    losses: list[float] = []
+    losses: list[Tensor] = []  # read back at the end: reading each one would wait for the GPU every step
     start = time.perf_counter()
     with Progress(total=steps, description="unet", enabled=progress) as bar:
         for step in range(1, steps + 1):
@@ -306,9 +306,9 @@ def train_small_unet(
             if step % LOSS_READ_EVERY == 0 or step == steps:  # reading a loss waits for the GPU to finish
                 bar.update(step, loss=float(losses[-1]))
 
-    losses = torch.stack(losses).float().tolist() if losses else []
     save_pretrained_atomically(ema, out_dir)
-    return _summary(losses, start, out_dir, ema, schedule=asdict(replace(train, steps=steps)), init=init,
+    values = torch.stack(losses).float().tolist() if losses else []
+    return _summary(values, start, out_dir, ema, schedule=asdict(replace(train, steps=steps)), init=init,
                     pool_size=len(pool))
 
 
