@@ -210,6 +210,12 @@ def train_small_vae(
     return _summary(losses, start, out_dir, vae, scaling_factor=scaling)
 
 
+def unet_image_size(unet_config, vae_config) -> int:
+    """The image size a UNet works at: its latent size times the VAE's downsampling (configs as mappings:
+    a diffusers model's `.config` or a saved config.json)."""
+    return int(unet_config["sample_size"]) * 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
 def load_frozen_vae(vae_dir: str | os.PathLike, device: torch.device):
     from diffusers import AutoencoderKL
 
@@ -268,8 +274,7 @@ def train_small_unet(
     if unet is not None and unet.config.cross_attention_dim != text_width:
         raise DreamtextError(f"the UNet to continue attends to {unet.config.cross_attention_dim}-wide text but the "
                              f"text tower in {str(clip_dir)!r} is {text_width} wide; continue it with its own pipeline")
-    sample_size = config.sample_size if unet is None else int(unet.config.sample_size)
-    image_size = sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+    image_size = unet_image_size({"sample_size": config.sample_size} if unet is None else unet.config, vae.config)
     pool = pool or _small_pool(image_size, steps, train.batch_size, seed, progress)
     if pool.resolution != image_size:
         raise DreamtextError(f"the render pool is {pool.resolution} px but the UNet's latents need {image_size} px")
@@ -345,16 +350,15 @@ def pipeline_to_continue(source: str) -> Path:
 
 
 def pipeline_image_size(pipeline_dir: Path) -> int:
-    """The image size a pipeline's UNet works at: its latent size times the VAE's downsampling."""
-    unet = json.loads((pipeline_dir / "unet" / "config.json").read_text())
-    vae = json.loads((pipeline_dir / "vae" / "config.json").read_text())
-    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    """The image size a pipeline's UNet works at, read from its saved configs."""
+    configs = [json.loads((pipeline_dir / part / "config.json").read_text()) for part in ("unet", "vae")]
+    return unet_image_size(*configs)
 
 
 def load_unet_to_continue(pipeline_dir: Path):
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel.from_pretrained(pipeline_dir / "unet", local_files_only=True, use_safetensors=True).float()
+    return UNet2DConditionModel.from_pretrained(pipeline_dir / "unet", local_files_only=True, use_safetensors=True)
 
 
 def train_prior(
@@ -392,7 +396,12 @@ def train_prior(
     # the parts the UNet trains on: this run's own stages, or the frozen ones of the pipeline it continues
     vae_dir, text_dir = (folders["vae"], folders["clip"]) if source is None else (source / "vae", source / "text_encoder")
     max_seconds = None if max_minutes is None else 60 * max_minutes
-    stages = ("clip", "vae", "unet", "assemble") if stage == "all" else (stage,)
+    if stage == "all":
+        stages = ("clip", "vae", "unet", "assemble")
+    elif source is not None:  # a continued UNet is only usable with the parts it was trained on
+        stages = ("unet", "assemble")
+    else:
+        stages = (stage,)
     pool = None
     if any(s != "assemble" for s in stages):
         resolution = SmallVaeConfig().image_size if source is None else pipeline_image_size(source)
@@ -437,6 +446,4 @@ def train_prior(
             results["assemble"] = {"out_dir": str(out)}
         if current in ("vae", "unet"):  # the CLIP stage writes its own training_metrics.json
             atomic_write_json(folders[current] / "training_metrics.json", results[current])
-    if source is not None:  # a continued UNet is only usable with the parts it was trained on
-        results["assemble"] = {"out_dir": str(assemble_pipeline(vae_dir, folders["unet"], text_dir, folders["assemble"]))}
     return results
