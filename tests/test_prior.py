@@ -21,6 +21,7 @@ from dreamtext.prior import (
     ConstantValue,
     CosineTimesteps,
     CosineValue,
+    ExponentialValue,
     LinearTimesteps,
     LinearValue,
     Prior,
@@ -255,6 +256,10 @@ def test_scalar_schedules_at_documented_progress():
     cosine = CosineValue(100.0, 1000.0)
     assert [round(cosine(p), 9) for p in (0.0, 0.5, 1.0)] == [100.0, 550.0, 1000.0]
     assert cosine(0.25) == pytest.approx(100 + 900 * (1 - math.cos(math.pi / 4)) / 2)
+    tenfold = ExponentialValue(1.0, 0.1)
+    assert [tenfold(p) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.1**0.5, 0.1])
+    with pytest.raises(ValueError, match="positive"):
+        ExponentialValue(1.0, 0.0)
 
 
 def test_sds_follows_the_guidance_schedule(prior):

@@ -125,7 +125,9 @@ def test_resuming_a_finished_run_keeps_its_outputs_and_a_longer_one_trains_on(ti
 
 
 def test_interrupted_run_resumes_bit_identically(tiny_model, tmp_path, monkeypatch):
-    config = small_config(tiny_model, iters=6, eval_every=100, ema_decay=0.9)  # the moving average resumes too
+    # The moving average and the learning-rate schedule resume too.
+    config = small_config(tiny_model, iters=6, eval_every=100, ema_decay=0.9,
+                          **{"optimizer.lr_schedule": "exponential", "optimizer.lr_end_factor": 0.1})
     straight = text_to_3d(config, tmp_path / "straight", progress=False)
 
     original = TextTo3DTrainer.train_step
@@ -150,6 +152,22 @@ def test_interrupted_run_resumes_bit_identically(tiny_model, tmp_path, monkeypat
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
     assert torch.equal(a["generator"], b["generator"])
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "cosine"])
+def test_learning_rates_follow_the_schedule_in_every_group(tiny_model, tmp_path, schedule):
+    config = small_config(tiny_model, iters=4, **{"optimizer.lr_schedule": schedule, "optimizer.lr_end_factor": 0.1})
+    trainer = TextTo3DTrainer(config, Workspace(tmp_path))
+    starting = [group["lr"] for group in trainer.optimizer.param_groups]
+    assert starting[0] == pytest.approx(10 * starting[1])  # the hash grid at 10x
+    factor = config.optimizer.lr_factor()
+    for step in range(4):
+        trainer.train_step()  # step k updates with the factor at progress k / iters
+        rates = [group["lr"] for group in trainer.optimizer.param_groups]
+        assert rates == pytest.approx([rate * factor(step / 4) for rate in starting])
+    assert factor(1.0) == pytest.approx(0.1) and factor(0.5) < 1.0
+    with pytest.raises(DreamtextError, match="lr_end_factor"):
+        small_config(tiny_model, **{"optimizer.lr_schedule": "cosine", "optimizer.lr_end_factor": 0.0})
 
 
 def test_ema_follows_the_warm_up_formula_and_is_what_the_run_shows_and_saves(tiny_model, tmp_path):

@@ -21,8 +21,8 @@ import torch
 from ..errors import DreamtextError
 from ..export.pipeline import ExportConfig, export_all
 from ..prior import (
-    AnnealedTimesteps, ConstantValue, CosineTimesteps, CosineValue, LinearTimesteps, LinearValue, PromptConfig, PromptEmbeddings,
-    SDSConfig, ScoreDistillation, UniformTimesteps, load_prior,
+    AnnealedTimesteps, ConstantValue, CosineTimesteps, CosineValue, ExponentialValue, LinearTimesteps, LinearValue, PromptConfig, PromptEmbeddings,
+    ScalarSchedule, SDSConfig, ScoreDistillation, UniformTimesteps, load_prior,
 )
 from ..scene.background import Background, BackgroundConfig
 from ..scene.cameras import CameraSamplerConfig, orbit_cameras, sample_training_cameras
@@ -106,6 +106,20 @@ class OptimizerConfig:
     kind: Literal["adam", "adan"] = "adan"
     lr: float = 5e-3
     weight_decay: float = 2e-5
+    lr_schedule: Literal["constant", "exponential", "cosine"] = "constant"
+    """How every group's rate moves over the run, as a factor of its starting rate: constant
+    (stable-dreamfusion with Adan), or falling to `lr_end_factor` geometrically or along half a cosine."""
+    lr_end_factor: float = 1.0
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "exponential", "cosine"):
+            raise DreamtextError(f"optimizer.lr_schedule must be constant, exponential or cosine, got {self.lr_schedule!r}")
+        if not self.lr_end_factor > 0:
+            raise DreamtextError(f"optimizer.lr_end_factor must be positive (a fraction of the starting rate), got {self.lr_end_factor}")
+
+    def lr_factor(self) -> ScalarSchedule:
+        end = self.lr_end_factor
+        return {"constant": ConstantValue(1.0), "exponential": ExponentialValue(1.0, end), "cosine": CosineValue(1.0, end)}[self.lr_schedule]
 
 
 @dataclass
@@ -179,6 +193,7 @@ class TextTo3DTrainer:
         # Every prompt and view embedding is computed now; the text encoder is not needed after.
         self.embeddings = embeddings if embeddings is not None else PromptEmbeddings(prior, config.prompt, free_encoder=True)
         self.sds = ScoreDistillation(prior, config.sds.build())
+        self.lr_factor = config.optimizer.lr_factor()
 
         torch.manual_seed(config.seed)  # parameter initialisation
         self.field = RadianceField(config.field).to(self.device)
@@ -283,11 +298,20 @@ class TextTo3DTrainer:
             self.losses.append(float("nan"))
             return float("nan")
         self._consecutive_nonfinite = 0
+        self._schedule_learning_rates(progress)
         self.optimizer.step()
         if self.ema_field is not None:
             update_ema(self.ema_field, self.field, config.ema_decay, self.step - 1)
         self.losses.append(float(value))
         return float(value)
+
+    def _schedule_learning_rates(self, progress: float) -> None:
+        """Every group at its starting rate times the schedule's factor (groups a subclass adds too)."""
+        if self.config.optimizer.lr_schedule == "constant":
+            return
+        factor = self.lr_factor(progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
     def extra_loss(self) -> torch.Tensor | None:
         """A loss subclasses add to every step (image-to-3D's reference view); None: nothing."""

@@ -11,6 +11,7 @@ from .schedules import (
     ConstantValue,
     CosineTimesteps,
     CosineValue,
+    ExponentialValue,
     LinearTimesteps,
     LinearValue,
     ScalarSchedule,
@@ -23,7 +24,7 @@ from .tokenizer import build_clip_tokenizer
 __all__ = [
     "DEFAULT_MODEL_ID", "Prior", "load_prior",
     "PromptConfig", "PromptEmbeddings", "TextEmbeddingCache", "VIEW_SUFFIXES", "view_prompt", "view_prompts",
-    "AnnealedTimesteps", "ConstantValue", "CosineTimesteps", "CosineValue", "LinearTimesteps", "LinearValue", "ScalarSchedule",
+    "AnnealedTimesteps", "ConstantValue", "CosineTimesteps", "CosineValue", "ExponentialValue", "LinearTimesteps", "LinearValue", "ScalarSchedule",
     "TimestepSchedule", "UniformTimesteps",
     "SDSConfig", "SDSInfo", "ScoreDistillation", "guided_noise", "sds_weight",
     "build_clip_tokenizer",

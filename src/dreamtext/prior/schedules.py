@@ -107,7 +107,7 @@ TimestepSchedule = Union[UniformTimesteps, AnnealedTimesteps, LinearTimesteps, C
 
 
 # ---------------------------------------------------------------------------------------------
-# Scalars: guidance scale, gradient clamp
+# Scalars: guidance scale, gradient clamp, learning-rate factor
 # ---------------------------------------------------------------------------------------------
 
 
@@ -147,4 +147,20 @@ class CosineValue:
         return self.start + (self.end - self.start) * _cosine_ramp(_check_progress(progress))
 
 
-ScalarSchedule = Union[ConstantValue, LinearValue, CosineValue]
+@dataclass(frozen=True)
+class ExponentialValue:
+    """From `start` at progress 0 to `end` at progress 1 geometrically: start (end / start)^progress.
+    Both must be positive. Example: a learning rate falling tenfold over a run, ExponentialValue(1, 0.1)."""
+
+    start: float
+    end: float
+
+    def __post_init__(self):
+        if not (self.start > 0 and self.end > 0):
+            raise ValueError(f"ExponentialValue needs positive start and end, got {self.start}, {self.end}")
+
+    def __call__(self, progress: float, generator: torch.Generator | None = None) -> float:
+        return self.start * (self.end / self.start) ** _check_progress(progress)
+
+
+ScalarSchedule = Union[ConstantValue, LinearValue, CosineValue, ExponentialValue]
