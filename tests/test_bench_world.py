@@ -199,3 +199,38 @@ def test_quick_world_benchmark_end_to_end(tmp_path, capsys):
     assert result["meets_target"] is False  # four steps make no torus
     folder = tmp_path / "00_text_a_large_black_torus"
     assert (folder / "bench_views.png").is_file() and (folder / "mesh.glb").is_file()
+
+
+# -- the diagnostic start from the truth -------------------------------------------------------------
+
+
+def test_fitting_the_field_to_a_scene_reproduces_its_occupancy():
+    from dreamtext.bench.truth_start import TruthFitConfig, fit_field_to_scene
+    from dreamtext.scene.field import FieldConfig, RadianceField
+    from dreamtext.scene.hash_encoding import HashGridConfig
+
+    torch.manual_seed(0)
+    field = RadianceField(FieldConfig(encoding=HashGridConfig(log2_hashmap_size=12, max_resolution=64), hidden_dim=32, num_blocks=1))
+    scene = sphere_scene(radius=0.3, albedo=(0.9, 0.2, 0.1), center=(0.2, 0.0, 0.0))  # off the blob's centre
+    assert field_iou(field, scene, resolution=32) < 0.3  # the initial blob (radius 0.5 at the origin) is not it
+    fit_field_to_scene(field, scene, TruthFitConfig(steps=150, points=4096))
+    assert field_iou(field, scene, resolution=32) > 0.8
+    inside = field(torch.tensor([[0.2, 0.0, 0.0]]))
+    assert inside.density.item() > 10.0 and inside.albedo[0].tolist() == pytest.approx([0.9, 0.2, 0.1], abs=0.1)
+
+
+def test_truth_start_is_for_text_cases_and_checked():
+    with pytest.raises(DreamtextError, match="--kinds text"):
+        benchmark_cases(WorldBenchConfig(start="truth", kinds=("text", "dreamtext")))
+    with pytest.raises(DreamtextError, match="blob or truth"):
+        benchmark_cases(WorldBenchConfig(start="middle"))
+
+
+@needs_builtin
+def test_quick_world_benchmark_from_the_truth_reports_the_fitted_iou(tmp_path, capsys):
+    assert main(["bench", "world", "--json", "--quick", "--device", "cpu", "--start", "truth", "--workspace", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (case,) = result["cases"]
+    assert result["start"] == "truth" and 0.0 < case["start_iou"] <= 1.0 and result["mean"]["start_iou"] == case["start_iou"]
+    # Four SDS steps after the fit leave the field near it (from the blob, four steps give IoU about 0).
+    assert case["iou"] > 0.5 * case["start_iou"]

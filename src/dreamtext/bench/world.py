@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -29,6 +29,7 @@ from ..utils.workspace import CHECKPOINT_FILE
 from ..world.world import Split, WorldObject, build_object, sample_attributes, split_combinations
 from .world_diversity import STUDIES
 from .world_image import IMAGE_CASE_RUNNERS, QUICK_IMAGE, TRAINED_FOLDERS, ImageBenchConfig
+from .truth_start import TruthFitConfig, truth_start_trainer
 from .world_metrics import QUICK_EVAL, CaptionCandidates, ClipScorer, WorldEvalConfig, evaluate_reconstruction
 
 TARGET_MEAN_IOU = 0.6  # issue 4: benchmark text-to-3D mean IoU >= 0.6, as a first target
@@ -49,10 +50,14 @@ QUICK_OVERRIDES: dict[str, Any] = {
     "export.mesh.density_threshold": 5.0,
 }
 
+QUICK_TRUTH_FIT = TruthFitConfig(steps=100, points=4096)  # ours: the quick run's plumbing check
+
+Start = Literal["blob", "truth"]
+
 
 @dataclass(frozen=True)
 class WorldBenchConfig:
-    """cases: issue 4's fixed list, ours 8 (one per noun; about 8 CPU minutes each with the builtin preset).
+    """cases: issue 4's fixed list, ours 8 (one per noun; about 3 CPU minutes each with the builtin preset).
     split: issue 4, the held-out dev split. kinds: what each object is run through ("text"; issue 5 adds
     "dreamtext", "realfusion", "dreamtext_ref" and the "diversity" study; ours: text only by default, the
     others take longer). preset: the built-in prior's CPU preset. overrides: dotted config keys on top of it.
@@ -60,7 +65,8 @@ class WorldBenchConfig:
     folder, deleted afterwards. seed: the runs' seed (ours: 0, as `dreamtext text`). seeds: runs per case,
     with seeds `seed`, `seed` + 1, ... (ours: 1; a single case's IoU can move by 0.1 or more between seeds,
     so comparing settings wants more). image: the image cases' and the diversity study's settings
-    (world_image.py)."""
+    (world_image.py). start: what text-to-3D starts from, the preset's density blob or, as a diagnostic,
+    the true object fitted with `truth_fit` (truth_start.py; text cases only)."""
 
     cases: int = 8
     split: Split = "dev"
@@ -72,10 +78,13 @@ class WorldBenchConfig:
     seeds: int = 1
     evaluation: WorldEvalConfig = WorldEvalConfig()
     image: ImageBenchConfig = ImageBenchConfig()
+    start: Start = "blob"
+    truth_fit: TruthFitConfig = TruthFitConfig()
 
     @classmethod
     def quick(cls, **changes) -> "WorldBenchConfig":
-        return cls(**{"cases": 1, "overrides": dict(QUICK_OVERRIDES), "evaluation": QUICK_EVAL, "image": QUICK_IMAGE, **changes})
+        return cls(**{"cases": 1, "overrides": dict(QUICK_OVERRIDES), "evaluation": QUICK_EVAL, "image": QUICK_IMAGE,
+                      "truth_fit": QUICK_TRUTH_FIT, **changes})
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,10 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
         raise DreamtextError(f"unknown benchmark case kind(s) {unknown}; known: {', '.join([*CASE_RUNNERS, *STUDIES])}")
     if config.seeds < 1:
         raise DreamtextError(f"--seeds must be at least 1 (runs per case), got {config.seeds}")
+    if config.start not in ("blob", "truth"):
+        raise DreamtextError(f"--start must be blob or truth, got {config.start!r}")
+    if config.start == "truth" and set(config.kinds) != {"text"}:
+        raise DreamtextError("--start truth applies to text-to-3D only; run it with --kinds text")
     objects = benchmark_objects(config.cases, config.split)
     kinds = [kind for kind in config.kinds if kind in CASE_RUNNERS]
     cases = [WorldCase(kind, obj, index) for index, (kind, obj) in enumerate(itertools.product(kinds, objects))]
@@ -132,12 +145,20 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
 def run_text_case(case: WorldCase, workspace: Path, config: WorldBenchConfig, device: torch.device) -> dict:
     """Text-to-3D of the case's caption with the preset; returns the run's own figures."""
     from ..methods.presets import preset_config
-    from ..methods.text_to_3d import text_to_3d
+    from ..methods.text_to_3d import TextTo3DTrainer, text_to_3d
 
     overrides = {**config.overrides, "seed": config.seed, "device": device.type}
     run_config = preset_config(config.preset, case.caption, overrides)
-    result = text_to_3d(run_config, workspace, resume=True, progress=False)
-    return {"iters": result.metrics["iters"], "final_loss": result.metrics["final_loss"]}
+    figures: dict[str, Any] = {}
+    make_trainer = TextTo3DTrainer
+    if config.start == "truth":
+        def make_trainer(run_config, run_workspace, prior=None):
+            trainer, figures["start_iou"] = truth_start_trainer(  # absent when a finished run is resumed (no trainer is made)
+                run_config, run_workspace, case.object.scene, prior=prior, fit=config.truth_fit,
+                iou_resolution=config.evaluation.iou_resolution, density_threshold=run_config.export.mesh.density_threshold)
+            return trainer
+    result = text_to_3d(run_config, workspace, resume=True, progress=False, make_trainer=make_trainer)
+    return {"iters": result.metrics["iters"], "final_loss": result.metrics["final_loss"], **figures}
 
 
 # kind -> runner(case, workspace, config, device) -> figures; each leaves a trained workspace that
@@ -179,7 +200,7 @@ def _finite_or_none(value):
     return None if isinstance(value, float) and value != value else value
 
 
-MEAN_KEYS = ("iou", "chamfer", "albedo_error", "albedo_error_overlap", "clip_similarity", "r_precision_caption",
+MEAN_KEYS = ("iou", "start_iou", "chamfer", "albedo_error", "albedo_error_overlap", "clip_similarity", "r_precision_caption",
              "r_precision_noun", "r_precision_colour", "truth_clip_similarity", "truth_r_precision_caption",
              "truth_r_precision_noun", "truth_r_precision_colour", "reference_psnr", "wall_seconds")
 
@@ -208,12 +229,13 @@ def seed_spread(rows: list[dict]) -> dict:
 
 
 def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
-                workspace: str | None = None, kinds: str | None = None, seeds: int | None = None) -> dict:
+                workspace: str | None = None, kinds: str | None = None, seeds: int | None = None, start: Start = "blob") -> dict:
     """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures; `kinds`:
-    comma-separated case kinds (default: text only); `seeds`: runs per case (default 1)."""
+    comma-separated case kinds (default: text only); `seeds`: runs per case (default 1); `start`: blob
+    or truth (the diagnostic start, truth_start.py)."""
     base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
     config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases,
-                     seeds=base.seeds if seeds is None else seeds)
+                     seeds=base.seeds if seeds is None else seeds, start=start)
     if kinds is not None:
         config = replace(config, kinds=tuple(kind.strip() for kind in kinds.split(",") if kind.strip()))
     return run_world_benchmark(config, device, quick=quick)
@@ -245,6 +267,7 @@ def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "
         "iters": preset.get("iters"),
         "overrides": {key: list(value) if isinstance(value, tuple) else value for key, value in config.overrides.items()},
         "seeds": config.seeds,
+        "start": config.start,
         "cases": rows,
         "mean": means,
         **({"seed_spread": seed_spread(rows)} if config.seeds > 1 else {}),

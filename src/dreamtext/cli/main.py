@@ -163,12 +163,15 @@ class BenchCommand:
     (image-to-3D from a true render), diversity (diverse vs text-to-3D over K seeds)."""
     seeds: int | None = None
     """world: runs per case, with seeds 0, 1, ... (default 1); the means are over every run."""
+    start: Literal["blob", "truth"] | None = None
+    """world: what text-to-3D starts from (default blob). truth, a diagnostic: the field is first fitted
+    to the true object, and `start_iou` beside the final IoU says whether the distillation keeps it."""
 
     def run(self) -> None:
         from ..bench import run_benchmark
 
         run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, split=self.split,
-                      cases=self.cases, workspace=self.workspace, kinds=self.kinds, seeds=self.seeds)
+                      cases=self.cases, workspace=self.workspace, kinds=self.kinds, seeds=self.seeds, start=self.start)
 
 
 @dataclass
