@@ -235,6 +235,7 @@ def test_presets_resolve_to_documented_values_and_flags_override():
     assert builtin.regularizers.at(1 / 6).opacity == pytest.approx(1500.0) and builtin.regularizers.at(0.5).opacity == 0.0
     assert dreamfusion.regularizers.opacity == 0.0
     assert (builtin.field.normal_eps, dreamfusion.field.normal_eps) == (0.03, 0.01)  # a 32 px pixel's footprint
+    assert builtin.optimizer.lr_factor()(1.0) == pytest.approx(0.1) and dreamfusion.optimizer.lr_schedule == "constant"
     annealed = preset_config("builtin", "a mug", {"sds.t_schedule": "annealed", "sds.t_max_end": 0.4}).sds.build()
     assert annealed.timesteps(1.0, torch.Generator().manual_seed(0), 1000).max().item() == 400
     with pytest.raises(DreamtextError):
