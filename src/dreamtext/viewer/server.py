@@ -103,6 +103,9 @@ class WorkspaceViewer:
         self.last_error: str | None = None
         self._browsers: dict[int, _Browser] = {}
         self._lock = threading.Lock()
+        # The poll thread replaces the mesh while a panel callback may set its visibility: one at a time,
+        # re-entrant because setting the dropdown's value can run its callback in the same thread.
+        self._mesh_lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -269,19 +272,23 @@ class WorkspaceViewer:
         return ("field", "mesh") if self.live.mesh_glb is not None else ("field",)
 
     def _show_mesh(self) -> None:
-        """Add, replace or hide the exported mesh, and offer it in the panel when it exists."""
-        if self._mesh is not None:
-            self._mesh.remove()
-            self._mesh = None
-        self._show.options = self._show_options()
-        if self.settings.show not in self._show.options:
-            self.settings.show = self._show.value = "field"
-        if self.live.mesh_glb is not None:
-            self._mesh = self.server.scene.add_glb("/mesh", self.live.mesh_glb, visible=self.settings.show == "mesh")
+        """Add, replace or hide the exported mesh, and offer it in the panel once it is in the scene (a
+        choice made as soon as it is offered must find it there)."""
+        with self._mesh_lock:
+            if self._mesh is not None:
+                self._mesh.remove()
+                self._mesh = None
+            if self.live.mesh_glb is not None:
+                self._mesh = self.server.scene.add_glb("/mesh", self.live.mesh_glb, visible=False)
+            self._show.options = self._show_options()
+            if self.settings.show not in self._show.options:
+                self.settings.show = self._show.value = "field"
+            self._mesh_visibility()
 
     def _mesh_visibility(self) -> None:
-        if self._mesh is not None:
-            self._mesh.visible = self.settings.show == "mesh"
+        with self._mesh_lock:
+            if self._mesh is not None:
+                self._mesh.visible = self.settings.show == "mesh"
 
     def _connect(self, client) -> None:
         browser = _Browser(client)
