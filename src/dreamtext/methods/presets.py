@@ -58,13 +58,14 @@ BUILTIN: dict[str, Any] = {
     "field.hidden_dim": 64,  # ours, as `dreamtext fit`'s CPU field: 64 wide ...
     "field.num_blocks": 2,  # ... 2 blocks ...
     "field.encoding.log2_hashmap_size": 16,  # ... a 2^16 table ...
-    # ... up to 128^3: finer cells than a 32 px render's pixel (about 0.05 of the cube) are never supervised
-    # and only add noise to the surface. bench world, 8 dev cases, one seed, with the falling rate below:
+    # ... up to 128^3: a finest cell a third of a 32 px training pixel's footprint (about 0.05 of the cube)
+    # instead of a sixth; detail finer than a pixel is never supervised and only adds noise to the surface.
+    # bench world, 8 dev cases, one seed, with the falling rate below:
     # mean IoU 0.41 -> 0.44 against 256^3 (torus 0.73 -> 0.80, sphere 0.54 -> 0.62, lamp 0.03 -> 0.19),
     # Chamfer 0.057 -> 0.047; the small CLIP's noun R-precision 0.66 -> 0.55.
     "field.encoding.max_resolution": 128,
     # ours: finite-difference normals over about one 32 px training pixel (0.03 at the usual camera
-    # distance; four finest cells at 256^3) instead of stable-dreamfusion's 0.01, sized for 2048^3 grids:
+    # distance; four finest cells of the 256^3 grid it was measured with, two at 128^3) instead of stable-dreamfusion's 0.01, sized for 2048^3 grids:
     # detail finer than a pixel is never supervised, and 0.01 lit its noise as speckles. bench world,
     # 8 dev cases, one seed, against 0.01 (IoU 0.369): mean IoU 0.365 and 0.377 in two runs (one and two
     # threads; the spread of a case between them is up to 0.07), the same within that spread, but the
