@@ -40,7 +40,7 @@ def fit_field_to_scene(field: torch.nn.Module, scene: AnalyticScene, config: Tru
     bound = scene.bound
     for _ in range(config.steps):
         points = (torch.rand(config.points, 3, generator=generator, device=device) * 2 - 1) * bound
-        sdf = scene.sdf(points)
+        sdf, nearest_part = scene.part_sdfs(points).min(dim=-1)  # once for the density and the albedo target
         target_density = config.inside_density * torch.sigmoid(-sdf / config.surface_width)
         outputs = field(points)
         # Inside and outside weigh the same: a thin object fills a few percent of the cube, and a plain
@@ -50,7 +50,7 @@ def fit_field_to_scene(field: torch.nn.Module, scene: AnalyticScene, config: Tru
         density_error = error[inside].mean().nan_to_num() + error[~inside].mean().nan_to_num()
         # Albedo only where it shows: inside and within a surface width outside.
         shows = (sdf < 2 * config.surface_width).to(points.dtype).unsqueeze(-1)
-        albedo_error = ((outputs.albedo - scene.albedo(points)) ** 2 * shows).sum(-1).mean()
+        albedo_error = ((outputs.albedo - scene.part_albedo(points, nearest_part)) ** 2 * shows).sum(-1).mean()
         optimizer.zero_grad(set_to_none=True)
         (density_error + albedo_error).backward()
         optimizer.step()
