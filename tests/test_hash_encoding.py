@@ -21,6 +21,7 @@ from dreamtext.scene.hash_encoding import (
     hash_encode_torch,
     level_layout,
     level_resolutions,
+    level_weights,
 )
 
 # 3 levels at N = 4, 8, 16 with T = 2^10: (4+1)^3 = 125 and (8+1)^3 = 729 fit (dense), 17^3 = 4913
@@ -166,6 +167,48 @@ def test_config_validation():
         HashGridConfig(base_resolution=64, max_resolution=16)
     with pytest.raises(DreamtextError):
         HashGridConfig(implementation="cuda")  # type: ignore[arg-type]
+
+
+def test_coarse_to_fine_window_opens_level_after_level():
+    config = HashGridConfig(num_levels=6, start_levels=2, all_levels_at=0.5)
+    assert level_weights(config, 0.0) == [1, 1, 0, 0, 0, 0]
+    assert level_weights(config, 0.25) == [1, 1, 1, 1, 0, 0]  # 2 + 4 * (0.25 / 0.5) = 4 levels
+    assert level_weights(config, 0.3125) == pytest.approx([1, 1, 1, 1, 0.5, 0])  # the fifth half on
+    assert level_weights(config, 0.5) == level_weights(config, 1.0) == [1] * 6
+    assert level_weights(HashGridConfig(num_levels=6), 0.0) == [1] * 6  # off by default
+    with pytest.raises(DreamtextError, match="start_levels"):
+        HashGridConfig(num_levels=3, start_levels=4)
+    with pytest.raises(DreamtextError, match="all_levels_at"):
+        HashGridConfig(start_levels=2, all_levels_at=0.0)
+
+
+def test_coarse_to_fine_window_scales_features_and_table_gradients_per_level():
+    config = HashGridConfig(num_levels=3, features_per_level=2, log2_hashmap_size=10, base_resolution=4,
+                            max_resolution=16, start_levels=1, all_levels_at=0.5)
+    encoding = HashGridEncoding(config)
+    with torch.no_grad():
+        encoding.table.uniform_(-1.0, 1.0)
+    points = torch.rand(64, 3, generator=torch.Generator().manual_seed(0))
+    full = encoding(points).detach()
+    assert encoding.level_window is None  # outside training every level counts
+    encoding.set_progress(0.375)  # 1 + 2 * 0.75 = 2.5 levels: the second whole, the third half
+    windowed = encoding(points)
+    per_level = full.view(64, 3, 2)
+    torch.testing.assert_close(windowed.view(64, 3, 2), per_level * torch.tensor([1.0, 1.0, 0.5])[:, None])
+    windowed.sum().backward()
+    layout = encoding.layout
+    rows = [encoding.table.grad[o : o + n] for o, n in zip(layout.offsets, layout.sizes)]
+    reference = HashGridEncoding(config)
+    reference.table = encoding.table
+    encoding.table.grad = None
+    reference(points).sum().backward()  # the same table, every level whole
+    for level, weight in enumerate([1.0, 1.0, 0.5]):
+        o, n = layout.offsets[level], layout.sizes[level]
+        torch.testing.assert_close(rows[level], weight * encoding.table.grad[o : o + n])
+    encoding.set_progress(0.0)
+    assert encoding(points).view(64, 3, 2)[:, 1:].abs().max() == 0  # the first level alone at the start
+    encoding.set_progress(1.0)
+    assert encoding.level_window is None and torch.equal(encoding(points), full)
 
 
 def test_cpu_auto_runs_torch():

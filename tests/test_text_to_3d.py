@@ -125,9 +125,10 @@ def test_resuming_a_finished_run_keeps_its_outputs_and_a_longer_one_trains_on(ti
 
 
 def test_interrupted_run_resumes_bit_identically(tiny_model, tmp_path, monkeypatch):
-    # The moving average and the learning-rate schedule resume too.
+    # The moving average, the learning-rate schedule and the coarse-to-fine grid resume too.
     config = small_config(tiny_model, iters=6, eval_every=100, ema_decay=0.9,
-                          **{"optimizer.lr_schedule": "exponential", "optimizer.lr_end_factor": 0.1})
+                          **{"optimizer.lr_schedule": "exponential", "optimizer.lr_end_factor": 0.1,
+                             "field.encoding.start_levels": 2, "field.encoding.all_levels_at": 1.0})
     straight = text_to_3d(config, tmp_path / "straight", progress=False)
 
     original = TextTo3DTrainer.train_step
@@ -168,6 +169,34 @@ def test_learning_rates_follow_the_schedule_in_every_group(tiny_model, tmp_path,
     assert factor(1.0) == pytest.approx(0.1) and factor(0.5) < 1.0
     with pytest.raises(DreamtextError, match="lr_end_factor"):
         small_config(tiny_model, **{"optimizer.lr_schedule": "cosine", "optimizer.lr_end_factor": 0.0})
+
+
+def test_coarse_to_fine_grid_opens_with_the_run_and_the_finished_field_has_every_level(tiny_model, tmp_path):
+    config = small_config(tiny_model, iters=4, **{"field.encoding.start_levels": 2, "field.encoding.all_levels_at": 0.5})
+    trainer = TextTo3DTrainer(config, Workspace(tmp_path))
+    seen = []
+    original = trainer.field.encoding.forward
+
+    def recording(points):
+        window = trainer.field.encoding.level_window
+        seen.append(None if window is None else window.tolist())
+        return original(points)
+
+    trainer.field.encoding.forward = recording
+    layout = trainer.field.encoding.layout
+    finest = slice(layout.offsets[-1], layout.offsets[-1] + layout.sizes[-1])
+    initial = trainer.field.encoding.table[finest].detach().clone()
+    trainer.train_step()  # progress 0: the two coarsest of the six levels
+    assert seen[-1] == [1, 1, 0, 0, 0, 0]
+    # No gradient reached the finest level: only Adan's weight decay touched it.
+    torch.testing.assert_close(trainer.field.encoding.table[finest], initial, rtol=1e-3, atol=0)
+    trainer.train_step()  # progress 1/4: 2 + 4 * (0.25 / 0.5) = 4 levels
+    assert seen[-1] == [1, 1, 1, 1, 0, 0]
+    trainer.train()
+    assert seen[-1] is None  # from progress 1/2 on every level, without a window
+    assert trainer.field.encoding.level_window is None  # what `validate` and the export see
+    moved = (trainer.field.encoding.table[finest] - initial).abs().max()
+    assert moved > 10 * config.field.encoding.init_scale  # and the finest level trained once it was on
 
 
 def test_ema_follows_the_warm_up_formula_and_is_what_the_run_shows_and_saves(tiny_model, tmp_path):

@@ -259,6 +259,8 @@ class TextTo3DTrainer:
     def train_step(self) -> float:
         """One SDS step; returns its loss (nan when the step was skipped as non-finite)."""
         config, generator = self.config, self.generator
+        progress = self.step / max(config.iters, 1)
+        self._set_field_progress(progress)
         self.renderer.update_occupancy(self.field, self.step, generator=generator)
         mode = config.shading.sample_mode(self.epoch, generator)
         size = config.render_size
@@ -276,7 +278,6 @@ class TextTo3DTrainer:
         view_ids = sample.view_label_ids()
         cond = self.embeddings.conditional(view_ids)
         uncond = self.embeddings.unconditional(config.batch_size)
-        progress = self.step / max(config.iters, 1)
         loss, _ = self.sds.loss(images, cond, uncond, progress, generator=generator)
         if config.regularizers.any_enabled:
             directions = sample.cameras.generate_rays().directions if config.regularizers.orientation > 0 else None
@@ -304,6 +305,11 @@ class TextTo3DTrainer:
             update_ema(self.ema_field, self.field, config.ema_decay, self.step - 1)
         self.losses.append(float(value))
         return float(value)
+
+    def _set_field_progress(self, progress: float) -> None:
+        for field in (self.field, self.ema_field):
+            if field is not None:
+                field.set_progress(progress)
 
     def _schedule_learning_rates(self, progress: float) -> None:
         """Every group at its starting rate times the schedule's factor (groups a subclass adds too)."""
@@ -370,6 +376,7 @@ class TextTo3DTrainer:
                     self.validate(save_as=f"validation/step_{self.step:06d}.png")
                 if self.step % config.checkpoint_every == 0 or self.step == config.iters:
                     self.workspace.save_checkpoint(self.state_dict())
+        self._set_field_progress(1.0)  # the finished field is shown and exported with every level
 
 
 def text_to_3d(

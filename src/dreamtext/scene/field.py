@@ -180,6 +180,10 @@ class RadianceField(nn.Module):
         self.encoding = HashGridEncoding(config.encoding)
         self.mlp = ResidualMLP(self.encoding.output_dim, config.hidden_dim, config.num_blocks, self.RAW_CHANNELS)
 
+    def set_progress(self, progress: float) -> None:
+        """Where a training run stands (0 to 1), for the hash grid's coarse-to-fine window."""
+        self.encoding.set_progress(progress)
+
     # -- pieces -----------------------------------------------------------------------------------
 
     def raw(self, points: Tensor) -> Tensor:

@@ -46,6 +46,15 @@ class HashGridConfig:
     max_resolution: int = 2048  # stable-dreamfusion desired_resolution 2048 * bound (bound 1)
     implementation: Implementation = "auto"  # ours: Triton on CUDA when importable, else torch
     init_scale: float = 1e-4  # Instant-NGP: table initialised from U(-1e-4, 1e-4)
+    start_levels: int | None = None
+    """ours (coarse to fine, as threestudio's progressive band grid and Neuralangelo): the levels a
+    training run starts with; the finer ones fade in one after another until `all_levels_at`.
+    None: every level from the start (Instant-NGP, the thesis)."""
+    all_levels_at: float = 0.5  # the run's progress by which every level is on
+
+    @property
+    def coarse_to_fine(self) -> bool:
+        return self.start_levels is not None and self.start_levels < self.num_levels
 
     def __post_init__(self) -> None:
         if self.num_levels < 1 or self.features_per_level < 1:
@@ -56,6 +65,23 @@ class HashGridConfig:
             raise DreamtextError("hash grid log2_hashmap_size must lie in [1, 30]")
         if self.implementation not in ("auto", "torch", "triton"):
             raise DreamtextError(f"unknown hash grid implementation {self.implementation!r}; use auto, torch or triton")
+        if self.start_levels is not None and not 1 <= self.start_levels <= self.num_levels:
+            raise DreamtextError(
+                f"hash grid start_levels must lie in [1, num_levels={self.num_levels}] (or None for all levels), got {self.start_levels}"
+            )
+        if not 0.0 < self.all_levels_at <= 1.0:
+            raise DreamtextError(f"hash grid all_levels_at is a fraction of the run in (0, 1], got {self.all_levels_at}")
+
+
+def level_weights(config: HashGridConfig, progress: float) -> list[float]:
+    """Each level's weight at `progress` of a run: 1 for the first `start_levels`, then a window that
+    opens linearly, level after level, so that at `all_levels_at` every level has weight 1."""
+    if not config.coarse_to_fine:
+        return [1.0] * config.num_levels
+    ramp = min(max(progress, 0.0) / config.all_levels_at, 1.0)
+    active = config.start_levels + (config.num_levels - config.start_levels) * ramp
+    # Level l counts fully once `active` has passed l + 1; between l and l + 1 it fades in.
+    return [min(max(active - level, 0.0), 1.0) for level in range(config.num_levels)]
 
 
 def level_resolutions(config: HashGridConfig) -> list[int]:
@@ -190,6 +216,18 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("level_dense", torch.tensor(self.layout.dense), persistent=False)
         if config.implementation == "triton" and _triton_module() is None:
             raise DreamtextError("hash grid implementation 'triton' requested but triton is not installed")
+        # Per-level weights of the coarse-to-fine window; None while every level counts fully, so the
+        # usual case costs nothing. A function of the run's progress only, which the trainer sets
+        # every step (a resumed run gets the same window); outside training every level counts.
+        self.level_window: Tensor | None = None
+
+    def set_progress(self, progress: float) -> None:
+        """Open the coarse-to-fine window to where it stands at `progress` of a run (no-op without one)."""
+        weights = level_weights(self.config, progress)
+        if all(weight == 1.0 for weight in weights):
+            self.level_window = None
+        else:
+            self.level_window = torch.tensor(weights, device=self.table.device, dtype=self.table.dtype)
 
     def _layout_tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self.level_resolutions, self.level_sizes, self.level_offsets, self.level_dense
@@ -215,6 +253,11 @@ class HashGridEncoding(nn.Module):
             encoded = self._forward_triton(flat)
         else:
             encoded = hash_encode_torch(flat, self.table, self._layout_tensors())
+        if self.level_window is not None:
+            # A level's features (and so the gradient its table rows get) scale with its weight.
+            window = self.level_window.to(device=encoded.device, dtype=encoded.dtype)
+            per_level = encoded.view(-1, self.config.num_levels, self.config.features_per_level)
+            encoded = (per_level * window[:, None]).flatten(1)
         return encoded.reshape(*leading, self.output_dim)
 
     def _forward_triton(self, flat: Tensor) -> Tensor:
