@@ -163,6 +163,30 @@ def test_latent_gradient_is_weighted_noise_residual_for_both_cfg_formulas(prior,
     assert difference.abs().max() > 1e-4
 
 
+def test_several_noise_draws_average_their_residuals(prior):
+    cond = _embeddings(prior, ["a cat, front view", "a cat, back view"])
+    uncond = _embeddings(prior, [""])
+    config = SDSConfig(guidance=ConstantValue(7.5), cfg_formula="sdf_2023", sample_posterior=False, noise_samples=3)
+    loss, info, latents = _run_sds(prior, config, _images(), cond, uncond, seed=5)
+    # The same draws by hand: 3 x 2 timesteps, then noise for the 3 x 2 copies (draw k of render b at 2k + b).
+    generator = torch.Generator().manual_seed(5)
+    t = torch.randint(20, 981, (6,), generator=generator)
+    noise = torch.randn((6, *latents.shape[1:]), generator=generator)
+    assert torch.equal(info.timesteps, t) and len(set(t.tolist())) > 2
+    noisy = prior.scheduler.add_noise(latents.detach().repeat(3, 1, 1, 1), noise, t)
+    with torch.no_grad():
+        eps = prior.unet(torch.cat([noisy, noisy]), torch.cat([t, t]),
+                         encoder_hidden_states=torch.cat([cond.repeat(3, 1, 1), uncond.expand(6, -1, -1)])).sample
+    eps_cond, eps_uncond = eps.chunk(2)
+    weight = sds_weight(prior.scheduler.alphas_cumprod[t], "1-alphabar").view(-1, 1, 1, 1)
+    residuals = weight * (eps_cond + 7.5 * (eps_cond - eps_uncond) - noise)  # [6, ...]
+    expected = residuals.view(3, 2, *latents.shape[1:]).mean(dim=0) / 2
+    torch.testing.assert_close(latents.grad, expected, rtol=1e-5, atol=1e-7)
+    assert info.grad.shape == latents.shape and info.weight.shape == (6,)
+    with pytest.raises(DreamtextError, match="noise_samples"):
+        SDSConfig(noise_samples=0)
+
+
 def test_no_gradient_reaches_the_frozen_prior(prior):
     cond = _embeddings(prior, ["a cat"])
     _run_sds(prior, SDSConfig(), _images(batch=1), cond, _embeddings(prior, [""]), seed=0)

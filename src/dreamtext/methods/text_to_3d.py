@@ -59,6 +59,7 @@ class SDSSettings:
     grad_clamp, grad_clamp_end: optional bound on |grad| moving linearly from one to the other
         (stable-dreamfusion from 30 March 2023: 2 -> 8); None: no clamp (the thesis's fork).
     sample_posterior: stable-dreamfusion encodes with a sample of the VAE posterior.
+    noise_samples: ours: draws of (t, noise) per render, their gradients averaged (1: DreamFusion).
     """
 
     guidance: float = 100.0
@@ -73,6 +74,7 @@ class SDSSettings:
     grad_clamp: float | None = None
     grad_clamp_end: float | None = None
     sample_posterior: bool = True
+    noise_samples: int = 1
 
     def build(self) -> SDSConfig:
         end = self.guidance if self.guidance_end is None else self.guidance_end
@@ -93,6 +95,7 @@ class SDSSettings:
         return SDSConfig(
             timesteps=timesteps, guidance=guidance, cfg_formula=self.cfg_formula,
             weighting=self.weighting, grad_clamp=clamp, sample_posterior=self.sample_posterior,
+            noise_samples=self.noise_samples,
         )
 
 
