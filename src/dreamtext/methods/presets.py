@@ -65,8 +65,9 @@ BUILTIN: dict[str, Any] = {
     # Chamfer 0.057 -> 0.047; the small CLIP's noun R-precision 0.66 -> 0.55.
     "field.encoding.max_resolution": 128,
     # ours: finite-difference normals over about one 32 px training pixel (0.03 at the usual camera
-    # distance; four finest cells of the 256^3 grid it was measured with, two at 128^3) instead of stable-dreamfusion's 0.01, sized for 2048^3 grids:
-    # detail finer than a pixel is never supervised, and 0.01 lit its noise as speckles. bench world,
+    # distance; four finest cells of the 256^3 grid it was measured with, two at 128^3) instead of
+    # stable-dreamfusion's 0.01, sized for 2048^3 grids: detail finer than a pixel is never supervised,
+    # and 0.01 lit its noise as speckles. bench world,
     # 8 dev cases, one seed, against 0.01 (IoU 0.369): mean IoU 0.365 and 0.377 in two runs (one and two
     # threads; the spread of a case between them is up to 0.07), the same within that spread, but the
     # small CLIP reads the shaded views better in both: noun R-precision 0.45 -> 0.55 / 0.52, colour
