@@ -19,7 +19,9 @@ from dreamtext.export.video import mp4_writer_available
 from dreamtext.methods.adan import Adan
 from dreamtext.methods.presets import DREAMFUSION, FITFUSION, preset_config
 from dreamtext.methods.registry import load_trained
-from dreamtext.methods.regularizers import RegularizerWeights, entropy_loss, orientation_loss, regularization
+from dreamtext.methods.regularizers import (
+    RegularizerWeights, border_weights, entropy_loss, opacity_loss, orientation_loss, regularization,
+)
 from dreamtext.methods.text_to_3d import TextTo3DTrainer, text_to_3d
 from dreamtext.scene.cameras import orbit_cameras
 from dreamtext.scene.field import FieldConfig
@@ -323,6 +325,32 @@ def test_opacity_penalty_is_its_weight_times_the_mean_opacity_and_lowers_the_den
             if p.grad is not None:
                 p -= 1e-4 * p.grad
         assert trainer.field.density(points).sum() < before
+
+
+def test_border_weighted_opacity_penalty_spares_the_frame_centre():
+    weights = border_weights(8, 8, 0.6)
+    # Pixel centres at (i + 0.5) / 4 - 1: the four middle pixels lie within 0.6 half-frames, the edge's
+    # middle pixels at distance sqrt(0.875^2 + 0.125^2) and the corners beyond 1.
+    assert weights[2:6, 2:6].eq(0).all() and weights[0, 0] == 1 and weights[-1, -1] == 1
+    torch.testing.assert_close(weights[0, 3], torch.tensor((math.hypot(0.875, 0.125) - 0.6) / 0.4))
+    torch.testing.assert_close(weights, weights.flip(0))
+    torch.testing.assert_close(weights, weights.T)
+    centre = torch.zeros(1, 8, 8, 1)
+    centre[0, 2:6, 2:6] = 1.0  # an object in the middle of the frame costs nothing ...
+    assert opacity_loss(centre, 0.6) == 0 and opacity_loss(centre) == 0.25
+    full = torch.ones(2, 8, 8, 1)  # ... a frame-filling mass the mean of the weights
+    torch.testing.assert_close(opacity_loss(full, 0.6), weights.mean())
+    torch.testing.assert_close(opacity_loss(full, 0.0), border_weights(8, 8, 0.0).mean())
+    torch.testing.assert_close(opacity_loss(centre, 0.6, 0.25), torch.tensor(0.25 * 0.25))  # a floor inside r
+    torch.testing.assert_close(border_weights(8, 8, 0.6, 0.25), 0.25 + 0.75 * weights)
+    torch.testing.assert_close(opacity_loss(full, 0.6, 1.0), full.mean())  # a floor of 1: the plain mean
+    scheduled = RegularizerWeights(opacity=3000.0, opacity_end=0.0, opacity_inner_radius=0.6).at(0.5)
+    assert scheduled.opacity == 1500.0 and scheduled.opacity_inner_radius == 0.6
+    for bad in (-0.1, 1.0):
+        with pytest.raises(DreamtextError, match="opacity_inner_radius"):
+            RegularizerWeights(opacity_inner_radius=bad)
+    with pytest.raises(DreamtextError, match="opacity_inner_weight"):
+        RegularizerWeights(opacity_inner_radius=0.5, opacity_inner_weight=1.5)
 
 
 def _cli_error(capsys, argv) -> str:

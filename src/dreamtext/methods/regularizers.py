@@ -5,6 +5,10 @@
   is a sum over the prior's latents, so its gradient per render pixel is O(1) to O(10) while the mean
   opacity's is 1 / pixels; a weight must be in the thousands to matter at a 32 px render (measured on
   the built-in prior: 50 left a frame-filling fog unchanged, 3000 carved it into a table).
+  With `opacity_inner_radius` the mean is weighted by each pixel's distance from the image centre
+  (`opacity_inner_weight`, 0 by default, inside that fraction of the half-frame, rising linearly to 1 at
+  the frame's edge), so the penalty carves masses that reach the frame's border harder than the object
+  in the middle of it.
 - entropy: binary entropy of each sample's weight, pushing samples to be empty or opaque
   (stable-dreamfusion's lambda_entropy, 1e-4 in March 2023), against semi-transparent fog.
 - orientation: Ref-NeRF's sum_i w_i max(0, n_i . d)^2, penalising visible normals that face away from
@@ -37,6 +41,11 @@ class RegularizerWeights:
     """ours: the opacity weight moves linearly from `opacity` to this (None: constant) ..."""
     opacity_end_progress: float = 1.0
     """... reached at this fraction of the run and kept after it (1: at the end)."""
+    opacity_inner_radius: float | None = None
+    """ours: None weighs every pixel alike; r in [0, 1) weighs a pixel by its distance d from the image
+    centre (in half-frames): `opacity_inner_weight` for d <= r, then linearly up to 1 at d = 1 (the
+    edge's midpoints) and 1 beyond (the corners)."""
+    opacity_inner_weight: float = 0.0
 
     def __post_init__(self):
         for name in ("opacity", "entropy", "orientation", "opacity_end"):
@@ -45,6 +54,10 @@ class RegularizerWeights:
                 raise DreamtextError(f"the {name} regulariser's weight must be >= 0 (0 turns it off), got {value}")
         if not 0 < self.opacity_end_progress <= 1:
             raise DreamtextError(f"opacity_end_progress must lie in (0, 1], got {self.opacity_end_progress}")
+        if self.opacity_inner_radius is not None and not 0 <= self.opacity_inner_radius < 1:
+            raise DreamtextError(f"opacity_inner_radius must lie in [0, 1) (a fraction of the half-frame), got {self.opacity_inner_radius}")
+        if not 0 <= self.opacity_inner_weight <= 1:
+            raise DreamtextError(f"opacity_inner_weight must lie in [0, 1], got {self.opacity_inner_weight}")
 
     @property
     def needs_samples(self) -> bool:
@@ -63,8 +76,23 @@ class RegularizerWeights:
         return dataclasses.replace(self, opacity=opacity, opacity_end=None)
 
 
-def opacity_loss(opacity: Tensor) -> Tensor:
-    return opacity.mean()
+def border_weights(height: int, width: int, inner_radius: float, inner_weight: float = 0.0, device=None) -> Tensor:
+    """[H, W] pixel weights: `inner_weight` within `inner_radius` half-frames of the image centre, then
+    rising linearly to 1 at the edge's midpoints, and 1 beyond (the corners)."""
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * 2 - 1
+    distance = (ys[:, None].square() + xs[None, :].square()).sqrt()
+    ramp = ((distance - inner_radius) / (1 - inner_radius)).clamp(0, 1)
+    return inner_weight + (1 - inner_weight) * ramp
+
+
+def opacity_loss(opacity: Tensor, inner_radius: float | None = None, inner_weight: float = 0.0) -> Tensor:
+    """Mean opacity of renders [..., H, W, 1]; with `inner_radius`, each pixel weighted by `border_weights`."""
+    if inner_radius is None:
+        return opacity.mean()
+    height, width = opacity.shape[-3], opacity.shape[-2]
+    weights = border_weights(height, width, inner_radius, inner_weight, opacity.device).to(opacity.dtype)
+    return (opacity[..., 0] * weights).mean()
 
 
 def entropy_loss(weights: Tensor) -> Tensor:
@@ -82,7 +110,7 @@ def regularization(out: RenderOutputs, directions: Tensor | None, weights: Regul
     """Weighted sum of the enabled terms and each term (detached) by name."""
     terms: dict[str, Tensor] = {}
     if weights.opacity > 0:
-        terms["opacity"] = opacity_loss(out.opacity)
+        terms["opacity"] = opacity_loss(out.opacity, weights.opacity_inner_radius, weights.opacity_inner_weight)
     if weights.entropy > 0 and out.weights is not None:
         terms["entropy"] = entropy_loss(out.weights)
     if weights.orientation > 0 and out.sample_normals is not None and out.weights is not None and directions is not None:
