@@ -46,6 +46,7 @@ class RegularizerWeights:
     centre (in half-frames): `opacity_inner_weight` for d <= r, then linearly up to 1 at d = 1 (the
     edge's midpoints) and 1 beyond (the corners)."""
     opacity_inner_weight: float = 0.0
+    """ours: the weight inside that radius (0: the middle of the frame is free; 1: the plain mean)."""
 
     def __post_init__(self):
         for name in ("opacity", "entropy", "orientation", "opacity_end"):
