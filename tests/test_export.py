@@ -169,6 +169,34 @@ def test_small_components_and_largest_component():
     assert largest.vertices[:, 0].max() < 0.1  # the big sphere on the left
 
 
+class ShellField(SpheresField):
+    """A hollow ball: density `peak` between radii `inner` and `outer`, a sealed void inside."""
+
+    def __init__(self, inner: float, outer: float):
+        super().__init__([((0.0, 0.0, 0.0), outer)])
+        self.inner, self.outer = inner, outer
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        radius = points.norm(dim=-1)
+        sdf = torch.maximum(radius - self.outer, self.inner - radius)
+        return self.peak * torch.sigmoid(-sdf / self.softness)
+
+
+def test_sealed_cavities_are_filled_and_kept_when_asked():
+    field = ShellField(0.25, 0.5)
+    outer, inner = field.iso_radius(0.5), 0.25 - (field.iso_radius(0.5) - 0.5)
+    solid = extract_mesh(field, MeshExportConfig(resolution=64))
+    assert len(solid.split(only_watertight=False)) == 1 and solid.is_watertight
+    ball = 4.0 / 3.0 * math.pi * outer**3
+    assert abs(solid.volume - ball) / ball < 0.03
+    hollow = extract_mesh(field, MeshExportConfig(resolution=64, fill_cavities=False))
+    assert len(hollow.split(only_watertight=False)) == 2  # the outer wall and the void's, facing inwards
+    shell = ball - 4.0 / 3.0 * math.pi * inner**3
+    assert abs(hollow.volume - shell) / shell < 0.05
+    two = SpheresField([((-0.4, 0.0, 0.0), 0.3), ((0.4, 0.0, 0.0), 0.3)])  # separate solids stay
+    assert len(extract_mesh(two, MeshExportConfig(resolution=48)).split(only_watertight=False)) == 2
+
+
 def test_decimation_meets_the_face_budget_and_stays_closed(sphere_field, sphere_mesh):
     mesh = extract_mesh(sphere_field, MeshExportConfig(resolution=64, decimate_target=2000))
     assert len(mesh.faces) <= 2000 < len(sphere_mesh.faces)
