@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -351,6 +352,31 @@ def test_border_weighted_opacity_penalty_spares_the_frame_centre():
             RegularizerWeights(opacity_inner_radius=bad)
     with pytest.raises(DreamtextError, match="opacity_inner_weight"):
         RegularizerWeights(opacity_inner_radius=0.5, opacity_inner_weight=1.5)
+
+
+def test_opacity_penalty_with_a_free_area_spares_an_object_of_that_size():
+    cameras = orbit_cameras(2, 8, 8, radius=2.0, fovy_deg=90.0).cameras  # the frame is 2 r tan(45) = 4 wide
+    frame_areas = cameras.frame_area_at()
+    torch.testing.assert_close(frame_areas, torch.full((2,), 16.0))
+    opacity = torch.zeros(2, 8, 8, 1)
+    opacity[0, 3:5, 3:5] = 1.0  # 4 of 64 pixels: an apparent area of 1
+    opacity[1] = 1.0  # a frame-filling mass: 16
+    weights = RegularizerWeights(opacity=10.0, opacity_free_area=2.0)  # 2 / 16 of each frame is free
+    out = SimpleNamespace(opacity=opacity, rgb=torch.zeros(2, 8, 8, 3))
+    total, terms = regularization(out, None, weights, frame_areas)
+    torch.testing.assert_close(terms["opacity"], torch.tensor((0.0 + (1.0 - 0.125)) / 2))  # a hinge per render
+    torch.testing.assert_close(total, 10.0 * terms["opacity"])
+    # Twice as far, the same object covers a quarter of the pixels and so does its free fraction.
+    far = orbit_cameras(1, 8, 8, radius=4.0, fovy_deg=90.0).cameras.frame_area_at()
+    torch.testing.assert_close(far, torch.tensor([64.0]))
+    torch.testing.assert_close(opacity_loss(opacity[1:], free_fraction=2.0 / far), torch.tensor(1.0 - 2.0 / 64))
+    with pytest.raises(DreamtextError, match="frame areas"):
+        regularization(out, None, weights)
+    for bad in (0.0, -1.0):
+        with pytest.raises(DreamtextError, match="opacity_free_area"):
+            RegularizerWeights(opacity_free_area=bad)
+    scheduled = RegularizerWeights(opacity=3000.0, opacity_end=0.0, opacity_free_area=0.3).at(0.5)
+    assert scheduled.opacity == 1500.0 and scheduled.opacity_free_area == 0.3
 
 
 def _cli_error(capsys, argv) -> str:

@@ -8,7 +8,10 @@
   With `opacity_inner_radius` the mean is weighted by each pixel's distance from the image centre
   (`opacity_inner_weight`, 0 by default, inside that fraction of the half-frame, rising linearly to 1 at
   the frame's edge), so the penalty carves masses that reach the frame's border harder than the object
-  in the middle of it.
+  in the middle of it. With `opacity_free_area` only the opacity beyond the fraction of each frame that
+  an object of that apparent area at the scene's centre covers is penalised, a hinge in the form of
+  Dream Fields' transmittance loss -min(tau, mean transmittance), here per render and scaled by the
+  camera's distance and field of view, so an object of a typical size is not pushed to shrink.
 - entropy: binary entropy of each sample's weight, pushing samples to be empty or opaque
   (stable-dreamfusion's lambda_entropy, 1e-4 in March 2023), against semi-transparent fog.
 - orientation: Ref-NeRF's sum_i w_i max(0, n_i . d)^2, penalising visible normals that face away from
@@ -47,6 +50,10 @@ class RegularizerWeights:
     edge's midpoints) and 1 beyond (the corners)."""
     opacity_inner_weight: float = 0.0
     """ours: the weight inside that radius (0: the middle of the frame is free; 1: the plain mean)."""
+    opacity_free_area: float | None = None
+    """ours: None penalises all opacity; A > 0 (world units squared) penalises a render's mean opacity only
+    beyond A / (the frame's area at the depth of the scene's centre): what an object of apparent area A
+    there covers. Needs the cameras (`regularization(..., frame_areas=)`)."""
 
     def __post_init__(self):
         for name in ("opacity", "entropy", "orientation", "opacity_end"):
@@ -59,6 +66,8 @@ class RegularizerWeights:
             raise DreamtextError(f"opacity_inner_radius must lie in [0, 1) (a fraction of the half-frame), got {self.opacity_inner_radius}")
         if not 0 <= self.opacity_inner_weight <= 1:
             raise DreamtextError(f"opacity_inner_weight must lie in [0, 1], got {self.opacity_inner_weight}")
+        if self.opacity_free_area is not None and not self.opacity_free_area > 0:
+            raise DreamtextError(f"opacity_free_area must be > 0 (an apparent area in world units squared; None turns it off), got {self.opacity_free_area}")
 
     @property
     def needs_samples(self) -> bool:
@@ -87,13 +96,17 @@ def border_weights(height: int, width: int, inner_radius: float, inner_weight: f
     return inner_weight + (1 - inner_weight) * ramp
 
 
-def opacity_loss(opacity: Tensor, inner_radius: float | None = None, inner_weight: float = 0.0) -> Tensor:
-    """Mean opacity of renders [..., H, W, 1]; with `inner_radius`, each pixel weighted by `border_weights`."""
-    if inner_radius is None:
-        return opacity.mean()
-    height, width = opacity.shape[-3], opacity.shape[-2]
-    weights = border_weights(height, width, inner_radius, inner_weight, opacity.device).to(opacity.dtype)
-    return (opacity[..., 0] * weights).mean()
+def opacity_loss(opacity: Tensor, inner_radius: float | None = None, inner_weight: float = 0.0, free_fraction: Tensor | None = None) -> Tensor:
+    """Mean opacity of renders [N, H, W, 1]; with `inner_radius`, each pixel weighted by `border_weights`;
+    with `free_fraction` [N], each render's mean counts only above its own free fraction (a hinge)."""
+    per_pixel = opacity[..., 0]
+    if inner_radius is not None:
+        height, width = opacity.shape[-3], opacity.shape[-2]
+        per_pixel = per_pixel * border_weights(height, width, inner_radius, inner_weight, opacity.device).to(opacity.dtype)
+    if free_fraction is None:
+        return per_pixel.mean()
+    per_render = per_pixel.flatten(1).mean(dim=1)
+    return (per_render - free_fraction.to(per_render)).clamp_min(0).mean()
 
 
 def entropy_loss(weights: Tensor) -> Tensor:
@@ -107,11 +120,22 @@ def orientation_loss(weights: Tensor, sample_normals: Tensor, directions: Tensor
     return (weights.detach() * facing_away.square()).sum(dim=-1).mean()
 
 
-def regularization(out: RenderOutputs, directions: Tensor | None, weights: RegularizerWeights) -> tuple[Tensor, dict[str, Tensor]]:
-    """Weighted sum of the enabled terms and each term (detached) by name."""
+def regularization(
+    out: RenderOutputs, directions: Tensor | None, weights: RegularizerWeights, frame_areas: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted sum of the enabled terms and each term (detached) by name.
+
+    frame_areas [N]: each camera's frame area at the depth of the scene's centre (`Cameras.frame_area_at`),
+    needed by `opacity_free_area`.
+    """
     terms: dict[str, Tensor] = {}
     if weights.opacity > 0:
-        terms["opacity"] = opacity_loss(out.opacity, weights.opacity_inner_radius, weights.opacity_inner_weight)
+        free_fraction = None
+        if weights.opacity_free_area is not None:
+            if frame_areas is None:
+                raise DreamtextError("opacity_free_area needs the cameras' frame areas; pass frame_areas to regularization()")
+            free_fraction = weights.opacity_free_area / frame_areas
+        terms["opacity"] = opacity_loss(out.opacity, weights.opacity_inner_radius, weights.opacity_inner_weight, free_fraction)
     if weights.entropy > 0 and out.weights is not None:
         terms["entropy"] = entropy_loss(out.weights)
     if weights.orientation > 0 and out.sample_normals is not None and out.weights is not None and directions is not None:

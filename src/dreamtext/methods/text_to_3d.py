@@ -284,7 +284,8 @@ class TextTo3DTrainer:
         loss, _ = self.sds.loss(images, cond, uncond, progress, generator=generator)
         if config.regularizers.any_enabled:
             directions = sample.cameras.generate_rays().directions if config.regularizers.orientation > 0 else None
-            extra, _ = regularization(out, directions, config.regularizers.at(progress))
+            frame_areas = sample.cameras.frame_area_at() if config.regularizers.opacity_free_area is not None else None
+            extra, _ = regularization(out, directions, config.regularizers.at(progress), frame_areas)
             loss = loss + extra
         added = self.extra_loss()
         if added is not None:

@@ -87,6 +87,14 @@ class Cameras:
     def fovy_deg(self) -> Tensor:
         return torch.rad2deg(2 * torch.atan(0.5 * self.height / self.fy))
 
+    def frame_area_at(self, point: Tensor | None = None) -> Tensor:
+        """[N] the area (world units squared) the image covers on the plane through `point` (the origin by
+        default) facing each camera: (width / fx) (height / fy) depth^2, depth along the optical axis."""
+        point = self.c2w.new_zeros(3) if point is None else point
+        forward = -self.c2w[:, :3, 2]  # OpenGL convention: the camera looks down its -z axis
+        depth = ((point - self.origins) * forward).sum(dim=-1)
+        return (self.width / self.fx) * (self.height / self.fy) * depth.square()
+
     def generate_rays(self, pixel_jitter: bool = False, generator: torch.Generator | None = None) -> RayBundle:
         """One ray per pixel: origins and unit directions, both [N, H, W, 3].
 
