@@ -154,11 +154,11 @@ def extract_mesh(field: Field, config: MeshExportConfig = MeshExportConfig()) ->
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
     mesh.update_faces(mesh.nondegenerate_faces())
     mesh.remove_unreferenced_vertices()
+    if mesh.volume < 0:  # before the cavities: they are told apart by the sign of their volume
+        mesh.invert()
     if config.fill_cavities:
         mesh = _drop_cavities(mesh)
     mesh = _drop_small_components(mesh, config.keep_largest_component, config.min_component_fraction)
-    if mesh.volume < 0:
-        mesh.invert()
 
     colors = to_rgba8(albedo_at(field, mesh.vertices, config.chunk_size))
     return trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, vertex_colors=colors, process=False)
