@@ -103,25 +103,21 @@ def _march_within_budget(grid: Tensor, bound: float, threshold: float, target: i
     return vertices, faces
 
 
-def _drop_cavities(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
-    """Without the closed components of negative signed volume: marching cubes winds faces from high
-    density to low, so a closed shell facing inwards is the wall of a void sealed inside the object."""
+def _select_components(mesh: trimesh.Trimesh, config: MeshExportConfig) -> trimesh.Trimesh:
+    """The mesh split once into connected components, then without sealed cavities (`fill_cavities`:
+    closed components of negative signed volume; marching cubes winds faces from high density to low,
+    so a closed shell facing inwards is the wall of a void inside the object) and without specks
+    (`min_component_fraction` of the largest one's faces, or all but the largest)."""
     components = mesh.split(only_watertight=False)
     if len(components) <= 1:
         return mesh
-    kept = [c for c in components if not (c.is_watertight and c.volume < 0)]
-    return trimesh.util.concatenate(kept) if len(kept) < len(components) else mesh
-
-
-def _drop_small_components(mesh: trimesh.Trimesh, keep_largest: bool, min_fraction: float) -> trimesh.Trimesh:
-    components = mesh.split(only_watertight=False)
-    if len(components) <= 1:
-        return mesh
+    if config.fill_cavities:
+        components = [c for c in components if not (c.is_watertight and c.volume < 0)]
     face_counts = np.array([len(component.faces) for component in components])
-    if keep_largest:
+    if config.keep_largest_component:
         kept = [components[int(face_counts.argmax())]]
     else:
-        kept = [c for c, n in zip(components, face_counts) if n >= min_fraction * face_counts.max()]
+        kept = [c for c, n in zip(components, face_counts) if n >= config.min_component_fraction * face_counts.max()]
     return trimesh.util.concatenate(kept)
 
 
@@ -156,9 +152,7 @@ def extract_mesh(field: Field, config: MeshExportConfig = MeshExportConfig()) ->
     mesh.remove_unreferenced_vertices()
     if mesh.volume < 0:  # before the cavities: they are told apart by the sign of their volume
         mesh.invert()
-    if config.fill_cavities:
-        mesh = _drop_cavities(mesh)
-    mesh = _drop_small_components(mesh, config.keep_largest_component, config.min_component_fraction)
+    mesh = _select_components(mesh, config)
 
     colors = to_rgba8(albedo_at(field, mesh.vertices, config.chunk_size))
     return trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, vertex_colors=colors, process=False)
