@@ -222,8 +222,10 @@ def test_fitting_the_field_to_a_scene_reproduces_its_occupancy():
 def test_truth_start_is_for_text_cases_and_checked():
     with pytest.raises(DreamtextError, match="--kinds text"):
         benchmark_cases(WorldBenchConfig(start="truth", kinds=("text", "dreamtext")))
-    with pytest.raises(DreamtextError, match="blob or truth"):
+    with pytest.raises(DreamtextError, match="blob, prior_hull or truth"):
         benchmark_cases(WorldBenchConfig(start="middle"))
+    with pytest.raises(DreamtextError, match="--start prior_hull applies to text-to-3D only"):
+        benchmark_cases(WorldBenchConfig(start="prior_hull", kinds=("dreamtext",)))
 
 
 @needs_builtin
@@ -234,3 +236,15 @@ def test_quick_world_benchmark_from_the_truth_reports_the_fitted_iou(tmp_path, c
     assert result["start"] == "truth" and 0.0 < case["start_iou"] <= 1.0 and result["mean"]["start_iou"] == case["start_iou"]
     # Four SDS steps after the fit leave the field near it (from the blob, four steps give IoU about 0).
     assert case["iou"] > 0.5 * case["start_iou"]
+
+
+@needs_builtin
+def test_quick_world_benchmark_from_the_priors_hull_reports_where_it_started(tmp_path, capsys):
+    assert main(["bench", "world", "--json", "--quick", "--device", "cpu", "--start", "prior_hull", "--workspace", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (case,) = result["cases"]
+    assert result["start"] == "prior_hull" and 0.0 < case["start_iou"] <= 1.0
+    folder = next(tmp_path.glob("00_text_*"))
+    assert (folder / "init" / "drawings.png").is_file()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["init"] == "prior_hull" and 0.0 < metrics["hull_fraction"] < 1.0

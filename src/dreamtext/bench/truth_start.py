@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..methods.shape_init import FieldFitConfig, fit_field
 from ..metrics import field_iou
 from ..world.analytic import AnalyticScene
 
@@ -34,26 +35,15 @@ class TruthFitConfig:
 def fit_field_to_scene(field: torch.nn.Module, scene: AnalyticScene, config: TruthFitConfig = TruthFitConfig(),
                        seed: int = 0) -> None:
     """Fit `field`'s density and albedo to `scene` in place (its own optimiser; the caller's is untouched)."""
-    device = next(field.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    optimizer = torch.optim.Adam(field.parameters(), lr=config.lr)
-    bound = scene.bound
-    for _ in range(config.steps):
-        points = (torch.rand(config.points, 3, generator=generator, device=device) * 2 - 1) * bound
+    def targets(points: torch.Tensor):
         sdf, nearest_part = scene.part_sdfs(points).min(dim=-1)  # once for the density and the albedo target
-        target_density = config.inside_density * torch.sigmoid(-sdf / config.surface_width)
-        outputs = field(points)
-        # Inside and outside weigh the same: a thin object fills a few percent of the cube, and a plain
-        # mean would first fit the empty space by emptying everything.
-        error = (outputs.density - target_density).abs() / config.inside_density
-        inside = sdf < 0
-        density_error = error[inside].mean().nan_to_num() + error[~inside].mean().nan_to_num()
+        density = config.inside_density * torch.sigmoid(-sdf / config.surface_width)
         # Albedo only where it shows: inside and within a surface width outside.
-        shows = (sdf < 2 * config.surface_width).to(points.dtype).unsqueeze(-1)
-        albedo_error = ((outputs.albedo - scene.part_albedo(points, nearest_part)) ** 2 * shows).sum(-1).mean()
-        optimizer.zero_grad(set_to_none=True)
-        (density_error + albedo_error).backward()
-        optimizer.step()
+        shows = (sdf < 2 * config.surface_width).to(points.dtype)
+        return density, sdf < 0, scene.part_albedo(points, nearest_part), shows
+
+    fit = FieldFitConfig(steps=config.steps, points=config.points, lr=config.lr, inside_density=config.inside_density)
+    fit_field(field, targets, scene.bound, fit, seed=seed)
 
 
 def truth_start_trainer(run_config, workspace, scene: AnalyticScene, prior=None, fit: TruthFitConfig = TruthFitConfig(),

@@ -25,6 +25,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from ..errors import DreamtextError
+from ..metrics import field_iou
 from ..utils.workspace import CHECKPOINT_FILE
 from ..world.world import Split, WorldObject, build_object, sample_attributes, split_combinations
 from .world_diversity import STUDIES
@@ -48,11 +49,16 @@ QUICK_OVERRIDES: dict[str, Any] = {
     # Below the untrained density blob's peak (about 10, scene/field.py), so a field after four steps
     # still has a surface and every metric, Chamfer included, runs.
     "export.mesh.density_threshold": 5.0,
+    # --start prior_hull: two drawings a view in a few DDIM steps, a short fit.
+    "init.drawings_per_view": 2,
+    "init.steps": 4,
+    "init.fit.steps": 100,
+    "init.fit.points": 4096,
 }
 
 QUICK_TRUTH_FIT = TruthFitConfig(steps=100, points=4096)  # ours: the quick run's plumbing check
 
-Start = Literal["blob", "truth"]
+Start = Literal["blob", "prior_hull", "truth"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,9 @@ class WorldBenchConfig:
     folder, deleted afterwards. seed: the runs' seed (ours: 0, as `dreamtext text`). seeds: runs per case,
     with seeds `seed`, `seed` + 1, ... (ours: 1; a single case's IoU can move by 0.1 or more between seeds,
     so comparing settings wants more). image: the image cases' and the diversity study's settings
-    (world_image.py). start: what text-to-3D starts from, the preset's density blob or, as a diagnostic,
-    the true object fitted with `truth_fit` (truth_start.py; text cases only)."""
+    (world_image.py). start: what text-to-3D starts from (text cases only): the density blob, the visual
+    hull of the prior's drawings (`init.kind` prior_hull, methods/shape_init.py), or, as a diagnostic, the
+    true object fitted with `truth_fit` (truth_start.py). The fitted start's IoU is reported as `start_iou`."""
 
     cases: int = 8
     split: Split = "dev"
@@ -126,10 +133,10 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
         raise DreamtextError(f"unknown benchmark case kind(s) {unknown}; known: {', '.join([*CASE_RUNNERS, *STUDIES])}")
     if config.seeds < 1:
         raise DreamtextError(f"--seeds must be at least 1 (runs per case), got {config.seeds}")
-    if config.start not in ("blob", "truth"):
-        raise DreamtextError(f"--start must be blob or truth, got {config.start!r}")
-    if config.start == "truth" and set(config.kinds) != {"text"}:
-        raise DreamtextError("--start truth applies to text-to-3D only; run it with --kinds text")
+    if config.start not in ("blob", "prior_hull", "truth"):
+        raise DreamtextError(f"--start must be blob, prior_hull or truth, got {config.start!r}")
+    if config.start != "blob" and set(config.kinds) != {"text"}:
+        raise DreamtextError(f"--start {config.start} applies to text-to-3D only; run it with --kinds text")
     objects = benchmark_objects(config.cases, config.split)
     kinds = [kind for kind in config.kinds if kind in CASE_RUNNERS]
     cases = [WorldCase(kind, obj, index) for index, (kind, obj) in enumerate(itertools.product(kinds, objects))]
@@ -148,10 +155,20 @@ def run_text_case(case: WorldCase, workspace: Path, config: WorldBenchConfig, de
     from ..methods.text_to_3d import TextTo3DTrainer, text_to_3d
 
     overrides = {**config.overrides, "seed": config.seed, "device": device.type}
+    if config.start != "truth":
+        overrides["init.kind"] = config.start
     run_config = preset_config(config.preset, case.caption, overrides)
     figures: dict[str, Any] = {}
     make_trainer = TextTo3DTrainer
-    if config.start == "truth":
+    if config.start == "prior_hull":
+        def make_trainer(run_config, run_workspace, prior=None):
+            trainer = TextTo3DTrainer(run_config, run_workspace, prior=prior)
+            if not run_workspace.has_checkpoint():  # a resumed run loads its checkpoint instead
+                trainer.initialise_shape()
+                figures["start_iou"] = field_iou(trainer.field, case.object.scene, resolution=config.evaluation.iou_resolution,
+                                                 density_threshold=run_config.export.mesh.density_threshold)
+            return trainer
+    elif config.start == "truth":
         def make_trainer(run_config, run_workspace, prior=None):
             trainer, figures["start_iou"] = truth_start_trainer(  # absent when a finished run is resumed (no trainer is made)
                 run_config, run_workspace, case.object.scene, prior=prior, fit=config.truth_fit,
@@ -231,8 +248,8 @@ def seed_spread(rows: list[dict]) -> dict:
 def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
                 workspace: str | None = None, kinds: str | None = None, seeds: int | None = None, start: Start = "blob") -> dict:
     """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures; `kinds`:
-    comma-separated case kinds (default: text only); `seeds`: runs per case (default 1); `start`: blob
-    or truth (the diagnostic start, truth_start.py)."""
+    comma-separated case kinds (default: text only); `seeds`: runs per case (default 1); `start`: blob,
+    prior_hull or truth (the diagnostic start, truth_start.py)."""
     base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
     config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases,
                      seeds=base.seeds if seeds is None else seeds, start=start)

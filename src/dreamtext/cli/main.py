@@ -79,6 +79,9 @@ class TextCommand:
     """Weight of the mean-opacity penalty against fog and frame-filling masses at the start of the run
     (default: the preset's; 0 = off). The builtin preset starts at 3000 and lowers it linearly to 0 at a
     third of the run; the other presets have none. Its scale is that of the SDS loss, a sum over the prior's latents."""
+    init: Literal["blob", "prior_hull"] | None = None
+    """Where the field starts: the density blob, or a visual hull of the prior's own drawings of the object
+    (front, side, back and overhead views; written to WORKSPACE/init/drawings.png). Default: the preset's."""
     resume: bool = False
     """Continue the run saved in the workspace (same schedule and random stream)."""
     quiet: bool = False
@@ -95,7 +98,7 @@ class TextCommand:
             "model": self.model, "iters": iters, "seed": self.seed, "device": self.device, "precision": self.precision,
             "sds.guidance": self.guidance, "render_size": self.size, "optimizer.lr": self.lr, "optimizer.kind": self.optimizer,
             "renderer.max_samples_per_chunk": self.max_samples_per_chunk, "ema_decay": self.ema_decay,
-            "regularizers.opacity": self.opacity_weight,
+            "regularizers.opacity": self.opacity_weight, "init.kind": self.init,
         }
         preset = self.preset or default_preset(self.model)
         config = preset_config(preset, self.prompt, overrides, negative_prompt=self.negative_prompt)
@@ -163,9 +166,10 @@ class BenchCommand:
     (image-to-3D from a true render), diversity (diverse vs text-to-3D over K seeds)."""
     seeds: int | None = None
     """world: runs per case, with seeds 0, 1, ... (default 1); the means are over every run."""
-    start: Literal["blob", "truth"] | None = None
-    """world: what text-to-3D starts from (default blob). truth, a diagnostic: the field is first fitted
-    to the true object, and `start_iou` beside the final IoU says whether the distillation keeps it."""
+    start: Literal["blob", "prior_hull", "truth"] | None = None
+    """world: what text-to-3D starts from (default blob). prior_hull: the visual hull of the prior's own
+    drawings (as `text --init prior_hull`). truth, a diagnostic: the field is first fitted to the true
+    object. `start_iou` beside the final IoU says how near the start was and whether the distillation keeps it."""
 
     def run(self) -> None:
         from ..bench import run_benchmark

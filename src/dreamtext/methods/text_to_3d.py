@@ -38,6 +38,7 @@ from ..utils.progress import Progress
 from ..utils.workspace import Workspace
 from .adan import Adan
 from .regularizers import RegularizerWeights, regularization
+from .shape_init import ShapeInitConfig, draw_views, fit_field, hull_of_drawings, hull_targets, hull_volume_fraction, mean_object_colour
 
 ITERS_PER_EPOCH = 100  # thesis 6.1: an epoch is 100 iterations
 
@@ -140,6 +141,7 @@ class TextTo3DConfig:
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     regularizers: RegularizerWeights = dataclasses.field(default_factory=RegularizerWeights)
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)  # thesis 6.1.3 architecture
+    init: ShapeInitConfig = dataclasses.field(default_factory=ShapeInitConfig)  # the blob (thesis 6.1.6) or the prior's hull
     background: BackgroundConfig = dataclasses.field(default_factory=BackgroundConfig)  # thesis 6.1.3 MLP
     renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
     occupancy: OccupancyGridConfig = dataclasses.field(default_factory=OccupancyGridConfig)
@@ -209,6 +211,7 @@ class TextTo3DTrainer:
         self.losses: list[float] = []  # every step's loss (nan for skipped steps), kept in the checkpoint
         self.skipped_steps = 0
         self._consecutive_nonfinite = 0
+        self.init_record: dict | None = None  # what the shape initialisation did (None: not run; a resumed run skips it)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         opt = self.config.optimizer
@@ -369,8 +372,37 @@ class TextTo3DTrainer:
             save_image(self.workspace.path(save_as), strip.cpu())
         return strip
 
+    def initialise_shape(self) -> dict:
+        """Start the field from the prior's visual hull when `config.init` asks for it (`train` calls this
+        before a run's first step; a resumed run loads its checkpoint instead). Writes the drawings to
+        init/drawings.png; returns (and keeps in `init_record`) what it did, for metrics.json."""
+        self.init_record = self._initial_shape()
+        return self.init_record
+
+    def _initial_shape(self) -> dict:
+        init = self.config.init
+        if init.kind == "blob":
+            return {"init": "blob"}
+        from .sample import contact_sheet
+
+        drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed)
+        save_image(self.workspace.path("init/drawings.png"), contact_sheet(torch.cat(drawings), columns=init.drawings_per_view))
+        hull = hull_of_drawings(drawings, init, self.config.cameras)
+        fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
+        if fraction == 0.0:
+            print("dreamtext: warning: the prior's drawings gave an empty hull (no object told apart from its backdrop); "
+                  "starting from the density blob", file=sys.stderr)
+            return {"init": "blob", "hull_fraction": 0.0}
+        targets = hull_targets(hull, mean_object_colour(drawings, init), init)
+        fit_field(self.field, targets, self.field.bound, init.fit, seed=self.config.seed)
+        if self.ema_field is not None:
+            self.ema_field.load_state_dict(self.field.state_dict())
+        return {"init": "prior_hull", "hull_fraction": fraction}
+
     def train(self, progress: bool = True) -> None:
         config = self.config
+        if self.step == 0 and self.init_record is None:
+            self.initialise_shape()
         with Progress(total=config.iters, start=self.step, description="text-to-3d", enabled=progress,
                       status_path=self.workspace.progress_path) as bar:
             while self.step < config.iters:
@@ -424,6 +456,7 @@ def text_to_3d(
         "final_loss": finite[-1] if finite else None,
         "mean_loss_last_100": sum(finite[-100:]) / len(finite[-100:]) if finite else None,
         "prior_dtype": _dtype_name(trainer.prior.dtype),
+        **(trainer.init_record or {}),
     }
     trainer.background.eval()
     metrics.update(export_all(trainer.shown_field, trainer.renderer, ws, config.export, background=trainer.background))

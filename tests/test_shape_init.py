@@ -1,0 +1,153 @@
+"""The field's start from the prior's drawings: backdrop masks, projection, the soft visual hull, the fit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dreamtext.errors import DreamtextError
+from dreamtext.methods.shape_init import (
+    FieldFitConfig, ShapeInitConfig, SoftVisualHull, fit_field, foreground_masks, hull_of_drawings, hull_targets,
+    hull_volume_fraction, mean_object_colour, project, view_camera,
+)
+from dreamtext.metrics import field_iou, occupancy_grid, voxel_iou
+from dreamtext.scene.cameras import CameraSamplerConfig
+from dreamtext.scene.field import FieldConfig, RadianceField
+from dreamtext.scene.hash_encoding import HashGridConfig
+from dreamtext.world.analytic import sphere_scene
+
+BACKDROP = (0.9, 0.85, 0.8)
+
+
+def drawings_of(scene, config: ShapeInitConfig, count: int = 2, size: int = 64) -> list[torch.Tensor]:
+    """Exact renders of `scene` from each view's assumed camera, over a plain backdrop: perfect drawings."""
+    cameras = CameraSamplerConfig()
+    radius, fovy = sum(cameras.radius_range) / 2, sum(cameras.fovy_range_deg) / 2
+    views = []
+    for _, polar, azimuth in config.views:
+        out = scene.render_sphere_traced(view_camera(polar, azimuth, radius, fovy, size), background=BACKDROP)
+        views.append(out["rgb"].permute(0, 3, 1, 2).expand(count, -1, -1, -1).clone())
+    return views
+
+
+def test_foreground_is_what_differs_from_the_plain_backdrop():
+    images = torch.tensor(BACKDROP).view(1, 3, 1, 1).repeat(2, 1, 16, 16)
+    images[0, :, 4:9, 6:12] = torch.tensor([0.2, 0.3, 0.9]).view(3, 1, 1)
+    images[1, :, 4:9, 6:12] += 0.03  # within the tolerance: still backdrop
+    masks = foreground_masks(images, tolerance=0.08)
+    expected = torch.zeros(16, 16)
+    expected[4:9, 6:12] = 1
+    assert torch.equal(masks[0, 0], expected) and masks[1].sum() == 0
+
+
+def test_projection_inverts_the_cameras_rays():
+    camera = view_camera(60.0, 40.0, radius=1.3, fovy_deg=50.0, size=32)
+    rays = camera.generate_rays()
+    pixels = [(3, 5), (16, 16), (30, 9)]  # (row, column)
+    points = torch.stack([rays.origins[0, r, c] + 0.9 * rays.directions[0, r, c] for r, c in pixels])
+    grid = project(camera, points)[0]
+    # Pixel centres in grid_sample's units (align_corners=False): (index + 0.5) / size * 2 - 1.
+    expected = torch.tensor([[(c + 0.5) / 16 - 1, (r + 0.5) / 16 - 1] for r, c in pixels])
+    assert torch.allclose(grid, expected, atol=1e-5)
+
+
+def test_hull_of_exact_silhouettes_holds_the_object_and_coverage_is_the_drawings_fraction():
+    config = ShapeInitConfig(kind="prior_hull")
+    scene = sphere_scene(radius=0.35, albedo=(0.9, 0.1, 0.1), center=(0.1, 0.05, 0.0))
+    drawings = drawings_of(scene, config)
+    hull = hull_of_drawings(drawings, config, CameraSamplerConfig())
+    bound = scene.bound
+    predicted = occupancy_grid(lambda p: hull.coverage(p) > 0.5, bound, 40)
+    truth = occupancy_grid(scene.occupancy, bound, 40)
+    assert voxel_iou(predicted, truth) > 0.75  # four views carve a sphere close to itself
+    assert (predicted & truth).sum() / truth.sum() > 0.97  # a visual hull contains its object
+    # Half of one view's drawings empty: the centre is covered by half of that view's drawings.
+    drawings[0][1] = torch.tensor(BACKDROP).view(3, 1, 1).expand(3, 64, 64)
+    half = hull_of_drawings(drawings, config, CameraSamplerConfig())
+    centre = torch.tensor([[0.1, 0.05, 0.0]])
+    assert half.coverage(centre).item() == pytest.approx(0.5, abs=1e-4)
+    assert hull.coverage(torch.tensor([[0.9, 0.9, -0.9]])).item() == 0.0
+    assert mean_object_colour(drawings, config).tolist() == pytest.approx([0.9, 0.1, 0.1], abs=0.04)  # edges blend in a little backdrop
+    assert hull_volume_fraction(hull, 0.5, bound) == pytest.approx(float(predicted.float().mean()), abs=0.01)
+
+
+def test_field_fitted_to_the_hull_starts_as_the_object():
+    config = ShapeInitConfig(kind="prior_hull", fit=FieldFitConfig(steps=150, points=4096))
+    scene = sphere_scene(radius=0.3, albedo=(0.2, 0.7, 0.2), center=(-0.15, 0.0, 0.1))  # off the blob's centre
+    drawings = drawings_of(scene, config)
+    hull = hull_of_drawings(drawings, config, CameraSamplerConfig())
+    torch.manual_seed(0)
+    field = RadianceField(FieldConfig(encoding=HashGridConfig(log2_hashmap_size=12, max_resolution=64), hidden_dim=32, num_blocks=1))
+    assert field_iou(field, scene, resolution=32) < 0.3
+    fit_field(field, hull_targets(hull, mean_object_colour(drawings, config), config), scene.bound, config.fit)
+    fitted = occupancy_grid(lambda p: field.density(p) > 10.0, scene.bound, 32)
+    assert voxel_iou(fitted, occupancy_grid(lambda p: hull.coverage(p) > 0.5, scene.bound, 32)) > 0.7  # the hull, fitted (0.75 in 150 steps)
+    assert field_iou(field, scene, resolution=32) > 0.6  # and so near the object
+    inside = field(torch.tensor([[-0.15, 0.0, 0.1]]))
+    assert inside.density.item() > 10.0 and inside.albedo[0].tolist() == pytest.approx([0.2, 0.7, 0.2], abs=0.1)
+
+
+def test_bad_init_settings_are_one_line_errors():
+    with pytest.raises(DreamtextError, match="blob or prior_hull"):
+        ShapeInitConfig(kind="points")
+    with pytest.raises(DreamtextError, match="unknown view labels"):
+        ShapeInitConfig(views=(("above", 10.0, 0.0),))
+    with pytest.raises(DreamtextError, match="threshold"):
+        ShapeInitConfig(threshold=1.0)
+    with pytest.raises(DreamtextError, match="at least one view"):
+        ShapeInitConfig(kind="prior_hull", drawings_per_view=0)
+
+
+# -- in a text-to-3D run ----------------------------------------------------------------------------
+
+pytest.importorskip("diffusers")
+
+from test_text_to_3d import small_config, tiny_model  # noqa: E402,F401  (the tiny pipeline fixture)
+
+from dreamtext.methods import text_to_3d as text_to_3d_module  # noqa: E402
+from dreamtext.methods.shape_init import draw_views  # noqa: E402
+from dreamtext.methods.text_to_3d import TextTo3DTrainer  # noqa: E402
+from dreamtext.utils.workspace import Workspace  # noqa: E402
+
+
+def hull_config(model: str, **init):
+    return small_config(model, iters=2, **{"init.kind": "prior_hull", "init.drawings_per_view": 2, "init.steps": 2,
+                                           "init.fit": FieldFitConfig(steps=150, points=4096), **init})
+
+
+def test_prior_draws_each_view_reproducibly(tiny_model, tmp_path):
+    trainer = TextTo3DTrainer(hull_config(tiny_model), Workspace(tmp_path))
+    first = draw_views(trainer.prior, trainer.embeddings, trainer.config.init, seed=0)
+    again = draw_views(trainer.prior, trainer.embeddings, trainer.config.init, seed=0)
+    other = draw_views(trainer.prior, trainer.embeddings, trainer.config.init, seed=1)
+    assert len(first) == 4 and first[0].shape[0] == 2 and first[0].min() >= 0 and first[0].max() <= 1
+    assert all(torch.equal(a, b) for a, b in zip(first, again)) and not torch.equal(first[0], other[0])
+
+
+def test_run_starts_from_the_hull_of_its_drawings(tiny_model, tmp_path, monkeypatch):
+    scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
+    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed: drawings_of(scene, config))
+    trainer = TextTo3DTrainer(hull_config(tiny_model), Workspace(tmp_path))
+    assert field_iou(trainer.field, scene, resolution=32) < 0.3  # the blob
+    record = trainer.initialise_shape()
+    assert record["init"] == "prior_hull" and 0.01 < record["hull_fraction"] < 0.05  # a 0.3 ball: 1.4% of the cube
+    assert field_iou(trainer.field, scene, resolution=32) > 0.5  # the test's tiny field (16 wide) fits it roughly
+    assert (tmp_path / "init" / "drawings.png").is_file()
+
+
+def test_an_empty_hull_keeps_the_blob_and_says_so(tiny_model, tmp_path, monkeypatch, capsys):
+    blank = [torch.tensor(BACKDROP).view(1, 3, 1, 1).repeat(2, 1, 64, 64) for _ in range(4)]
+    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda *args, **kwargs: blank)
+    config = hull_config(tiny_model)
+    trainer = TextTo3DTrainer(config, Workspace(tmp_path / "ws"))
+    before = {k: v.clone() for k, v in trainer.field.state_dict().items()}
+    trainer.train(progress=False)
+    assert trainer.init_record == {"init": "blob", "hull_fraction": 0.0}
+    assert "empty hull" in capsys.readouterr().err
+    # The steps changed the field, the start did not: a blob-started run with the same seed ends the same.
+    plain = TextTo3DTrainer(small_config(config.model, iters=2), Workspace(tmp_path / "plain"))
+    assert all(torch.equal(before[k], v) for k, v in plain.field.state_dict().items())
+    plain.train(progress=False)
+    assert all(torch.allclose(a, b) for a, b in zip(trainer.field.state_dict().values(), plain.field.state_dict().values()))
