@@ -10,10 +10,10 @@ import torch
 from dreamtext.errors import DreamtextError
 from dreamtext.methods.shape_init import (
     FieldFitConfig, ShapeInitConfig, SoftVisualHull, fit_field, foreground_masks, hull_of_drawings, hull_targets,
-    hull_volume_fraction, mean_object_colour, project, view_camera,
+    hull_volume_fraction, mean_object_colour, project,
 )
 from dreamtext.metrics import field_iou, occupancy_grid, voxel_iou
-from dreamtext.scene.cameras import CameraSamplerConfig
+from dreamtext.scene.cameras import CameraSamplerConfig, orbit_cameras
 from dreamtext.scene.field import FieldConfig, RadianceField
 from dreamtext.scene.hash_encoding import HashGridConfig
 from dreamtext.world.analytic import sphere_scene
@@ -27,7 +27,8 @@ def drawings_of(scene, config: ShapeInitConfig, count: int = 2, size: int = 64) 
     radius, fovy = sum(cameras.radius_range) / 2, sum(cameras.fovy_range_deg) / 2
     views = []
     for _, polar, azimuth in config.views:
-        out = scene.render_sphere_traced(view_camera(polar, azimuth, radius, fovy, size), background=BACKDROP)
+        camera = orbit_cameras(1, size, size, radius=radius, polar_deg=polar, fovy_deg=fovy, start_azimuth_deg=azimuth).cameras
+        out = scene.render_sphere_traced(camera, background=BACKDROP)
         views.append(out["rgb"].permute(0, 3, 1, 2).expand(count, -1, -1, -1).clone())
     return views
 
@@ -43,7 +44,7 @@ def test_foreground_is_what_differs_from_the_plain_backdrop():
 
 
 def test_projection_inverts_the_cameras_rays():
-    camera = view_camera(60.0, 40.0, radius=1.3, fovy_deg=50.0, size=32)
+    camera = orbit_cameras(1, 32, 32, radius=1.3, polar_deg=60.0, fovy_deg=50.0, start_azimuth_deg=40.0).cameras
     rays = camera.generate_rays()
     pixels = [(3, 5), (16, 16), (30, 9)]  # (row, column)
     points = torch.stack([rays.origins[0, r, c] + 0.9 * rays.directions[0, r, c] for r, c in pixels])
@@ -69,7 +70,7 @@ def test_hull_of_exact_silhouettes_holds_the_object_and_coverage_is_the_drawings
     centre = torch.tensor([[0.1, 0.05, 0.0]])
     assert half.coverage(centre).item() == pytest.approx(0.5, abs=1e-4)
     assert hull.coverage(torch.tensor([[0.9, 0.9, -0.9]])).item() == 0.0
-    assert mean_object_colour(drawings, config).tolist() == pytest.approx([0.9, 0.1, 0.1], abs=0.04)  # edges blend in a little backdrop
+    assert mean_object_colour(drawings, half).tolist() == pytest.approx([0.9, 0.1, 0.1], abs=0.04)  # edges blend in a little backdrop
     assert hull_volume_fraction(hull, 0.5, bound) == pytest.approx(float(predicted.float().mean()), abs=0.01)
 
 
@@ -81,7 +82,7 @@ def test_field_fitted_to_the_hull_starts_as_the_object():
     torch.manual_seed(0)
     field = RadianceField(FieldConfig(encoding=HashGridConfig(log2_hashmap_size=12, max_resolution=64), hidden_dim=32, num_blocks=1))
     assert field_iou(field, scene, resolution=32) < 0.3
-    fit_field(field, hull_targets(hull, mean_object_colour(drawings, config), config), scene.bound, config.fit)
+    fit_field(field, hull_targets(hull, mean_object_colour(drawings, hull), config), scene.bound, config.fit)
     fitted = occupancy_grid(lambda p: field.density(p) > 10.0, scene.bound, 32)
     assert voxel_iou(fitted, occupancy_grid(lambda p: hull.coverage(p) > 0.5, scene.bound, 32)) > 0.7  # the hull, fitted (0.75 in 150 steps)
     assert field_iou(field, scene, resolution=32) > 0.6  # and so near the object

@@ -19,16 +19,10 @@ from ..world.analytic import AnalyticScene
 
 
 @dataclass(frozen=True)
-class TruthFitConfig:
-    """steps, points, lr: Adam on random points of the cube (ours: 600 x 8192 fits a world object to IoU
-    about 0.7-0.85 at the bench's field size in about 20 s on 2 CPU cores). inside_density: the target
-    inside the object, well above the mesh and IoU threshold (10), opaque at any sample spacing.
-    surface_width: the target falls from inside_density to 0 across this width of the SDF (a sigmoid)."""
+class TruthFitConfig(FieldFitConfig):
+    """The 3D fit's settings (steps, points, lr, inside_density: `FieldFitConfig`'s) and surface_width: the
+    target falls from inside_density to 0 across this width of the SDF (a sigmoid)."""
 
-    steps: int = 600
-    points: int = 8192
-    lr: float = 1e-2
-    inside_density: float = 40.0
     surface_width: float = 0.01
 
 
@@ -42,8 +36,7 @@ def fit_field_to_scene(field: torch.nn.Module, scene: AnalyticScene, config: Tru
         shows = (sdf < 2 * config.surface_width).to(points.dtype)
         return density, sdf < 0, scene.part_albedo(points, nearest_part), shows
 
-    fit = FieldFitConfig(steps=config.steps, points=config.points, lr=config.lr, inside_density=config.inside_density)
-    fit_field(field, targets, scene.bound, fit, seed=seed)
+    fit_field(field, targets, scene.bound, config, seed=seed)
 
 
 def truth_start_trainer(run_config, workspace, scene: AnalyticScene, prior=None, fit: TruthFitConfig = TruthFitConfig(),

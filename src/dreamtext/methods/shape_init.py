@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DreamtextError
-from ..scene.cameras import VIEW_LABELS, CameraSamplerConfig, Cameras, look_at, spherical_to_cartesian
+from ..metrics import occupancy_grid
+from ..scene.cameras import VIEW_LABELS, CameraSamplerConfig, Cameras, orbit_cameras
 
 # (density target [P], inside [P] bool, albedo target [P, 3], albedo weight [P]) at points [P, 3]
 Targets = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
@@ -114,11 +115,6 @@ def foreground_masks(images: Tensor, tolerance: float) -> Tensor:
     return ((images - backdrop).abs().amax(dim=1, keepdim=True) > tolerance).to(images.dtype)
 
 
-def view_camera(polar_deg: float, azimuth_deg: float, radius: float, fovy_deg: float, size: int) -> Cameras:
-    eye = spherical_to_cartesian(torch.tensor([radius]), torch.tensor([polar_deg]), torch.tensor([azimuth_deg]))
-    return Cameras.from_fovy(look_at(eye), fovy_deg, size, size)
-
-
 def project(cameras: Cameras, points: Tensor) -> Tensor:
     """[N, P, 2] the points' [P, 3] positions in each camera's image, in grid_sample's [-1, 1] units."""
     w2c = torch.linalg.inv(cameras.c2w)
@@ -166,14 +162,16 @@ def hull_of_drawings(drawings: list[Tensor], config: ShapeInitConfig, cameras: C
     radius = config.radius if config.radius is not None else sum(cameras.radius_range) / 2
     fovy = config.fovy_deg if config.fovy_deg is not None else sum(cameras.fovy_range_deg) / 2
     masks = [foreground_masks(images, config.backdrop_tolerance) for images in drawings]
-    views = [view_camera(polar, azimuth, radius, fovy, images.shape[-1]) for (_, polar, azimuth), images in zip(config.views, drawings)]
+    views = [orbit_cameras(1, images.shape[-1], images.shape[-1], radius=radius, polar_deg=polar, fovy_deg=fovy,
+                           start_azimuth_deg=azimuth).cameras
+             for (_, polar, azimuth), images in zip(config.views, drawings)]
     return SoftVisualHull(masks, views)
 
 
-def mean_object_colour(drawings: list[Tensor], config: ShapeInitConfig) -> Tensor:
-    """[3] the drawings' mean colour over their objects' pixels (shaded, so a little darker than the albedo)."""
-    images = torch.cat(drawings)
-    masks = foreground_masks(images, config.backdrop_tolerance)
+def mean_object_colour(drawings: list[Tensor], hull: SoftVisualHull) -> Tensor:
+    """[3] the drawings' mean colour over their objects' pixels (the hull's masks; shaded, so a little
+    darker than the albedo)."""
+    images, masks = torch.cat(drawings), torch.cat(hull.masks)
     if masks.sum() == 0:
         return torch.full((3,), 0.5)
     return (images * masks).sum((0, 2, 3)) / masks.sum()
@@ -191,6 +189,4 @@ def hull_targets(hull: SoftVisualHull, colour: Tensor, config: ShapeInitConfig) 
 
 def hull_volume_fraction(hull: SoftVisualHull, threshold: float, bound: float, resolution: int = 48) -> float:
     """The fraction of the scene cube inside the hull, on a grid (a quick check that the hull is an object)."""
-    axis = ((torch.arange(resolution) + 0.5) / resolution * 2 - 1) * bound
-    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
-    return float((hull.coverage(points) > threshold).float().mean())
+    return float(occupancy_grid(lambda points: hull.coverage(points) > threshold, bound, resolution).float().mean())

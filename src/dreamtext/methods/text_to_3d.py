@@ -393,7 +393,7 @@ class TextTo3DTrainer:
             print("dreamtext: warning: the prior's drawings gave an empty hull (no object told apart from its backdrop); "
                   "starting from the density blob", file=sys.stderr)
             return {"init": "blob", "hull_fraction": 0.0}
-        targets = hull_targets(hull, mean_object_colour(drawings, init), init)
+        targets = hull_targets(hull, mean_object_colour(drawings, hull), init)
         fit_field(self.field, targets, self.field.bound, init.fit, seed=self.config.seed)
         if self.ema_field is not None:
             self.ema_field.load_state_dict(self.field.state_dict())
