@@ -191,6 +191,9 @@ def test_quick_world_benchmark_end_to_end(tmp_path, capsys):
     (case,) = result["cases"]
     assert case["caption"] == FIRST_DEV_CAPTIONS[0] and case["noun"] == "torus" and case["iters"] == 4
     assert 0.0 <= case["iou"] <= 1.0 and 0.0 < case["chamfer"] < 2.0 and 0.0 < case["albedo_error"] < 1.0
+    # IoU = 1 / (1 / precision + 1 / recall - 1): the two halves are of the same grids.
+    precision, recall = case["occupancy_precision"], case["occupancy_recall"]
+    assert case["iou"] == pytest.approx(1 / (1 / precision + 1 / recall - 1))
     for key in ("r_precision_caption", "r_precision_noun", "r_precision_colour"):
         assert case[key] * QUICK_EVAL.views == pytest.approx(round(case[key] * QUICK_EVAL.views))  # a share of 4 views
     assert case["truth_r_precision_noun"] == 1.0  # the shipped CLIP knows a true torus

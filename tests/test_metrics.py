@@ -11,10 +11,12 @@ from dreamtext.metrics import (
     cell_centres,
     chamfer_distance,
     field_iou,
+    field_overlap,
     mesh_chamfer,
     occupancy_grid,
     psnr,
     voxel_iou,
+    voxel_overlap,
 )
 from dreamtext.world.analytic import sphere_scene
 
@@ -49,6 +51,20 @@ def test_voxel_iou_known_overlaps():
         voxel_iou(a, a[0])
 
 
+def test_voxel_overlap_splits_iou_into_precision_and_recall():
+    truth = torch.zeros(8, 8, 8, dtype=torch.bool)
+    truth[0:4] = True  # 256 cells
+    shrunk = torch.zeros_like(truth)
+    shrunk[0:2] = True  # half of the truth, nothing outside it
+    assert voxel_overlap(shrunk, truth) == {"iou": 0.5, "precision": 1.0, "recall": 0.5}
+    mass = torch.ones_like(truth)  # all of the truth and as much again outside it
+    assert voxel_overlap(mass, truth) == {"iou": 0.5, "precision": 0.5, "recall": 1.0}
+    empty = voxel_overlap(torch.zeros_like(truth), truth)
+    assert empty["iou"] == 0.0 and math.isnan(empty["precision"]) and empty["recall"] == 0.0
+    with pytest.raises(ValueError, match="equal shapes"):
+        voxel_overlap(truth, truth[0])
+
+
 def test_occupancy_grid_cells_and_volume():
     centres = cell_centres(1.0, 4)
     assert centres.shape == (4, 4, 4, 3)
@@ -73,6 +89,9 @@ def test_field_iou_against_the_analytic_scene():
     # A smaller concentric sphere: IoU is the volume ratio (r1 / r2)^3, up to the grid.
     smaller = sphere_scene(radius=0.4)
     assert field_iou(smaller, scene, resolution=48, density_threshold=0.5 / scene.beta) == pytest.approx(0.4**3 / 0.5**3, abs=0.03)
+    # ... all of it inside the larger one (precision 1), which it covers up to that ratio (recall).
+    overlap = field_overlap(smaller, scene, resolution=48, density_threshold=0.5 / scene.beta)
+    assert overlap["precision"] == 1.0 and overlap["recall"] == pytest.approx(overlap["iou"])
 
 
 def test_chamfer_distance_closed_forms():

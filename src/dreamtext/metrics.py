@@ -82,11 +82,24 @@ def occupancy_grid(
 
 def voxel_iou(occ_a: Tensor, occ_b: Tensor) -> float:
     """Intersection over union of two bool grids of the same shape (1 when both are empty)."""
-    if occ_a.shape != occ_b.shape:
-        raise ValueError(f"voxel_iou needs equal shapes, got {tuple(occ_a.shape)} and {tuple(occ_b.shape)}")
-    occ_a, occ_b = occ_a.bool(), occ_b.bool()
-    union = (occ_a | occ_b).sum().item()
-    return 1.0 if union == 0 else (occ_a & occ_b).sum().item() / union
+    return voxel_overlap(occ_a, occ_b)["iou"]
+
+
+def voxel_overlap(predicted: Tensor, truth: Tensor) -> dict[str, float]:
+    """IoU and its two halves for bool grids of the same shape: precision (the share of the predicted
+    cells that are truly occupied; low for a mass or floaters) and recall (the share of the true cells
+    that are predicted; low for a shrunk or hollow object). An empty grid's share is nan (nothing to
+    divide); IoU is 1 when both are empty."""
+    if predicted.shape != truth.shape:
+        raise ValueError(f"voxel_overlap needs grids of equal shapes, got {tuple(predicted.shape)} and {tuple(truth.shape)}")
+    predicted, truth = predicted.bool(), truth.bool()
+    both = (predicted & truth).sum().item()
+    union, n_predicted, n_true = (predicted | truth).sum().item(), predicted.sum().item(), truth.sum().item()
+    return {
+        "iou": 1.0 if union == 0 else both / union,
+        "precision": both / n_predicted if n_predicted else math.nan,
+        "recall": both / n_true if n_true else math.nan,
+    }
 
 
 def field_iou(
@@ -100,11 +113,22 @@ def field_iou(
 
     The grid covers [-bound, bound]^3 (the scene's cube by default) and is evaluated on the field's device.
     """
+    return field_overlap(field, scene, resolution, density_threshold, bound)["iou"]
+
+
+def field_overlap(
+    field: Field,
+    scene: "AnalyticScene",
+    resolution: int = 64,
+    density_threshold: float = DEFAULT_DENSITY_THRESHOLD,
+    bound: float | None = None,
+) -> dict[str, float]:
+    """`voxel_overlap` (IoU, precision, recall) of `field`'s density > threshold against the scene's occupancy."""
     bound = scene.bound if bound is None else bound
     device = _device_of(field)
     predicted = occupancy_grid(lambda p: field.density(p) > density_threshold, bound, resolution, device=device)
     truth = occupancy_grid(scene.occupancy, bound, resolution, device=device)
-    return voxel_iou(predicted, truth)
+    return voxel_overlap(predicted, truth)
 
 
 def _device_of(field: Field) -> torch.device:

@@ -217,9 +217,10 @@ def _finite_or_none(value):
     return None if isinstance(value, float) and value != value else value
 
 
-MEAN_KEYS = ("iou", "start_iou", "chamfer", "albedo_error", "albedo_error_overlap", "clip_similarity", "r_precision_caption",
-             "r_precision_noun", "r_precision_colour", "truth_clip_similarity", "truth_r_precision_caption",
-             "truth_r_precision_noun", "truth_r_precision_colour", "reference_psnr", "wall_seconds")
+MEAN_KEYS = ("iou", "occupancy_precision", "occupancy_recall", "start_iou", "chamfer", "albedo_error",
+             "albedo_error_overlap", "clip_similarity", "r_precision_caption", "r_precision_noun", "r_precision_colour",
+             "truth_clip_similarity", "truth_r_precision_caption", "truth_r_precision_noun", "truth_r_precision_colour",
+             "reference_psnr", "wall_seconds")
 
 
 def mean_figures(rows: list[dict]) -> dict:

@@ -1,7 +1,7 @@
 """How close a trained field is to the world object it was asked for (issue 4, item 7).
 
 Against the object's exact scene (`AnalyticScene`): voxel IoU of occupancy (the field's density above
-the mesh-export threshold vs sdf < 0), Chamfer distance between the mesh export writes and the
+the mesh-export threshold vs sdf < 0) with its precision and recall, Chamfer distance between the mesh export writes and the
 marching-cubes mesh of the SDF, and albedo error of fixed orbit views (volume-rendered albedo vs the
 sphere-traced truth, on the pixels the object covers). With the small CLIP: cosine similarity of
 shaded renders to the caption, and R-precision: how often the true caption (noun, colour) scores
@@ -11,6 +11,7 @@ truth's own renders say what the CLIP allows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor
 from ..errors import DreamtextError
 from ..export.field_query import evaluate_in_chunks, field_device
 from ..export.mesh import extract_mesh
-from ..metrics import albedo_error, field_iou, mesh_chamfer, r_precision, sdf_mesh
+from ..metrics import albedo_error, field_overlap, mesh_chamfer, r_precision, sdf_mesh
 from ..scene.cameras import Cameras, orbit_cameras
 from ..scene.shading import diffuse_intensity
 from ..world.analytic import AnalyticScene
@@ -201,8 +202,11 @@ def evaluate_reconstruction(trained, obj: WorldObject, scorer: ClipScorer, confi
     rendered = field_views(field, trained.renderer, cameras, config)
     predicted = Views(rendered.albedo.cpu(), rendered.coverage.cpu(), rendered.shaded.cpu())
     truth = truth_views(obj.scene, cameras.to("cpu"), config)
+    overlap = field_overlap(field, obj.scene, resolution=config.iou_resolution, density_threshold=mesh_config.density_threshold)
     metrics = {
-        "iou": field_iou(field, obj.scene, resolution=config.iou_resolution, density_threshold=mesh_config.density_threshold),
+        "iou": overlap["iou"],
+        # Which way IoU is lost: low precision is a mass or floaters, low recall a shrunk or hollow object.
+        **{f"occupancy_{key}": None if math.isnan(overlap[key]) else overlap[key] for key in ("precision", "recall")},
         **chamfer_to_truth(field, obj, mesh_config, config),
         **rendered_albedo_errors(predicted, truth, config.coverage),
         **scorer.score(predicted.shaded, obj),
