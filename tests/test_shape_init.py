@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,8 +10,8 @@ import torch
 
 from dreamtext.errors import DreamtextError
 from dreamtext.methods.shape_init import (
-    FieldFitConfig, ShapeInitConfig, SoftVisualHull, fit_field, foreground_masks, hull_of_drawings, hull_targets,
-    hull_volume_fraction, mean_object_colour, project,
+    FieldFitConfig, ShapeInitConfig, SoftVisualHull, fit_field, foreground_masks, hull_hold_loss, hull_of_drawings,
+    hull_targets, hull_volume_fraction, mean_object_colour, project,
 )
 from dreamtext.metrics import field_iou, occupancy_grid, voxel_iou
 from dreamtext.scene.cameras import CameraSamplerConfig, orbit_cameras
@@ -152,3 +153,44 @@ def test_an_empty_hull_keeps_the_blob_and_says_so(tiny_model, tmp_path, monkeypa
     assert all(torch.equal(before[k], v) for k, v in plain.field.state_dict().items())
     plain.train(progress=False)
     assert all(torch.allclose(a, b) for a, b in zip(trainer.field.state_dict().values(), plain.field.state_dict().values()))
+
+
+def test_hold_loss_pulls_the_field_towards_the_hull():
+    config = ShapeInitConfig(kind="prior_hull", hold_weight=1.0)
+    scene = sphere_scene(radius=0.3, albedo=(0.2, 0.7, 0.2), center=(-0.15, 0.0, 0.1))
+    hull = hull_of_drawings(drawings_of(scene, config), config, CameraSamplerConfig())
+    torch.manual_seed(0)
+    field = RadianceField(FieldConfig(encoding=HashGridConfig(log2_hashmap_size=12, max_resolution=64), hidden_dim=32, num_blocks=1))
+    in_hull = lambda: voxel_iou(occupancy_grid(lambda p: field.density(p) > 10.0, scene.bound, 32),  # noqa: E731
+                                occupancy_grid(lambda p: hull.coverage(p) > 0.5, scene.bound, 32))
+    start = in_hull()
+    loss = hull_hold_loss(field, hull, config, torch.Generator().manual_seed(3))
+    assert loss.item() == hull_hold_loss(field, hull, config, torch.Generator().manual_seed(3)).item()  # its points are the generator's
+    assert hull_hold_loss(field, hull, dataclasses.replace(config, hold_weight=2.0), torch.Generator().manual_seed(3)).item() == pytest.approx(2 * loss.item())
+    optimizer = torch.optim.Adam(field.parameters(), lr=1e-2)
+    for step in range(150):  # the hold alone turns the blob into the hull
+        optimizer.zero_grad()
+        hull_hold_loss(field, hull, config, torch.Generator().manual_seed(step)).backward()
+        optimizer.step()
+    assert start < 0.3 and in_hull() > 0.6
+    assert hull_hold_loss(field, hull, config, torch.Generator().manual_seed(3)).item() < 0.5 * loss.item()
+    with pytest.raises(DreamtextError, match="hold_weight"):
+        ShapeInitConfig(hold_weight=-1.0)
+    assert config.holds and not ShapeInitConfig(hold_weight=1.0).holds  # the blob has no hull to hold
+
+
+def test_a_held_run_rebuilds_its_hull_when_resumed(tiny_model, tmp_path, monkeypatch):
+    scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
+    drawn = []
+    monkeypatch.setattr(text_to_3d_module, "draw_views",
+                        lambda prior, embeddings, config, seed: drawn.append(seed) or drawings_of(scene, config))
+    config = hull_config(tiny_model, **{"init.hold_weight": 100.0})
+    trainer = TextTo3DTrainer(config, Workspace(tmp_path))
+    trainer.train(progress=False)
+    assert trainer.hull is not None and trainer.init_record["init"] == "prior_hull" and drawn == [0]
+    resumed = TextTo3DTrainer(config, Workspace(tmp_path))
+    resumed.step = 1  # as if loaded from a checkpoint at step 1: no new start, the same hull rebuilt
+    before = [p.detach().clone() for p in resumed.field.parameters()]
+    resumed.train(progress=False)
+    assert resumed.init_record is None and resumed.hull is not None and drawn == [0, 0]
+    assert resumed.step == 2 and any(not torch.equal(a, b) for a, b in zip(before, resumed.field.parameters()))

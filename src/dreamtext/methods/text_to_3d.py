@@ -38,7 +38,8 @@ from ..utils.progress import Progress
 from ..utils.workspace import Workspace
 from .adan import Adan
 from .regularizers import RegularizerWeights, regularization
-from .shape_init import ShapeInitConfig, draw_views, fit_field, hull_of_drawings, hull_targets, hull_volume_fraction, mean_object_colour
+from .shape_init import (ShapeInitConfig, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
+                         hull_volume_fraction, mean_object_colour)
 
 ITERS_PER_EPOCH = 100  # thesis 6.1: an epoch is 100 iterations
 
@@ -212,6 +213,7 @@ class TextTo3DTrainer:
         self.skipped_steps = 0
         self._consecutive_nonfinite = 0
         self.init_record: dict | None = None  # what the shape initialisation did (None: not run; a resumed run skips it)
+        self.hull = None  # the prior's visual hull when the run starts from it (and `init.hold_weight` holds it there)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         opt = self.config.optimizer
@@ -293,6 +295,10 @@ class TextTo3DTrainer:
         added = self.extra_loss()
         if added is not None:
             loss = loss + added
+        if self.hull is not None and config.init.holds:
+            # Points drawn from the step's own seed: a resumed run draws what the uninterrupted one would.
+            points_generator = torch.Generator().manual_seed(config.seed * 1_000_003 + self.step)
+            loss = loss + hull_hold_loss(self.field, self.hull, config.init, points_generator)
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -385,24 +391,34 @@ class TextTo3DTrainer:
             return {"init": "blob"}
         from .sample import contact_sheet
 
-        drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed)
+        drawings, hull, fraction = self._prior_hull()
         save_image(self.workspace.path("init/drawings.png"), contact_sheet(torch.cat(drawings), columns=init.drawings_per_view))
-        hull = hull_of_drawings(drawings, init, self.config.cameras)
-        fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
-        if fraction == 0.0:
+        if hull is None:
             print("dreamtext: warning: the prior's drawings gave an empty hull (no object told apart from its backdrop); "
                   "starting from the density blob", file=sys.stderr)
             return {"init": "blob", "hull_fraction": 0.0}
+        self.hull = hull
         targets = hull_targets(hull, mean_object_colour(drawings, hull), init)
         fit_field(self.field, targets, self.field.bound, init.fit, seed=self.config.seed)
         if self.ema_field is not None:
             self.ema_field.load_state_dict(self.field.state_dict())
         return {"init": "prior_hull", "hull_fraction": fraction}
 
+    def _prior_hull(self):
+        """The prior's drawings, their visual hull (None when empty) and its share of the cube; the same for a
+        seed, so a resumed run rebuilds the hull that holds it."""
+        init = self.config.init
+        drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed)
+        hull = hull_of_drawings(drawings, init, self.config.cameras)
+        fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
+        return drawings, (hull if fraction > 0.0 else None), fraction
+
     def train(self, progress: bool = True) -> None:
         config = self.config
         if self.step == 0 and self.init_record is None:
             self.initialise_shape()
+        elif config.init.holds and self.hull is None:  # resumed: the hull is not in the checkpoint
+            self.hull = self._prior_hull()[1]
         with Progress(total=config.iters, start=self.step, description="text-to-3d", enabled=progress,
                       status_path=self.workspace.progress_path) as bar:
             while self.step < config.iters:

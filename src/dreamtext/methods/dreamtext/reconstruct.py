@@ -139,6 +139,9 @@ def text_config_for(learned: LearnedSentence, config: ReconstructConfig, overrid
     values = {
         "iters": config.iters, "render_size": config.render_size, "sds.guidance": config.guidance, "seed": config.seed,
         "device": config.device, "model": config.model, "precision": config.precision, **(overrides or {}),
+        # The reference view shapes a reconstruction; the prior's hull start and hold (a text-to-3D preset's
+        # `init`) were measured for text-to-3D only.
+        "init.kind": "blob",
     }
     text = preset_config(config.preset, learned.prompt, values)
     if learned.conditioning is not None:  # one trained embedding for every view: no view suffixes
