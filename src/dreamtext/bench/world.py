@@ -71,9 +71,10 @@ class WorldBenchConfig:
     folder, deleted afterwards. seed: the runs' seed (ours: 0, as `dreamtext text`). seeds: runs per case,
     with seeds `seed`, `seed` + 1, ... (ours: 1; a single case's IoU can move by 0.1 or more between seeds,
     so comparing settings wants more). image: the image cases' and the diversity study's settings
-    (world_image.py). start: what text-to-3D starts from (text cases only): the density blob, the visual
-    hull of the prior's drawings (`init.kind` prior_hull, methods/shape_init.py), or, as a diagnostic, the
-    true object fitted with `truth_fit` (truth_start.py). The fitted start's IoU is reported as `start_iou`."""
+    (world_image.py). start: what text-to-3D starts from (text cases only): None, the preset's `init` (the
+    builtin preset's: the prior's hull, held); the density blob; the visual hull of the prior's drawings
+    (`init.kind` prior_hull, methods/shape_init.py); or, as a diagnostic, the true object fitted with
+    `truth_fit` (truth_start.py). A fitted start's IoU is reported as `start_iou`."""
 
     cases: int = 8
     split: Split = "dev"
@@ -85,7 +86,7 @@ class WorldBenchConfig:
     seeds: int = 1
     evaluation: WorldEvalConfig = WorldEvalConfig()
     image: ImageBenchConfig = ImageBenchConfig()
-    start: Start = "blob"
+    start: Start | None = None
     truth_fit: TruthFitConfig = TruthFitConfig()
 
     @classmethod
@@ -133,9 +134,9 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
         raise DreamtextError(f"unknown benchmark case kind(s) {unknown}; known: {', '.join([*CASE_RUNNERS, *STUDIES])}")
     if config.seeds < 1:
         raise DreamtextError(f"--seeds must be at least 1 (runs per case), got {config.seeds}")
-    if config.start not in ("blob", "prior_hull", "truth"):
+    if config.start not in (None, "blob", "prior_hull", "truth"):
         raise DreamtextError(f"--start must be blob, prior_hull or truth, got {config.start!r}")
-    if config.start != "blob" and set(config.kinds) != {"text"}:
+    if config.start not in (None, "blob") and set(config.kinds) != {"text"}:
         raise DreamtextError(f"--start {config.start} applies to text-to-3D only; run it with --kinds text")
     objects = benchmark_objects(config.cases, config.split)
     kinds = [kind for kind in config.kinds if kind in CASE_RUNNERS]
@@ -155,12 +156,14 @@ def run_text_case(case: WorldCase, workspace: Path, config: WorldBenchConfig, de
     from ..methods.text_to_3d import TextTo3DTrainer, text_to_3d
 
     overrides = {**config.overrides, "seed": config.seed, "device": device.type}
-    if config.start != "truth":
+    if config.start == "truth":
+        overrides["init.kind"] = "blob"  # the field is fitted to the truth below, not to a hull
+    elif config.start is not None:  # None: the preset's own start
         overrides["init.kind"] = config.start
     run_config = preset_config(config.preset, case.caption, overrides)
     figures: dict[str, Any] = {}
     make_trainer = TextTo3DTrainer
-    if config.start == "prior_hull":
+    if run_config.init.kind == "prior_hull":
         def make_trainer(run_config, run_workspace, prior=None):
             trainer = TextTo3DTrainer(run_config, run_workspace, prior=prior)
             if not run_workspace.has_checkpoint():  # a resumed run loads its checkpoint instead
@@ -247,10 +250,10 @@ def seed_spread(rows: list[dict]) -> dict:
 
 
 def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
-                workspace: str | None = None, kinds: str | None = None, seeds: int | None = None, start: Start = "blob") -> dict:
+                workspace: str | None = None, kinds: str | None = None, seeds: int | None = None, start: Start | None = None) -> dict:
     """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures; `kinds`:
-    comma-separated case kinds (default: text only); `seeds`: runs per case (default 1); `start`: blob,
-    prior_hull or truth (the diagnostic start, truth_start.py)."""
+    comma-separated case kinds (default: text only); `seeds`: runs per case (default 1); `start`: None (the
+    preset's), blob, prior_hull or truth (the diagnostic start, truth_start.py)."""
     base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
     config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases,
                      seeds=base.seeds if seeds is None else seeds, start=start)
@@ -285,7 +288,7 @@ def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "
         "iters": preset.get("iters"),
         "overrides": {key: list(value) if isinstance(value, tuple) else value for key, value in config.overrides.items()},
         "seeds": config.seeds,
-        "start": config.start,
+        "start": config.start or preset.get("init.kind", "blob"),
         "cases": rows,
         "mean": means,
         **({"seed_spread": seed_spread(rows)} if config.seeds > 1 else {}),

@@ -81,7 +81,8 @@ class TextCommand:
     third of the run; the other presets have none. Its scale is that of the SDS loss, a sum over the prior's latents."""
     init: Literal["blob", "prior_hull"] | None = None
     """Where the field starts: the density blob, or a visual hull of the prior's own drawings of the object
-    (front, side, back and overhead views; written to WORKSPACE/init/drawings.png). Default: the preset's."""
+    (front, side, back and overhead views; written to WORKSPACE/init/drawings.png). Default: the preset's
+    (builtin: prior_hull, and the run is held near the hull, `init.hold_weight`)."""
     resume: bool = False
     """Continue the run saved in the workspace (same schedule and random stream)."""
     quiet: bool = False
@@ -167,8 +168,8 @@ class BenchCommand:
     seeds: int | None = None
     """world: runs per case, with seeds 0, 1, ... (default 1); the means are over every run."""
     start: Literal["blob", "prior_hull", "truth"] | None = None
-    """world: what text-to-3D starts from (default blob). prior_hull: the visual hull of the prior's own
-    drawings (as `text --init prior_hull`). truth, a diagnostic: the field is first fitted to the true
+    """world: what text-to-3D starts from (default: the preset's; builtin's is prior_hull, held near it). blob:
+    the density blob. prior_hull: the visual hull of the prior's own drawings (as `text --init prior_hull`). truth, a diagnostic: the field is first fitted to the true
     object. `start_iou` beside the final IoU says how near the start was and whether the distillation keeps it."""
 
     def run(self) -> None:
