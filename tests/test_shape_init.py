@@ -71,6 +71,7 @@ def test_hull_of_exact_silhouettes_holds_the_object_and_coverage_is_the_drawings
     centre = torch.tensor([[0.1, 0.05, 0.0]])
     assert half.coverage(centre).item() == pytest.approx(0.5, abs=1e-4)
     assert hull.coverage(torch.tensor([[0.9, 0.9, -0.9]])).item() == 0.0
+    assert torch.equal(half.to("cpu").coverage(centre), half.coverage(centre))  # moved, the same hull
     assert mean_object_colour(drawings, half).tolist() == pytest.approx([0.9, 0.1, 0.1], abs=0.04)  # edges blend in a little backdrop
     assert hull_volume_fraction(hull, 0.5, bound) == pytest.approx(float(predicted.float().mean()), abs=0.01)
 

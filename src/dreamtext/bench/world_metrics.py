@@ -2,10 +2,10 @@
 
 Against the object's exact scene (`AnalyticScene`): voxel IoU of occupancy (the field's density above
 the mesh-export threshold vs sdf < 0) with its precision and recall, Chamfer distance between the mesh
-export writes and the marching-cubes mesh of the SDF, and albedo error of fixed orbit views (volume-rendered albedo vs the
-sphere-traced truth, on the pixels the object covers). With the small CLIP: cosine similarity of
-shaded renders to the caption, and R-precision: how often the true caption (noun, colour) scores
-highest among every caption of the split (every noun, every colour). The same CLIP figures for the
+export writes and the marching-cubes mesh of the SDF, and albedo error of fixed orbit views
+(volume-rendered albedo vs the sphere-traced truth, on the pixels the object covers). With the small
+CLIP: cosine similarity of shaded renders to the caption, and R-precision: how often the true caption
+(noun, colour) scores highest among every caption of the split (every noun, every colour). The same CLIP figures for the
 truth's own renders say what the CLIP allows.
 """
 

@@ -168,9 +168,10 @@ class BenchCommand:
     seeds: int | None = None
     """world: runs per case, with seeds 0, 1, ... (default 1); the means are over every run."""
     start: Literal["blob", "prior_hull", "truth"] | None = None
-    """world: what text-to-3D starts from (default: the preset's; builtin's is prior_hull, held near it). blob:
-    the density blob. prior_hull: the visual hull of the prior's own drawings (as `text --init prior_hull`). truth, a diagnostic: the field is first fitted to the true
-    object. `start_iou` beside the final IoU says how near the start was and whether the distillation keeps it."""
+    """world: what text-to-3D starts from (default: the preset's; builtin's is prior_hull, held near it).
+    blob: the density blob. prior_hull: the visual hull of the prior's own drawings (as `text --init
+    prior_hull`). truth, a diagnostic: the field is first fitted to the true object. `start_iou` beside
+    the final IoU says how near the start was and whether the distillation keeps it."""
 
     def run(self) -> None:
         from ..bench import run_benchmark

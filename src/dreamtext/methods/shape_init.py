@@ -150,6 +150,10 @@ class SoftVisualHull:
         self.masks = masks  # per view [drawings, 1, H, W]
         self.cameras = cameras  # per view, one camera
 
+    def to(self, device: torch.device | str) -> "SoftVisualHull":
+        """The hull on `device`: queried there every step of a held run, its masks are moved once."""
+        return SoftVisualHull([masks.to(device) for masks in self.masks], [camera.to(device) for camera in self.cameras])
+
     def coverage(self, points: Tensor) -> Tensor:
         per_view = []
         for masks, camera in zip(self.masks, self.cameras):
@@ -188,7 +192,8 @@ def hull_of_drawings(drawings: list[Tensor], config: ShapeInitConfig, cameras: C
 def mean_object_colour(drawings: list[Tensor], hull: SoftVisualHull) -> Tensor:
     """[3] the drawings' mean colour over their objects' pixels (the hull's masks; shaded, so a little
     darker than the albedo)."""
-    images, masks = torch.cat(drawings), torch.cat(hull.masks)
+    images = torch.cat(drawings)
+    masks = torch.cat(hull.masks).to(images.device)
     if masks.sum() == 0:
         return torch.full((3,), 0.5)
     return (images * masks).sum((0, 2, 3)) / masks.sum()

@@ -405,13 +405,13 @@ class TextTo3DTrainer:
         return {"init": "prior_hull", "hull_fraction": fraction}
 
     def _prior_hull(self):
-        """The prior's drawings, their visual hull (None when empty) and its share of the cube; the same for a
-        seed, so a resumed run rebuilds the hull that holds it."""
+        """The prior's drawings, their visual hull on the run's device (None when empty) and its share of the
+        cube; the same for a seed, so a resumed run rebuilds the hull that holds it."""
         init = self.config.init
         drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed)
         hull = hull_of_drawings(drawings, init, self.config.cameras)
         fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
-        return drawings, (hull if fraction > 0.0 else None), fraction
+        return drawings, (hull.to(self.device) if fraction > 0.0 else None), fraction
 
     def train(self, progress: bool = True) -> None:
         config = self.config
