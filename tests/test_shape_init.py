@@ -10,7 +10,7 @@ import torch
 
 from dreamtext.errors import DreamtextError
 from dreamtext.methods.shape_init import (
-    FieldFitConfig, ShapeInitConfig, SoftVisualHull, fit_field, foreground_masks, hull_hold_loss, hull_of_drawings,
+    FieldFitConfig, ShapeInitConfig, SoftVisualHull, close_masks, fit_field, foreground_masks, hull_hold_loss, hull_of_drawings,
     hull_targets, hull_volume_fraction, mean_object_colour, project,
 )
 from dreamtext.metrics import field_iou, occupancy_grid, voxel_iou
@@ -42,6 +42,20 @@ def test_foreground_is_what_differs_from_the_plain_backdrop():
     expected = torch.zeros(16, 16)
     expected[4:9, 6:12] = 1
     assert torch.equal(masks[0, 0], expected) and masks[1].sum() == 0
+
+
+def test_closing_fills_stripes_narrower_than_its_size_and_keeps_the_outline():
+    square = torch.zeros(1, 1, 24, 24)
+    square[..., 4:20, 4:20] = 1
+    striped = square.clone()
+    striped[..., 8:11, 4:20] = 0  # a light stripe 3 px wide, read as backdrop
+    striped[..., 14:16, 4:20] = 0
+    assert torch.equal(close_masks(striped, 5), square)
+    assert torch.equal(close_masks(square, 5), square)  # the outline stays: neither grown nor eroded
+    assert torch.equal(close_masks(striped, 3)[..., 8:11, 4:20], torch.zeros(1, 1, 3, 16))  # too narrow a closing
+    assert torch.equal(close_masks(striped, 0), striped)
+    framed = torch.ones(1, 1, 12, 12)  # an object that fills the frame is not eroded at its edges
+    assert torch.equal(close_masks(framed, 5), framed)
 
 
 def test_projection_inverts_the_cameras_rays():
@@ -99,6 +113,8 @@ def test_bad_init_settings_are_one_line_errors():
         ShapeInitConfig(views=(("above", 10.0, 0.0),))
     with pytest.raises(DreamtextError, match="threshold"):
         ShapeInitConfig(threshold=1.0)
+    with pytest.raises(DreamtextError, match="mask_closing"):
+        ShapeInitConfig(mask_closing=4)
     with pytest.raises(DreamtextError, match="at least one view"):
         ShapeInitConfig(kind="prior_hull", drawings_per_view=0)
 

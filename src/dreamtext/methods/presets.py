@@ -109,6 +109,12 @@ BUILTIN: dict[str, Any] = {
     # alone (no hold) gave 0.414 at seed 0.
     "init.kind": "prior_hull",
     "init.hold_weight": 2000.0,
+    # ours: close each 64 px drawing's silhouette by 9 px, so the light stripes and checks that read as
+    # backdrop do not cut the hull (the pyramid's hull recall 0.46 -> 0.96); the distillation carves the
+    # fuller hull well. Seed 0: mean IoU 0.444 -> 0.498 (pyramid 0.17 -> 0.37, teapot 0.28 -> 0.52, the rest
+    # within 0.03), Chamfer 0.048 -> 0.045; seed 1, three cases: pyramid 0.155 -> 0.35, teapot 0.50 -> 0.74,
+    # torus 0.81 -> 0.78.
+    "init.mask_closing": 9,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {"dreamfusion": DREAMFUSION, "fitfusion": FITFUSION, "builtin": BUILTIN}

@@ -76,6 +76,9 @@ class ShapeInitConfig:
         camera ranges (the prior's training renders share them).
     backdrop_tolerance: a pixel is the object's where a channel differs from the backdrop (the median of the
         image's border) by more than this (the backdrops are plain).
+    mask_closing: ours: the side in pixels (odd) of a morphological closing of each drawing's mask, which fills
+        the light stripes and checks of a patterned object that read as backdrop and would cut the hull; 0:
+        none.
     threshold: a point is inside where the mean silhouette of every view covers it at least this often.
     softness: the density target is fit.inside_density * sigmoid((coverage - threshold) / softness), a
         smooth surface rather than a step the field cannot fit.
@@ -97,6 +100,7 @@ class ShapeInitConfig:
     radius: float | None = None
     fovy_deg: float | None = None
     backdrop_tolerance: float = 0.08
+    mask_closing: int = 0
     threshold: float = 0.5
     softness: float = 0.1
     fit: FieldFitConfig = field(default_factory=FieldFitConfig)
@@ -113,6 +117,8 @@ class ShapeInitConfig:
             raise DreamtextError(f"init.views names unknown view labels {unknown}; known: {', '.join(VIEW_LABELS)}")
         if self.kind == "prior_hull" and (not self.views or self.drawings_per_view < 1):
             raise DreamtextError("init.kind prior_hull needs at least one view and one drawing per view")
+        if self.mask_closing < 0 or (self.mask_closing and self.mask_closing % 2 == 0):
+            raise DreamtextError(f"init.mask_closing is an odd number of pixels or 0 (none); got {self.mask_closing}")
         if not 0.0 < self.threshold < 1.0:
             raise DreamtextError(f"init.threshold is a fraction of the drawings, in (0, 1); got {self.threshold}")
         if self.hold_weight < 0 or self.hold_points < 1 or self.hold_spacing <= 0 or self.hold_margin <= 0:
@@ -130,6 +136,15 @@ def foreground_masks(images: Tensor, tolerance: float) -> Tensor:
                         images[..., 2:-2, :2].flatten(2), images[..., 2:-2, -2:].flatten(2)], dim=2)
     backdrop = border.median(dim=2).values[:, :, None, None]
     return ((images - backdrop).abs().amax(dim=1, keepdim=True) > tolerance).to(images.dtype)
+
+
+def close_masks(masks: Tensor, size: int) -> Tensor:
+    """[B, 1, H, W] masks closed (dilated, then eroded) by a size x size square: gaps narrower than `size`
+    are filled, the outline stays where it was. size 0 or 1: the masks unchanged."""
+    if size <= 1:
+        return masks
+    dilated = F.max_pool2d(masks, size, stride=1, padding=size // 2)
+    return -F.max_pool2d(-dilated, size, stride=1, padding=size // 2)  # pads count as inside: the frame does not erode
 
 
 def project(cameras: Cameras, points: Tensor) -> Tensor:
@@ -182,7 +197,7 @@ def draw_views(prior, embeddings, config: ShapeInitConfig, seed: int) -> list[Te
 def hull_of_drawings(drawings: list[Tensor], config: ShapeInitConfig, cameras: CameraSamplerConfig) -> SoftVisualHull:
     radius = config.radius if config.radius is not None else sum(cameras.radius_range) / 2
     fovy = config.fovy_deg if config.fovy_deg is not None else sum(cameras.fovy_range_deg) / 2
-    masks = [foreground_masks(images, config.backdrop_tolerance) for images in drawings]
+    masks = [close_masks(foreground_masks(images, config.backdrop_tolerance), config.mask_closing) for images in drawings]
     views = [orbit_cameras(1, images.shape[-1], images.shape[-1], radius=radius, polar_deg=polar, fovy_deg=fovy,
                            start_azimuth_deg=azimuth).cameras
              for (_, polar, azimuth), images in zip(config.views, drawings)]
