@@ -118,6 +118,8 @@ def test_reference_view_losses_pull_the_input_camera_render_towards_the_image(tm
     learned = LearnedSentence.load(root / "embeddings")
     text = text_config_for(learned, ReconstructConfig(iters=30, render_size=16, device="cpu", reference=reference), TOY_TEXT_TO_3D)
     assert text.prompt.prompt == "An image of a <dt-mug>"
+    held = text_config_for(learned, ReconstructConfig(device="cpu"), {**TOY_TEXT_TO_3D, "init.kind": "prior_hull"})
+    assert held.init.kind == "blob"  # the reference view shapes a reconstruction, whatever the text preset's start
     trainer = ImageTo3DTrainer(text, Workspace(tmp_path / "rec"), prior=prior, reference=reference, workspace_root=root)
     image = trainer.reference_image
     assert image.image.shape == (3, 16, 16) and image.mask.shape == (1, 16, 16)

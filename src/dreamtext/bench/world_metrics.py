@@ -5,8 +5,8 @@ the mesh-export threshold vs sdf < 0) with its precision and recall, Chamfer dis
 export writes and the marching-cubes mesh of the SDF, and albedo error of fixed orbit views
 (volume-rendered albedo vs the sphere-traced truth, on the pixels the object covers). With the small
 CLIP: cosine similarity of shaded renders to the caption, and R-precision: how often the true caption
-(noun, colour) scores highest among every caption of the split (every noun, every colour). The same CLIP figures for the
-truth's own renders say what the CLIP allows.
+(noun, colour) scores highest among every caption of the split (every noun, every colour). The same
+CLIP figures for the truth's own renders say what the CLIP allows.
 """
 
 from __future__ import annotations

@@ -135,7 +135,9 @@ class ImageTo3DTrainer(TextTo3DTrainer):
 
 
 def text_config_for(learned: LearnedSentence, config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> TextTo3DConfig:
-    """The text-to-3D config of a reconstruction: the preset, the thesis's size and length, the learned prompt."""
+    """The text-to-3D config of a reconstruction: the preset, the thesis's size and length, the learned prompt.
+    `overrides` come last but for the start, which is always the density blob (the benchmark's image cases
+    pass the whole text preset, hull start included)."""
     values = {
         "iters": config.iters, "render_size": config.render_size, "sds.guidance": config.guidance, "seed": config.seed,
         "device": config.device, "model": config.model, "precision": config.precision, **(overrides or {}),
@@ -156,7 +158,7 @@ def reconstruct(
     """Reconstruct the object of workspace DIR from its learned sentence into DIR/reconstruction.
 
     prior: an already loaded prior (it gains the learned tokens); text_overrides: dotted text-to-3D
-    config keys applied last (e.g. toy sizes in tests).
+    config keys applied last (e.g. toy sizes in tests), but for `init.kind`: the start stays the blob.
     """
     root = Path(workspace)
     learned = LearnedSentence.load(root / EMBEDDINGS_DIR)
