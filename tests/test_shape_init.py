@@ -10,11 +10,11 @@ import torch
 
 from dreamtext.errors import DreamtextError
 from dreamtext.methods.shape_init import (
-    FieldFitConfig, ShapeInitConfig, SoftVisualHull, close_masks, fit_field, foreground_masks, hull_hold_loss, hull_of_drawings,
-    hull_targets, hull_volume_fraction, mean_object_colour, project,
+    FieldFitConfig, RedrawConfig, ShapeInitConfig, SoftVisualHull, close_masks, fit_field, foreground_masks, hull_hold_loss,
+    hull_of_drawings, hull_silhouettes, hull_targets, hull_volume_fraction, mean_object_colour, project, redraw_hull,
 )
 from dreamtext.metrics import field_iou, occupancy_grid, voxel_iou
-from dreamtext.scene.cameras import CameraSamplerConfig, orbit_cameras
+from dreamtext.scene.cameras import VIEW_LABELS, CameraSamplerConfig, orbit_cameras
 from dreamtext.scene.field import FieldConfig, RadianceField
 from dreamtext.scene.hash_encoding import HashGridConfig
 from dreamtext.world.analytic import sphere_scene
@@ -156,6 +156,21 @@ def test_run_starts_from_the_hull_of_its_drawings(tiny_model, tmp_path, monkeypa
     assert (tmp_path / "init" / "drawings.png").is_file()
 
 
+def test_a_redrawing_run_starts_from_the_redrawn_hull(tiny_model, tmp_path, monkeypatch):
+    import dreamtext.methods.sample as sample_module
+
+    scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
+    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed: drawings_of(scene, config))
+    redraws = []
+    monkeypatch.setattr(sample_module, "ddim_redraw", lambda prior, images, *args: redraws.append(images) or images)
+    config = hull_config(tiny_model, **{"init.redraw.strength": 0.5, "init.redraw.azimuths": 4, "init.redraw.drawings": 1})
+    trainer = TextTo3DTrainer(config, Workspace(tmp_path))
+    record = trainer.initialise_shape()
+    assert record["init"] == "prior_hull" and len(redraws) == 8  # 4 azimuths at 2 polar angles
+    assert field_iou(trainer.field, scene, resolution=32) > 0.5
+    assert (tmp_path / "init" / "redrawn.png").is_file() and (tmp_path / "init" / "drawings.png").is_file()
+
+
 def test_an_empty_hull_keeps_the_blob_and_says_so(tiny_model, tmp_path, monkeypatch, capsys):
     blank = [torch.tensor(BACKDROP).view(1, 3, 1, 1).repeat(2, 1, 64, 64) for _ in range(4)]
     monkeypatch.setattr(text_to_3d_module, "draw_views", lambda *args, **kwargs: blank)
@@ -194,6 +209,80 @@ def test_hold_loss_pulls_the_field_towards_the_hull():
     with pytest.raises(DreamtextError, match="hold_weight"):
         ShapeInitConfig(hold_weight=-1.0)
     assert config.holds and not ShapeInitConfig(hold_weight=1.0).holds  # the blob has no hull to hold
+
+
+def test_hull_silhouettes_match_the_drawings_they_were_carved_from():
+    config = ShapeInitConfig(kind="prior_hull")
+    scene = sphere_scene(radius=0.3, center=(0.15, 0.0, -0.1))
+    hull = hull_of_drawings(drawings_of(scene, config), config, CameraSamplerConfig())
+    for masks, camera in zip(hull.masks, hull.cameras):  # a view's own camera sees the hull's outline as drawn
+        seen = hull_silhouettes(hull, camera, config.threshold, scene.bound)
+        assert seen.shape == (1, 1, 64, 64) and voxel_iou(seen[0, 0] > 0.5, masks[0, 0] > 0.5) > 0.95
+
+
+class FakeEmbeddings:
+    """Records the view ids each redraw is conditioned on."""
+
+    def __init__(self):
+        self.views = []
+
+    def conditional(self, view_ids):
+        self.views.append(view_ids.tolist())
+        return torch.zeros(len(view_ids), 77, 8)
+
+    def unconditional(self, count):
+        return torch.zeros(count, 77, 8)
+
+
+def test_a_faithful_redraw_keeps_the_hull_and_carves_it_from_known_cameras(monkeypatch):
+    import dreamtext.methods.sample as sample_module
+
+    scene = sphere_scene(radius=0.3, center=(0.15, 0.0, -0.1))
+    config = ShapeInitConfig(kind="prior_hull", redraw=RedrawConfig(strength=0.5, azimuths=8, drawings=2))
+    hull = hull_of_drawings(drawings_of(scene, config), config, CameraSamplerConfig())
+    calls = []
+
+    def faithful(prior, images, cond, uncond, noise, strength, steps, guidance):  # a prior that redraws what it sees
+        calls.append((noise.shape, strength, steps))
+        return images
+
+    monkeypatch.setattr(sample_module, "ddim_redraw", faithful)
+    monkeypatch.setattr(sample_module, "initial_noise", lambda prior, seeds: torch.tensor(seeds, dtype=torch.float32).view(-1, 1, 1, 1))
+    prior = type("Prior", (), {"device": torch.device("cpu")})()
+    embeddings = FakeEmbeddings()
+    redrawn_hull, redrawn = redraw_hull(prior, embeddings, hull, torch.tensor([0.2, 0.3, 0.8]), config, CameraSamplerConfig(),
+                                        scene.bound, seed=0)
+    assert len(redrawn) == 16 and redrawn[0].shape == (2, 3, 64, 64) and calls[0] == ((2, 1, 1, 1), 0.5, config.steps)
+    assert len(redrawn_hull.masks) == 4 + 16  # the redrawn views join the drawings' four
+    # Each camera's redraws are conditioned on its view label: polar 75 at azimuths 0, 45, ... 315; then overhead.
+    front, side, back, overhead = (VIEW_LABELS.index(label) for label in ("front", "side", "back", "overhead"))
+    assert [views[0] for views in embeddings.views] == [front, front, side, side, back, back, side, side] + [overhead] * 8
+    grid = lambda h: occupancy_grid(lambda p: h.coverage(p) > 0.5, scene.bound, 48)  # noqa: E731
+    truth = occupancy_grid(scene.occupancy, scene.bound, 48)
+    # Sixteen known views of the hull give back the hull, a little tighter around the true ball.
+    assert voxel_iou(grid(redrawn_hull), grid(hull)) > 0.85
+    assert voxel_iou(grid(redrawn_hull), truth) >= voxel_iou(grid(hull), truth) - 0.01
+    with pytest.raises(DreamtextError, match="redraw.strength"):
+        RedrawConfig(strength=1.5)
+
+
+def test_redrawing_starts_where_the_strength_says(tiny_model):
+    from dreamtext.methods.sample import ddim_redraw
+    from dreamtext.prior.loading import load_prior
+
+    prior = load_prior(tiny_model, device="cpu", dtype=torch.float32)
+    calls = []
+    forward = prior.unet.forward
+    prior.unet.forward = lambda *args, **kwargs: calls.append(int(args[1])) or forward(*args, **kwargs)
+    size = prior.image_size
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(2, prior.unet.config.in_channels, prior.latent_size, prior.latent_size, generator=torch.Generator().manual_seed(1))
+    cond, uncond = torch.zeros(1, 77, prior.text_encoder.config.hidden_size), torch.zeros(1, 77, prior.text_encoder.config.hidden_size)
+    out = ddim_redraw(prior, images, cond, uncond, noise, strength=0.6, steps=10, guidance=3.0)
+    assert out.shape == images.shape and 0 <= out.min() and out.max() <= 1
+    assert len(calls) == 6 and calls == sorted(calls, reverse=True) and calls[0] < 700  # the last 6 of 10 steps
+    assert torch.equal(out, ddim_redraw(prior, images, cond, uncond, noise, strength=0.6, steps=10, guidance=3.0))
+    assert not torch.equal(out, ddim_redraw(prior, images, cond, uncond, noise, strength=0.3, steps=10, guidance=3.0))
 
 
 def test_a_held_run_rebuilds_its_hull_when_resumed(tiny_model, tmp_path, monkeypatch):

@@ -65,23 +65,31 @@ def initial_noise(prior: Prior, seeds: list[int]) -> Tensor:
     return torch.stack(noise).to(prior.device, torch.float32)
 
 
-@torch.no_grad()
-def ddim_sample(prior: Prior, cond: Tensor, uncond: Tensor, latents: Tensor, steps: int, guidance: float,
-                eta: float = 0.0, generator: torch.Generator | None = None, on_step: Callable[[int], None] | None = None) -> Tensor:
-    """Denoise `latents` [B, C, h, w] with DDIM and guidance; images [B, 3, H, W] in [0, 1].
-
-    cond / uncond: text embeddings [1 or B, 77, D]. The DDIM schedule is built from the prior's own
-    noise schedule (its betas, offset and prediction type), whatever scheduler class it ships.
-    on_step(k) is called after the k-th denoising step.
-    """
+def ddim_scheduler(prior: Prior, steps: int):
+    """A DDIM scheduler over `steps` steps built from the prior's own noise schedule (its betas, offset and
+    prediction type), whatever scheduler class it ships."""
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler.from_config(prior.scheduler.config)
     scheduler.set_timesteps(steps, device=prior.device)
+    return scheduler
+
+
+@torch.no_grad()
+def ddim_sample(prior: Prior, cond: Tensor, uncond: Tensor, latents: Tensor, steps: int, guidance: float,
+                eta: float = 0.0, generator: torch.Generator | None = None, on_step: Callable[[int], None] | None = None,
+                first_step: int = 0) -> Tensor:
+    """Denoise `latents` [B, C, h, w] with DDIM and guidance; images [B, 3, H, W] in [0, 1].
+
+    cond / uncond: text embeddings [1 or B, 77, D]. first_step: the latents are noisy as at that step of the
+    `steps`-step schedule (0: pure noise). on_step(k) is called after the k-th denoising step.
+    """
+    scheduler = ddim_scheduler(prior, steps)
     batch = latents.shape[0]
     text = torch.cat([cond.expand(batch, -1, -1), uncond.expand(batch, -1, -1)]).to(prior.dtype)
-    latents = latents * scheduler.init_noise_sigma
-    for index, t in enumerate(scheduler.timesteps):
+    if first_step == 0:
+        latents = latents * scheduler.init_noise_sigma
+    for index, t in enumerate(scheduler.timesteps[first_step:]):
         model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t).to(prior.dtype)
         eps_cond, eps_uncond = prior.unet(model_input, t, encoder_hidden_states=text).sample.float().chunk(2)
         guided = eps_uncond + guidance * (eps_cond - eps_uncond)
@@ -90,6 +98,21 @@ def ddim_sample(prior: Prior, cond: Tensor, uncond: Tensor, latents: Tensor, ste
             on_step(index + 1)
     decoded = prior.vae.decode((latents / prior.vae.config.scaling_factor).to(prior.dtype)).sample.float()
     return ((decoded + 1) / 2).clamp(0, 1)
+
+
+@torch.no_grad()
+def ddim_redraw(prior: Prior, images: Tensor, cond: Tensor, uncond: Tensor, noise: Tensor, strength: float, steps: int,
+                guidance: float) -> Tensor:
+    """SDEdit (Meng et al. 2022): `images` [B, 3, H, W] in [0, 1] noised to `strength` of the schedule with
+    `noise` [B, C, h, w] and denoised by DDIM under the prompt; the prior redraws what the images only
+    sketch, keeping their layout where the strength leaves it. strength 1 draws from pure noise."""
+    scheduler = ddim_scheduler(prior, steps)
+    first_step = min(round(steps * (1.0 - strength)), steps - 1)
+    latents = prior.vae.encode((images * 2 - 1).to(prior.device, prior.dtype)).latent_dist.mean.float()
+    latents = latents * prior.vae.config.scaling_factor
+    start = scheduler.timesteps[first_step].repeat(latents.shape[0])
+    noisy = scheduler.add_noise(latents, noise.to(latents), start)
+    return ddim_sample(prior, cond, uncond, noisy, steps, guidance, first_step=first_step)
 
 
 def contact_sheet(images: Tensor, columns: int | None = None, gap: int = 4) -> Tensor:

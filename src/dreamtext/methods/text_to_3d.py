@@ -39,7 +39,7 @@ from ..utils.workspace import Workspace
 from .adan import Adan
 from .regularizers import RegularizerWeights, regularization
 from .shape_init import (ShapeInitConfig, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
-                         hull_volume_fraction, mean_object_colour)
+                         hull_volume_fraction, mean_object_colour, redraw_hull)
 
 ITERS_PER_EPOCH = 100  # thesis 6.1: an epoch is 100 iterations
 
@@ -391,34 +391,41 @@ class TextTo3DTrainer:
             return {"init": "blob"}
         from .sample import contact_sheet
 
-        drawings, hull, fraction = self._prior_hull()
+        drawings, redrawn, hull, fraction = self._prior_hull()
         save_image(self.workspace.path("init/drawings.png"), contact_sheet(torch.cat(drawings), columns=init.drawings_per_view))
+        if redrawn is not None:
+            save_image(self.workspace.path("init/redrawn.png"), contact_sheet(torch.cat(redrawn), columns=2 * init.redraw.drawings))
         if hull is None:
             print("dreamtext: warning: the prior's drawings gave an empty hull (no object told apart from its backdrop); "
                   "starting from the density blob", file=sys.stderr)
             return {"init": "blob", "hull_fraction": 0.0}
         self.hull = hull
-        targets = hull_targets(hull, mean_object_colour(drawings, hull), init)
+        targets = hull_targets(hull, mean_object_colour(drawings + (redrawn or []), hull), init)  # the images of its masks
         fit_field(self.field, targets, self.field.bound, init.fit, seed=self.config.seed)
         if self.ema_field is not None:
             self.ema_field.load_state_dict(self.field.state_dict())
         return {"init": "prior_hull", "hull_fraction": fraction}
 
     def _prior_hull(self):
-        """The prior's drawings, their visual hull on the run's device (None when empty) and its share of the
-        cube; the same for a seed, so a resumed run rebuilds the hull that holds it."""
+        """The prior's drawings, their hull's redraws when `init.redraw` asks for them (else None), the visual
+        hull of all of them on the run's device (None when empty) and its share of the cube; the same for a
+        seed, so a resumed run rebuilds the hull that holds it."""
         init = self.config.init
         drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed)
         hull = hull_of_drawings(drawings, init, self.config.cameras)
+        redrawn = None
+        if init.redraw.strength > 0 and hull_volume_fraction(hull, init.threshold, self.field.bound) > 0.0:
+            hull, redrawn = redraw_hull(self.prior, self.embeddings, hull, mean_object_colour(drawings, hull), init,
+                                        self.config.cameras, self.field.bound, self.config.seed)
         fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
-        return drawings, (hull.to(self.device) if fraction > 0.0 else None), fraction
+        return drawings, redrawn, (hull.to(self.device) if fraction > 0.0 else None), fraction
 
     def train(self, progress: bool = True) -> None:
         config = self.config
         if self.step == 0 and self.init_record is None:
             self.initialise_shape()
         elif config.init.holds and self.hull is None:  # resumed: the hull is not in the checkpoint
-            self.hull = self._prior_hull()[1]
+            self.hull = self._prior_hull()[2]
         with Progress(total=config.iters, start=self.step, description="text-to-3d", enabled=progress,
                       status_path=self.workspace.progress_path) as bar:
             while self.step < config.iters:
