@@ -181,6 +181,11 @@ def close_masks(masks: Tensor, size: int) -> Tensor:
     return -F.max_pool2d(-dilated, size, stride=1, padding=size // 2)  # pads count as inside: the frame does not erode
 
 
+def drawing_masks(images: Tensor, config: ShapeInitConfig) -> Tensor:
+    """[B, 1, H, W] the silhouettes of drawings [B, 3, H, W]: told apart from their backdrop, then closed."""
+    return close_masks(foreground_masks(images, config.backdrop_tolerance), config.mask_closing)
+
+
 def project(cameras: Cameras, points: Tensor) -> Tensor:
     """[N, P, 2] the points' [P, 3] positions in each camera's image, in grid_sample's [-1, 1] units."""
     w2c = torch.linalg.inv(cameras.c2w)
@@ -237,7 +242,7 @@ def assumed_camera(config: ShapeInitConfig, cameras: CameraSamplerConfig) -> tup
 
 def hull_of_drawings(drawings: list[Tensor], config: ShapeInitConfig, cameras: CameraSamplerConfig) -> SoftVisualHull:
     radius, fovy = assumed_camera(config, cameras)
-    masks = [close_masks(foreground_masks(images, config.backdrop_tolerance), config.mask_closing) for images in drawings]
+    masks = [drawing_masks(images, config) for images in drawings]
     views = [orbit_cameras(1, images.shape[-1], images.shape[-1], radius=radius, polar_deg=polar, fovy_deg=fovy,
                            start_azimuth_deg=azimuth).cameras
              for (_, polar, azimuth), images in zip(config.views, drawings)]
@@ -287,6 +292,7 @@ def redraw_hull(prior, embeddings, hull: SoftVisualHull, colour: Tensor, config:
                            start_azimuth_deg=float(azimuth)).cameras.to(prior.device) for polar, azimuth in angles]
     labels = view_label_ids(angles[:, 0], angles[:, 1])
     low, high = redraw.backdrop_range
+    colour = colour.cpu().view(1, 3, 1, 1)
     generator = torch.Generator().manual_seed(seed)
     hull = hull.to(prior.device)
     redrawn = []
@@ -295,11 +301,11 @@ def redraw_hull(prior, embeddings, hull: SoftVisualHull, colour: Tensor, config:
         for index, (camera, label) in enumerate(zip(views, labels)):
             sketch = hull_silhouettes(hull, camera, config.threshold, bound).cpu()  # [1, 1, H, W]
             backdrops = low + (high - low) * torch.rand(redraw.drawings, 3, 1, 1, generator=generator)
-            sketches = sketch * colour.cpu().view(1, 3, 1, 1) + (1 - sketch) * backdrops
+            sketches = sketch * colour + (1 - sketch) * backdrops
             noise = initial_noise(prior, [seed + 1000 * (index + 1) + 100000 * round_index + i for i in range(redraw.drawings)])
             images = ddim_redraw(prior, sketches, embeddings.conditional(label.view(1).repeat(redraw.drawings)),
                                  embeddings.unconditional(1), noise, redraw.strength, config.steps, config.guidance).cpu()
-            masks.append(close_masks(foreground_masks(images, config.backdrop_tolerance), config.mask_closing))
+            masks.append(drawing_masks(images, config))
             redrawn.append(images)
         # The redrawn views join the hull's: they only carve. Alone, each redraw's softer outline (about a pixel
         # wider than its sketch) grew a well-drawn hull (a sphere's hull IoU 0.68 -> 0.61).

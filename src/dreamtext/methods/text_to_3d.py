@@ -413,11 +413,12 @@ class TextTo3DTrainer:
         init = self.config.init
         drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed)
         hull = hull_of_drawings(drawings, init, self.config.cameras)
+        fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
         redrawn = None
-        if init.redraw.strength > 0 and hull_volume_fraction(hull, init.threshold, self.field.bound) > 0.0:
+        if init.redraw.strength > 0 and fraction > 0.0:
             hull, redrawn = redraw_hull(self.prior, self.embeddings, hull, mean_object_colour(drawings, hull), init,
                                         self.config.cameras, self.field.bound, self.config.seed)
-        fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
+            fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
         return drawings, redrawn, (hull.to(self.device) if fraction > 0.0 else None), fraction
 
     def train(self, progress: bool = True) -> None:
