@@ -211,6 +211,36 @@ def test_hold_loss_pulls_the_field_towards_the_hull():
     assert config.holds and not ShapeInitConfig(hold_weight=1.0).holds  # the blob has no hull to hold
 
 
+class ConstantDensityField(torch.nn.Module):
+    """A field of one density everywhere: the hold's two terms apart."""
+
+    def __init__(self, density: float, bound: float):
+        super().__init__()
+        self.value, self.bound = torch.nn.Parameter(torch.tensor(density)), bound
+
+    def density(self, points):
+        return self.value.expand(len(points))
+
+
+def test_hold_inside_weight_scales_only_the_inside_term():
+    config = ShapeInitConfig(kind="prior_hull", hold_weight=1.0)
+    scene = sphere_scene(radius=0.3, albedo=(0.2, 0.7, 0.2), center=(-0.15, 0.0, 0.1))
+    hull = hull_of_drawings(drawings_of(scene, config), config, CameraSamplerConfig())
+
+    def loss(density, inside_weight):
+        held = dataclasses.replace(config, hold_inside_weight=inside_weight)
+        return hull_hold_loss(ConstantDensityField(density, scene.bound), hull, held, torch.Generator().manual_seed(5)).item()
+
+    # An empty field is wrong only inside the hull: without the inside term nothing is left to pay.
+    assert loss(0.0, 0.0) < 1e-3 and loss(0.0, 1.0) > 100 * loss(0.0, 0.0)
+    # A full field is wrong only outside it, whatever the inside weighs.
+    assert loss(1e4, 0.0) == pytest.approx(loss(1e4, 1.0), rel=1e-3) and loss(1e4, 0.0) > 1.0
+    inside_term = loss(0.0, 1.0) - loss(0.0, 0.0)
+    assert loss(0.0, 0.25) == pytest.approx(loss(0.0, 0.0) + 0.25 * inside_term, rel=1e-4)  # linear in the weight
+    with pytest.raises(DreamtextError, match="hold_inside_weight"):
+        ShapeInitConfig(hold_inside_weight=1.5)
+
+
 def test_hull_silhouettes_match_the_drawings_they_were_carved_from():
     config = ShapeInitConfig(kind="prior_hull")
     scene = sphere_scene(radius=0.3, center=(0.15, 0.0, -0.1))

@@ -118,6 +118,12 @@ class ShapeInitConfig:
         whole run near the hull, in the form of Latent-NeRF's sketch-shape loss: the binary cross-entropy
         between random points' opacity over `hold_spacing` and the hull's inside, relaxed near the hull's
         surface by 1 - exp(-(coverage - threshold)^2 / (2 hold_margin^2)). 0: the hull is only the start.
+    hold_inside_weight: ours: the weight of the cross-entropy's inside term against its outside term's 1.
+        A visual hull bounds its object (what lies outside a silhouette is empty) but does not say the
+        object fills it, so below 1 the hold keeps the outside empty more firmly than it keeps the inside
+        filled, and leaves the distillation more room to carve a hull that is a superset of the object.
+        Measured with the builtin preset (bench world, seed 0): 0.25 gave mean IoU 0.449 against 1's 0.498,
+        the teapot carved hollow again (0.52 -> 0.19); the inside term keeps patterned objects whole.
     hold_points, hold_spacing, hold_margin: ours: 4096 uniform points of the scene cube a step; about one
         sample spacing of the builtin preset's renders (48 samples across the cube); the relaxation's
         width in coverage (a point covered by 30% or 70% of the drawings weighs 0.4).
@@ -138,6 +144,7 @@ class ShapeInitConfig:
     softness: float = 0.1
     fit: FieldFitConfig = field(default_factory=FieldFitConfig)
     hold_weight: float = 0.0
+    hold_inside_weight: float = 1.0
     hold_points: int = 4096
     hold_spacing: float = 0.04
     hold_margin: float = 0.2
@@ -157,6 +164,8 @@ class ShapeInitConfig:
             raise DreamtextError(f"init.threshold is a fraction of the drawings, in (0, 1); got {self.threshold}")
         if self.hold_weight < 0 or self.hold_points < 1 or self.hold_spacing <= 0 or self.hold_margin <= 0:
             raise DreamtextError("init.hold_weight must be >= 0, and init.hold_points, hold_spacing and hold_margin positive")
+        if not 0.0 <= self.hold_inside_weight <= 1.0:
+            raise DreamtextError(f"init.hold_inside_weight is a weight in [0, 1] (1: inside and outside alike); got {self.hold_inside_weight}")
 
     @property
     def holds(self) -> bool:
@@ -338,5 +347,5 @@ def hull_hold_loss(field, hull: SoftVisualHull, config: ShapeInitConfig, generat
     inside = (coverage > config.threshold).to(points.dtype)
     weight = -torch.expm1(-0.5 * ((coverage - config.threshold) / config.hold_margin) ** 2)
     opacity = (-torch.expm1(-field.density(points) * config.hold_spacing)).clamp(1e-4, 1 - 1e-4)
-    cross_entropy = -(inside * opacity.log() + (1 - inside) * (-opacity).log1p())
+    cross_entropy = -(config.hold_inside_weight * inside * opacity.log() + (1 - inside) * (-opacity).log1p())
     return config.hold_weight * (cross_entropy * weight).mean()
