@@ -25,6 +25,7 @@ from torch import Tensor
 from ..errors import DreamtextError
 from ..metrics import occupancy_grid
 from ..scene.cameras import VIEW_LABELS, CameraSamplerConfig, Cameras, orbit_cameras, view_label_ids
+from ..scene.rays import ray_aabb_intersect
 
 # (density target [P], inside [P] bool, albedo target [P, 3], albedo weight [P]) at points [P, 3]
 Targets = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
@@ -270,14 +271,14 @@ def mean_object_colour(drawings: list[Tensor], hull: SoftVisualHull) -> Tensor:
 
 def hull_silhouettes(hull: SoftVisualHull, cameras: Cameras, threshold: float, bound: float, samples: int = 64) -> Tensor:
     """[N, 1, H, W] 1 where a pixel's ray meets the hull (coverage above `threshold`) at one of `samples`
-    points spread over its way through the scene cube [-bound, bound]^3."""
+    points spread evenly over the ray's way through the scene cube [-bound, bound]^3."""
     rays = cameras.generate_rays()
-    reach = bound * 3 ** 0.5  # the cube lies within this distance of its centre
+    near, far, _ = ray_aabb_intersect(rays, bound)  # [N, H, W]; a ray that misses the cube has near = far
+    steps = torch.linspace(0.0, 1.0, samples, device=near.device)
     silhouettes = []
-    for origins, directions in zip(rays.origins, rays.directions):  # one camera at a time: [H, W, 3]
-        distance = float(origins[0, 0].norm())
-        depths = torch.linspace(max(distance - reach, 0.0), distance + reach, samples, device=origins.device)
-        points = origins[..., None, :] + directions[..., None, :] * depths[:, None]  # [H, W, samples, 3]
+    for origins, directions, start, end in zip(rays.origins, rays.directions, near, far):  # one camera at a time
+        depths = start[..., None] + (end - start)[..., None] * steps  # [H, W, samples]
+        points = origins[..., None, :] + directions[..., None, :] * depths[..., None]  # [H, W, samples, 3]
         inside = hull.coverage(points.reshape(-1, 3)) > threshold
         silhouettes.append(inside.view(*points.shape[:3]).any(-1).to(origins.dtype))
     return torch.stack(silhouettes).unsqueeze(1)
