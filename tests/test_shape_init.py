@@ -250,6 +250,18 @@ def test_hull_silhouettes_match_the_drawings_they_were_carved_from():
         assert seen.shape == (1, 1, 64, 64) and voxel_iou(seen[0, 0] > 0.5, masks[0, 0] > 0.5) > 0.95
 
 
+def test_hull_silhouettes_end_at_the_scene_cube():
+    from dreamtext.scene.rays import ray_aabb_intersect
+
+    # A view whose every drawing covers the whole frame: the hull is every point that view sees.
+    everywhere = SoftVisualHull([torch.ones(1, 1, 64, 64)], [orbit_cameras(1, 64, 64, radius=1.3, polar_deg=90.0, fovy_deg=100.0).cameras])
+    far_camera = orbit_cameras(1, 64, 64, radius=4.0, polar_deg=60.0, fovy_deg=40.0).cameras
+    seen = hull_silhouettes(everywhere, far_camera, 0.5, bound=0.5)[0, 0]
+    _, _, hit = ray_aabb_intersect(far_camera.generate_rays(), 0.5)
+    assert torch.equal(seen, hit[0].float())  # the cube's outline, not the frustum's
+    assert 0.05 < seen.mean() < 0.6 and seen[0, 0] == 0 and seen[32, 32] == 1
+
+
 class FakeEmbeddings:
     """Records the view ids each redraw is conditioned on."""
 

@@ -273,14 +273,14 @@ def hull_silhouettes(hull: SoftVisualHull, cameras: Cameras, threshold: float, b
     """[N, 1, H, W] 1 where a pixel's ray meets the hull (coverage above `threshold`) at one of `samples`
     points spread evenly over the ray's way through the scene cube [-bound, bound]^3."""
     rays = cameras.generate_rays()
-    near, far, _ = ray_aabb_intersect(rays, bound)  # [N, H, W]; a ray that misses the cube has near = far
+    near, far, hit = ray_aabb_intersect(rays, bound)  # [N, H, W]
     steps = torch.linspace(0.0, 1.0, samples, device=near.device)
     silhouettes = []
-    for origins, directions, start, end in zip(rays.origins, rays.directions, near, far):  # one camera at a time
+    for origins, directions, start, end, hits in zip(rays.origins, rays.directions, near, far, hit):  # a camera at a time
         depths = start[..., None] + (end - start)[..., None] * steps  # [H, W, samples]
         points = origins[..., None, :] + directions[..., None, :] * depths[..., None]  # [H, W, samples, 3]
         inside = hull.coverage(points.reshape(-1, 3)) > threshold
-        silhouettes.append(inside.view(*points.shape[:3]).any(-1).to(origins.dtype))
+        silhouettes.append((inside.view(*points.shape[:3]).any(-1) & hits).to(origins.dtype))  # only the cube's hull
     return torch.stack(silhouettes).unsqueeze(1)
 
 
