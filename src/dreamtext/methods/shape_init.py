@@ -26,6 +26,7 @@ from ..errors import DreamtextError
 from ..metrics import occupancy_grid
 from ..scene.cameras import VIEW_LABELS, CameraSamplerConfig, Cameras, orbit_cameras, view_label_ids
 from ..scene.rays import ray_aabb_intersect
+from ..scene.renderer import stratified_t_values
 
 # (density target [P], inside [P] bool, albedo target [P, 3], albedo weight [P]) at points [P, 3]
 Targets = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
@@ -271,16 +272,16 @@ def mean_object_colour(drawings: list[Tensor], hull: SoftVisualHull) -> Tensor:
 
 def hull_silhouettes(hull: SoftVisualHull, cameras: Cameras, threshold: float, bound: float, samples: int = 64) -> Tensor:
     """[N, 1, H, W] 1 where a pixel's ray meets the hull (coverage above `threshold`) at one of `samples`
-    points spread evenly over the ray's way through the scene cube [-bound, bound]^3."""
+    points at the centres of equal bins of the ray's way through the scene cube [-bound, bound]^3 (the
+    renderer's own sampling, unperturbed)."""
     rays = cameras.generate_rays()
     near, far, hit = ray_aabb_intersect(rays, bound)  # [N, H, W]
-    steps = torch.linspace(0.0, 1.0, samples, device=near.device)
     silhouettes = []
     for origins, directions, start, end, hits in zip(rays.origins, rays.directions, near, far, hit):  # a camera at a time
-        depths = start[..., None] + (end - start)[..., None] * steps  # [H, W, samples]
-        points = origins[..., None, :] + directions[..., None, :] * depths[..., None]  # [H, W, samples, 3]
+        depths = stratified_t_values(start.reshape(-1), end.reshape(-1), samples, perturb=False)  # [H * W, samples]
+        points = origins.reshape(-1, 1, 3) + directions.reshape(-1, 1, 3) * depths[..., None]  # [H * W, samples, 3]
         inside = hull.coverage(points.reshape(-1, 3)) > threshold
-        silhouettes.append((inside.view(*points.shape[:3]).any(-1) & hits).to(origins.dtype))  # only the cube's hull
+        silhouettes.append((inside.view(hits.shape + (samples,)).any(-1) & hits).to(origins.dtype))  # only the cube's hull
     return torch.stack(silhouettes).unsqueeze(1)
 
 
