@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DreamtextError
+from ..prior.latents import images_to_latents, latents_to_images
 from ..prior.loading import Prior, load_prior
 from ..prior.prompts import TextEmbeddingCache
 from ..utils.device import resolve_device
@@ -96,8 +97,7 @@ def ddim_sample(prior: Prior, cond: Tensor, uncond: Tensor, latents: Tensor, ste
         latents = scheduler.step(guided, t, latents, eta=eta, generator=generator).prev_sample
         if on_step is not None:
             on_step(index + 1)
-    decoded = prior.vae.decode((latents / prior.vae.config.scaling_factor).to(prior.dtype)).sample.float()
-    return ((decoded + 1) / 2).clamp(0, 1)
+    return latents_to_images(prior.vae, latents, prior.dtype)
 
 
 @torch.no_grad()
@@ -108,8 +108,7 @@ def ddim_redraw(prior: Prior, images: Tensor, cond: Tensor, uncond: Tensor, nois
     sketch, keeping their layout where the strength leaves it. strength 1 draws from pure noise."""
     scheduler = ddim_scheduler(prior, steps)
     first_step = min(round(steps * (1.0 - strength)), steps - 1)
-    latents = prior.vae.encode((images * 2 - 1).to(prior.device, prior.dtype)).latent_dist.mean.float()
-    latents = latents * prior.vae.config.scaling_factor
+    latents = images_to_latents(prior.vae, images.to(prior.device), prior.dtype)
     start = scheduler.timesteps[first_step].repeat(latents.shape[0])
     noisy = scheduler.add_noise(latents, noise.to(latents), start)
     return ddim_sample(prior, cond, uncond, noisy, steps, guidance, first_step=first_step)

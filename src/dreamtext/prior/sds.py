@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DreamtextError
+from .latents import images_to_latents
 from .loading import Prior
 from .schedules import ConstantValue, ScalarSchedule, TimestepSchedule, UniformTimesteps
 
@@ -124,9 +125,7 @@ class ScoreDistillation:
         size = prior.image_size
         # stable-dreamfusion upsamples its 64 px renders bilinearly to the VAE's 512.
         resized = F.interpolate(images, (size, size), mode="bilinear", align_corners=False)
-        posterior = prior.vae.encode((resized * 2 - 1).to(prior.dtype)).latent_dist
-        latents = posterior.sample(generator) if self.config.sample_posterior else posterior.mean
-        return latents * prior.vae.config.scaling_factor
+        return images_to_latents(prior.vae, resized, prior.dtype, self.config.sample_posterior, generator)
 
     @torch.no_grad()
     def predict_noise(self, noisy: Tensor, timesteps: Tensor, cond: Tensor, uncond: Tensor) -> tuple[Tensor, Tensor]:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ...errors import DreamtextError
 from ...prior import Prior, load_prior
+from ...prior.latents import images_to_latents
 from ...utils.config import config_from_dict, config_to_dict, differing_keys
 from ...utils.device import resolve_device
 from ...utils.progress import Progress
@@ -206,12 +207,8 @@ class DescriptorTrainer:
         config, prior, generator = self.config, self.prior, self.generator
         batch = config.batch_size
         images = augment(self.image.expand(batch, -1, -1, -1), config.augment, generator, size=prior.image_size)
-        pixels = (images * 2 - 1).to(prior.dtype)
-        if self.device.type == "cuda" and config.channels_last:
-            pixels = pixels.contiguous(memory_format=torch.channels_last)
-        posterior = self.encode_image(pixels).latent_dist
-        latents = (posterior.sample(generator) if config.sample_posterior else posterior.mean).float()
-        latents = latents * prior.vae.config.scaling_factor
+        latents = images_to_latents(prior.vae, images, prior.dtype, config.sample_posterior, generator, self.encode_image,
+                                    channels_last=self.device.type == "cuda" and config.channels_last)
         last = prior.num_train_timesteps - 1
         low, high = round(config.t_min * last), round(config.t_max * last)
         timesteps = torch.randint(low, high + 1, (batch,), generator=generator, device=self.device)

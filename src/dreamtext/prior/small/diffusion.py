@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..latents import to_vae_range
+
 # Stable Diffusion 1.x/2.x noise schedule (the `scheduler_config.json` of SD 1.5 and 2.1-base).
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
@@ -118,11 +120,6 @@ def build_sampling_scheduler():
     return DDIMScheduler(
         **SD_SCHEDULE, prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1
     )
-
-
-def to_vae_range(images: Tensor) -> Tensor:
-    """[0, 1] renders -> the VAE's [-1, 1] input range (as Stable Diffusion's image processor)."""
-    return images * 2 - 1
 
 
 def vae_loss(vae, images: Tensor, kl_weight: float, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

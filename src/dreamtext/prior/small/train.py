@@ -32,6 +32,7 @@ from ...utils.ema import update_ema
 from ...utils.io import atomic_write_json
 from ...utils.progress import Progress
 from ...utils.schedules import warmup_cosine
+from ..latents import images_to_latents
 from .diffusion import (
     SmallUnetConfig,
     SmallVaeConfig,
@@ -42,7 +43,6 @@ from .diffusion import (
     drop_captions,
     encode_captions,
     latent_scaling_factor,
-    to_vae_range,
     vae_loss,
 )
 from .pipeline import assemble_pipeline, build_prior_tokenizer, load_clip_text_encoder, save_pretrained_atomically
@@ -237,7 +237,7 @@ def training_captions(words: Tensor, train: UnetTrainConfig, generator: torch.Ge
 def training_inputs(vae, text_encoder, tokenizer, images: Tensor, captions: list[str],
                     generator: torch.Generator, token_cache: dict | None = None) -> tuple[Tensor, Tensor]:
     """Scaled VAE latents (sampled from the posterior, as SD) and the captions' text embeddings."""
-    latents = vae.encode(to_vae_range(images)).latent_dist.sample(generator=generator) * vae.config.scaling_factor
+    latents = images_to_latents(vae, images, sample=True, generator=generator)
     return latents, encode_captions(text_encoder, tokenizer, captions, token_cache)
 
 
