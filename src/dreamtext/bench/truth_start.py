@@ -5,6 +5,11 @@ from the blob, or it does not stay there even when it starts there (its objectiv
 updates, pulls a right shape apart). Starting from the truth tells the two apart: the field is fitted to
 the object by 3D supervision (density and albedo at random points of the scene cube) and then the
 preset's SDS run proceeds as usual; its final IoU is compared with the fitted one (`start_iou`).
+
+`bench world --start truth_hull` asks the same of the hull start: the preset's prior hull and hold, carved
+from exact renders of the true object seen from the hull's assumed cameras in place of the prior's
+drawings. It bounds what better drawings could give: a prior that draws the object perfectly, and from the
+camera the hull assumes.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..methods.shape_init import FieldFitConfig, fit_field
+from ..methods.shape_init import FieldFitConfig, ShapeInitConfig, assumed_camera, fit_field
 from ..metrics import field_iou
+from ..scene.cameras import CameraSamplerConfig, orbit_cameras
 from ..world.analytic import AnalyticScene
+from ..world.renders import RenderConfig, shade_views, trace_views
+from ..world.world import WorldObject
 
 
 @dataclass(frozen=True)
@@ -50,3 +58,21 @@ def truth_start_trainer(run_config, workspace, scene: AnalyticScene, prior=None,
     if trainer.ema_field is not None:
         trainer.ema_field.load_state_dict(trainer.field.state_dict())
     return trainer, field_iou(trainer.field, scene, resolution=iou_resolution, density_threshold=density_threshold)
+
+
+def truth_drawings(obj: WorldObject, init: ShapeInitConfig, cameras: CameraSamplerConfig, size: int,
+                   seed: int = 0) -> list[torch.Tensor]:
+    """Exact stand-ins for the prior's drawings: each of `init.views` [drawings_per_view, 3, size, size],
+    the true object from the camera the hull assumes for that view (`assumed_camera`), shaded as the prior's
+    training renders are (a random light, ambient level and plain backdrop per image, from `seed`)."""
+    radius, fovy = assumed_camera(init, cameras)
+    render = RenderConfig(resolution=size)
+    generator = torch.Generator().manual_seed(seed)
+    drawings = []
+    for _, polar, azimuth in init.views:
+        camera = orbit_cameras(1, size, size, radius=radius, polar_deg=polar, fovy_deg=fovy, start_azimuth_deg=azimuth).cameras
+        albedo, alpha, normals = trace_views(obj, camera, render)  # traced once, shaded per drawing
+        repeat = [init.drawings_per_view, 1, 1, 1]
+        drawings.append(shade_views(albedo.repeat(repeat), alpha.repeat(repeat), normals.repeat(repeat),
+                                    camera[torch.zeros(init.drawings_per_view, dtype=torch.long)], render, generator))
+    return drawings

@@ -30,7 +30,7 @@ from ..utils.workspace import CHECKPOINT_FILE
 from ..world.world import Split, WorldObject, build_object, sample_attributes, split_combinations
 from .world_diversity import STUDIES
 from .world_image import IMAGE_CASE_RUNNERS, QUICK_IMAGE, TRAINED_FOLDERS, ImageBenchConfig
-from .truth_start import TruthFitConfig, truth_start_trainer
+from .truth_start import TruthFitConfig, truth_drawings, truth_start_trainer
 from .world_metrics import QUICK_EVAL, CaptionCandidates, ClipScorer, WorldEvalConfig, evaluate_reconstruction
 
 TARGET_MEAN_IOU = 0.6  # issue 4: benchmark text-to-3D mean IoU >= 0.6, as a first target
@@ -58,7 +58,7 @@ QUICK_OVERRIDES: dict[str, Any] = {
 
 QUICK_TRUTH_FIT = TruthFitConfig(steps=100, points=4096)  # ours: the quick run's plumbing check
 
-Start = Literal["blob", "prior_hull", "truth"]
+Start = Literal["blob", "prior_hull", "truth", "truth_hull"]
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,9 @@ class WorldBenchConfig:
     so comparing settings wants more). image: the image cases' and the diversity study's settings
     (world_image.py). start: what text-to-3D starts from (text cases only): None, the preset's `init` (the
     builtin preset's: the prior's hull, held); the density blob; the visual hull of the prior's drawings
-    (`init.kind` prior_hull, methods/shape_init.py); or, as a diagnostic, the true object fitted with
-    `truth_fit` (truth_start.py). A fitted start's IoU is reported as `start_iou`."""
+    (`init.kind` prior_hull, methods/shape_init.py); or, as diagnostics, the true object fitted with
+    `truth_fit`, or the prior hull carved from exact renders of the true object (truth_hull; both in
+    truth_start.py). A fitted start's IoU is reported as `start_iou`."""
 
     cases: int = 8
     split: Split = "dev"
@@ -134,8 +135,8 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
         raise DreamtextError(f"unknown benchmark case kind(s) {unknown}; known: {', '.join([*CASE_RUNNERS, *STUDIES])}")
     if config.seeds < 1:
         raise DreamtextError(f"--seeds must be at least 1 (runs per case), got {config.seeds}")
-    if config.start not in (None, "blob", "prior_hull", "truth"):
-        raise DreamtextError(f"--start must be blob, prior_hull or truth, got {config.start!r}")
+    if config.start not in (None, "blob", "prior_hull", "truth", "truth_hull"):
+        raise DreamtextError(f"--start must be blob, prior_hull, truth or truth_hull, got {config.start!r}")
     if config.start not in (None, "blob") and set(config.kinds) != {"text"}:
         raise DreamtextError(f"--start {config.start} applies to text-to-3D only; run it with --kinds text")
     objects = benchmark_objects(config.cases, config.split)
@@ -158,6 +159,8 @@ def run_text_case(case: WorldCase, workspace: Path, config: WorldBenchConfig, de
     overrides = {**config.overrides, "seed": config.seed, "device": device.type}
     if config.start == "truth":
         overrides["init.kind"] = "blob"  # the field is fitted to the truth below, not to a hull
+    elif config.start == "truth_hull":
+        overrides["init.kind"] = "prior_hull"  # carved from exact renders below, not from the prior's drawings
     elif config.start is not None:  # None: the preset's own start
         overrides["init.kind"] = config.start
     run_config = preset_config(config.preset, case.caption, overrides)
@@ -166,6 +169,9 @@ def run_text_case(case: WorldCase, workspace: Path, config: WorldBenchConfig, de
     if run_config.init.kind == "prior_hull":
         def make_trainer(run_config, run_workspace, prior=None):
             trainer = TextTo3DTrainer(run_config, run_workspace, prior=prior)
+            if config.start == "truth_hull":  # a resumed run too: it rebuilds the hull that holds it
+                trainer.given_drawings = truth_drawings(case.object, run_config.init, run_config.cameras,
+                                                        trainer.prior.image_size, run_config.seed)
             if not run_workspace.has_checkpoint():  # a resumed run loads its checkpoint instead
                 trainer.initialise_shape()
                 figures["start_iou"] = field_iou(trainer.field, case.object.scene, resolution=config.evaluation.iou_resolution,

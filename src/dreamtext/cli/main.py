@@ -167,10 +167,11 @@ class BenchCommand:
     (image-to-3D from a true render), diversity (diverse vs text-to-3D over K seeds)."""
     seeds: int | None = None
     """world: runs per case, with seeds 0, 1, ... (default 1); the means are over every run."""
-    start: Literal["blob", "prior_hull", "truth"] | None = None
+    start: Literal["blob", "prior_hull", "truth", "truth_hull"] | None = None
     """world: what text-to-3D starts from (default: the preset's; builtin's is prior_hull, held near it).
     blob: the density blob. prior_hull: the visual hull of the prior's own drawings (as `text --init
-    prior_hull`). truth, a diagnostic: the field is first fitted to the true object. `start_iou` beside
+    prior_hull`). Diagnostics: truth, the field first fitted to the true object; truth_hull, the prior
+    hull carved from exact renders of the true object at the hull's assumed cameras. `start_iou` beside
     the final IoU says how near the start was and whether the distillation keeps it."""
 
     def run(self) -> None:

@@ -192,6 +192,10 @@ class TextTo3DTrainer:
             raise DreamtextError(f"ema_decay must lie in [0, 1) (0 turns the moving average off), got {config.ema_decay}")
         self.config = config
         self.workspace = workspace
+        # The images the hull is carved from instead of the prior's drawings, one [N, 3, H, W] batch per
+        # `config.init.views` entry; set before the shape is initialised (a diagnostic: `bench world --start
+        # truth_hull` sets exact renders of the true object). None: the prior draws.
+        self.given_drawings: list[torch.Tensor] | None = None
         self.device = resolve_device(config.device)
         if prior is None:
             prior = load_prior(config.model, device=self.device, dtype=_prior_dtype(config.precision))
@@ -411,7 +415,9 @@ class TextTo3DTrainer:
         hull of all of them on the run's device (None when empty) and its share of the cube; the same for a
         seed, so a resumed run rebuilds the hull that holds it."""
         init = self.config.init
-        drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed)
+        drawings = self.given_drawings
+        if drawings is None:
+            drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed)
         hull = hull_of_drawings(drawings, init, self.config.cameras)
         fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
         redrawn = None

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..scene.cameras import CameraSamplerConfig, ViewLabelConfig, VIEW_LABELS, sample_training_cameras
+from ..scene.cameras import Cameras, CameraSamplerConfig, ViewLabelConfig, VIEW_LABELS, sample_training_cameras
 from .world import Split, WorldConfig, WorldObject, sample_object
 
 
@@ -85,31 +85,36 @@ def render_objects(
 ) -> RenderBatch:
     """`config.views_per_object` random views of each object: B = len(objects) * views_per_object."""
     views, size = config.views_per_object, config.resolution
-    count = len(objects) * views
-    sample = sample_training_cameras(count, size, size, config.cameras, generator, device)
-    to_camera = F.normalize(sample.cameras.origins, dim=-1)
-    lights = random_light_directions(to_camera, config.light_min_facing, generator)
-    ambients = _uniform((count,), *config.ambient_range, generator, device)
-    backgrounds = _uniform((count, 3), *config.background_range, generator, device)
+    sample = sample_training_cameras(len(objects) * views, size, size, config.cameras, generator, device)
+    traced = [trace_views(obj, sample.cameras[index * views : (index + 1) * views], config)
+              for index, obj in enumerate(objects)]
+    albedo, alpha, normals = (torch.cat(parts) for parts in zip(*traced))
+    images = shade_views(albedo, alpha, normals, sample.cameras, config, generator)
     view_ids = sample.view_label_ids(config.view_labels)
-
-    albedo, alpha, normals = [], [], []
-    for index, obj in enumerate(objects):
-        out = obj.scene.render_sphere_traced(
-            sample.cameras[index * views : (index + 1) * views], shading="albedo", background=(0.0, 0.0, 0.0),
-            supersample=config.supersample,
-        )
-        albedo.append(out["rgb"])  # over black: the albedo already weighted by pixel coverage
-        alpha.append(out["alpha"])
-        normals.append(out["normals"])
-    albedo_t, alpha_t, normals_t = (torch.cat(x).permute(0, 3, 1, 2) for x in (albedo, alpha, normals))
-    lit = (normals_t * lights[:, :, None, None]).sum(1, keepdim=True).clamp_min(0)
-    ambient = ambients[:, None, None, None]
-    shaded = albedo_t * (ambient + (1 - ambient) * lit) + (1 - alpha_t) * backgrounds[:, :, None, None]
-    image_batch = shaded.clamp(0, 1).contiguous()
     per_image = [obj for obj in objects for _ in range(views)]
     captions = [obj.caption(VIEW_LABELS[i]) for obj, i in zip(per_image, view_ids.tolist())]
-    return RenderBatch(images=image_batch, alpha=alpha_t, captions=captions, view_ids=view_ids, objects=per_image)
+    return RenderBatch(images=images, alpha=alpha, captions=captions, view_ids=view_ids, objects=per_image)
+
+
+def trace_views(obj: WorldObject, cameras: Cameras, config: RenderConfig = RenderConfig()) -> tuple[Tensor, Tensor, Tensor]:
+    """(albedo, alpha, normals) [N, C, H, W] of one object from `cameras`, unshaded: the albedo over black,
+    so already weighted by each pixel's coverage."""
+    out = obj.scene.render_sphere_traced(cameras, shading="albedo", background=(0.0, 0.0, 0.0), supersample=config.supersample)
+    return tuple(out[key].permute(0, 3, 1, 2) for key in ("rgb", "alpha", "normals"))
+
+
+def shade_views(albedo: Tensor, alpha: Tensor, normals: Tensor, cameras: Cameras, config: RenderConfig = RenderConfig(),
+                generator: torch.Generator | None = None) -> Tensor:
+    """Traced views [N, 3, H, W] in [0, 1] as the prior's training images look: lambertian under a random
+    light towards each camera, a random ambient level, over a plain random backdrop (drawn in that order)."""
+    count, device = albedo.shape[0], albedo.device
+    lights = random_light_directions(F.normalize(cameras.origins, dim=-1), config.light_min_facing, generator)
+    ambients = _uniform((count,), *config.ambient_range, generator, device)
+    backgrounds = _uniform((count, 3), *config.background_range, generator, device)
+    lit = (normals * lights[:, :, None, None]).sum(1, keepdim=True).clamp_min(0)
+    ambient = ambients[:, None, None, None]
+    shaded = albedo * (ambient + (1 - ambient) * lit) + (1 - alpha) * backgrounds[:, :, None, None]
+    return shaded.clamp(0, 1).contiguous()
 
 
 def sample_render_batch(
