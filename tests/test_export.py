@@ -17,10 +17,11 @@ from PIL import Image
 from dreamtext.errors import DreamtextError
 from dreamtext.export.formats import save_mesh
 from dreamtext.export.mesh import MeshExportConfig, extract_mesh
-from dreamtext.export.pipeline import ExportConfig, export_all
+from dreamtext.export.field_query import MIN_SHOWN_OPACITY
+from dreamtext.export.pipeline import ExportConfig, display_render_fn, export_all
 from dreamtext.export.texture import TextureBakeConfig, bake_albedo, parametrize, rasterize_uv, texture_mesh
 from dreamtext.export.video import save_named_views, save_turntable
-from dreamtext.scene.cameras import NAMED_VIEWS, Cameras
+from dreamtext.scene.cameras import NAMED_VIEWS, Cameras, orbit_cameras
 from dreamtext.scene.protocols import Field, FieldOutputs
 from dreamtext.scene.renderer import RendererConfig, VolumeRenderer
 from dreamtext.utils.workspace import Workspace
@@ -466,6 +467,34 @@ class ShadedSphereField(SpheresField):
         if with_normals:
             outputs.normals = torch.nn.functional.normalize(points, dim=-1)
         return outputs
+
+
+class NormalsCountingField(ShadedSphereField):
+    """Counts the points its normals are asked for."""
+
+    normal_points = 0
+
+    def __call__(self, points: torch.Tensor, with_normals: bool = False) -> FieldOutputs:
+        self.normal_points += points.shape[0] if with_normals else 0
+        return super().__call__(points, with_normals)
+
+
+def test_display_render_queries_normals_only_where_the_object_shows_and_the_picture_is_unchanged():
+    field = NormalsCountingField([((0.0, 0.0, 0.0), 0.25)])  # small: most of each frame is background
+    renderer = VolumeRenderer(RendererConfig(num_samples=32, use_occupancy_grid=False))
+    cameras = orbit_cameras(2, 24, 24).cameras
+    out = display_render_fn(field, renderer, torch.ones(3))(cameras)
+
+    # Reference: the normal at every pixel's surface point, background ones included.
+    rays = cameras.generate_rays()
+    surface = rays.origins + rays.directions * out["depth"]
+    every_normal = torch.nn.functional.normalize(surface, dim=-1)
+    reference = ((every_normal + 1) / 2) * out["opacity"] + (1 - out["opacity"])
+    assert (out["normal"] - reference.clamp(0, 1)).abs().max() < 1 / 510  # under half a uint8 step
+
+    shown = int((out["opacity"] > MIN_SHOWN_OPACITY).sum())
+    assert field.normal_points == shown
+    assert 0.1 * out["opacity"].numel() < shown < 0.6 * out["opacity"].numel()  # the sphere and its background both show
 
 
 def test_export_without_ffmpeg_writes_a_gif_turntable_and_one_warning(tmp_path, monkeypatch, capsys):

@@ -27,6 +27,23 @@ def evaluate_in_chunks(fn: Callable[[Tensor], Tensor], points: Tensor, chunk_siz
     return torch.cat([fn(chunk) for chunk in torch.split(points, chunk_size)], dim=0)
 
 
+# ours: a pixel this transparent cannot move its displayed normal or shade by half a uint8 step (both
+# are blended with the background by opacity), so its surface normal is not queried.
+MIN_SHOWN_OPACITY = 1 / 512
+
+
+def visible_surface_normals(field: Field, surface: Tensor, opacity: Tensor, chunk_size: int,
+                            min_opacity: float = MIN_SHOWN_OPACITY) -> Tensor:
+    """The field's normals [N, 3] at rendered surface points [N, 3], queried only where the pixel's opacity
+    [N] (or [N, 1]) exceeds `min_opacity`; zero elsewhere. Finite-difference normals cost six field
+    evaluations a point and most of a turntable frame is background: this was three quarters of its time."""
+    shown = opacity.reshape(-1) > min_opacity
+    normals = torch.zeros_like(surface)
+    if shown.any():
+        normals[shown] = evaluate_in_chunks(lambda points: field(points, with_normals=True).normals, surface[shown], chunk_size).to(normals.dtype)
+    return normals
+
+
 def albedo_at(field: Field, points: np.ndarray | Tensor, chunk_size: int) -> np.ndarray:
     """The field's albedo at world points [N, 3], as float32 [N, 3] clamped to [0, 1]."""
     device = field_device(field)

@@ -2,8 +2,8 @@
 
 No web code lives here, so the pictures are tested without a browser. The field is rendered once
 over black, which gives colour premultiplied by opacity, opacity and depth; the shading modes then
-light each pixel at its expected surface point (o + depth d) with one normals query per pixel, as
-`export.pipeline.display_render_fn` does for videos. For a hard surface that is the picture the
+light each pixel at its expected surface point (o + depth d) with one normals query per pixel that
+shows the object, as `export.pipeline.display_render_fn` does for videos. For a hard surface that is the picture the
 renderer's per-sample shading gives, at a fraction of the cost, so the viewer stays interactive on
 a CPU.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..export.field_query import evaluate_in_chunks, field_device
+from ..export.field_query import field_device, visible_surface_normals
 from ..export.video import depth_to_display
 from ..scene.cameras import Cameras, look_at, spherical_to_cartesian
 from ..scene.shading import DEFAULT_AMBIENT, shade
@@ -133,8 +133,7 @@ def render_view(
     colour = premultiplied
     if mode != "albedo":
         surface = (origins + directions * depth).reshape(-1, 3)
-        normals = evaluate_in_chunks(lambda points: scene.field(points, with_normals=True).normals, surface, NORMALS_CHUNK)
-        normals = normals.reshape(directions.shape)
+        normals = visible_surface_normals(scene.field, surface, opacity, NORMALS_CHUNK).reshape(directions.shape)
         albedo = (premultiplied / opacity.clamp_min(_MIN_OPACITY)).clamp(0, 1)
         towards_light = pose.origin if light_dir is None else torch.as_tensor(light_dir, dtype=torch.float32)
         towards_light = towards_light.to(device) / torch.linalg.vector_norm(towards_light).clamp_min(1e-12)
