@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, get_args
 
 import torch
 
@@ -135,8 +135,9 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
         raise DreamtextError(f"unknown benchmark case kind(s) {unknown}; known: {', '.join([*CASE_RUNNERS, *STUDIES])}")
     if config.seeds < 1:
         raise DreamtextError(f"--seeds must be at least 1 (runs per case), got {config.seeds}")
-    if config.start not in (None, "blob", "prior_hull", "truth", "truth_hull"):
-        raise DreamtextError(f"--start must be blob, prior_hull, truth or truth_hull, got {config.start!r}")
+    starts = get_args(Start)
+    if config.start is not None and config.start not in starts:
+        raise DreamtextError(f"--start must be {', '.join(starts[:-1])} or {starts[-1]}, got {config.start!r}")
     if config.start not in (None, "blob") and set(config.kinds) != {"text"}:
         raise DreamtextError(f"--start {config.start} applies to text-to-3D only; run it with --kinds text")
     objects = benchmark_objects(config.cases, config.split)
