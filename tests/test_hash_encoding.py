@@ -27,6 +27,11 @@ from dreamtext.scene.hash_encoding import (
 # 3 levels at N = 4, 8, 16 with T = 2^10: (4+1)^3 = 125 and (8+1)^3 = 729 fit (dense), 17^3 = 4913
 # does not (hashed), so both indexing schemes are exercised.
 SMALL = HashGridConfig(num_levels=3, features_per_level=2, log2_hashmap_size=10, base_resolution=4, max_resolution=16)
+# Every level dense ((2+1)^3, (4+1)^3 <= 2^10) / every level hashed (17^3 > 2^6): the reference splits the
+# levels into a dense prefix and a hashed rest, so both one-sided layouts are checked too; the thesis's
+# grid hashes coordinates up to 2049, whose products with the primes wrap around uint32.
+ALL_DENSE = HashGridConfig(num_levels=2, log2_hashmap_size=10, base_resolution=2, max_resolution=4)
+ALL_HASHED = HashGridConfig(num_levels=3, log2_hashmap_size=6, base_resolution=16, max_resolution=64)
 
 
 def naive_encode(point: list[float], table: torch.Tensor, config: HashGridConfig) -> list[float]:
@@ -89,10 +94,13 @@ def test_dense_and_hashed_levels_and_table_layout():
     assert encoding.table.abs().max() <= 1e-4  # Instant-NGP init U(-1e-4, 1e-4)
     small = level_layout(SMALL)
     assert small.resolutions == [4, 8, 16] and small.dense == [True, True, False]
+    assert level_layout(ALL_DENSE).dense == [True, True] and level_layout(ALL_HASHED).dense == [False] * 3
 
 
-def test_reference_equals_naive_loop():
-    encoding = small_encoding()
+@pytest.mark.parametrize("config", [SMALL, ALL_DENSE, ALL_HASHED, HashGridConfig()], ids=["mixed", "dense", "hashed", "thesis"])
+def test_reference_equals_naive_loop(config):
+    encoding = small_encoding(config=config)
+    assert encoding.layout.dense_levels == sum(encoding.layout.dense)
     # Interior points plus points on cell faces, on the cube's faces and outside it (clamped).
     points = torch.rand(44, 3, dtype=torch.float64)
     edges = torch.tensor(
@@ -101,8 +109,8 @@ def test_reference_equals_naive_loop():
     )
     points = torch.cat([points, edges])
     got = encoding(points)
-    expected = torch.tensor([naive_encode(p.tolist(), encoding.table.detach(), SMALL) for p in points], dtype=torch.float64)
-    assert got.shape == (50, SMALL.num_levels * SMALL.features_per_level)
+    expected = torch.tensor([naive_encode(p.tolist(), encoding.table.detach(), config) for p in points], dtype=torch.float64)
+    assert got.shape == (50, config.num_levels * config.features_per_level)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
 

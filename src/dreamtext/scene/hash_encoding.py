@@ -32,7 +32,6 @@ from dreamtext.errors import DreamtextError
 
 # Instant-NGP spatial-hash primes (thesis eq. 3.18); the first dimension is not scrambled.
 HASH_PRIMES = (1, 2654435761, 805459861)
-_UINT32_MASK = 0xFFFFFFFF
 
 Implementation = Literal["auto", "torch", "triton"]
 
@@ -109,6 +108,11 @@ class LevelLayout:
     def total_size(self) -> int:
         return self.offsets[-1] + self.sizes[-1]
 
+    @property
+    def dense_levels(self) -> int:
+        """How many levels index densely: always the first ones, since N_l grows with l."""
+        return sum(self.dense)
+
 
 def level_layout(config: HashGridConfig) -> LevelLayout:
     table_size = 2**config.log2_hashmap_size
@@ -120,38 +124,59 @@ def level_layout(config: HashGridConfig) -> LevelLayout:
     return LevelLayout(resolutions, sizes, offsets, dense)
 
 
-def _outer3(per_axis: Tensor, combine) -> Tensor:
+def _corners(per_axis: Tensor, combine) -> Tensor:
     """Combine per-axis pairs [..., 3, 2] into the 8 cell corners [..., 8].
 
-    Corner k = bx + 2 by + 4 bz takes entry b_d of axis d (the same numbering as the kernel).
+    Corner k = bx + 2 by + 4 bz takes entry b_d of axis d (the same numbering as the kernel). Each
+    corner is combined from contiguous [...] slices and the 8 are stacked at the end, the same values as
+    one broadcast over a trailing 2 x 2 x 2 block, whose innermost dimension of 2 defeats the CPU's
+    vectorised kernels (with the level split of `cell_corner_rows`, the encoding of 65k points ran 1.5x
+    faster forward on 2 cores).
     """
-    x = per_axis[..., 0, None, None, :]
-    y = per_axis[..., 1, None, :, None]
-    z = per_axis[..., 2, :, None, None]
-    return combine(combine(x, y), z).flatten(-3)
+    x0, x1, y0, y1, z0, z1 = (per_axis[..., axis, end].contiguous() for axis in range(3) for end in range(2))
+    xy = [combine(x0, y0), combine(x1, y0), combine(x0, y1), combine(x1, y1)]
+    return torch.stack([combine(corner, z) for z in (z0, z1) for corner in xy], dim=-1)
 
 
-def cell_corner_rows(lower: Tensor, resolutions: Tensor, sizes: Tensor, offsets: Tensor, dense: Tensor) -> Tensor:
+def cell_corner_rows(
+    lower: Tensor, resolutions: Tensor, sizes: Tensor, offsets: Tensor, dense: Tensor, dense_levels: int | None = None
+) -> Tensor:
     """Table rows [..., L, 8] of the corners of the cells whose lower corners are lower [..., L, 3].
 
-    Level tensors have shape [L]. Dense levels number vertices x + y (N+1) + z (N+1)^2; hashed levels
-    use eq. 3.18 with uint32 wrap-around, emulated in int64 by masking the low 32 bits. Each axis
-    term is computed once for its two cell ends and then broadcast to the 8 corners.
+    Level tensors have shape [L]; the first `dense_levels` levels are dense (the layout's count; read
+    from `dense` when not given, which waits for the device). Dense levels number vertices
+    x + y (N+1) + z (N+1)^2; hashed levels use eq. 3.18. A hashed level holds T = 2^k entries, so
+    "mod T" of the uint32 hash keeps its low k bits, and masking each axis term to them before the XOR
+    gives the same row (uint32 wrap-around included: T divides 2^32) while the products stay in int64.
+    Each axis term is computed once for its two cell ends (with the level's offset folded into the x
+    term of dense levels) and only then combined into the 8 corners.
     """
+    if dense_levels is None:
+        dense_levels = int(dense.sum())
     ends = lower[..., None] + torch.arange(2, device=lower.device)  # [..., L, 3, 2]
-    side = resolutions + 1
-    strides = torch.stack([torch.ones_like(side), side, side * side], dim=-1)  # [L, 3]
-    primes = torch.tensor(HASH_PRIMES, device=lower.device)
-    dense_rows = _outer3(ends * strides[..., None], torch.add)
-    hashed_rows = (_outer3(ends * primes[:, None], torch.bitwise_xor) & _UINT32_MASK) % sizes[:, None]
-    return torch.where(dense[:, None], dense_rows, hashed_rows) + offsets[:, None]
+    parts = []
+    if dense_levels > 0:
+        side = resolutions[:dense_levels] + 1
+        strides = torch.stack([torch.ones_like(side), side, side * side], dim=-1)  # [Ld, 3]
+        starts = torch.zeros_like(strides)
+        starts[:, 0] = offsets[:dense_levels]
+        parts.append(_corners(ends[..., :dense_levels, :, :] * strides[..., None] + starts[..., None], torch.add))
+    if dense_levels < resolutions.numel():
+        primes = torch.tensor(HASH_PRIMES, device=lower.device)
+        low_bits = (sizes[dense_levels:] - 1)[:, None, None]  # [Lh, 1, 1]
+        terms = (ends[..., dense_levels:, :, :] * primes[:, None]) & low_bits
+        parts.append(_corners(terms, torch.bitwise_xor) + offsets[dense_levels:, None])
+    return torch.cat(parts, dim=-2) if len(parts) > 1 else parts[0]
 
 
-def hash_encode_torch(points01: Tensor, table: Tensor, layout_tensors: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+def hash_encode_torch(
+    points01: Tensor, table: Tensor, layout_tensors: tuple[Tensor, Tensor, Tensor, Tensor], dense_levels: int | None = None
+) -> Tensor:
     """Reference encoding: points [P, 3] in [0, 1] -> features [P, L * F] in the table's dtype.
 
     Vectorised over points, levels and corners; differentiable w.r.t. `table` and `points01` to any
     order because the trilinear weights are plain polynomials in the in-cell position.
+    dense_levels: see `cell_corner_rows`.
     """
     resolutions, sizes, offsets, dense = layout_tensors
     points = points01.to(table.dtype).clamp(0.0, 1.0)
@@ -160,9 +185,9 @@ def hash_encode_torch(points01: Tensor, table: Tensor, layout_tensors: tuple[Ten
     # upper face) instead of stepping onto a vertex N_l + 1 that does not exist.
     lower = torch.minimum(scaled.detach().floor().long(), (resolutions - 1)[:, None])
     frac = scaled - lower.to(table.dtype)  # [P, L, 3], in [0, 1]; carries d/dx = N_l
-    rows = cell_corner_rows(lower, resolutions, sizes, offsets, dense)  # [P, L, 8]
+    rows = cell_corner_rows(lower, resolutions, sizes, offsets, dense, dense_levels)  # [P, L, 8]
     # Trilinear weight of a corner: product over axes of 1 - frac (lower end) or frac (upper end).
-    weights = _outer3(torch.stack([1.0 - frac, frac], dim=-1), torch.mul)  # [P, L, 8]
+    weights = _corners(torch.stack([1.0 - frac, frac], dim=-1), torch.mul)  # [P, L, 8]
     # index_select's backward is an index_add, cheaper on CPU than advanced indexing's index_put.
     features = table.index_select(0, rows.flatten()).view(*rows.shape, table.shape[1])  # [P, L, 8, F]
     blended = (weights[..., None] * features).sum(dim=2)  # [P, L, F]
@@ -252,7 +277,7 @@ class HashGridEncoding(nn.Module):
         if self.resolved_implementation == "triton" and not needs_point_grad:
             encoded = self._forward_triton(flat)
         else:
-            encoded = hash_encode_torch(flat, self.table, self._layout_tensors())
+            encoded = hash_encode_torch(flat, self.table, self._layout_tensors(), self.layout.dense_levels)
         if self.level_window is not None:
             # A level's features (and so the gradient its table rows get) scale with its weight.
             window = self.level_window.to(device=encoded.device, dtype=encoded.dtype)
