@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from dreamtext.prior.small.diffusion import (
     diffusion_loss,
     vae_loss,
 )
+from dreamtext.prior.builtin import BUILTIN_PIPELINE_DIR
 from dreamtext.prior.small.render_pool import PoolSpec, WorldRenderPool, render_world_pool
 from dreamtext.prior.small.pipeline import assemble_pipeline, load_clip_text_encoder, safetensors_bytes
 from dreamtext.prior.small.train import (
@@ -171,6 +173,23 @@ def test_default_model_fits_the_size_budget(tmp_path):
     assert vae_mb == pytest.approx(5.4, abs=0.2) and unet_mb == pytest.approx(12.2, abs=0.3)
     assert vae_mb + unet_mb <= 20
     assert SmallVaeConfig().latent_size == SmallUnetConfig().sample_size == 16
+
+
+def attention_layouts(unet) -> set[tuple[int, int]]:
+    """(heads, channels a head) of every attention layer."""
+    return {(m.heads, m.inner_dim // m.heads) for m in unet.modules() if m.__class__.__name__ == "Attention"}
+
+
+def test_attention_head_dim_counts_heads_as_diffusers_reads_it():
+    # SmallUnetConfig's docstring: diffusers reads attention_head_dim as the number of heads, so the
+    # shipped layout (32) is 32 heads of 2 and 4 channels; width / 32 per level gives 32 channels a head.
+    shipped = build_small_unet(SmallUnetConfig(), cross_attention_dim=64)
+    assert attention_layouts(shipped) == {(32, 2), (32, 4)}
+    wide = build_small_unet(replace(SmallUnetConfig(), attention_head_dim=(2, 4, 4)), cross_attention_dim=64)
+    assert attention_layouts(wide) == {(2, 32), (4, 32)}
+    assert sum(p.numel() for p in wide.parameters()) == sum(p.numel() for p in shipped.parameters())
+    config = json.loads((BUILTIN_PIPELINE_DIR / "unet" / "config.json").read_text())
+    assert config["attention_head_dim"] == SmallUnetConfig().attention_head_dim == 32
 
 
 def test_cli_trains_the_vae_stage(tmp_path, capsys):
