@@ -100,7 +100,9 @@ def test_dense_and_hashed_levels_and_table_layout():
 @pytest.mark.parametrize("config", [SMALL, ALL_DENSE, ALL_HASHED, HashGridConfig()], ids=["mixed", "dense", "hashed", "thesis"])
 def test_reference_equals_naive_loop(config):
     encoding = small_encoding(config=config)
-    assert encoding.layout.dense_levels == sum(encoding.layout.dense)
+    # The reference takes the first `dense_levels` levels as the dense ones: they must be a prefix.
+    layout = encoding.layout
+    assert layout.dense == [True] * layout.dense_levels + [False] * (config.num_levels - layout.dense_levels)
     # Interior points plus points on cell faces, on the cube's faces and outside it (clamped).
     points = torch.rand(44, 3, dtype=torch.float64)
     edges = torch.tensor(

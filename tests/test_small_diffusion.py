@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from dreamtext.prior.builtin import BUILTIN_PIPELINE_DIR
 from dreamtext.prior.small.diffusion import (
     SmallUnetConfig,
     SmallVaeConfig,
@@ -17,7 +18,6 @@ from dreamtext.prior.small.diffusion import (
     diffusion_loss,
     vae_loss,
 )
-from dreamtext.prior.builtin import BUILTIN_PIPELINE_DIR
 from dreamtext.prior.small.render_pool import PoolSpec, WorldRenderPool, render_world_pool
 from dreamtext.prior.small.pipeline import assemble_pipeline, load_clip_text_encoder, safetensors_bytes
 from dreamtext.prior.small.train import (
