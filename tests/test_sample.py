@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from dreamtext.cli.main import main
-from dreamtext.methods.sample import SampleConfig, contact_sheet, initial_noise, sample_images
+from dreamtext.methods.sample import SampleConfig, contact_sheet, sample_images
+from dreamtext.prior.sampling import initial_noise
 from dreamtext.prior.loading import Prior
 from tiny_sd import build_tiny_sd_pipeline
 

@@ -10,9 +10,9 @@ import torch
 
 from dreamtext.errors import DreamtextError
 from dreamtext.methods.shape_init import (
-    FieldFitConfig, RedrawConfig, ShapeInitConfig, SoftVisualHull, close_masks, fit_field, foreground_masks, hull_hold_loss,
-    hull_of_drawings, hull_silhouettes, hull_targets, hull_volume_fraction, mean_object_colour, project, redraw_hull,
+    FieldFitConfig, RedrawConfig, ShapeInitConfig, SoftVisualHull, fit_field, hull_hold_loss, hull_of_drawings, hull_silhouettes, hull_targets, hull_volume_fraction, mean_object_colour, project, redraw_hull,
 )
+from dreamtext.utils.images import close_masks, foreground_masks
 from dreamtext.metrics import field_iou, occupancy_grid, voxel_iou
 from dreamtext.scene.cameras import VIEW_LABELS, CameraSamplerConfig, orbit_cameras
 from dreamtext.scene.field import FieldConfig, RadianceField
@@ -147,7 +147,7 @@ def test_prior_draws_each_view_reproducibly(tiny_model, tmp_path):
 
 def test_run_starts_from_the_hull_of_its_drawings(tiny_model, tmp_path, monkeypatch):
     scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
-    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed: drawings_of(scene, config))
+    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed, cameras: drawings_of(scene, config))
     trainer = TextTo3DTrainer(hull_config(tiny_model), Workspace(tmp_path))
     assert field_iou(trainer.field, scene, resolution=32) < 0.3  # the blob
     record = trainer.initialise_shape()
@@ -157,12 +157,12 @@ def test_run_starts_from_the_hull_of_its_drawings(tiny_model, tmp_path, monkeypa
 
 
 def test_a_redrawing_run_starts_from_the_redrawn_hull(tiny_model, tmp_path, monkeypatch):
-    import dreamtext.methods.sample as sample_module
+    import dreamtext.methods.shape_init as sample_module  # where the start draws from the prior
 
     scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
-    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed: drawings_of(scene, config))
+    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed, cameras: drawings_of(scene, config))
     redraws = []
-    monkeypatch.setattr(sample_module, "ddim_redraw", lambda prior, images, *args: redraws.append(images) or images)
+    monkeypatch.setattr(sample_module, "ddim_redraw", lambda prior, images, *args, **kwargs: redraws.append(images) or images)
     config = hull_config(tiny_model, **{"init.redraw.strength": 0.5, "init.redraw.azimuths": 4, "init.redraw.drawings": 1})
     trainer = TextTo3DTrainer(config, Workspace(tmp_path))
     record = trainer.initialise_shape()
@@ -277,14 +277,14 @@ class FakeEmbeddings:
 
 
 def test_a_faithful_redraw_keeps_the_hull_and_carves_it_from_known_cameras(monkeypatch):
-    import dreamtext.methods.sample as sample_module
+    import dreamtext.methods.shape_init as sample_module  # where the start draws from the prior
 
     scene = sphere_scene(radius=0.3, center=(0.15, 0.0, -0.1))
     config = ShapeInitConfig(kind="prior_hull", redraw=RedrawConfig(strength=0.5, azimuths=8, drawings=2))
     hull = hull_of_drawings(drawings_of(scene, config), config, CameraSamplerConfig())
     calls = []
 
-    def faithful(prior, images, cond, uncond, noise, strength, steps, guidance):  # a prior that redraws what it sees
+    def faithful(prior, images, cond, uncond, noise, strength, steps, guidance, cameras):  # a prior that redraws what it sees
         calls.append((noise.shape, strength, steps))
         return images
 
@@ -309,7 +309,7 @@ def test_a_faithful_redraw_keeps_the_hull_and_carves_it_from_known_cameras(monke
 
 
 def test_redrawing_starts_where_the_strength_says(tiny_model):
-    from dreamtext.methods.sample import ddim_redraw
+    from dreamtext.prior.sampling import ddim_redraw
     from dreamtext.prior.loading import load_prior
 
     prior = load_prior(tiny_model, device="cpu", dtype=torch.float32)
@@ -331,7 +331,7 @@ def test_a_held_run_rebuilds_its_hull_when_resumed(tiny_model, tmp_path, monkeyp
     scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
     drawn = []
     monkeypatch.setattr(text_to_3d_module, "draw_views",
-                        lambda prior, embeddings, config, seed: drawn.append(seed) or drawings_of(scene, config))
+                        lambda prior, embeddings, config, seed, cameras: drawn.append(seed) or drawings_of(scene, config))
     config = hull_config(tiny_model, **{"init.hold_weight": 100.0})
     trainer = TextTo3DTrainer(config, Workspace(tmp_path))
     trainer.train(progress=False)

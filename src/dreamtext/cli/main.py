@@ -209,6 +209,11 @@ class TrainPriorCommand:
     init_unet: str | None = None
     """Continue this pipeline's UNet (builtin: the shipped one; or a DIR/pipeline) on its own frozen VAE and text
     encoder, with a warm-up and a cosine decay; writes DIR/unet and the assembled DIR/pipeline."""
+    camera: bool = False
+    """With --init-unet: the UNet gains the camera input (diffusers class_labels, see dreamtext.prior.camera) and
+    trains on each render's true camera. Its state is kept in DIR/unet-state.pt; running again continues it."""
+    attention_head_dim: tuple[int, ...] | None = None
+    """With --init-unet: another head layout for the continued UNet (heads per level, e.g. 2 4 4)."""
     quiet: bool = False
 
     def run(self) -> None:
@@ -219,7 +224,8 @@ class TrainPriorCommand:
         results = train_prior(self.stage, self.out, device=self.device, steps=self.steps, seed=self.seed,
                               batch_size=self.batch_size, progress=not self.quiet, pool_size=self.pool_size,
                               workers=self.workers, max_minutes=self.max_minutes, init_clip=self.init_clip,
-                              init_unet=self.init_unet)
+                              init_unet=self.init_unet, camera=self.camera,
+                              attention_head_dim=self.attention_head_dim)
         for name, result in results.items():
             print(f"{name}: wrote {result.get('out_dir', self.out)}")
 
@@ -233,6 +239,9 @@ class EvalPriorCommand:
     clip: str = "builtin"
     """The small CLIP that classifies the samples (`train-prior clip` writes DIR/clip); builtin: the shipped one."""
     count: int = 256
+    """Held-out objects whose plain captions are drawn and classified (noun and colour top-1)."""
+    pose_count: int = 64
+    """Held-out objects drawn at known cameras and matched against true renders for their pose (0: skip)."""
     steps: int = 30
     guidance: float = 7.5
     seed: int = 0
@@ -254,7 +263,8 @@ class EvalPriorCommand:
         for name, folder in (("--pipeline", pipeline), ("--clip", clip)):
             if not (folder / ("model_index.json" if name == "--pipeline" else "config.json")).is_file():
                 raise DreamtextError(f"{name} {str(folder)!r} holds no trained model; run `dreamtext train-prior all` first")
-        config = PriorEvalConfig(count=self.count, steps=self.steps, guidance=self.guidance, seed=self.seed)
+        config = PriorEvalConfig(count=self.count, steps=self.steps, guidance=self.guidance, seed=self.seed,
+                                 pose_count=self.pose_count)
         result = evaluate_prior(pipeline, clip, config, resolve_device(self.device))
         if self.json:
             print(json_module.dumps(result, indent=2))
@@ -262,6 +272,10 @@ class EvalPriorCommand:
             print(f"noun top-1 {result['noun_top1']:.1%}, colour top-1 {result['colour_top1']:.1%} on {result['count']} "
                   f"samples (CLIP on true renders: {result['clip_on_renders']['noun_top1']:.1%} / "
                   f"{result['clip_on_renders']['colour_top1']:.1%})")
+            if "pose_top1" in result:
+                print(f"pose within {PriorEvalConfig.pose_tolerance_deg:.0f} degrees: {result['pose_top1']:.1%} of "
+                      f"{result['pose_count']} drawings, {result['pose_top1_asymmetric']:.1%} of the "
+                      f"{result['pose_asymmetric_count']} asymmetric objects")
 
 
 @dataclass
@@ -355,6 +369,10 @@ class SampleCommand:
     negative_prompt: str = ""
     batch_size: int = 4
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    elevation: float | None = None
+    """Camera-aware priors (the built-in one): draw from this many degrees above the horizon (default: no camera)."""
+    azimuth: float | None = None
+    """Camera-aware priors: draw from this many degrees around the object, from its front towards its right."""
     quiet: bool = False
 
     def run(self) -> None:
@@ -362,7 +380,7 @@ class SampleCommand:
 
         config = SampleConfig(prompt=self.prompt, n=self.n, model=self.model, steps=self.steps, guidance=self.guidance,
                               negative_prompt=self.negative_prompt, seed=self.seed, batch_size=self.batch_size,
-                              device=self.device)
+                              device=self.device, elevation=self.elevation, azimuth=self.azimuth)
         files = sample_to_workspace(config, self.workspace, progress=not self.quiet)
         print("wrote " + ", ".join(str(f) for f in files))
 

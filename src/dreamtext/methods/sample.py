@@ -15,15 +15,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ..errors import DreamtextError
-from ..prior.latents import images_to_latents, latents_to_images
+from ..prior.camera import takes_camera
 from ..prior.loading import Prior, load_prior
+from ..prior.sampling import ddim_sample, initial_noise
 from ..prior.prompts import TextEmbeddingCache
+from ..scene.cameras import Cameras, orbit_cameras
 from ..utils.device import resolve_device
 from ..utils.images import save_image
 from ..utils.io import atomic_write_json
@@ -45,6 +46,10 @@ class SampleConfig:
     eta: DDIM's (Song et al. 2021), 0: deterministic sampling, so a seed fixes the image.
     seed: ours, 0: image i uses seed + i.
     batch_size: ours, 4 images per UNet call (x2 for guidance); lower it on a small GPU.
+    elevation / azimuth: the camera to draw from, in degrees above the horizon and around the object from
+        its front (towards its right), for a camera-aware prior (`prior.camera`); None: the unknown camera.
+        radius / fovy: its distance and vertical field of view, by default the middle of the training
+        cameras' ranges (thesis 6.1.5: radius 1 to 1.5, fov 40 to 70 degrees).
     """
 
     prompt: str
@@ -57,61 +62,19 @@ class SampleConfig:
     seed: int = 0
     batch_size: int = 4
     device: str = "auto"
+    elevation: float | None = None
+    azimuth: float | None = None
+    radius: float = 1.25
+    fovy: float = 55.0
 
-
-def initial_noise(prior: Prior, seeds: list[int]) -> Tensor:
-    """Latent noise [len(seeds), C, h, w], one CPU generator per seed (the same on every device)."""
-    channels, size = int(prior.unet.config.in_channels), prior.latent_size
-    noise = [torch.randn(channels, size, size, generator=torch.Generator().manual_seed(seed)) for seed in seeds]
-    return torch.stack(noise).to(prior.device, torch.float32)
-
-
-def ddim_scheduler(prior: Prior, steps: int):
-    """A DDIM scheduler over `steps` steps built from the prior's own noise schedule (its betas, offset and
-    prediction type), whatever scheduler class it ships."""
-    from diffusers import DDIMScheduler
-
-    scheduler = DDIMScheduler.from_config(prior.scheduler.config)
-    scheduler.set_timesteps(steps, device=prior.device)
-    return scheduler
-
-
-@torch.no_grad()
-def ddim_sample(prior: Prior, cond: Tensor, uncond: Tensor, latents: Tensor, steps: int, guidance: float,
-                eta: float = 0.0, generator: torch.Generator | None = None, on_step: Callable[[int], None] | None = None,
-                first_step: int = 0) -> Tensor:
-    """Denoise `latents` [B, C, h, w] with DDIM and guidance; images [B, 3, H, W] in [0, 1].
-
-    cond / uncond: text embeddings [1 or B, 77, D]. first_step: the latents are noisy as at that step of the
-    `steps`-step schedule (0: pure noise). on_step(k) is called after the k-th denoising step.
-    """
-    scheduler = ddim_scheduler(prior, steps)
-    batch = latents.shape[0]
-    text = torch.cat([cond.expand(batch, -1, -1), uncond.expand(batch, -1, -1)]).to(prior.dtype)
-    if first_step == 0:
-        latents = latents * scheduler.init_noise_sigma
-    for index, t in enumerate(scheduler.timesteps[first_step:]):
-        model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t).to(prior.dtype)
-        eps_cond, eps_uncond = prior.unet(model_input, t, encoder_hidden_states=text).sample.float().chunk(2)
-        guided = eps_uncond + guidance * (eps_cond - eps_uncond)
-        latents = scheduler.step(guided, t, latents, eta=eta, generator=generator).prev_sample
-        if on_step is not None:
-            on_step(index + 1)
-    return latents_to_images(prior.vae, latents, prior.dtype)
-
-
-@torch.no_grad()
-def ddim_redraw(prior: Prior, images: Tensor, cond: Tensor, uncond: Tensor, noise: Tensor, strength: float, steps: int,
-                guidance: float) -> Tensor:
-    """SDEdit (Meng et al. 2022): `images` [B, 3, H, W] in [0, 1] noised to `strength` of the schedule with
-    `noise` [B, C, h, w] and denoised by DDIM under the prompt; the prior redraws what the images only
-    sketch, keeping their layout where the strength leaves it. strength 1 draws from pure noise."""
-    scheduler = ddim_scheduler(prior, steps)
-    first_step = min(round(steps * (1.0 - strength)), steps - 1)
-    latents = images_to_latents(prior.vae, images.to(prior.device), prior.dtype)
-    start = scheduler.timesteps[first_step].repeat(latents.shape[0])
-    noisy = scheduler.add_noise(latents, noise.to(latents), start)
-    return ddim_sample(prior, cond, uncond, noisy, steps, guidance, first_step=first_step)
+    def camera(self, size: int) -> Cameras | None:
+        """The one camera every image is drawn from, or None when no angle is given."""
+        if self.elevation is None and self.azimuth is None:
+            return None
+        elevation = 0.0 if self.elevation is None else self.elevation
+        azimuth = 0.0 if self.azimuth is None else self.azimuth
+        return orbit_cameras(1, size, size, radius=self.radius, polar_deg=90.0 - elevation, fovy_deg=self.fovy,
+                             start_azimuth_deg=azimuth).cameras
 
 
 def contact_sheet(images: Tensor, columns: int | None = None, gap: int = 4) -> Tensor:
@@ -133,11 +96,24 @@ def check_sample_config(config: SampleConfig) -> None:
         raise DreamtextError("the prompt is empty: describe the image to draw")
     if config.n <= 0 or config.steps <= 0 or config.batch_size <= 0:
         raise DreamtextError(f"-n, --steps and --batch-size must be positive (got {config.n}, {config.steps}, {config.batch_size})")
+    if config.elevation is not None and not -90.0 <= config.elevation <= 90.0:
+        raise DreamtextError(f"--elevation is in degrees above the horizon, in [-90, 90]; got {config.elevation}")
+    if config.radius <= 0 or not 0 < config.fovy < 180:
+        raise DreamtextError(f"--radius must be positive and --fovy in (0, 180) degrees; got {config.radius}, {config.fovy}")
+
+
+def check_prior_takes_camera(prior: Prior, config: SampleConfig) -> None:
+    if config.camera(prior.image_size) is not None and not takes_camera(prior.unet):
+        raise DreamtextError("--elevation / --azimuth need a camera-aware prior (the built-in one); this model only "
+                             "reads text: put the view in the prompt instead (\"..., side view\")")
 
 
 def sample_images(prior: Prior, config: SampleConfig, on_batch=None, progress: bool = True) -> Tensor:
     """`config.n` images [n, 3, H, W] in [0, 1]; `on_batch(first_index, images)` sees each batch."""
     check_sample_config(config)
+    check_prior_takes_camera(prior, config)
+    camera = config.camera(prior.image_size)
+    camera = None if camera is None else camera.to(prior.device)
     embeddings = TextEmbeddingCache(prior).encode([config.prompt, config.negative_prompt])
     cond, uncond = embeddings[:1], embeddings[1:]
     seeds = [config.seed + i for i in range(config.n)]
@@ -147,7 +123,8 @@ def sample_images(prior: Prior, config: SampleConfig, on_batch=None, progress: b
         for number, batch_seeds in enumerate(batches):
             done = number * config.steps
             batch = ddim_sample(prior, cond, uncond, initial_noise(prior, batch_seeds), config.steps, config.guidance,
-                                config.eta, torch.Generator().manual_seed(batch_seeds[0]), lambda k: bar.update(done + k))
+                                config.eta, torch.Generator().manual_seed(batch_seeds[0]), lambda k: bar.update(done + k),
+                                cameras=camera)
             if on_batch is not None:
                 on_batch(number * config.batch_size, batch)
             images.append(batch.cpu())

@@ -24,9 +24,11 @@ from torch import Tensor
 
 from ..errors import DreamtextError
 from ..metrics import occupancy_grid
+from ..prior.sampling import ddim_redraw, ddim_sample, initial_noise
 from ..scene.cameras import VIEW_LABELS, CameraSamplerConfig, Cameras, orbit_cameras, view_label_ids
 from ..scene.rays import ray_aabb_intersect
 from ..scene.renderer import stratified_t_values
+from ..utils.images import close_masks, foreground_masks
 
 # (density target [P], inside [P] bool, albedo target [P, 3], albedo weight [P]) at points [P, 3]
 Targets = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
@@ -174,24 +176,6 @@ class ShapeInitConfig:
         return self.kind == "prior_hull" and self.hold_weight > 0
 
 
-def foreground_masks(images: Tensor, tolerance: float) -> Tensor:
-    """[B, 1, H, W] 1 where images [B, 3, H, W] differ from their plain backdrop, the median of a
-    two-pixel border (a drawing's object rarely fills its border)."""
-    border = torch.cat([images[..., :2, :].flatten(2), images[..., -2:, :].flatten(2),
-                        images[..., 2:-2, :2].flatten(2), images[..., 2:-2, -2:].flatten(2)], dim=2)
-    backdrop = border.median(dim=2).values[:, :, None, None]
-    return ((images - backdrop).abs().amax(dim=1, keepdim=True) > tolerance).to(images.dtype)
-
-
-def close_masks(masks: Tensor, size: int) -> Tensor:
-    """[B, 1, H, W] masks closed (dilated, then eroded) by a size x size square: gaps narrower than `size`
-    are filled, the outline stays where it was. size 0 or 1: the masks unchanged."""
-    if size <= 1:
-        return masks
-    dilated = F.max_pool2d(masks, size, stride=1, padding=size // 2)
-    return -F.max_pool2d(-dilated, size, stride=1, padding=size // 2)  # pads count as inside: the frame does not erode
-
-
 def drawing_masks(images: Tensor, config: ShapeInitConfig) -> Tensor:
     """[B, 1, H, W] the silhouettes of drawings [B, 3, H, W]: told apart from their backdrop, then closed."""
     return close_masks(foreground_masks(images, config.backdrop_tolerance), config.mask_closing)
@@ -230,17 +214,19 @@ class SoftVisualHull:
 
 
 @torch.no_grad()
-def draw_views(prior, embeddings, config: ShapeInitConfig, seed: int) -> list[Tensor]:
+def draw_views(prior, embeddings, config: ShapeInitConfig, seed: int,
+               cameras: CameraSamplerConfig = CameraSamplerConfig()) -> list[Tensor]:
     """Each view's drawings [drawings_per_view, 3, H, W]; drawing i of view v starts from the noise of
-    seed + 1000 v + i. embeddings: `PromptEmbeddings` (or anything with `conditional` / `unconditional`)."""
-    from .sample import ddim_sample, initial_noise  # lazily: diffusers' scheduler is imported there
-
+    seed + 1000 v + i. embeddings: `PromptEmbeddings` (or anything with `conditional` / `unconditional`).
+    A camera-aware prior draws each view from the very camera the hull places it at (`view_cameras`);
+    a text-only one only hears the view's label."""
+    size = prior.image_size
     drawings = []
-    for index, (label, _, _) in enumerate(config.views):
+    for index, ((label, _, _), camera) in enumerate(zip(config.views, view_cameras(config, cameras, size))):
         view_id = torch.tensor([VIEW_LABELS.index(label)])
         noise = initial_noise(prior, [seed + 1000 * index + i for i in range(config.drawings_per_view)])
         drawings.append(ddim_sample(prior, embeddings.conditional(view_id), embeddings.unconditional(1), noise,
-                                    config.steps, config.guidance).cpu())
+                                    config.steps, config.guidance, cameras=camera.to(prior.device)).cpu())
     return drawings
 
 
@@ -251,13 +237,16 @@ def assumed_camera(config: ShapeInitConfig, cameras: CameraSamplerConfig) -> tup
     return radius, fovy
 
 
-def hull_of_drawings(drawings: list[Tensor], config: ShapeInitConfig, cameras: CameraSamplerConfig) -> SoftVisualHull:
+def view_cameras(config: ShapeInitConfig, cameras: CameraSamplerConfig, size: int) -> list[Cameras]:
+    """The camera of each of `config.views` (one each), at the assumed distance and field of view."""
     radius, fovy = assumed_camera(config, cameras)
+    return [orbit_cameras(1, size, size, radius=radius, polar_deg=polar, fovy_deg=fovy, start_azimuth_deg=azimuth).cameras
+            for _, polar, azimuth in config.views]
+
+
+def hull_of_drawings(drawings: list[Tensor], config: ShapeInitConfig, cameras: CameraSamplerConfig) -> SoftVisualHull:
     masks = [drawing_masks(images, config) for images in drawings]
-    views = [orbit_cameras(1, images.shape[-1], images.shape[-1], radius=radius, polar_deg=polar, fovy_deg=fovy,
-                           start_azimuth_deg=azimuth).cameras
-             for (_, polar, azimuth), images in zip(config.views, drawings)]
-    return SoftVisualHull(masks, views)
+    return SoftVisualHull(masks, view_cameras(config, cameras, drawings[0].shape[-1]))
 
 
 def mean_object_colour(drawings: list[Tensor], hull: SoftVisualHull) -> Tensor:
@@ -293,8 +282,6 @@ def redraw_hull(prior, embeddings, hull: SoftVisualHull, colour: Tensor, config:
     were added (after the first drawings' views, whose masks come first in the hull). Redraw i of camera c
     in round r starts from the noise of seed + 1000 (c + 1) + 100000 r + i (the first drawings use
     seed + 1000 v + i)."""
-    from .sample import ddim_redraw, initial_noise  # lazily: diffusers' scheduler is imported there
-
     redraw = config.redraw
     size = hull.masks[0].shape[-1]
     radius, fovy = assumed_camera(config, cameras)
@@ -315,7 +302,8 @@ def redraw_hull(prior, embeddings, hull: SoftVisualHull, colour: Tensor, config:
             sketches = sketch * colour + (1 - sketch) * backdrops
             noise = initial_noise(prior, [seed + 1000 * (index + 1) + 100000 * round_index + i for i in range(redraw.drawings)])
             images = ddim_redraw(prior, sketches, embeddings.conditional(label.view(1).repeat(redraw.drawings)),
-                                 embeddings.unconditional(1), noise, redraw.strength, config.steps, config.guidance).cpu()
+                                 embeddings.unconditional(1), noise, redraw.strength, config.steps, config.guidance,
+                                 cameras=camera).cpu()
             masks.append(drawing_masks(images, config))
             redrawn.append(images)
         # The redrawn views join the hull's: they only carve. Alone, each redraw's softer outline (about a pixel

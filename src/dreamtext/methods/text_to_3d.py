@@ -290,7 +290,7 @@ class TextTo3DTrainer:
         view_ids = sample.view_label_ids()
         cond = self.embeddings.conditional(view_ids)
         uncond = self.embeddings.unconditional(config.batch_size)
-        loss, _ = self.sds.loss(images, cond, uncond, progress, generator=generator)
+        loss, _ = self.sds.loss(images, cond, uncond, progress, generator=generator, cameras=sample.cameras)
         if config.regularizers.any_enabled:
             directions = sample.cameras.generate_rays().directions if config.regularizers.orientation > 0 else None
             frame_areas = sample.cameras.frame_area_at() if config.regularizers.opacity_free_area is not None else None
@@ -417,7 +417,7 @@ class TextTo3DTrainer:
         init = self.config.init
         drawings = self.given_drawings
         if drawings is None:
-            drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed)
+            drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed, cameras=self.config.cameras)
         hull = hull_of_drawings(drawings, init, self.config.cameras)
         fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
         redrawn = None

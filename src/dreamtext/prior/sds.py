@@ -4,6 +4,10 @@ One step: resize the renders to the prior's input size, VAE-encode them with gra
 latents at a scheduled t, predict the noise with one batched UNet call for the conditional and the
 unconditional prompt, and push the latents along grad = w(t) (eps_hat - eps). The UNet Jacobian is
 skipped (thesis 6.1.3): the prior runs without autograd and only the VAE encoder carries gradient.
+
+A camera-aware prior (`prior.camera`) is also told each render's camera, in both halves of the
+guidance batch (as MVDream does), so guidance pushes towards the text and the view is the render's
+own; a text-only prior (any Stable Diffusion checkpoint) gets no camera and runs exactly as before.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DreamtextError
+from ..scene.cameras import Cameras
+from .camera import camera_labels
 from .latents import images_to_latents
 from .loading import Prior
 from .schedules import ConstantValue, ScalarSchedule, TimestepSchedule, UniformTimesteps
@@ -128,14 +134,20 @@ class ScoreDistillation:
         return images_to_latents(prior.vae, resized, prior.dtype, self.config.sample_posterior, generator)
 
     @torch.no_grad()
-    def predict_noise(self, noisy: Tensor, timesteps: Tensor, cond: Tensor, uncond: Tensor) -> tuple[Tensor, Tensor]:
-        """(eps_cond, eps_uncond) from ONE UNet call on the doubled batch, in float32."""
+    def predict_noise(self, noisy: Tensor, timesteps: Tensor, cond: Tensor, uncond: Tensor,
+                      cameras: Cameras | None = None) -> tuple[Tensor, Tensor]:
+        """(eps_cond, eps_uncond) from ONE UNet call on the doubled batch, in float32.
+
+        cameras: one per row of `noisy`, for a camera-aware prior (ignored by text-only ones; a
+            camera-aware prior without them gets the unknown camera)."""
         prior = self.prior
         batch = noisy.shape[0]
+        labels = camera_labels(prior.unet, cameras, batch, noisy.device, prior.dtype, copies=2)
         output = prior.unet(
             torch.cat([noisy, noisy]).to(prior.dtype),
             torch.cat([timesteps, timesteps]),
             encoder_hidden_states=torch.cat([cond, uncond]).to(prior.dtype),
+            **labels,
         ).sample.float()
         if self.prediction_type == "v_prediction":
             # v = sqrt(a) eps - sqrt(1 - a) x0 and x_t = sqrt(a) x0 + sqrt(1 - a) eps => eps = sqrt(a) v + sqrt(1 - a) x_t
@@ -152,12 +164,14 @@ class ScoreDistillation:
         uncond: Tensor,
         step_progress: float,
         generator: torch.Generator | None = None,
+        cameras: Cameras | None = None,
     ) -> tuple[Tensor, SDSInfo]:
         """SDS loss of `images` [B, 3, H, W] in [0, 1] (4 channels in latent mode).
 
         cond: [B, 77, D] text embeddings (per view); uncond: [B or 1, 77, D] (negative prompt).
         step_progress: training progress in [0, 1], for the schedules.
         generator: drives t, the noise and the posterior sample (on the prior's device).
+        cameras: the B cameras the images were rendered from, told to a camera-aware prior.
         """
         config = self.config
         batch, draws = images.shape[0], config.noise_samples
@@ -171,8 +185,12 @@ class ScoreDistillation:
         noise = torch.randn(repeated.shape, generator=generator, device=latents.device, dtype=torch.float32)
         alphabar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
         noisy = alphabar.sqrt() * repeated + (1 - alphabar).sqrt() * noise
+        repeated_cameras = None
+        if cameras is not None:
+            repeated_cameras = cameras if draws == 1 else cameras[torch.arange(batch).repeat(draws)]
         eps_cond, eps_uncond = self.predict_noise(
-            noisy, timesteps, cond.repeat(draws, 1, 1), uncond.expand(batch, -1, -1).repeat(draws, 1, 1)
+            noisy, timesteps, cond.repeat(draws, 1, 1), uncond.expand(batch, -1, -1).repeat(draws, 1, 1),
+            repeated_cameras,
         )
 
         scale = config.guidance(step_progress, generator)

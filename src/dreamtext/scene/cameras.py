@@ -53,6 +53,15 @@ class Cameras:
             height=height,
         )
 
+    @classmethod
+    def cat(cls, cameras: Sequence["Cameras"]) -> "Cameras":
+        """One batch of several batches of cameras of the same image size."""
+        sizes = {(c.width, c.height) for c in cameras}
+        if len(sizes) != 1:
+            raise ValueError(f"cameras of different image sizes cannot share a batch: {sorted(sizes)}")
+        return cls(*(torch.cat([getattr(c, key) for c in cameras]) for key in ("c2w", "fx", "fy", "cx", "cy")),
+                   width=cameras[0].width, height=cameras[0].height)
+
     def __len__(self) -> int:
         return self.c2w.shape[0]
 

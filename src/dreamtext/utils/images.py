@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
@@ -247,3 +248,21 @@ def resize_area_with_alpha(rgb: Tensor, alpha: Tensor | None, height: int, width
     visible = small_alpha > 1e-6
     small_rgb = torch.where(visible, small_premultiplied / small_alpha.clamp_min(1e-6), plain)
     return small_rgb.clamp(0.0, 1.0), small_alpha
+
+
+def foreground_masks(images: Tensor, tolerance: float) -> Tensor:
+    """[B, 1, H, W] 1 where images [B, 3, H, W] differ from their plain backdrop, the median of a
+    two-pixel border (a drawing's object rarely fills its border)."""
+    border = torch.cat([images[..., :2, :].flatten(2), images[..., -2:, :].flatten(2),
+                        images[..., 2:-2, :2].flatten(2), images[..., 2:-2, -2:].flatten(2)], dim=2)
+    backdrop = border.median(dim=2).values[:, :, None, None]
+    return ((images - backdrop).abs().amax(dim=1, keepdim=True) > tolerance).to(images.dtype)
+
+
+def close_masks(masks: Tensor, size: int) -> Tensor:
+    """[B, 1, H, W] masks closed (dilated, then eroded) by a size x size square: gaps narrower than `size`
+    are filled, the outline stays where it was. size 0 or 1: the masks unchanged."""
+    if size <= 1:
+        return masks
+    dilated = F.max_pool2d(masks, size, stride=1, padding=size // 2)
+    return -F.max_pool2d(-dilated, size, stride=1, padding=size // 2)  # pads count as inside: the frame does not erode

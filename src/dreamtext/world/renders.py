@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..scene.cameras import Cameras, CameraSamplerConfig, ViewLabelConfig, VIEW_LABELS, sample_training_cameras
+from ..scene.cameras import CameraSample, Cameras, CameraSamplerConfig, ViewLabelConfig, VIEW_LABELS, sample_training_cameras
 from .world import Split, WorldConfig, WorldObject, sample_object
 
 
@@ -56,6 +56,7 @@ class RenderBatch:
     captions: list[str]  # with the view suffix of each image's camera
     view_ids: Tensor  # [B], indices into VIEW_LABELS
     objects: list[WorldObject]  # the object of each image
+    cameras: CameraSample  # the camera of each image, with its spherical position
 
 
 def random_light_directions(to_camera: Tensor, min_facing: float, generator: torch.Generator | None) -> Tensor:
@@ -93,7 +94,8 @@ def render_objects(
     view_ids = sample.view_label_ids(config.view_labels)
     per_image = [obj for obj in objects for _ in range(views)]
     captions = [obj.caption(VIEW_LABELS[i]) for obj, i in zip(per_image, view_ids.tolist())]
-    return RenderBatch(images=images, alpha=alpha, captions=captions, view_ids=view_ids, objects=per_image)
+    return RenderBatch(images=images, alpha=alpha, captions=captions, view_ids=view_ids, objects=per_image,
+                       cameras=sample)
 
 
 def trace_views(obj: WorldObject, cameras: Cameras, config: RenderConfig = RenderConfig()) -> tuple[Tensor, Tensor, Tensor]:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ...errors import DreamtextError
 from ...prior import Prior, load_prior
+from ...prior.camera import camera_labels
 from ...prior.latents import images_to_latents
 from ...utils.config import config_from_dict, config_to_dict, differing_keys
 from ...utils.device import resolve_device
@@ -114,9 +115,11 @@ def predict_noise(prior: Prior, noisy: Tensor, timesteps: Tensor, cond: Tensor, 
     """The UNet's noise estimate in float32, differentiable in `cond`; v-prediction models are converted.
 
     unet: the prior's UNet or a compiled wrapper of it (default: `prior.unet`).
+    A camera-aware prior is given the unknown camera: a photo's camera is not known.
     """
+    labels = camera_labels(prior.unet, None, noisy.shape[0], noisy.device, prior.dtype)
     unet = prior.unet if unet is None else unet
-    output = unet(noisy.to(prior.dtype), timesteps, encoder_hidden_states=cond.to(prior.dtype)).sample.float()
+    output = unet(noisy.to(prior.dtype), timesteps, encoder_hidden_states=cond.to(prior.dtype), **labels).sample.float()
     if prior.scheduler.config.get("prediction_type", "epsilon") == "v_prediction":
         a = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
         output = a.sqrt() * output + (1 - a).sqrt() * noisy.float()

@@ -112,6 +112,18 @@ def build_small_unet(config: SmallUnetConfig, cross_attention_dim: int):
     )
 
 
+def with_attention_heads(unet, attention_head_dim: tuple[int, ...]):
+    """A copy of a `UNet2DConditionModel` with another head layout (diffusers' `attention_head_dim`, the
+    number of heads per level): the same weights, split into heads differently, so its outputs change."""
+    from diffusers import UNet2DConditionModel
+
+    from ..camera import plain_config
+
+    other = UNet2DConditionModel.from_config(dict(plain_config(unet), attention_head_dim=tuple(attention_head_dim)))
+    other.load_state_dict(unet.state_dict())
+    return other.to(device=unet.device, dtype=unet.dtype)
+
+
 def build_training_scheduler():
     """DDPM with SD's betas: `add_noise` for training (epsilon prediction)."""
     from diffusers import DDPMScheduler
@@ -179,14 +191,17 @@ def drop_captions(captions: list[str], probability: float, generator: torch.Gene
     return ["" if drop else caption for caption, drop in zip(captions, dropped.tolist())]
 
 
-def diffusion_loss(unet, scheduler, latents: Tensor, text_embeddings: Tensor, generator: torch.Generator) -> Tensor:
+def diffusion_loss(unet, scheduler, latents: Tensor, text_embeddings: Tensor, generator: torch.Generator,
+                   class_labels: Tensor | None = None) -> Tensor:
     """Epsilon-prediction MSE at uniformly drawn timesteps (DDPM / Stable Diffusion's objective).
 
     Noise and timesteps come from `generator` (drawn on its device, then moved) so a run is reproducible by seed.
+    class_labels: the camera encodings of a camera-aware UNet (`prior.camera`), else None.
     """
     noise = torch.randn(latents.shape, generator=generator, device=generator.device, dtype=latents.dtype).to(latents.device)
     steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator,
                           device=generator.device).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, steps)
-    prediction = unet(noisy, steps, encoder_hidden_states=text_embeddings).sample
+    extra = {} if class_labels is None else {"class_labels": class_labels}
+    prediction = unet(noisy, steps, encoder_hidden_states=text_embeddings, **extra).sample
     return F.mse_loss(prediction.float(), noise.float())

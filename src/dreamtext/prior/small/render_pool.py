@@ -7,7 +7,9 @@ from the same pool. Chunk i always holds `sample_render_batch(chunk, render_seed
 is the same whatever the number of workers.
 
 Images are kept as uint8 (a quarter of float's memory); each image's words (noun, colour, size,
-pattern, view ids, `clip.image_word_ids`) are kept beside it, and its caption is derived from them.
+pattern, view ids, `clip.image_word_ids`) are kept beside it, and its caption is derived from them;
+so is its camera (polar, azimuth, radius, vertical fov: `prior.camera.camera_encoding`'s arguments),
+for camera-aware priors. Pools saved before cameras were kept load with `cameras` None.
 """
 
 from __future__ import annotations
@@ -48,12 +50,17 @@ class PoolSpec:
         return f"renders-{self.split}-seed{self.seed}-n{self.count}-{self.resolution}px-ss{self.supersample}"
 
 
+CAMERA_COLUMNS = ("polar_deg", "azimuth_deg", "radius", "fovy_deg")
+
+
 @dataclass
 class WorldRenderPool:
-    """Renders [N, 3, H, W] uint8 and their word ids [N, 5] (noun, colour, size, pattern, view)."""
+    """Renders [N, 3, H, W] uint8, their word ids [N, 5] (noun, colour, size, pattern, view) and their
+    cameras [N, 4] float32 (`CAMERA_COLUMNS`; None in pools saved before cameras were kept)."""
 
     images: Tensor
     words: Tensor
+    cameras: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -71,14 +78,23 @@ class WorldRenderPool:
 
     def sample(self, batch_size: int, generator: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor]:
         """A random minibatch (with replacement): images [B, 3, H, W] float in [0, 1] on `device`, and word ids [B, 5]."""
+        images, words, _ = self.sample_with_cameras(batch_size, generator, device)
+        return images, words
+
+    def sample_with_cameras(self, batch_size: int, generator: torch.Generator,
+                            device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+        """`sample`, and the minibatch's cameras [B, 4] (None when the pool has none); the same draw."""
         index = torch.randint(len(self), (batch_size,), generator=generator)
-        return self.images[index].to(device).float() / 255, self.words[index]
+        cameras = None if self.cameras is None else self.cameras[index.to(self.cameras.device)]
+        return self.images[index.to(self.images.device)].to(device).float() / 255, self.words[index], cameras
 
     def save(self, folder: str | os.PathLike, stem: str) -> None:
         from safetensors.torch import save_file
 
         path = Path(folder) / f"{stem}.safetensors"
         tensors = {"images": self.images.contiguous(), "words": self.words.contiguous()}
+        if self.cameras is not None:
+            tensors["cameras"] = self.cameras.contiguous()
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
     @classmethod
@@ -86,17 +102,19 @@ class WorldRenderPool:
         from safetensors.torch import load_file
 
         tensors = load_file(str(path))
-        return cls(tensors["images"], tensors["words"])
+        return cls(tensors["images"], tensors["words"], tensors.get("cameras"))
 
 
-def _render_chunk(spec: PoolSpec, chunk: int, count: int) -> tuple[Tensor, Tensor]:
-    """One chunk on the CPU (run inside a worker): uint8 images and word ids."""
+def _render_chunk(spec: PoolSpec, chunk: int, count: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One chunk on the CPU (run inside a worker): uint8 images, word ids and cameras."""
     from ...world.renders import RenderConfig, sample_render_batch
     from .clip import image_word_ids
 
     config = RenderConfig(resolution=spec.resolution, supersample=spec.supersample)
     batch = sample_render_batch(count, render_seed(spec.seed, chunk), spec.split, config, device="cpu")
-    return (batch.images * 255).round().to(torch.uint8), image_word_ids(batch.objects, batch.view_ids)
+    sample = batch.cameras
+    cameras = torch.stack([sample.polar_deg, sample.azimuth_deg, sample.radius, sample.cameras.fovy_deg], dim=-1)
+    return (batch.images * 255).round().to(torch.uint8), image_word_ids(batch.objects, batch.view_ids), cameras.float()
 
 
 def _init_worker() -> None:
@@ -111,13 +129,13 @@ def render_world_pool(spec: PoolSpec, workers: int | None = None, progress: bool
     """Render `spec.count` images in chunks of `CHUNK`, on `workers` CPU processes (default: every core)."""
     chunks = [(i, min(CHUNK, spec.count - i * CHUNK)) for i in range(math.ceil(spec.count / CHUNK))]
     workers = min(len(chunks), default_workers() if workers is None else max(1, workers))
-    images, words = [None] * len(chunks), [None] * len(chunks)
+    images, words, cameras = [None] * len(chunks), [None] * len(chunks), [None] * len(chunks)
     with Progress(total=spec.count, description="rendering world", log_every=max(1, len(chunks) // 20), enabled=progress) as bar:
         done = 0
         if workers == 1:
             results = (_render_chunk(spec, i, n) for i, n in chunks)
-            for (i, n), (chunk_images, chunk_words) in zip(chunks, results):
-                images[i], words[i] = chunk_images, chunk_words
+            for (i, n), (chunk_images, chunk_words, chunk_cameras) in zip(chunks, results):
+                images[i], words[i], cameras[i] = chunk_images, chunk_words, chunk_cameras
                 done += n
                 bar.update(done)
         else:
@@ -127,10 +145,10 @@ def render_world_pool(spec: PoolSpec, workers: int | None = None, progress: bool
                 futures = {pool.submit(_render_chunk, spec, i, n): (i, n) for i, n in chunks}
                 for future in as_completed(futures):
                     i, n = futures[future]
-                    images[i], words[i] = future.result()
+                    images[i], words[i], cameras[i] = future.result()
                     done += n
                     bar.update(done)
-    return WorldRenderPool(torch.cat(images), torch.cat(words))
+    return WorldRenderPool(torch.cat(images), torch.cat(words), torch.cat(cameras))
 
 
 def cached_world_pool(cache_dir: str | os.PathLike, spec: PoolSpec, workers: int | None = None,

@@ -29,9 +29,10 @@ from torch import Tensor
 from ...errors import DreamtextError
 from ...utils.device import resolve_device
 from ...utils.ema import update_ema
-from ...utils.io import atomic_write_json
+from ...utils.io import atomic_torch_save, atomic_write_json
 from ...utils.progress import Progress
 from ...utils.schedules import warmup_cosine
+from ..camera import camera_encoding, drop_cameras, takes_camera, with_camera_input
 from ..latents import images_to_latents
 from .diffusion import (
     SmallUnetConfig,
@@ -44,6 +45,7 @@ from .diffusion import (
     encode_captions,
     latent_scaling_factor,
     vae_loss,
+    with_attention_heads,
 )
 from .pipeline import assemble_pipeline, build_prior_tokenizer, load_clip_text_encoder, save_pretrained_atomically
 from .render_pool import PoolSpec, WorldRenderPool, cached_world_pool, render_world_pool
@@ -86,6 +88,10 @@ class UnetTrainConfig:
         was); a continued one (`for_continuing`) warms up, then follows a cosine down to the fraction.
         Under a time limit the cosine follows whichever of steps and time runs out first, so a run
         stopped by the clock still ends annealed.
+    camera_dropout: ours, 0.1 (as the caption dropout), for a camera-aware UNet only: the share of images
+        trained with the unknown camera (`prior.camera.null_camera_encoding`), so the same UNet still
+        serves callers that have no camera (a photo's descriptor training, sampling without one). It is
+        drawn independently of the caption dropout, so 1% of images have neither.
     """
 
     steps: int = 200
@@ -99,6 +105,7 @@ class UnetTrainConfig:
     ema_decay: float = 0.9995
     warmup_steps: int = 0
     final_lr_fraction: float = 1.0
+    camera_dropout: float = 0.1
 
     @classmethod
     def for_device(cls, device: torch.device) -> "UnetTrainConfig":
@@ -256,13 +263,19 @@ def train_small_unet(
     max_seconds: float | None = None,
     unet=None,
     init: str | None = None,
+    state_path: str | os.PathLike | None = None,
+    checkpoint_seconds: float = 600.0,
 ) -> dict:
-    """Train the UNet to predict noise on frozen VAE latents, conditioned on frozen CLIP text embeddings;
-    save its EMA weights. Returns {"steps", "first_loss", "last_loss", "parameters", "seconds", "out_dir",
-    "schedule", "init"}.
+    """Train the UNet to predict noise on frozen VAE latents, conditioned on frozen CLIP text embeddings
+    (and on each render's camera when the UNet takes one, `prior.camera`); save its EMA weights. Returns
+    {"steps", "first_loss", "last_loss", "parameters", "seconds", "out_dir", "schedule", "init"}.
 
     unet: a trained `UNet2DConditionModel` to continue (default: a fresh one of `config`); it must have
         been trained on this VAE and text tower. `init` names where it came from, for the metrics.
+    state_path: where the whole training state (weights, EMA, optimiser, random stream, step, clock) is
+        saved every `checkpoint_seconds` and at the end, with the EMA weights written to `out_dir` each
+        time; a run that finds this file continues from it (long CPU runs, killed or spread over
+        sessions). `max_seconds` then counts the clock of every part of the run together.
     """
     device = _as_device(device)
     train = train or UnetTrainConfig.for_device(device)
@@ -279,29 +292,57 @@ def train_small_unet(
     if pool.resolution != image_size:
         raise DreamtextError(f"the render pool is {pool.resolution} px but the UNet's latents need {image_size} px")
     if device.type == "cuda":  # a few hundred MB of uint8: minibatches are then gathered on the GPU
-        pool = WorldRenderPool(pool.images.to(device), pool.words)
+        pool = WorldRenderPool(pool.images.to(device), pool.words, pool.cameras)
 
     torch.manual_seed(seed)
     unet = (build_small_unet(config, text_width) if unet is None else unet.float()).to(device).train()
+    with_camera = takes_camera(unet)
+    if with_camera and pool.cameras is None:
+        raise DreamtextError("the UNet takes the camera but the render pool has none; render a new pool")
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     scheduler = build_training_scheduler()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     generator = torch.Generator().manual_seed(seed)
+    first_step, clock_before, losses = 1, 0.0, []  # losses: read back at checkpoints, not every step (GPU sync)
+    state_path = None if state_path is None else Path(state_path)
+    if state_path is not None and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"].cpu())
+        first_step, clock_before = int(state["step"]) + 1, float(state["seconds"])
+        losses = [torch.tensor(value) for value in state["losses"]]
     token_cache: dict = {}
-    losses: list[Tensor] = []  # read back at the end: reading each one would wait for the GPU every step
-    start = time.perf_counter()
+    start = time.perf_counter() - clock_before
+    last_checkpoint = time.perf_counter()
+
+    def checkpoint(step: int) -> None:
+        save_pretrained_atomically(ema, out_dir)
+        if state_path is not None:
+            atomic_torch_save(state_path, {
+                "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(), "step": step, "seconds": time.perf_counter() - start,
+                "losses": torch.stack(losses).float().tolist() if losses else [],
+            })
+
+    step = first_step - 1
     with Progress(total=steps, description="unet", enabled=progress) as bar:
-        for step in range(1, steps + 1):
+        for step in range(first_step, steps + 1):
             if _out_of_time(start, max_seconds):
                 bar.log(f"unet: stopped after {step - 1} steps (max_seconds {max_seconds:.0f})")
+                step -= 1
                 break
             for group in optimizer.param_groups:
                 group["lr"] = train.lr * train.lr_factor(step - 1, steps, time.perf_counter() - start, max_seconds)
-            images, words = pool.sample(train.batch_size, generator, device)
+            images, words, cameras = pool.sample_with_cameras(train.batch_size, generator, device)
             captions = training_captions(words, train, generator)
             latents, embeddings = training_inputs(vae, text_encoder, tokenizer, images, captions, generator, token_cache)
+            labels = None
+            if with_camera:
+                labels = drop_cameras(camera_encoding(*cameras.cpu().unbind(-1)), train.camera_dropout, generator).to(device)
             with _autocast(device):
-                loss = diffusion_loss(unet, scheduler, latents, embeddings, generator)
+                loss = diffusion_loss(unet, scheduler, latents, embeddings, generator, class_labels=labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), train.grad_clip)
@@ -310,11 +351,14 @@ def train_small_unet(
             losses.append(loss.detach())
             if step % LOSS_READ_EVERY == 0 or step == steps:  # reading a loss waits for the GPU to finish
                 bar.update(step, loss=float(losses[-1]))
+            if time.perf_counter() - last_checkpoint > checkpoint_seconds:
+                checkpoint(step)
+                last_checkpoint = time.perf_counter()
 
-    save_pretrained_atomically(ema, out_dir)
+    checkpoint(step)
     values = torch.stack(losses).float().tolist() if losses else []
     return _summary(values, start, out_dir, ema, schedule=asdict(replace(train, steps=steps)), init=init,
-                    pool_size=len(pool))
+                    pool_size=len(pool), camera=with_camera)
 
 
 def load_clip_to_continue(source: str):
@@ -374,6 +418,8 @@ def train_prior(
     max_minutes: float | None = None,
     init_clip: str | None = None,
     init_unet: str | None = None,
+    camera: bool = False,
+    attention_head_dim: tuple[int, ...] | None = None,
 ) -> dict[str, dict]:
     """Run one stage (or `all`, in order) with its outputs in `out_root`/{clip,vae,unet,pipeline}.
 
@@ -384,12 +430,18 @@ def train_prior(
     `init_unet` ("builtin" or a pipeline folder): the unet stage continues that pipeline's UNet on its own
     frozen VAE and text encoder (`UnetTrainConfig.for_continuing`), then assembles `out_root`/pipeline
     from the three, ready for `package_prior`.
+    `camera`: the continued UNet gains the camera input (`prior.camera.with_camera_input`, starting exactly
+    as the UNet it continues) and trains on each render's true camera; `attention_head_dim` optionally
+    gives it another head layout. The unet stage keeps its whole state in `out_root`/unet-state.pt every
+    ten minutes and continues from it when run again.
     """
     root = Path(out_root)
     if root.exists() and not root.is_dir():
         raise DreamtextError(f"--out {str(root)!r} is a file; give a folder for the prior's stages")
     if init_unet is not None and stage != "unet":
         raise DreamtextError(f"--init-unet continues a UNet; it applies to the unet stage, not {stage!r}")
+    if (camera or attention_head_dim is not None) and init_unet is None:
+        raise DreamtextError("--camera and --attention-head-dim apply to a continued UNet; give --init-unet too")
     source = pipeline_to_continue(init_unet) if init_unet is not None else None
     torch_device = resolve_device(device)
     folders = {name: root / folder for name, folder in STAGE_FOLDERS.items()}
@@ -438,9 +490,13 @@ def train_prior(
                                                  seed, schedule, pool, max_seconds)
             else:
                 continued = None if source is None else load_unet_to_continue(source)
+                if continued is not None and camera and not takes_camera(continued):
+                    continued = with_camera_input(continued, attention_head_dim)
+                elif continued is not None and attention_head_dim is not None:
+                    continued = with_attention_heads(continued, attention_head_dim)
                 results["unet"] = train_small_unet(SmallUnetConfig(), folders["unet"], vae_dir, text_dir, torch_device,
                                                    progress, steps, seed, schedule, pool, max_seconds=max_seconds,
-                                                   unet=continued, init=init_unet)
+                                                   unet=continued, init=init_unet, state_path=root / "unet-state.pt")
         else:
             out = assemble_pipeline(vae_dir, folders["unet"], text_dir, folders["assemble"])
             results["assemble"] = {"out_dir": str(out)}
