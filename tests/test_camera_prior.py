@@ -192,3 +192,21 @@ def test_pose_figure_is_right_for_true_renders_and_wrong_for_turned_ones():
     assert right["pose_count"] == 12 and right["pose_asymmetric_count"] >= 3
     assert right["pose_top1"] == 1.0 and right["pose_top1_asymmetric"] == 1.0
     assert turned["pose_top1_asymmetric"] <= 0.5 and turned["pose_top1"] < right["pose_top1"]
+
+
+def test_a_folder_with_a_camera_unet_loads_it_and_plain_diffusers_still_loads_the_text_only_one(tmp_path):
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    from dreamtext.prior.camera import CAMERA_UNET_FOLDER
+    from dreamtext.prior.loading import load_prior
+
+    pipeline = build_tiny_sd_pipeline(seed=0)
+    pipeline.save_pretrained(tmp_path, safe_serialization=True)
+    with_camera_input(pipeline.unet).save_pretrained(tmp_path / CAMERA_UNET_FOLDER, safe_serialization=True)
+    assert takes_camera(load_prior(str(tmp_path)).unet)
+    assert not takes_camera(load_prior(str(tmp_path), camera=False).unet)
+    assert takes_camera(UNet2DConditionModel.from_pretrained(tmp_path, subfolder=CAMERA_UNET_FOLDER))
+    plain = StableDiffusionPipeline.from_pretrained(tmp_path, safety_checker=None, requires_safety_checker=False)
+    assert not takes_camera(plain.unet)
+    image = plain("a red mug", num_inference_steps=2, height=16, width=16, output_type="pt").images
+    assert image.shape == (1, 3, 16, 16) and torch.isfinite(image).all()

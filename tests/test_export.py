@@ -15,7 +15,7 @@ import trimesh
 from PIL import Image
 
 from dreamtext.errors import DreamtextError
-from dreamtext.export.formats import save_mesh
+from dreamtext.export.formats import save_mesh, srgb_to_linear
 from dreamtext.export.mesh import MeshExportConfig, extract_mesh
 from dreamtext.export.field_query import MIN_SHOWN_OPACITY
 from dreamtext.export.pipeline import ExportConfig, display_render_fn, export_all
@@ -331,13 +331,18 @@ def test_glb_with_vertex_colours_reloads_in_trimesh_and_pygltflib(sphere_mesh, t
     assert counts["COLOR_0"] == counts["POSITION"] == counts["NORMAL"] == n
     assert counts["indices"] == 3 * len(sphere_mesh.faces)
     color_accessor = gltf.accessors[gltf.meshes[0].primitives[0].attributes.COLOR_0]
-    assert color_accessor.componentType == pygltflib.UNSIGNED_BYTE and color_accessor.normalized
-    # The colours themselves, decoded from the binary buffer (trimesh drops COLOR_0 on load when a
-    # primitive also has a material, so it cannot check them).
+    assert color_accessor.componentType == pygltflib.FLOAT and color_accessor.type == "VEC3"
+    # The colours themselves, decoded from the binary buffer (trimesh keeps COLOR_0 of a primitive that has
+    # a material only as a vertex attribute, so it cannot check them): glTF's vertex colours are linear,
+    # the sRGB-to-linear conversion of the mesh's sRGB bytes, which come back within rounding.
     attributes = gltf.meshes[0].primitives[0].attributes
     positions = _read_accessor(gltf, attributes.POSITION, np.float32, 3)
-    colors = _read_accessor(gltf, attributes.COLOR_0, np.uint8, 4)
-    assert np.abs(colors[:, :3] / 255.0 - analytic_albedo(positions)).mean() < 0.02
+    colors = _read_accessor(gltf, attributes.COLOR_0, np.float32, 3)
+    srgb = sphere_mesh.visual.vertex_colors[:, :3] / 255.0
+    np.testing.assert_allclose(colors, srgb_to_linear(srgb), atol=1e-6)
+    back = np.where(colors <= 0.0031308, 12.92 * colors, 1.055 * colors ** (1 / 2.4) - 0.055)
+    assert np.abs(back * 255 - sphere_mesh.visual.vertex_colors[:, :3]).max() < 0.01
+    assert np.abs(srgb - analytic_albedo(positions)).mean() < 0.02
     material = gltf.materials[gltf.meshes[0].primitives[0].material]
     assert material.pbrMetallicRoughness.metallicFactor == 0.0
     assert material.pbrMetallicRoughness.baseColorFactor == [1.0, 1.0, 1.0, 1.0]
@@ -383,13 +388,17 @@ def test_vertex_coloured_obj_and_ply_reload_with_their_colours(sphere_mesh, tmp_
     assert reloaded.visual.kind == "vertex"
     np.testing.assert_allclose(reloaded.visual.vertex_colors[:, :3], sphere_mesh.visual.vertex_colors[:, :3], atol=1)
     assert reloaded.volume == pytest.approx(sphere_mesh.volume, rel=1e-4)
+    # OBJ stays y-up (Blender's importer turns it); PLY is written Z-up, which is how Blender reads it
+    expected = sphere_mesh.vertices if format == "obj" else sphere_mesh.vertices[:, [0, 2, 1]] * [1, -1, 1]
+    np.testing.assert_allclose(reloaded.vertices, expected, atol=1e-5)
 
 
 def test_textured_ply_falls_back_to_vertex_colours(textured_mesh, tmp_path):
     [path] = save_mesh(textured_mesh, tmp_path / "textured.ply")
     reloaded = trimesh.load(path, force="mesh", process=False)
     assert reloaded.visual.kind == "vertex"
-    assert np.abs(reloaded.visual.vertex_colors[:, :3] / 255.0 - analytic_albedo(reloaded.vertices)).mean() < 0.02
+    y_up = reloaded.vertices[:, [0, 2, 1]] * [1, 1, -1]  # PLY is written Z-up
+    assert np.abs(reloaded.visual.vertex_colors[:, :3] / 255.0 - analytic_albedo(y_up)).mean() < 0.02
 
 
 def test_obj_companion_names_have_no_spaces(textured_mesh, tmp_path):

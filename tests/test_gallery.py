@@ -208,6 +208,9 @@ def test_gallery_in_headless_chromium(site, runs):
             assert object_pixels(middle(shots[index])).mean() > 0.95, index
         red, blue = middle(shots[1]).reshape(-1, 3).mean(0), middle(shots[3]).reshape(-1, 3).mean(0)
         assert red[0] > red[1] + 60 and red[0] > red[2] + 60  # vertex colours
+        # ... stored linear in the GLB (glTF's rule) and shown in sRGB again: the albedo's green / red ratio
+        # (0.15 / 0.9), not the linear one (0.02 / 0.79), under one white light
+        assert 0.12 < red[1] / red[0] < 0.22
         assert blue[2] > blue[0] + 60 and blue[2] > blue[1] + 40  # a baked texture under a white material
 
         # Dragging orbits the (asymmetric) two-tone scene: the picture changes, the object stays in view.

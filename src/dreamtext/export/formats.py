@@ -3,14 +3,17 @@
 Our world is y-up with the object's front facing +z, which is glTF's convention and what Blender's
 OBJ importer expects by default (forward -Z, up Y), so no file gets a rotation.
 
-- GLB (the default): one self-contained file. Vertex colours go in COLOR_0 under a white, rough,
-  non-metallic material: glTF multiplies COLOR_0 into the base colour, and Blender wires the colour
-  attribute into the material only when the primitive has one. A textured mesh embeds its PNG as
-  the material's baseColorTexture.
+- GLB (the default): one self-contained file. Vertex colours go in COLOR_0 as linear float RGB (glTF
+  2.0 defines vertex colours as linear, unlike textures, which are sRGB; our albedo is sRGB, so it is
+  converted) under a white, rough, non-metallic material: glTF multiplies COLOR_0 into the base colour,
+  and Blender wires the colour attribute into the material only when the primitive has one. A textured
+  mesh embeds its PNG (sRGB, as glTF's baseColorTexture is) as the material's baseColorTexture.
 - OBJ: `name.obj`; a textured mesh also writes `name.mtl` and `name_albedo.png` beside it (spaces in
   `name` become underscores in those two), referenced by relative paths with a white Kd (the MTL multiplies Kd into map_Kd). Vertex colours use the
   `v x y z r g b` extension that Blender (3.5+), MeshLab and trimesh read.
-- PLY: binary, with uchar red/green/blue/alpha per vertex; a textured mesh is sampled to vertex colours.
+- PLY: binary, with uchar red/green/blue/alpha per vertex (sRGB bytes, as PLY readers show them); a
+  textured mesh is sampled to vertex colours. PLY has no axis convention and Blender reads it as Z-up,
+  so it is written Z-up (x, -z, y): the object stands in Blender as the GLB and OBJ do.
 """
 
 from __future__ import annotations
@@ -73,13 +76,62 @@ def _add_material_to_untextured(tree: dict) -> None:
         primitive["material"] = len(materials) - 1
 
 
+def srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function's inverse (IEC 61966-2-1), values in [0, 1]."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
+
+
 def glb_bytes(mesh: trimesh.Trimesh) -> bytes:
-    return mesh.export(file_type="glb", include_normals=True, tree_postprocessor=_add_material_to_untextured)
+    if _is_textured(mesh) or mesh.visual.kind != "vertex":
+        return mesh.export(file_type="glb", include_normals=True, tree_postprocessor=_add_material_to_untextured)
+    return _vertex_coloured_glb(mesh)
+
+
+def _vertex_coloured_glb(mesh: trimesh.Trimesh) -> bytes:
+    """One primitive: POSITION, NORMAL, COLOR_0 (linear float RGB) and uint32 indices in one buffer."""
+    import pygltflib
+
+    positions = np.ascontiguousarray(mesh.vertices, dtype=np.float32)
+    normals = np.ascontiguousarray(mesh.vertex_normals, dtype=np.float32)
+    colors = np.ascontiguousarray(srgb_to_linear(_vertex_colors(mesh)[:, :3] / 255.0), dtype=np.float32)
+    indices = np.ascontiguousarray(mesh.faces, dtype=np.uint32).reshape(-1)
+    blobs = [positions.tobytes(), normals.tobytes(), colors.tobytes(), indices.tobytes()]  # each a multiple of 4 bytes
+    offsets = np.cumsum([0] + [len(blob) for blob in blobs])
+    views = [pygltflib.BufferView(buffer=0, byteOffset=int(offsets[i]), byteLength=len(blobs[i]),
+                                  target=pygltflib.ELEMENT_ARRAY_BUFFER if i == 3 else pygltflib.ARRAY_BUFFER)
+             for i in range(4)]
+    count = len(positions)
+    accessors = [
+        pygltflib.Accessor(bufferView=0, componentType=pygltflib.FLOAT, count=count, type=pygltflib.VEC3,
+                           min=positions.min(0).tolist(), max=positions.max(0).tolist()),
+        pygltflib.Accessor(bufferView=1, componentType=pygltflib.FLOAT, count=count, type=pygltflib.VEC3),
+        pygltflib.Accessor(bufferView=2, componentType=pygltflib.FLOAT, count=count, type=pygltflib.VEC3),
+        pygltflib.Accessor(bufferView=3, componentType=pygltflib.UNSIGNED_INT, count=len(indices), type=pygltflib.SCALAR),
+    ]
+    material = _VERTEX_COLOR_MATERIAL["pbrMetallicRoughness"]
+    gltf = pygltflib.GLTF2(
+        asset=pygltflib.Asset(generator="dreamtext", version="2.0"),
+        scene=0, scenes=[pygltflib.Scene(nodes=[0])], nodes=[pygltflib.Node(mesh=0)],
+        meshes=[pygltflib.Mesh(primitives=[pygltflib.Primitive(
+            attributes=pygltflib.Attributes(POSITION=0, NORMAL=1, COLOR_0=2), indices=3, material=0)])],
+        materials=[pygltflib.Material(name=_VERTEX_COLOR_MATERIAL["name"], pbrMetallicRoughness=pygltflib.PbrMetallicRoughness(
+            baseColorFactor=material["baseColorFactor"], metallicFactor=material["metallicFactor"],
+            roughnessFactor=material["roughnessFactor"]))],
+        accessors=accessors, bufferViews=views, buffers=[pygltflib.Buffer(byteLength=int(offsets[-1]))],
+    )
+    gltf.set_binary_blob(b"".join(blobs))
+    return b"".join(gltf.save_to_bytes())
+
+
+# Our y-up world in PLY's (and Blender's) Z-up: x stays, y becomes z, z becomes -y (the front faces -Y).
+Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
 def ply_bytes(mesh: trimesh.Trimesh) -> bytes:
     colors = _vertex_colors(mesh)
-    plain = trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, vertex_colors=colors, process=False)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64) @ Y_UP_TO_Z_UP.T
+    plain = trimesh.Trimesh(vertices=vertices, faces=mesh.faces, vertex_colors=colors, process=False)
     return trimesh.exchange.ply.export_ply(plain, encoding="binary", vertex_normal=True)
 
 

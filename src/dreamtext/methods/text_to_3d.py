@@ -135,6 +135,9 @@ class TextTo3DConfig:
     (stabilityai/stable-diffusion-2-1-base, thesis 6.1.3) from the local cache."""
     precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
     """The prior's dtype: auto = fp16 on CUDA (the thesis ran fp16), fp32 on CPU."""
+    prior_camera: bool = True
+    """Tell the prior each render's camera when it can take one (the built-in prior's camera-aware UNet);
+    False: its text-only UNet, which hears the view only through the prompt's view suffix."""
     sds: SDSSettings = dataclasses.field(default_factory=SDSSettings)
     render_size: int = 64  # thesis table (Stable DreamFusion: 64 px; FitFusion 256)
     iters: int = 100 * ITERS_PER_EPOCH  # thesis: 100 epochs of 100 iterations (Stable DreamFusion)
@@ -198,7 +201,8 @@ class TextTo3DTrainer:
         self.given_drawings: list[torch.Tensor] | None = None
         self.device = resolve_device(config.device)
         if prior is None:
-            prior = load_prior(config.model, device=self.device, dtype=_prior_dtype(config.precision))
+            prior = load_prior(config.model, device=self.device, dtype=_prior_dtype(config.precision),
+                               camera=config.prior_camera)
         self.prior = prior
         # Every prompt and view embedding is computed now; the text encoder is not needed after.
         self.embeddings = embeddings if embeddings is not None else PromptEmbeddings(prior, config.prompt, free_encoder=True)

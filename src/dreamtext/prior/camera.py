@@ -30,6 +30,10 @@ from torch import Tensor
 from ..scene.cameras import Cameras, cartesian_to_spherical
 
 CAMERA_ENCODING_DIM = 8
+# A Stable Diffusion folder may carry a camera-aware UNet in this sub-folder beside its text-only `unet`
+# (outside model_index.json: diffusers' own pipeline cannot give a UNet its class_labels); dreamtext
+# loads it in the text-only one's place (`prior.loading.load_prior`).
+CAMERA_UNET_FOLDER = "camera_unet"
 # The training cameras' ranges (`CameraSamplerConfig`, thesis 6.1.5): their centre and half-width.
 RADIUS_CENTRE, RADIUS_HALF_WIDTH = 1.25, 0.25
 FOVY_CENTRE_DEG, FOVY_HALF_WIDTH_DEG = 55.0, 15.0

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import DreamtextError
+from .camera import CAMERA_UNET_FOLDER, takes_camera
 from ..utils.device import use_fast_cpu_math
 
 # Issue 3 / thesis 6.1.3: the thesis's prior is Stable Diffusion 2.1-base.
@@ -116,6 +117,21 @@ def _load_from_pretrained(source: str, what: str, dtype: torch.dtype):
         raise DreamtextError(f"could not load Stable Diffusion {what} {source!r}: {_one_line(error)}") from error
 
 
+def _load_camera_unet(folder: Path, dtype: torch.dtype):
+    from diffusers import UNet2DConditionModel
+
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder=CAMERA_UNET_FOLDER, local_files_only=True,
+                                                    use_safetensors=True, dtype=dtype)
+    except Exception as error:
+        raise DreamtextError(f"could not load the camera-aware UNet in {str(folder / CAMERA_UNET_FOLDER)!r}: "
+                             f"{_one_line(error)}") from error
+    if not takes_camera(unet):
+        raise DreamtextError(f"{str(folder / CAMERA_UNET_FOLDER)!r} is not a camera-aware UNet (its config has no "
+                             "camera input); remove the folder or retrain it with `train-prior unet --camera`")
+    return unet
+
+
 def _inferred_config_repo(path: Path) -> str | None:
     """The hub repository diffusers would take a single file's configs from (read from key names and shapes)."""
     try:
@@ -155,10 +171,13 @@ def load_prior(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     config: str | os.PathLike | None = None,
+    camera: bool = True,
 ) -> Prior:
     """Load a Stable Diffusion prior offline; see the module docstring for what `model` may be.
 
     config: only for a single `.safetensors` file: where its component configurations come from.
+    camera: a folder with a camera-aware UNet (`prior.camera.CAMERA_UNET_FOLDER`, the built-in prior) is
+        loaded with it in place of its text-only `unet`; False keeps the text-only one.
     """
     model = resolve_model(model)
     use_fast_cpu_math(torch.device(device))
@@ -172,6 +191,8 @@ def load_prior(
         if not (path / "model_index.json").is_file():
             raise DreamtextError(f"{text!r} is not a diffusers model folder (no model_index.json)")
         pipeline = _load_from_pretrained(str(path), "folder", dtype)
+        if camera and (path / CAMERA_UNET_FOLDER / "config.json").is_file():
+            pipeline.unet = _load_camera_unet(path, dtype)
     elif path.is_file():
         if suffix != ".safetensors":
             raise DreamtextError(f"{text!r} is not a .safetensors checkpoint or a diffusers folder")

@@ -277,12 +277,18 @@
     return buffer;
   }
 
+  // glTF's COLOR_0 is linear; the page shades in display (sRGB) values, as it reads baseColorTexture.
+  function linearToSrgb(value) {
+    value = Math.min(Math.max(value, 0), 1);
+    return value <= 0.0031308 ? 12.92 * value : 1.055 * Math.pow(value, 1 / 2.4) - 0.055;
+  }
+
   function rgba(colors, count) {
     if (colors === null) return null;
-    if (colors.size === 4) return colors.values;
-    var out = new Float32Array(count * 4);
+    var size = colors.size, out = new Float32Array(count * 4);
     for (var i = 0; i < count; i++) {
-      out[4 * i] = colors.values[3 * i]; out[4 * i + 1] = colors.values[3 * i + 1]; out[4 * i + 2] = colors.values[3 * i + 2]; out[4 * i + 3] = 1;
+      for (var c = 0; c < 3; c++) out[4 * i + c] = linearToSrgb(colors.values[size * i + c]);
+      out[4 * i + 3] = size === 4 ? colors.values[size * i + 3] : 1;
     }
     return out;
   }

@@ -165,7 +165,7 @@ def reconstruct(
     text = text_config_for(learned, config, text_overrides)
     if prior is None:
         device = resolve_device(config.device)
-        prior = load_prior(text.model, device=device, dtype=_DTYPES.get(text.precision))
+        prior = load_prior(text.model, device=device, dtype=_DTYPES.get(text.precision), camera=text.prior_camera)
     if prior.text_encoder is None:
         raise DreamtextError("reconstruction needs the prior's text encoder to load the learned tokens; load the prior afresh")
     learned.install(prior.tokenizer, prior.text_encoder)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ...errors import DreamtextError
+from ..camera import CAMERA_UNET_FOLDER
 from .diffusion import build_sampling_scheduler
 
 
@@ -115,11 +116,15 @@ def assemble_pipeline(
     clip_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     tokenizer_cache: str | os.PathLike | None = None,
+    camera_unet_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Write the small prior as a Stable Diffusion pipeline folder, fp16 safetensors, atomically.
 
     Components: the trained VAE and UNet, the CLIP text tower, the CLIP BPE tokenizer and a DDIM
     scheduler with SD's betas; no safety checker or feature extractor.
+    camera_unet_dir: a camera-aware UNet trained on the same VAE and text tower, written beside the
+    others as `CAMERA_UNET_FOLDER` (outside model_index.json, so diffusers' pipeline loads the text-only
+    `unet`, which its sampling loop can drive; dreamtext loads the camera-aware one in its place).
     """
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 
@@ -143,7 +148,16 @@ def assemble_pipeline(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return write_directory_atomically(out_dir, lambda staging: pipeline.save_pretrained(staging, safe_serialization=True))
+    camera_unet = None
+    if camera_unet_dir is not None:
+        camera_unet = UNet2DConditionModel.from_pretrained(camera_unet_dir, local_files_only=True, use_safetensors=True)
+
+    def write(staging: Path) -> None:
+        pipeline.save_pretrained(staging, safe_serialization=True)
+        if camera_unet is not None:
+            camera_unet.half().save_pretrained(staging / CAMERA_UNET_FOLDER, safe_serialization=True)
+
+    return write_directory_atomically(out_dir, write)
 
 
 def safetensors_bytes(folder: str | os.PathLike, component: str | None = None) -> int:

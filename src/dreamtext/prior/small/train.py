@@ -497,6 +497,9 @@ def train_prior(
                 results["unet"] = train_small_unet(SmallUnetConfig(), folders["unet"], vae_dir, text_dir, torch_device,
                                                    progress, steps, seed, schedule, pool, max_seconds=max_seconds,
                                                    unet=continued, init=init_unet, state_path=root / "unet-state.pt")
+        elif camera and source is not None:  # the text-only UNet it continued stays the pipeline's `unet`
+            out = assemble_pipeline(vae_dir, source / "unet", text_dir, folders["assemble"], camera_unet_dir=folders["unet"])
+            results["assemble"] = {"out_dir": str(out)}
         else:
             out = assemble_pipeline(vae_dir, folders["unet"], text_dir, folders["assemble"])
             results["assemble"] = {"out_dir": str(out)}
