@@ -210,3 +210,23 @@ def test_a_folder_with_a_camera_unet_loads_it_and_plain_diffusers_still_loads_th
     assert not takes_camera(plain.unet)
     image = plain("a red mug", num_inference_steps=2, height=16, width=16, output_type="pt").images
     assert image.shape == (1, 3, 16, 16) and torch.isfinite(image).all()
+
+
+def test_the_shipped_prior_samples_with_plain_diffusers_and_any_transformers_tokenizer():
+    """Issue 31: `StableDiffusionPipeline.from_pretrained(folder)` with no dtype argument samples on CPU (the text
+    encoder's config no longer says float16), and the folder carries what transformers 4 reads too: the slow
+    tokenizer's vocab.json + merges.txt and text encoder weights with their `text_model.` level."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+    from transformers import CLIPTokenizer
+
+    from dreamtext.prior.builtin import BUILTIN_PIPELINE_DIR
+
+    pipe = StableDiffusionPipeline.from_pretrained(BUILTIN_PIPELINE_DIR, safety_checker=None, requires_safety_checker=False)
+    assert pipe.unet.dtype == pipe.text_encoder.dtype == torch.float32 and not takes_camera(pipe.unet)
+    image = pipe("a red mug", num_inference_steps=3, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 3, 64, 64) and torch.isfinite(image).all()
+    tokenizer_folder = BUILTIN_PIPELINE_DIR / "tokenizer"
+    slow = CLIPTokenizer(str(tokenizer_folder / "vocab.json"), str(tokenizer_folder / "merges.txt"))  # as transformers 4 reads them
+    assert slow("a red mug").input_ids == pipe.tokenizer("a red mug").input_ids
+    assert all(key.startswith("text_model.") for key in load_file(BUILTIN_PIPELINE_DIR / "text_encoder" / "model.safetensors"))

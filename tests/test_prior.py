@@ -71,19 +71,25 @@ def _embeddings(prior: Prior, prompts: list[str]) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_tokenizer_gives_clip_ids_offline(tokenizer_cache):
-    tokenizer = build_clip_tokenizer(tokenizer_cache)
+def test_tokenizer_gives_clip_ids_offline(tokenizer_cache, monkeypatch):
+    tokenizer = build_clip_tokenizer(tokenizer_cache)  # from the vocabulary the built-in prior ships
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert len(tokenizer) == 49408
     padded = tokenizer("a cat", padding="max_length", max_length=tokenizer.model_max_length).input_ids
     assert len(padded) == 77 and padded[:4] == [49406, 320, 2368, 49407] and set(padded[4:]) == {49407}
-    # The cache holds exactly the two files, no staging leftovers, and is reused as is.
+    # Without the shipped pair, from open_clip's BPE file into a cache: exactly the two files, no staging
+    # leftovers, reused as is, and the same pair as the shipped one.
+    shipped = tokenizer_module.shipped_vocabulary_folder()
+    monkeypatch.setattr(tokenizer_module, "shipped_vocabulary_folder", lambda: None)
+    assert build_clip_tokenizer(tokenizer_cache)("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     folder = tokenizer_cache / tokenizer_module.CACHE_SUBFOLDER
     assert sorted(p.name for p in folder.iterdir()) == ["merges.txt", "vocab.json"]
     assert [p.name for p in tokenizer_cache.iterdir()] == [tokenizer_module.CACHE_SUBFOLDER]
     mtime = (folder / "vocab.json").stat().st_mtime_ns
     build_clip_tokenizer(tokenizer_cache)
     assert (folder / "vocab.json").stat().st_mtime_ns == mtime
+    for name in ("vocab.json", "merges.txt"):
+        assert (folder / name).read_bytes() == (shipped / name).read_bytes()
 
 
 def test_tokenizer_matches_open_clip_reference(tokenizer_cache):

@@ -1,10 +1,11 @@
-"""The CLIP tokenizer built offline from the BPE vocabulary that ships inside the open_clip wheel.
+"""CLIP's tokenizer offline: from the vocabulary the built-in prior ships, or from open_clip's BPE file.
 
 No model hub is reachable on the project's machines, so tests (and users whose checkpoint lacks a
-tokenizer) need CLIP's tokenizer from a local file. open_clip_torch carries
-`open_clip/bpe_simple_vocab_16e6.txt.gz`; we locate it with importlib (importing open_clip would pull
-torchvision) and turn it into the `vocab.json` + `merges.txt` pair that transformers' `CLIPTokenizer`
-reads. The pair is written once into a cache folder.
+tokenizer) need CLIP's tokenizer from a local file. The built-in prior's `tokenizer/` folder carries
+CLIP's `vocab.json` + `merges.txt` (the pair transformers' `CLIPTokenizer` reads, in every transformers
+version); without it, open_clip_torch's `open_clip/bpe_simple_vocab_16e6.txt.gz` is located with
+importlib (importing open_clip would pull torchvision), turned into that pair and written once into a
+cache folder (`ensure_tokenizer_files`), which is also how the shipped pair was made.
 """
 
 from __future__ import annotations
@@ -103,6 +104,12 @@ def ensure_tokenizer_files(cache_root: str | Path | None = None) -> Path:
     return folder
 
 
+def shipped_vocabulary_folder() -> Path | None:
+    """The built-in prior's tokenizer folder when it holds CLIP's vocab.json and merges.txt."""
+    folder = Path(__file__).resolve().parent / "builtin" / "pipeline" / "tokenizer"
+    return folder if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file() else None
+
+
 def build_clip_tokenizer(cache_root: str | Path | None = None, pad_token: str = END_TOKEN):
     """A transformers `CLIPTokenizer` built without network access.
 
@@ -111,7 +118,7 @@ def build_clip_tokenizer(cache_root: str | Path | None = None, pad_token: str = 
     """
     from transformers import CLIPTokenizer
 
-    folder = ensure_tokenizer_files(cache_root)
+    folder = shipped_vocabulary_folder() or ensure_tokenizer_files(cache_root)
     return CLIPTokenizer(
         vocab=str(folder / "vocab.json"),
         merges=str(folder / "merges.txt"),

@@ -156,8 +156,39 @@ def assemble_pipeline(
         pipeline.save_pretrained(staging, safe_serialization=True)
         if camera_unet is not None:
             camera_unet.half().save_pretrained(staging / CAMERA_UNET_FOLDER, safe_serialization=True)
+        make_portable(staging)
 
     return write_directory_atomically(out_dir, write)
+
+
+def make_portable(folder: str | os.PathLike) -> None:
+    """Make a saved pipeline folder load the same with every diffusers + transformers user, in place:
+
+    - the text encoder's weights keep CLIPTextModel's `text_model.` key level (transformers 5 saves them
+      without it, which transformers 4 would not match, loading random weights with only a warning; 5
+      reads both) and its config says float32, the dtype diffusers gives the other parts by default (the
+      weights stay fp16 on disk and are widened on load; a float16 config made plain sampling fail with
+      mixed dtypes);
+    - the tokenizer folder also carries CLIP's vocab.json and merges.txt, which every transformers
+      version's CLIPTokenizer reads (tokenizer.json alone needs the fast tokenizer of transformers 5).
+    """
+    from safetensors.torch import load_file, save_file
+
+    from ..tokenizer import shipped_vocabulary_folder
+
+    folder = Path(folder)
+    weights_path, config_path = folder / "text_encoder" / "model.safetensors", folder / "text_encoder" / "config.json"
+    weights = load_file(str(weights_path))
+    prefixed = {key if key.startswith("text_model.") else f"text_model.{key}": value for key, value in weights.items()}
+    save_file(prefixed, str(weights_path), metadata={"format": "pt"})
+    config = json.loads(config_path.read_text())
+    config["dtype"] = "float32"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tokenizer = folder / "tokenizer"
+    source = shipped_vocabulary_folder()
+    if source is not None and source.resolve() != tokenizer.resolve():
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(source / name, tokenizer / name)
 
 
 def safetensors_bytes(folder: str | os.PathLike, component: str | None = None) -> int:
