@@ -147,7 +147,7 @@ def test_prior_draws_each_view_reproducibly(tiny_model, tmp_path):
 
 def test_run_starts_from_the_hull_of_its_drawings(tiny_model, tmp_path, monkeypatch):
     scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
-    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed, cameras: drawings_of(scene, config))
+    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed, cameras, progress: drawings_of(scene, config))
     trainer = TextTo3DTrainer(hull_config(tiny_model), Workspace(tmp_path))
     assert field_iou(trainer.field, scene, resolution=32) < 0.3  # the blob
     record = trainer.initialise_shape()
@@ -160,7 +160,7 @@ def test_a_redrawing_run_starts_from_the_redrawn_hull(tiny_model, tmp_path, monk
     import dreamtext.methods.shape_init as sample_module  # where the start draws from the prior
 
     scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
-    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed, cameras: drawings_of(scene, config))
+    monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed, cameras, progress: drawings_of(scene, config))
     redraws = []
     monkeypatch.setattr(sample_module, "ddim_redraw", lambda prior, images, *args, **kwargs: redraws.append(images) or images)
     config = hull_config(tiny_model, **{"init.redraw.strength": 0.5, "init.redraw.azimuths": 4, "init.redraw.drawings": 1})
@@ -331,7 +331,7 @@ def test_a_held_run_rebuilds_its_hull_when_resumed(tiny_model, tmp_path, monkeyp
     scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
     drawn = []
     monkeypatch.setattr(text_to_3d_module, "draw_views",
-                        lambda prior, embeddings, config, seed, cameras: drawn.append(seed) or drawings_of(scene, config))
+                        lambda prior, embeddings, config, seed, cameras, progress: drawn.append(seed) or drawings_of(scene, config))
     config = hull_config(tiny_model, **{"init.hold_weight": 100.0})
     trainer = TextTo3DTrainer(config, Workspace(tmp_path))
     trainer.train(progress=False)

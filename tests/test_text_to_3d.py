@@ -71,6 +71,11 @@ def test_end_to_end_run_writes_every_output(tiny_model, tmp_path):
     exported = main(["export", str(ws), "--format", "ply", "--out", str(tmp_path / "m.ply")])
     assert exported == (0 if (ws / "mesh.glb").is_file() else 2)
     assert main(["render", str(ws), "--frames", "2", "--size", "16"]) == 0
+    if exported == 0:  # --texture is a plain switch (issue 31)
+        assert main(["export", str(ws), "--texture", "--out", str(tmp_path / "t.glb")]) == 0
+        import pygltflib
+
+        assert pygltflib.GLTF2().load(str(tmp_path / "t.glb")).materials[0].pbrMetallicRoughness.baseColorTexture is not None
     # A second run into the same workspace needs --resume.
     with pytest.raises(DreamtextError, match="--resume"):
         text_to_3d(small_config(tiny_model, iters=4), ws, progress=False)
@@ -419,3 +424,19 @@ def test_cli_text_runs_and_resumes(tiny_model, tmp_path, monkeypatch, capsys):
 def _small_overrides(config) -> dict:
     return {"field": config.field, "renderer.num_samples": 16, "validation_size": 16, "validation_views": 1,
             "render_size": 16, "export": config.export, "eval_every": 100}
+
+
+def test_every_stage_of_a_run_shows_its_progress(tiny_model, tmp_path, capsys):
+    """Issue 31: drawings, the start shape's fit, training, mesh, turntable and views each print progress."""
+    config = small_config(tiny_model, iters=2, **{"init.kind": "prior_hull", "init.drawings_per_view": 1, "init.steps": 2,
+                                                   "init.fit.steps": 4, "init.fit.points": 256})
+    text_to_3d(config, tmp_path / "ws", progress=True)
+    err = capsys.readouterr().err
+    for stage in ("drawings 8/8", "start shape 4/4", "text-to-3d 2/2", "mesh (glb): done in", "turntable 2/2", "views 1/1"):
+        assert stage in err, stage
+
+
+def test_version_flag(capsys):
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dreamtext ") and out.strip() != "dreamtext unknown"

@@ -5,6 +5,7 @@ Errors caused by the user's input print one line and exit with status 2; nothing
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,7 @@ class RenderCommand:
         from ..export.pipeline import render_outputs
 
         trained = load_trained(self.workspace)
-        files = render_outputs(trained, Path(self.workspace), frames=self.frames, size=self.size)
+        files = render_outputs(trained, Path(self.workspace), frames=self.frames, size=self.size, progress=True)
         print("wrote " + ", ".join(str(f) for f in files))
 
 
@@ -132,8 +133,8 @@ class ExportCommand:
     format: Literal["glb", "obj", "ply"] = "glb"
     resolution: int | None = None
     """Marching-cubes grid resolution (default: the run's export config)."""
-    texture: bool | None = None
-    """Bake a UV texture (xatlas) instead of vertex colours (default: the run's export config)."""
+    texture: bool = False
+    """Bake a UV texture (xatlas) instead of vertex colours (without it: as the run's export config says)."""
     out: str | None = None
     """Output path (default: WORKSPACE/mesh.FORMAT)."""
 
@@ -143,7 +144,7 @@ class ExportCommand:
 
         trained = load_trained(self.workspace)
         files = export_mesh(trained, self.out or str(Path(self.workspace) / f"mesh.{self.format}"), self.format,
-                            resolution=self.resolution, texture=self.texture)
+                            resolution=self.resolution, texture=True if self.texture else None, progress=True)
         print("wrote " + ", ".join(str(f) for f in files))
 
 
@@ -391,8 +392,28 @@ COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "ex
             "view": ViewCommand, "gallery": GalleryCommand, **IMAGE_COMMANDS}
 
 
+# Third-party messages no dreamtext user can act on ("pip install accelerate", torchvision fallbacks, weight
+# loading bars); set before those libraries are imported, and only where the user has not set them.
+QUIET_LIBRARIES = {"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as package_version
+
+    try:
+        return package_version("dreamtext")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
-    command = tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="dreamtext", args=argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] in (["--version"], ["-V"]):
+        print(f"dreamtext {version()}")
+        return 0
+    for name, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(name, value)
+    command = tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="dreamtext", args=args)
     try:
         command.run()
     except DreamtextError as error:

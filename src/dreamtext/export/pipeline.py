@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..errors import DreamtextError
 from ..scene.cameras import NAMED_VIEWS, Cameras
+from ..utils.progress import stage
 from .field_query import field_device, visible_surface_normals
 from .formats import save_mesh
 from .mesh import MeshExportConfig, extract_mesh
@@ -76,31 +77,38 @@ def display_render_fn(field: "Field", renderer: "VolumeRenderer", background: "B
     return render
 
 
-def write_turntable(render: RenderFn, path: Path, frames: int, size: int, config: ExportConfig) -> list[Path]:
+def write_turntable(render: RenderFn, path: Path, frames: int, size: int, config: ExportConfig,
+                    progress: bool = False) -> list[Path]:
     """The turntable as mp4 and gif; as gif only, with a warning, where no ffmpeg is installed (an
     export never fails a finished run for want of a video codec)."""
     mp4 = mp4_writer_available()
     if not mp4:
         print("dreamtext: warning: imageio-ffmpeg is not installed, so the turntable is written as a gif only "
               "(pip install imageio-ffmpeg for mp4)", file=sys.stderr)
-    return save_turntable(render, path, n_frames=frames, size=size, fps=config.video_fps, mp4=mp4, **config.cameras())
+    return save_turntable(render, path, n_frames=frames, size=size, fps=config.video_fps, mp4=mp4, progress=progress,
+                          **config.cameras())
 
 
-def write_mesh(field: "Field", config: ExportConfig, path: str | Path, fmt: str) -> tuple[list[Path], dict]:
-    mesh = extract_mesh(field, config.mesh)
+def write_mesh(field: "Field", config: ExportConfig, path: str | Path, fmt: str,
+               progress: bool = False) -> tuple[list[Path], dict]:
+    with stage(f"mesh ({fmt})", progress):
+        mesh = extract_mesh(field, config.mesh)
     if config.texture:
-        mesh = texture_mesh(mesh, field, config.texture_bake)
+        with stage("texture bake", progress):
+            mesh = texture_mesh(mesh, field, config.texture_bake)
     files = save_mesh(mesh, path, fmt)  # type: ignore[arg-type]
     return files, {"mesh_vertices": int(len(mesh.vertices)), "mesh_faces": int(len(mesh.faces)), "mesh_volume": float(mesh.volume)}
 
 
-def export_all(field: "Field", renderer: "VolumeRenderer", workspace: "Workspace", config: ExportConfig, background: "Background") -> dict:
-    """Write mesh(es), turntable and named views into the workspace; return figures for metrics.json."""
+def export_all(field: "Field", renderer: "VolumeRenderer", workspace: "Workspace", config: ExportConfig,
+               background: "Background", progress: bool = False) -> dict:
+    """Write mesh(es), turntable and named views into the workspace; return figures for metrics.json.
+    progress: show each stage's progress."""
     stats: dict = {}
     files: list[Path] = []
     for fmt in config.formats:
         try:
-            written, stats = write_mesh(field, config, workspace.path(f"mesh.{fmt}"), fmt)
+            written, stats = write_mesh(field, config, workspace.path(f"mesh.{fmt}"), fmt, progress)
         except DreamtextError as error:
             # A run's training is never lost to an export problem: report it and write the rest.
             print(f"dreamtext: warning: no mesh written: {error}", file=sys.stderr)
@@ -108,24 +116,28 @@ def export_all(field: "Field", renderer: "VolumeRenderer", workspace: "Workspace
             break
         files += written
     render = display_render_fn(field, renderer, background)
-    files += write_turntable(render, workspace.path("turntable.mp4"), config.video_frames, config.video_size, config)
-    files += save_named_views(render, workspace.path("views"), names=config.views, size=config.views_size, **config.cameras())
+    files += write_turntable(render, workspace.path("turntable.mp4"), config.video_frames, config.video_size, config,
+                             progress)
+    files += save_named_views(render, workspace.path("views"), names=config.views, size=config.views_size,
+                              progress=progress, **config.cameras())
     stats["files"] = sorted(str(f.relative_to(workspace.root)) for f in files)
     return stats
 
 
-def render_outputs(trained: "TrainedScene", folder: Path, frames: int, size: int) -> list[Path]:
+def render_outputs(trained: "TrainedScene", folder: Path, frames: int, size: int, progress: bool = False) -> list[Path]:
     config = trained.export
     render = display_render_fn(trained.field, trained.renderer, trained.background)
-    files = write_turntable(render, folder / "turntable.mp4", frames, size, config)
-    return files + save_named_views(render, folder / "views", names=config.views, size=size, **config.cameras())
+    files = write_turntable(render, folder / "turntable.mp4", frames, size, config, progress)
+    return files + save_named_views(render, folder / "views", names=config.views, size=size, progress=progress,
+                                    **config.cameras())
 
 
-def export_mesh(trained: "TrainedScene", path: str, fmt: str, resolution: int | None = None, texture: bool | None = None) -> list[Path]:
+def export_mesh(trained: "TrainedScene", path: str, fmt: str, resolution: int | None = None, texture: bool | None = None,
+                progress: bool = False) -> list[Path]:
     config = trained.export
     if resolution is not None:
         config = replace(config, mesh=replace(config.mesh, resolution=resolution))
     if texture is not None:
         config = replace(config, texture=texture)
-    files, _ = write_mesh(trained.field, config, path, fmt)
+    files, _ = write_mesh(trained.field, config, path, fmt, progress)
     return files

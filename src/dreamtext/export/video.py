@@ -22,6 +22,7 @@ from torch import Tensor
 from ..errors import DreamtextError
 from ..scene.cameras import NAMED_VIEWS, Cameras, named_view_cameras, orbit_cameras
 from ..utils.io import atomic_write
+from ..utils.progress import Progress
 
 RenderFn = Callable[[Cameras], Mapping[str, Tensor]]
 DISPLAY_KINDS: tuple[str, ...] = ("rgb", "normal", "depth")
@@ -34,11 +35,12 @@ def _as_hw(tensor: Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def render_in_chunks(render_fn: RenderFn, cameras: Cameras, kinds: Sequence[str], chunk_frames: int) -> dict[str, np.ndarray]:
+def render_in_chunks(render_fn: RenderFn, cameras: Cameras, kinds: Sequence[str], chunk_frames: int,
+                     on_chunk: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Render `chunk_frames` cameras at a time; keep colours as uint8 and depth/opacity as float32.
 
     Returns "rgb"/"normal" uint8 [N, H, W, 3], "depth" float32 [N, H, W] and, when the renderer
-    gives it, "opacity" float32 [N, H, W].
+    gives it, "opacity" float32 [N, H, W]. on_chunk(frames_done) is called after each chunk.
     """
     unknown = [kind for kind in kinds if kind not in DISPLAY_KINDS]
     if unknown:
@@ -58,6 +60,8 @@ def render_in_chunks(render_fn: RenderFn, cameras: Cameras, kinds: Sequence[str]
             else:
                 color = outputs[key][..., :3].detach().float().clamp(0, 1).cpu().numpy()
                 pieces[key].append(np.rint(color * 255.0).astype(np.uint8))
+        if on_chunk is not None:
+            on_chunk(min(start + chunk_frames, len(cameras)))
     return {key: np.concatenate(chunks) for key, chunks in pieces.items() if chunks}
 
 
@@ -145,6 +149,7 @@ def save_turntable(
     chunk_frames: int = 8,
     gif: bool = True,
     mp4: bool = True,
+    progress: bool = False,
 ) -> list[Path]:
     """Render a full orbit starting in front; write `path` (suffix set to .mp4) and the same name as .gif
     (each unless turned off by `mp4` / `gif`).
@@ -159,7 +164,8 @@ def save_turntable(
         raise ValueError("save_turntable needs at least one of mp4 and gif")
     path = Path(path).with_suffix(".mp4")
     cameras = orbit_cameras(n_frames, size, size, radius=radius, polar_deg=polar_deg, fovy_deg=fovy_deg).cameras
-    frames = compose_panels(render_in_chunks(render_fn, cameras, kinds, chunk_frames), kinds, even=True)
+    with Progress(total=n_frames, description="turntable", log_every=chunk_frames, enabled=progress) as bar:
+        frames = compose_panels(render_in_chunks(render_fn, cameras, kinds, chunk_frames, bar.update), kinds, even=True)
     written = [write_mp4(frames, path, fps)] if mp4 else []
     if gif:
         written.append(write_gif(frames, path.with_suffix(".gif"), fps))
@@ -176,6 +182,7 @@ def save_named_views(
     radius: float = 1.3,
     fovy_deg: float = 50.0,
     chunk_frames: int = 4,
+    progress: bool = False,
 ) -> list[Path]:
     """One PNG per named view (scene/cameras.py's NAMED_VIEWS), `folder/<name>.png`, kinds side by side.
 
@@ -186,7 +193,8 @@ def save_named_views(
     if unknown:
         raise DreamtextError(f"unknown view names {unknown}; known views: {', '.join(NAMED_VIEWS)}")
     cameras = named_view_cameras(list(names), size, size, radius=radius, fovy_deg=fovy_deg).cameras
-    stills = compose_panels(render_in_chunks(render_fn, cameras, kinds, chunk_frames), kinds)
+    with Progress(total=len(names), description="views", log_every=chunk_frames, enabled=progress) as bar:
+        stills = compose_panels(render_in_chunks(render_fn, cameras, kinds, chunk_frames, bar.update), kinds)
     written = []
     for name, still in zip(names, stills):
         image = Image.fromarray(still)

@@ -233,7 +233,7 @@ def fit(config: FitConfig, workspace: str | Path, resume: bool = False, progress
 
     heldout_psnr = fitter.evaluate(save_as="validation/final.png")
     metrics = {"heldout_psnr": heldout_psnr, "iters": fitter.step, "train_views": len(fitter.train_set), "heldout_views": len(fitter.heldout_set)}
-    metrics.update(export_all(fitter.field, fitter.renderer, ws, config.export, background=fitter.background))
+    metrics.update(export_all(fitter.field, fitter.renderer, ws, config.export, background=fitter.background, progress=progress))
     if config.data is None:
         metrics.update(_builtin_scene_metrics(fitter, config))
     ws.write_metrics(metrics)

@@ -29,6 +29,7 @@ from ..scene.cameras import VIEW_LABELS, CameraSamplerConfig, Cameras, orbit_cam
 from ..scene.rays import ray_aabb_intersect
 from ..scene.renderer import stratified_t_values
 from ..utils.images import close_masks, foreground_masks
+from ..utils.progress import Progress
 
 # (density target [P], inside [P] bool, albedo target [P, 3], albedo weight [P]) at points [P, 3]
 Targets = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]
@@ -49,23 +50,29 @@ class FieldFitConfig:
 
 
 def fit_field(field: torch.nn.Module, targets: Targets, bound: float, config: FieldFitConfig = FieldFitConfig(),
-              seed: int = 0) -> None:
+              seed: int = 0, progress: bool = False) -> None:
     """Fit `field` (density and albedo) to `targets` in place, with its own optimiser."""
     device = next(field.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.Adam(field.parameters(), lr=config.lr)
-    for _ in range(config.steps):
-        points = (torch.rand(config.points, 3, generator=generator, device=device) * 2 - 1) * bound
-        density, inside, albedo, albedo_weight = targets(points)
-        outputs = field(points)
-        # Inside and outside weigh the same: a thin object fills a few percent of the cube, and a plain
-        # mean would first fit the empty space by emptying everything.
-        error = (outputs.density - density).abs() / config.inside_density
-        density_error = error[inside].mean().nan_to_num() + error[~inside].mean().nan_to_num()
-        albedo_error = ((outputs.albedo - albedo) ** 2 * albedo_weight.unsqueeze(-1)).sum(-1).mean()
-        optimizer.zero_grad(set_to_none=True)
-        (density_error + albedo_error).backward()
-        optimizer.step()
+    with Progress(total=config.steps, description="start shape", log_every=100, enabled=progress) as bar:
+        for step in range(1, config.steps + 1):
+            _fit_step(field, targets, bound, config, generator, optimizer, device)
+            bar.update(step)
+
+
+def _fit_step(field, targets: Targets, bound: float, config: FieldFitConfig, generator, optimizer, device) -> None:
+    points = (torch.rand(config.points, 3, generator=generator, device=device) * 2 - 1) * bound
+    density, inside, albedo, albedo_weight = targets(points)
+    outputs = field(points)
+    # Inside and outside weigh the same: a thin object fills a few percent of the cube, and a plain
+    # mean would first fit the empty space by emptying everything.
+    error = (outputs.density - density).abs() / config.inside_density
+    density_error = error[inside].mean().nan_to_num() + error[~inside].mean().nan_to_num()
+    albedo_error = ((outputs.albedo - albedo) ** 2 * albedo_weight.unsqueeze(-1)).sum(-1).mean()
+    optimizer.zero_grad(set_to_none=True)
+    (density_error + albedo_error).backward()
+    optimizer.step()
 
 
 @dataclass(frozen=True)
@@ -215,18 +222,22 @@ class SoftVisualHull:
 
 @torch.no_grad()
 def draw_views(prior, embeddings, config: ShapeInitConfig, seed: int,
-               cameras: CameraSamplerConfig = CameraSamplerConfig()) -> list[Tensor]:
+               cameras: CameraSamplerConfig = CameraSamplerConfig(), progress: bool = False) -> list[Tensor]:
     """Each view's drawings [drawings_per_view, 3, H, W]; drawing i of view v starts from the noise of
     seed + 1000 v + i. embeddings: `PromptEmbeddings` (or anything with `conditional` / `unconditional`).
     A camera-aware prior draws each view from the very camera the hull places it at (`view_cameras`);
     a text-only one only hears the view's label."""
     size = prior.image_size
     drawings = []
-    for index, ((label, _, _), camera) in enumerate(zip(config.views, view_cameras(config, cameras, size))):
-        view_id = torch.tensor([VIEW_LABELS.index(label)])
-        noise = initial_noise(prior, [seed + 1000 * index + i for i in range(config.drawings_per_view)])
-        drawings.append(ddim_sample(prior, embeddings.conditional(view_id), embeddings.unconditional(1), noise,
-                                    config.steps, config.guidance, cameras=camera.to(prior.device)).cpu())
+    with Progress(total=len(config.views) * config.steps, description="drawings", log_every=config.steps,
+                  enabled=progress) as bar:
+        for index, ((label, _, _), camera) in enumerate(zip(config.views, view_cameras(config, cameras, size))):
+            view_id = torch.tensor([VIEW_LABELS.index(label)])
+            noise = initial_noise(prior, [seed + 1000 * index + i for i in range(config.drawings_per_view)])
+            done = index * config.steps
+            drawings.append(ddim_sample(prior, embeddings.conditional(view_id), embeddings.unconditional(1), noise,
+                                        config.steps, config.guidance, on_step=lambda k, done=done: bar.update(done + k),
+                                        cameras=camera.to(prior.device)).cpu())
     return drawings
 
 

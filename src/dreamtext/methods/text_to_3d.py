@@ -386,20 +386,20 @@ class TextTo3DTrainer:
             save_image(self.workspace.path(save_as), strip.cpu())
         return strip
 
-    def initialise_shape(self) -> dict:
+    def initialise_shape(self, progress: bool = False) -> dict:
         """Start the field from the prior's visual hull when `config.init` asks for it (`train` calls this
         before a run's first step; a resumed run loads its checkpoint instead). Writes the drawings to
         init/drawings.png; returns (and keeps in `init_record`) what it did, for metrics.json."""
-        self.init_record = self._initial_shape()
+        self.init_record = self._initial_shape(progress)
         return self.init_record
 
-    def _initial_shape(self) -> dict:
+    def _initial_shape(self, progress: bool) -> dict:
         init = self.config.init
         if init.kind == "blob":
             return {"init": "blob"}
         from .sample import contact_sheet
 
-        drawings, redrawn, hull, fraction = self._prior_hull()
+        drawings, redrawn, hull, fraction = self._prior_hull(progress)
         save_image(self.workspace.path("init/drawings.png"), contact_sheet(torch.cat(drawings), columns=init.drawings_per_view))
         if redrawn is not None:
             save_image(self.workspace.path("init/redrawn.png"), contact_sheet(torch.cat(redrawn), columns=2 * init.redraw.drawings))
@@ -409,19 +409,20 @@ class TextTo3DTrainer:
             return {"init": "blob", "hull_fraction": 0.0}
         self.hull = hull
         targets = hull_targets(hull, mean_object_colour(drawings + (redrawn or []), hull), init)  # the images of its masks
-        fit_field(self.field, targets, self.field.bound, init.fit, seed=self.config.seed)
+        fit_field(self.field, targets, self.field.bound, init.fit, seed=self.config.seed, progress=progress)
         if self.ema_field is not None:
             self.ema_field.load_state_dict(self.field.state_dict())
         return {"init": "prior_hull", "hull_fraction": fraction}
 
-    def _prior_hull(self):
+    def _prior_hull(self, progress: bool = False):
         """The prior's drawings, their hull's redraws when `init.redraw` asks for them (else None), the visual
         hull of all of them on the run's device (None when empty) and its share of the cube; the same for a
         seed, so a resumed run rebuilds the hull that holds it."""
         init = self.config.init
         drawings = self.given_drawings
         if drawings is None:
-            drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed, cameras=self.config.cameras)
+            drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed, cameras=self.config.cameras,
+                                  progress=progress)
         hull = hull_of_drawings(drawings, init, self.config.cameras)
         fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
         redrawn = None
@@ -434,9 +435,9 @@ class TextTo3DTrainer:
     def train(self, progress: bool = True) -> None:
         config = self.config
         if self.step == 0 and self.init_record is None:
-            self.initialise_shape()
+            self.initialise_shape(progress)
         elif config.init.holds and self.hull is None:  # resumed: the hull is not in the checkpoint
-            self.hull = self._prior_hull()[2]
+            self.hull = self._prior_hull(progress)[2]
         with Progress(total=config.iters, start=self.step, description="text-to-3d", enabled=progress,
                       status_path=self.workspace.progress_path) as bar:
             while self.step < config.iters:
@@ -493,7 +494,8 @@ def text_to_3d(
         **(trainer.init_record or {}),
     }
     trainer.background.eval()
-    metrics.update(export_all(trainer.shown_field, trainer.renderer, ws, config.export, background=trainer.background))
+    metrics.update(export_all(trainer.shown_field, trainer.renderer, ws, config.export, background=trainer.background,
+                              progress=progress))
     ws.write_metrics(metrics)
     return TextTo3DResult(workspace=ws.root, metrics=metrics)
 

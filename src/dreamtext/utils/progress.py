@@ -1,4 +1,5 @@
-"""A training progress bar with step, it/s, ETA and the latest losses.
+"""Progress of every stage of a run: a bar with step, it/s, ETA and the latest losses, or, for a stage
+with no steps to count (a mesh, a texture bake), its start and its time (`stage`).
 
 Rich draws a live bar on a terminal; elsewhere (CI logs, pipes) it prints one line every
 `log_every` steps so that logs stay readable. With `status_path`, the same figures also go to a small
@@ -13,8 +14,10 @@ import os
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from .io import atomic_write_json
 
@@ -108,3 +111,23 @@ class Progress:
             self._live.console.print(message)
         else:
             print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def stage(description: str, enabled: bool = True) -> Iterator[None]:
+    """A stage with no steps to count: a spinner on a terminal, else a line at its start; its time at the end."""
+    if not enabled:
+        yield
+        return
+    start = time.perf_counter()
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        with console.status(f"{description} ..."):
+            yield
+        console.print(f"{description}: done in {format_duration(time.perf_counter() - start)}")
+        return
+    print(f"{description} ...", file=sys.stderr, flush=True)
+    yield
+    print(f"{description}: done in {format_duration(time.perf_counter() - start)}", file=sys.stderr, flush=True)
