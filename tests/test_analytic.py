@@ -10,8 +10,6 @@ from dreamtext.scene.cameras import Cameras, look_at, named_view_cameras
 from dreamtext.scene.protocols import Field
 from dreamtext.utils.images import load_image
 from dreamtext.world.analytic import (
-    AnalyticScene,
-    Part,
     default_scene,
     laplace_cdf,
     sphere_scene,

@@ -169,7 +169,7 @@ def test_sampling_a_text_only_prior_from_a_camera_is_a_clear_error():
 
 def test_pose_figure_is_right_for_true_renders_and_wrong_for_turned_ones():
     from dreamtext.prior.small.evaluate import PriorEvalConfig, pose_accuracy
-    from dreamtext.scene.cameras import Cameras, cartesian_to_spherical
+    from dreamtext.scene.cameras import cartesian_to_spherical
     from dreamtext.world.renders import RenderConfig, shade_views, trace_views
 
     config = PriorEvalConfig(pose_count=12, seed=2)

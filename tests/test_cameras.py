@@ -1,10 +1,8 @@
-import math
 
 import pytest
 import torch
 
 from dreamtext.scene.cameras import (
-    CameraSamplerConfig,
     Cameras,
     ViewLabelConfig,
     cartesian_to_spherical,

@@ -4,7 +4,6 @@ loss is eq. 5.4, textual-inversion files load in diffusers, resume is bit-identi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ pytest.importorskip("transformers")
 from dreamtext.errors import DreamtextError
 from dreamtext.methods.dreamtext.augment import NO_AUGMENTATION
 from dreamtext.methods.dreamtext.descriptor import (
-    DescriptorConfig, DescriptorTrainer, encode_prompts, predict_noise, train_descriptor,
+    DescriptorConfig, DescriptorTrainer, encode_prompts, train_descriptor,
 )
 from dreamtext.methods.dreamtext.learned import EMBEDDINGS_DIR, LearnedSentence
 from dreamtext.methods.dreamtext.sentence import DescribedImage, slot_words, training_template

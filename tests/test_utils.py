@@ -109,3 +109,19 @@ def test_top_level_api_is_importable_lazily():
     assert callable(dreamtext.preset_config) and callable(dreamtext.load_trained)
     with pytest.raises(AttributeError):
         dreamtext.no_such_thing
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_and_folders_get_the_users_normal_permissions(tmp_path, umask):
+    """Issue 31: atomic writes went through mkstemp / mkdtemp, whose 0600 / 0700 the rename kept."""
+    from dreamtext.prior.small.pipeline import write_directory_atomically
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "index.html", "<html></html>")
+        folder = write_directory_atomically(tmp_path / "site", lambda staging: (staging / "a.txt").write_text("a"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "index.html").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (folder / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -1,7 +1,6 @@
 """The browser viewer: its pictures (exact on an analytic sphere), following a live run, and the
 viser page in a real headless Chromium."""
 
-import json
 import math
 import os
 import subprocess

@@ -15,10 +15,10 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import DreamtextError
+from ..utils.io import staging_folder
 
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 # CLIP's vocabulary: 256 byte symbols, the same with "</w>", 48894 merges, then two special tokens.
@@ -90,7 +90,7 @@ def ensure_tokenizer_files(cache_root: str | Path | None = None) -> Path:
         return folder
     vocab, merges = clip_vocabulary(find_bpe_vocabulary())
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging = staging_folder(folder)
     try:
         (staging / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         (staging / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")

@@ -11,10 +11,32 @@ from typing import Any, Callable
 import torch
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back: POSIX has no plain getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain `open()` or `mkdir()` would give: 0o666 or 0o777 less the umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def staging_folder(target: Path) -> Path:
+    """A hidden temporary folder beside `target`, to be renamed onto it, with the mode a new folder gets
+    (mkdtemp's are 0700, which a renamed folder would keep)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(default_mode(directory=True))
+    return staging
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` and move the result over `path` in one rename.
 
-    The temporary file lives in the destination folder so the rename never crosses file systems.
+    The temporary file lives in the destination folder so the rename never crosses file systems. The file
+    gets the mode a plain write would (mkstemp's are 0600, which the rename would keep), so a workspace
+    or gallery shared with others or served by a web server stays readable.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,6 +45,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        tmp_path.chmod(default_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

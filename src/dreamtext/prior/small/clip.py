@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...scene.cameras import VIEW_LABELS
-from ...utils.io import atomic_write_json
+from ...utils.io import atomic_write_json, staging_folder
 from ...utils.progress import Progress
 from ...utils.schedules import warmup_cosine
 from ...world.renders import RenderConfig, sample_render_batch
@@ -42,7 +42,7 @@ from ...world.vocabulary import COLOURS, NOUNS, PATTERNS, SIZES, describe
 from ...world.world import Split
 from ..prompts import view_prompt
 from .render_pool import WorldRenderPool, render_seed
-from ..tokenizer import CLIP_MAX_LENGTH, CLIP_VOCAB_SIZE, END_TOKEN, START_TOKEN, build_clip_tokenizer
+from ..tokenizer import CLIP_MAX_LENGTH, CLIP_VOCAB_SIZE, build_clip_tokenizer
 
 BOS_TOKEN_ID = CLIP_VOCAB_SIZE - 2  # <|startoftext|>
 EOS_TOKEN_ID = CLIP_VOCAB_SIZE - 1  # <|endoftext|>, also the padding token (Stable Diffusion 1.x style)
@@ -337,7 +337,7 @@ def save_small_clip(model, tokenizer, out_dir: str | Path, metrics: dict | None 
     into place, so `out_dir` is never half written (an older `out_dir` is replaced whole)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = staging_folder(out_dir)
     try:
         copy.deepcopy(model).to("cpu", torch.float16).save_pretrained(staging)
         tokenizer.save_pretrained(staging)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ...errors import DreamtextError
+from ...utils.io import staging_folder
 from ..camera import CAMERA_UNET_FOLDER
 from .diffusion import build_sampling_scheduler
 
@@ -38,7 +39,7 @@ def write_directory_atomically(out_dir: str | os.PathLike, write: Callable[[Path
     if target.exists() and not target.is_dir():
         raise DreamtextError(f"{str(target)!r} exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = staging_folder(target)
     try:
         write(staging)
         replace_directory(staging, target)
