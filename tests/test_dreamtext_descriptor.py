@@ -259,10 +259,10 @@ def test_a_sentence_without_descriptor_words_is_kept_as_it_is(tmp_path, capsys):
 
 def test_a_sentence_without_descriptor_words_still_trains_in_the_other_modes(tmp_path):
     # RealFusion's noun and the whole-sentence embedding have something to learn: the usual trainer runs
-    # (0 iterations keep the test fast; the trainer's setup is what differs from the plain path).
+    # (1 iteration keeps the test fast; the trainer's setup is what differs from the plain path).
     root = write_described_workspace(tmp_path / "noun", PLAIN)
-    noun = train_descriptor(root, config(trainable="noun", iters=0), prior=tiny_prior(), progress=False)
+    noun = train_descriptor(root, config(trainable="noun", iters=1), prior=tiny_prior(), progress=False)
     assert noun.learned.prompt == "An image of a <dt-mug>" and noun.learned.vectors.shape[0] == 1 and "note" not in noun.metrics
     root = write_described_workspace(tmp_path / "sentence", PLAIN)
-    whole = train_descriptor(root, config(trainable="sentence", iters=0), prior=tiny_prior(), progress=False)
+    whole = train_descriptor(root, config(trainable="sentence", iters=1), prior=tiny_prior(), progress=False)
     assert whole.learned.conditioning is not None and "note" not in whole.metrics

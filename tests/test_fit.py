@@ -151,15 +151,20 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, two_tone_views
     assert not ws.exists()
 
 
-def test_resume_keeps_saved_config_and_reports_ignored_changes(capsys):
-    from dreamtext.methods.fit import _with_resumable_changes
+def test_resume_keeps_saved_config_and_reports_ignored_changes(capsys, tmp_path):
+    from dreamtext.cli.main import config_on_resume
+    from dreamtext.methods.lifecycle import resumed_config
 
     saved = FitConfig(iters=500, lr=0.01)
-    resumed = _with_resumable_changes(saved, FitConfig(iters=800, lr=0.5))
-    assert resumed.iters == 800 and resumed.lr == 0.01
+    resumed = resumed_config(saved, FitConfig(iters=800, lr=0.5, device="cpu"))
+    assert resumed.iters == 800 and resumed.lr == 0.01 and resumed.device == "cpu"  # the device is taken as given
     assert "ignoring changed lr" in capsys.readouterr().err
-    # Without --iters the saved count stands (the CLI default must not shorten or extend a run).
-    assert _with_resumable_changes(saved, FitConfig()).iters == 500
+    assert resumed_config(saved, FitConfig(iters=200)).iters == 500  # a smaller count keeps the saved one
+    # On the command line, an option left out keeps the run's value: without --iters the saved count stands
+    # (the default must not shorten or extend a run), while a given --iters counts.
+    Workspace(tmp_path).save_config(saved, method="fit")
+    assert config_on_resume(str(tmp_path), FitConfig(), FitConfig()).iters == 500
+    assert config_on_resume(str(tmp_path), FitConfig(iters=900), FitConfig()).iters == 900
 
 
 @pytest.mark.slow

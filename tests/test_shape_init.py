@@ -341,3 +341,24 @@ def test_a_held_run_rebuilds_its_hull_when_resumed(tiny_model, tmp_path, monkeyp
     resumed.train(progress=False)
     assert resumed.init_record is None and resumed.hull is not None and drawn == [0, 0]
     assert resumed.step == 2 and any(not torch.equal(a, b) for a, b in zip(before, resumed.field.parameters()))
+
+
+def test_a_resumed_run_takes_its_start_and_hull_from_the_checkpoint(tiny_model, tmp_path, monkeypatch):
+    """Issue 32: the start is a finished stage (checkpointed when it ends); a resumed run neither draws it again
+    nor loses it from metrics.json."""
+    scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
+    drawn = []
+    monkeypatch.setattr(text_to_3d_module, "draw_views",
+                        lambda prior, embeddings, config, seed, cameras, progress: drawn.append(seed) or drawings_of(scene, config))
+    config = hull_config(tiny_model, **{"init.hold_weight": 100.0})
+    first = TextTo3DTrainer(config, Workspace(tmp_path))
+    first.train(progress=False)
+    state = Workspace(tmp_path).load_checkpoint()
+    assert state["init_record"] == first.init_record and state["init_record"]["init"] == "prior_hull"
+    longer = dataclasses.replace(config, iters=config.iters + 1)
+    resumed = TextTo3DTrainer(longer, Workspace(tmp_path))
+    resumed.load_state_dict(state)
+    resumed.train(progress=False)
+    assert drawn == [0] and resumed.init_record == first.init_record and resumed.step == config.iters + 1
+    for a, b in zip(resumed.hull.masks, first.hull.masks):
+        assert torch.equal(a.cpu(), b.cpu())

@@ -38,7 +38,10 @@ class FitCommand:
         from ..methods.fit import fit
 
         self.config.data = self.data
-        result = fit(self.config, self.workspace, resume=self.resume, progress=not self.quiet)
+        config = self.config
+        if self.resume:  # the flags given now, on top of the saved run's config
+            config = config_on_resume(self.workspace, config, FitConfig(data=self.data))
+        result = fit(config, self.workspace, resume=self.resume, progress=not self.quiet)
         print(f"held-out PSNR {result.heldout_psnr:.2f} dB; outputs in {result.workspace}")
 
 
@@ -384,6 +387,24 @@ class SampleCommand:
                               device=self.device, elevation=self.elevation, azimuth=self.azimuth)
         files = sample_to_workspace(config, self.workspace, progress=not self.quiet)
         print("wrote " + ", ".join(str(f) for f in files))
+
+
+def config_on_resume(workspace: str, config, defaults):
+    """The saved run's config with the options this command line changed from their defaults, so an option
+    left out (e.g. --iters) keeps the run's own value instead of the default's."""
+    from ..utils.config import changed_from, config_from_dict
+    from ..utils.workspace import CONFIG_FILE
+
+    path = Path(workspace) / CONFIG_FILE
+    if not path.is_file():
+        return config
+    import json
+
+    try:
+        saved = config_from_dict(type(config), json.loads(path.read_text())["config"])
+    except (ValueError, KeyError, TypeError):
+        return config  # not this method's config: the run's own check says so
+    return changed_from(config, defaults, saved)
 
 
 COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "export": ExportCommand, "bench": BenchCommand,

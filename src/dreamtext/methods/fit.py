@@ -9,7 +9,6 @@ checkpoint stores, so an interrupted run resumed with `resume=True` ends where a
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -28,11 +27,10 @@ from ..scene.field import FieldConfig, RadianceField
 from ..scene.hash_encoding import HashGridConfig
 from ..scene.occupancy import OccupancyGridConfig
 from ..scene.renderer import RendererConfig, VolumeRenderer
-from ..utils.config import config_from_dict, config_to_dict, differing_keys
 from ..utils.device import resolve_device
 from ..utils.images import save_image
-from ..utils.progress import Progress
 from ..utils.workspace import Workspace
+from .lifecycle import RESUMABLE_KEYS, check_schedule, start_run, train_loop
 
 
 @dataclass
@@ -75,6 +73,8 @@ class FitConfig:
     then learn transparency, instead of hiding floaters that match one fixed background."""
     eval_every: int = 500
     checkpoint_every: int = 250
+    checkpoint_minutes: float = 2.0
+    """Also checkpoint after this much wall time (ours: at most 2 minutes lost to a kill)."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     field: FieldConfig = dataclasses.field(default_factory=_default_fit_field)
@@ -198,36 +198,35 @@ class Fitter:
             save_image(self.workspace.path(save_as), torch.cat([torch.cat(list(target), 1), torch.cat(list(out.rgb.clamp(0, 1)), 1)], 0))
         return psnr(out.rgb.clamp(0, 1), target)
 
+    def evaluate_at(self, step: int) -> str:
+        return f"step {step}: held-out PSNR {self.evaluate(save_as=f'validation/step_{step:06d}.png'):.2f} dB"
+
     def train(self, progress: bool = True) -> None:
         config = self.config
-        with Progress(total=config.iters, start=self.step, description="fit", enabled=progress,
-                      status_path=self.workspace.progress_path) as bar:
-            while self.step < config.iters:
-                loss = self.train_step()
-                bar.update(self.step, loss=loss)
-                if self.step % config.eval_every == 0 and self.step < config.iters:
-                    value = self.evaluate(save_as=f"validation/step_{self.step:06d}.png")
-                    bar.log(f"step {self.step}: held-out PSNR {value:.2f} dB")
-                if self.step % config.checkpoint_every == 0 or self.step == config.iters:
-                    self.workspace.save_checkpoint(self.state_dict())
+        train_loop(self, self.workspace, config.iters, "fit", progress, config.checkpoint_every, config.checkpoint_minutes,
+                   config.eval_every)
+
+
+# A fit's data may move, and its turntable framing is worked out from the data (`framed_like`).
+FIT_RESUMABLE_KEYS = (*RESUMABLE_KEYS, "data", "export.camera_radius", "export.camera_fovy_deg")
 
 
 def fit(config: FitConfig, workspace: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
     """Fit a field to posed images; write checkpoints, validation renders, metrics, a mesh and videos."""
+    check_schedule(config.iters, config.checkpoint_every, config.checkpoint_minutes, config.eval_every)
+    if config.batch_rays < 1 or not config.lr > 0 or config.holdout_every < 0:
+        raise DreamtextError(f"--batch-rays must be at least 1, --lr positive and --holdout-every at least 0; got "
+                             f"{config.batch_rays}, {config.lr}, {config.holdout_every}")
     # The user's images are checked before anything is written, so bad input leaves no trace.
     posed = load_fit_data(config) if config.data is not None else None
-    ws = Workspace(workspace)
-    if ws.has_checkpoint() and not resume:
-        raise DreamtextError(f"{ws.root} already holds a run; pass --resume to continue it or choose another --workspace")
-    if resume and ws.has_checkpoint():
-        saved = config_from_dict(FitConfig, ws.load_config_dict()["config"])
-        config = _with_resumable_changes(saved, config)
+    run = start_run(workspace, "fit", config, resume, FIT_RESUMABLE_KEYS)
+    ws, config = run.workspace.create(), run.config
     if posed is None:
         posed = load_fit_data(config, ws)
     config = dataclasses.replace(config, export=framed_like(config.export, posed.cameras))
     ws.save_config(config, method="fit")
     fitter = Fitter(config, ws, posed)
-    if resume and ws.has_checkpoint():
+    if run.resuming:
         fitter.load_state_dict(ws.load_checkpoint(map_location=fitter.device))
     fitter.train(progress=progress)
 
@@ -248,17 +247,6 @@ def framed_like(export: ExportConfig, cameras) -> ExportConfig:
         camera_radius=export.camera_radius or float(cameras.origins.norm(dim=-1).mean()),
         camera_fovy_deg=export.camera_fovy_deg or float(cameras.fovy_deg.mean()),
     )
-
-
-def _with_resumable_changes(saved: FitConfig, requested: FitConfig) -> FitConfig:
-    """A resumed run keeps its saved config, so it continues the same schedule and random stream;
-    only an explicitly raised iteration count extends it. Other differences are reported, not applied."""
-    iters = max(saved.iters, requested.iters) if requested.iters != FitConfig.iters else saved.iters
-    ignored = differing_keys(config_to_dict(saved), config_to_dict(dataclasses.replace(requested, iters=saved.iters)))
-    ignored = [key for key in ignored if key != "data" and not key.startswith("export.camera")]
-    if ignored:
-        print(f"dreamtext: warning: --resume keeps the saved config; ignoring changed {', '.join(ignored)}", file=sys.stderr)
-    return dataclasses.replace(saved, iters=iters)
 
 
 def _builtin_scene_metrics(fitter: Fitter, config: FitConfig) -> dict:

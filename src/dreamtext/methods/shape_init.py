@@ -206,6 +206,16 @@ class SoftVisualHull:
         self.masks = masks  # per view [drawings, 1, H, W]
         self.cameras = cameras  # per view, one camera
 
+    def state_dict(self) -> dict:
+        """Tensors, numbers and lists only (a checkpoint loads with weights_only)."""
+        return {"masks": [masks.cpu() for masks in self.masks],
+                "cameras": [{"c2w": c.c2w.cpu(), "fx": c.fx.cpu(), "fy": c.fy.cpu(), "cx": c.cx.cpu(), "cy": c.cy.cpu(),
+                             "width": c.width, "height": c.height} for c in self.cameras]}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "SoftVisualHull":
+        return cls(list(state["masks"]), [Cameras(**camera) for camera in state["cameras"]])
+
     def to(self, device: torch.device | str) -> "SoftVisualHull":
         """The hull on `device`: queried there every step of a held run, its masks are moved once."""
         return SoftVisualHull([masks.to(device) for masks in self.masks], [camera.to(device) for camera in self.cameras])

@@ -30,15 +30,14 @@ from ..scene.field import FieldConfig, RadianceField
 from ..scene.occupancy import OccupancyGridConfig
 from ..scene.renderer import RendererConfig, VolumeRenderer
 from ..scene.shading import ShadingScheduleConfig, light_directions_near_camera
-from ..utils.config import config_from_dict, config_to_dict, differing_keys
 from ..utils.device import resolve_device
 from ..utils.ema import update_ema
 from ..utils.images import save_image
-from ..utils.progress import Progress
 from ..utils.workspace import Workspace
 from .adan import Adan
+from .lifecycle import check_schedule, start_run, train_loop
 from .regularizers import RegularizerWeights, regularization
-from .shape_init import (ShapeInitConfig, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
+from .shape_init import (ShapeInitConfig, SoftVisualHull, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
                          hull_volume_fraction, mean_object_colour, redraw_hull)
 
 ITERS_PER_EPOCH = 100  # thesis 6.1: an epoch is 100 iterations
@@ -155,7 +154,8 @@ class TextTo3DConfig:
     validation_views: int = 4  # ours: four orbit views, front / side / back / side
     validation_size: int = 128  # ours
     eval_every: int = 1000  # ours: every 10 epochs
-    checkpoint_every: int = 500  # ours: at most 5 epochs lost to an interruption
+    checkpoint_every: int = 500  # ours: at most 5 epochs lost to an interruption ...
+    checkpoint_minutes: float = 2.0  # ... and at most 2 minutes of wall time (a slow GPU or CPU run)
     ema_decay: float = 0.0
     """ours: 0 (off). Above 0, an exponential moving average of the field's weights (diffusers' EMAModel
     warm-up) is kept next to the trained ones; validation renders, exports and `load_trained` use it.
@@ -245,6 +245,9 @@ class TextTo3DTrainer:
             "losses": list(self.losses),
             "skipped_steps": self.skipped_steps,
             "prior_dtype": _dtype_name(self.prior.dtype),
+            # the start's stage, so that a resumed run neither redraws it nor loses it from metrics.json
+            **({"init_record": dict(self.init_record)} if self.init_record is not None else {}),
+            **({"hull": self.hull.state_dict()} if self.hull is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -258,6 +261,9 @@ class TextTo3DTrainer:
         self.generator.set_state(state["generator"].cpu() if self.device.type == "cpu" else state["generator"])
         self.losses = [float(v) for v in state["losses"]]
         self.skipped_steps = int(state["skipped_steps"])
+        self.init_record = dict(state["init_record"]) if "init_record" in state else self.init_record
+        if "hull" in state:
+            self.hull = SoftVisualHull.from_state_dict(state["hull"]).to(self.device)
         saved_dtype = _DTYPES[state["prior_dtype"]]
         if saved_dtype != self.prior.dtype:  # the run had fallen back to a wider precision
             self._set_prior_dtype(saved_dtype)
@@ -432,21 +438,21 @@ class TextTo3DTrainer:
             fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
         return drawings, redrawn, (hull.to(self.device) if fraction > 0.0 else None), fraction
 
+    def evaluate_at(self, step: int) -> None:
+        self.validate(save_as=f"validation/step_{step:06d}.png")
+
     def train(self, progress: bool = True) -> None:
+        """The start (its end is checkpointed: a resumed run does not draw it again), then the SDS steps
+        (`lifecycle.train_loop`: progress, validation, checkpoints by steps and time, preemption)."""
         config = self.config
         if self.step == 0 and self.init_record is None:
             self.initialise_shape(progress)
-        elif config.init.holds and self.hull is None:  # resumed: the hull is not in the checkpoint
+            if self.init_record.get("init") != "blob":
+                self.workspace.save_checkpoint(self.state_dict())
+        elif config.init.holds and self.hull is None and self.step < config.iters:  # a checkpoint from before hulls were kept
             self.hull = self._prior_hull(progress)[2]
-        with Progress(total=config.iters, start=self.step, description="text-to-3d", enabled=progress,
-                      status_path=self.workspace.progress_path) as bar:
-            while self.step < config.iters:
-                loss = self.train_step()
-                bar.update(self.step, loss=loss, epoch=self.epoch)
-                if self.step % config.eval_every == 0 and self.step < config.iters:
-                    self.validate(save_as=f"validation/step_{self.step:06d}.png")
-                if self.step % config.checkpoint_every == 0 or self.step == config.iters:
-                    self.workspace.save_checkpoint(self.state_dict())
+        train_loop(self, self.workspace, config.iters, "text-to-3d", progress, config.checkpoint_every,
+                   config.checkpoint_minutes, config.eval_every)
         self._set_field_progress(1.0)  # the finished field is shown and exported with every level
 
 
@@ -463,22 +469,16 @@ def text_to_3d(
     """
     if not config.prompt.prompt.strip():
         raise DreamtextError("the prompt is empty: describe the object to create, e.g. dreamtext text \"a red mug\"")
-    ws = Workspace(workspace)
-    if ws.has_checkpoint() and not resume:
-        raise DreamtextError(f"{ws.root} already holds a run; pass --resume to continue it or choose another --workspace")
-    if resume and ws.has_checkpoint():
-        saved = ws.load_config_dict()
-        if saved.get("method") != "text":
-            raise DreamtextError(f"{ws.root} holds a {saved.get('method')!r} run, not a text-to-3D one; choose another --workspace")
-        config = _with_resumable_changes(config_from_dict(TextTo3DConfig, saved["config"]), config)
-        finished = ws.read_metrics()
-        if finished.get("iters") == config.iters:
-            # Resuming a finished run: metrics.json is written after every export, so all is on disk
-            # (no prior to load, nothing to train).
-            return TextTo3DResult(workspace=ws.root, metrics=finished)
+    check_schedule(config.iters, config.checkpoint_every, config.checkpoint_minutes, config.eval_every)
+    run = start_run(workspace, "text", config, resume)
+    ws, config = run.workspace, run.config
+    if run.finished is not None:
+        # Resuming a finished run: metrics.json is written after every export, so all is on disk
+        # (no prior to load, nothing to train).
+        return TextTo3DResult(workspace=ws.root, metrics=run.finished)
     trainer = make_trainer(config, ws, prior=prior)  # loads the prior: a bad model fails before anything is written
-    ws.save_config(config, method="text")
-    if resume and ws.has_checkpoint():
+    ws.create().save_config(config, method="text")
+    if run.resuming:
         trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
     trainer.train(progress=progress)
 
@@ -498,18 +498,3 @@ def text_to_3d(
                               progress=progress))
     ws.write_metrics(metrics)
     return TextTo3DResult(workspace=ws.root, metrics=metrics)
-
-
-def _with_resumable_changes(saved: TextTo3DConfig, requested: TextTo3DConfig) -> TextTo3DConfig:
-    """A resumed run keeps its saved config (same schedules, same random stream); only a larger
-    iteration count extends it (a smaller one, e.g. 0, keeps the saved count), and a different device,
-    model location or renderer memory budget (it changes no gradient) is taken as given.
-    Other differences are reported, not applied."""
-
-    iters = max(saved.iters, requested.iters)
-    renderer = dataclasses.replace(saved.renderer, max_samples_per_chunk=requested.renderer.max_samples_per_chunk)
-    keep = dataclasses.replace(saved, iters=iters, device=requested.device, model=requested.model, renderer=renderer)
-    ignored = differing_keys(config_to_dict(keep), config_to_dict(dataclasses.replace(requested, iters=iters)))
-    if ignored:
-        print(f"dreamtext: warning: --resume keeps the saved config; ignoring changed {', '.join(ignored)}", file=sys.stderr)
-    return keep

@@ -56,3 +56,27 @@ def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif a[key] != b.get(key):
             keys.append(prefix + key)
     return keys
+
+
+def get_dotted(config: Any, key: str) -> Any:
+    """The value of a dotted key ("renderer.max_samples_per_chunk") of a nested dataclass config."""
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def set_dotted(config: T, key: str, value: Any) -> T:
+    """A copy of a (nested, possibly frozen) dataclass config with one dotted key set."""
+    head, _, rest = key.partition(".")
+    if not any(f.name == head for f in dataclasses.fields(config)):
+        raise AttributeError(f"{type(config).__name__} has no setting {head!r}")
+    return dataclasses.replace(config, **{head: set_dotted(getattr(config, head), rest, value) if rest else value})
+
+
+def changed_from(config: T, reference: T, base: T) -> T:
+    """`base` with every leaf where `config` differs from `reference` taken from `config`: a command line's
+    explicit flags (what differs from the defaults) applied to a saved config."""
+    result = base
+    for key in differing_keys(config_to_dict(config), config_to_dict(reference)):
+        result = set_dotted(result, key, get_dotted(config, key))
+    return result

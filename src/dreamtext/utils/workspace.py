@@ -2,7 +2,8 @@
 
 Layout (documented in README.md):
     config.json          the run's full resolved config
-    checkpoints/last.pt  the latest training state (model, optimiser, step, random streams)
+    checkpoints/last.pt  the latest training state (model, optimiser, step, random streams), with
+                         last.pt.sha256 (its size and hash); previous.pt (+ .sha256) the one before it
     progress.json        step, total, losses, it/s and ETA of the run, refreshed while it trains
     validation/          periodic validation renders
     metrics.json         final figures of the run
@@ -13,8 +14,10 @@ Layout (documented in README.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +25,50 @@ import torch
 
 from ..errors import DreamtextError
 from .config import config_to_dict
-from .io import atomic_torch_save, atomic_write_json
+from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoints/last.pt"
+PREVIOUS_CHECKPOINT_FILE = "checkpoints/previous.pt"
 PROGRESS_FILE = "progress.json"
 METRICS_FILE = "metrics.json"
 
 
 class Workspace:
-    def __init__(self, root: str | Path, create: bool = True):
+    """A run's folder. create=True makes it now; create=False with must_exist=False only checks that it
+    could be made (its nearest existing parent is a writable folder) and leaves making it to `create()`,
+    so a run that fails to start leaves nothing behind."""
+
+    def __init__(self, root: str | Path, create: bool = True, must_exist: bool = True):
         self.root = Path(root)
         if create:
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise DreamtextError(f"cannot create workspace {self.root}: {error.strerror}; choose another --workspace") from None
+            self.create()
+        elif must_exist and not self.root.is_dir():
+            raise DreamtextError(f"workspace {self.root} does not exist; pass the folder a run wrote")
+        elif not must_exist:
+            self._check_creatable()
+
+    def _check_creatable(self) -> None:
+        if self.root.exists():
+            if not self.root.is_dir():
+                raise DreamtextError(f"workspace {self.root} is a file; choose another --workspace")
             if not os.access(self.root, os.W_OK):
                 raise DreamtextError(f"workspace {self.root} is not writable; choose another --workspace")
-        elif not self.root.is_dir():
-            raise DreamtextError(f"workspace {self.root} does not exist; pass the folder a run wrote")
+            return
+        parent = self.root.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise DreamtextError(f"cannot create workspace {self.root}: {parent} is not a writable folder; choose another --workspace")
+
+    def create(self) -> "Workspace":
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DreamtextError(f"cannot create workspace {self.root}: {error.strerror}; choose another --workspace") from None
+        if not os.access(self.root, os.W_OK):
+            raise DreamtextError(f"workspace {self.root} is not writable; choose another --workspace")
+        return self
 
     def path(self, relative: str) -> Path:
         return self.root / relative
@@ -49,6 +76,10 @@ class Workspace:
     @property
     def checkpoint_path(self) -> Path:
         return self.root / CHECKPOINT_FILE
+
+    @property
+    def previous_checkpoint_path(self) -> Path:
+        return self.root / PREVIOUS_CHECKPOINT_FILE
 
     @property
     def progress_path(self) -> Path:
@@ -59,7 +90,12 @@ class Workspace:
         return self.root / METRICS_FILE
 
     def has_checkpoint(self) -> bool:
-        return self.checkpoint_path.is_file()
+        return self.checkpoint_path.is_file() or self.previous_checkpoint_path.is_file()
+
+    has_run = has_checkpoint
+
+    def has_config(self) -> bool:
+        return (self.root / CONFIG_FILE).is_file()
 
     def save_config(self, config: Any, method: str) -> None:
         """Save the run's resolved config, tagged with the method that trained it."""
@@ -78,16 +114,44 @@ class Workspace:
             raise DreamtextError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); restore or delete it") from None
 
     def save_checkpoint(self, state: dict) -> None:
-        atomic_torch_save(self.checkpoint_path, state)
+        """Write `state` as last.pt, keeping the one before as previous.pt, each with a .sha256 sidecar
+        (size and hash). The new file is complete on disk before the old one moves, so a crash at any
+        point leaves at least one checkpoint that verifies."""
+        last, previous = self.checkpoint_path, self.previous_checkpoint_path
+        staged = last.with_name(f".{last.name}.new")
+        atomic_torch_save(staged, state)
+        sidecar = checkpoint_fingerprint(staged)
+        if last.is_file():
+            os.replace(last, previous)
+            old_sidecar = _sidecar(last)
+            if old_sidecar.is_file():
+                os.replace(old_sidecar, _sidecar(previous))
+            else:
+                _sidecar(previous).unlink(missing_ok=True)
+        os.replace(staged, last)
+        atomic_write_text(_sidecar(last), sidecar)
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict:
+        """The latest checkpoint that verifies and loads: last.pt, else (with a one-line warning) previous.pt."""
         if not self.has_checkpoint():
             raise DreamtextError(f"no checkpoint in {self.root}; train first, or check the --workspace path")
-        try:
-            # weights_only: checkpoints hold tensors, numbers and strings only; no pickled code runs.
-            return torch.load(self.checkpoint_path, map_location=map_location, weights_only=True)
-        except Exception as error:  # a truncated or foreign file
-            raise DreamtextError(f"checkpoint {self.checkpoint_path} cannot be read ({type(error).__name__}); delete it to start over") from None
+        problems = []
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if not path.is_file():
+                continue
+            problem = verify_checkpoint(path)
+            if problem is None:
+                try:
+                    # weights_only: checkpoints hold tensors, numbers and strings only; no pickled code runs.
+                    state = torch.load(path, map_location=map_location, weights_only=True)
+                except Exception as error:  # a truncated or foreign file
+                    problem = f"cannot be read ({type(error).__name__})"
+                else:
+                    if problems:
+                        print(f"dreamtext: warning: {problems[-1]}; using {path.name} instead", file=sys.stderr)
+                    return state
+            problems.append(f"checkpoint {path} {problem}")
+        raise DreamtextError(f"{'; '.join(problems)}; delete {self.path('checkpoints')} to start over")
 
     def read_metrics(self) -> dict:
         """metrics.json, or {} when the run has not written it (yet)."""
@@ -98,3 +162,32 @@ class Workspace:
 
     def write_metrics(self, metrics: dict) -> None:
         atomic_write_json(self.metrics_path, {**self.read_metrics(), **metrics})
+
+
+def _sidecar(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".sha256")
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """"<sha256> <size>" of a file (read in 1 MB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{digest.hexdigest()} {path.stat().st_size}\n"
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when `path` matches its sidecar (or has none: a checkpoint written before sidecars, or one
+    whose sidecar a crash did not write); else what is wrong with it."""
+    sidecar = _sidecar(path)
+    if not sidecar.is_file():
+        return None
+    expected = sidecar.read_text().split()
+    if len(expected) != 2 or not expected[1].isdigit():
+        return f"has an unreadable {sidecar.name}"
+    if path.stat().st_size != int(expected[1]):
+        return f"is {path.stat().st_size} bytes, not the {expected[1]} it was written with (cut short?)"
+    if checkpoint_fingerprint(path).split()[0] != expected[0]:
+        return "does not match the hash it was written with (damaged)"
+    return None

@@ -36,10 +36,10 @@ from ...errors import DreamtextError
 from ...prior import Prior, load_prior
 from ...prior.camera import camera_labels
 from ...prior.latents import images_to_latents
-from ...utils.config import config_from_dict, config_to_dict, differing_keys
 from ...utils.device import resolve_device
 from ...utils.progress import Progress
 from ...utils.workspace import Workspace
+from ..lifecycle import check_schedule, start_run, train_loop
 from .augment import AugmentConfig, augment
 from .inputs import workspace_input
 from .learned import EMBEDDINGS_DIR, LearnedSentence
@@ -77,13 +77,18 @@ class DescriptorConfig:
     2 minutes of compilation. Falls back to eager if compilation fails."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    checkpoint_every: int = 500  # ours: at most a few minutes lost to an interruption
+    checkpoint_every: int = 500  # ours: at most a few minutes lost to an interruption ...
+    checkpoint_minutes: float = 2.0  # ... and at most 2 minutes of wall time
     max_nonfinite_steps: int = 20  # ours: consecutive non-finite steps before giving up with advice
 
 
 def check_config(config: DescriptorConfig) -> None:
-    if config.iters < 0 or config.batch_size < 1 or not 0.0 <= config.t_min <= config.t_max <= 1.0:
-        raise DreamtextError("descriptor training needs iters >= 0, batch_size >= 1 and 0 <= t_min <= t_max <= 1")
+    check_schedule(config.iters, config.checkpoint_every, config.checkpoint_minutes)
+    if config.batch_size < 1 or not config.lr > 0 or not 0.0 <= config.t_min <= config.t_max <= 1.0:
+        raise DreamtextError("descriptor training needs --batch-size >= 1, a positive --lr and 0 <= t_min <= t_max <= 1; got "
+                             f"{config.batch_size}, {config.lr}, {config.t_min}, {config.t_max}")
+    if config.max_nonfinite_steps < 1:
+        raise DreamtextError(f"max_nonfinite_steps must be at least 1, got {config.max_nonfinite_steps}")
 
 
 def nothing_to_learn(template: SentenceTemplate, trainable: Trainable) -> bool:
@@ -139,7 +144,7 @@ class DescriptorTrainer:
     ):
         self.config = config
         self.root = Path(workspace)
-        self.workspace = Workspace(self.root / DESCRIPTOR_DIR)
+        self.workspace = Workspace(self.root / DESCRIPTOR_DIR, create=False, must_exist=False)
         self.device = resolve_device(config.device)
         self.described = described if described is not None else read_described_image(self.root)
         self.template = training_template(self.described, config.trainable)
@@ -307,13 +312,8 @@ class DescriptorTrainer:
 
     def train(self, progress: bool = True) -> None:
         config = self.config
-        with Progress(total=config.iters, start=self.step, description="descriptor", enabled=progress,
-                      status_path=self.workspace.progress_path) as bar:
-            while self.step < config.iters:
-                real, base = self.train_step()
-                bar.update(self.step, real=real, base=base)
-                if self.step % config.checkpoint_every == 0 or self.step == config.iters:
-                    self.workspace.save_checkpoint(self.state_dict())
+        train_loop(self, self.workspace.create(), config.iters, "descriptor", progress, config.checkpoint_every,
+                   config.checkpoint_minutes, scalars=lambda losses: {"real": losses[0], "base": losses[1]})
 
     # -- results ---------------------------------------------------------------------------------
     def learned(self) -> LearnedSentence:
@@ -354,22 +354,17 @@ def train_descriptor(
     prior: an already loaded prior (tests, the one-command pipeline); it gains the learned tokens.
     """
     root = Path(workspace)
-    ws = Workspace(root / DESCRIPTOR_DIR)
-    if ws.has_checkpoint() and not resume:
-        raise DreamtextError(f"{ws.root} already holds descriptor training; pass --resume to continue it or choose another workspace")
-    if resume and ws.has_checkpoint():
-        saved = ws.load_config_dict()
-        if saved.get("method") != METHOD:
-            raise DreamtextError(f"{ws.root} holds a {saved.get('method')!r} run, not descriptor training; choose another workspace")
-        config = resumed_config(config_from_dict(DescriptorConfig, saved["config"]), config)
+    check_config(config)
+    run = start_run(root / DESCRIPTOR_DIR, METHOD, config, resume)
+    ws, config = run.workspace, run.config
     described = read_described_image(root)
     template = training_template(described, config.trainable)
     if nothing_to_learn(template, config.trainable):
         return keep_plain_sentence(root, config, described, template, prior)
     # Loads the prior: a bad model fails before anything is written.
     trainer = DescriptorTrainer(config, root, prior=prior, described=described)
-    ws.save_config(config, method=METHOD)
-    if resume and ws.has_checkpoint():
+    ws.create().save_config(config, method=METHOD)
+    if run.resuming:
         trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
     trainer.train(progress=progress)
     learned = trainer.finish()
@@ -423,12 +418,3 @@ def descriptor_metrics(
     }
 
 
-def resumed_config(saved: DescriptorConfig, requested: DescriptorConfig) -> DescriptorConfig:
-    """A resumed run keeps its saved config; only a larger iteration count extends it, and the device and
-    model location are taken as given. Other differences are reported, not applied."""
-    iters = max(saved.iters, requested.iters)
-    keep = dataclasses.replace(saved, iters=iters, device=requested.device, model=requested.model)
-    ignored = differing_keys(config_to_dict(keep), config_to_dict(dataclasses.replace(requested, iters=iters)))
-    if ignored:
-        print(f"dreamtext: warning: --resume keeps the saved descriptor config; ignoring changed {', '.join(ignored)}", file=sys.stderr)
-    return keep

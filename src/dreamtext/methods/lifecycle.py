@@ -1,0 +1,173 @@
+"""One lifecycle for every training run: fit, text-to-3D and the descriptor supply a trainer, this owns the rest.
+
+A method's trainer has `step`, `train_step()` (its losses; nan for a skipped step),
+`state_dict()` / `load_state_dict()`, and may have `evaluate_at(step)` for periodic validation. Around it:
+
+- `start_run`: the workspace guard (a workspace holds one run of one method; an existing run is continued
+  only with `resume`), the resumed config (`resumed_config`, one rule for every method), and whether the
+  run already finished. It creates nothing: a run that fails to start (a bad model, a bad image) leaves
+  no workspace behind (`Workspace.create` comes after the method's own checks and loads).
+- `train_loop`: progress with ETA, evaluation and checkpoint cadence (every `checkpoint_every` steps, every
+  `checkpoint_minutes` of wall time, and at the end), and preemption: SIGTERM (what Slurm and Ray send)
+  and a first Ctrl-C end the run at the end of the current step with a checkpoint and `RunInterrupted`
+  (exit status 143 or 130); `--resume` then continues bit-identically.
+- checkpoints themselves are rotated and verified by `utils.workspace.Workspace`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
+
+from ..errors import DreamtextError
+from ..utils.config import config_from_dict, config_to_dict, differing_keys, get_dotted, set_dotted
+from ..utils.progress import Progress
+from ..utils.workspace import Workspace
+
+C = TypeVar("C")
+
+# Settings a resumed run takes as requested: none changes what the run computes.
+RESUMABLE_KEYS: tuple[str, ...] = (
+    "device", "model", "renderer.max_samples_per_chunk", "checkpoint_every", "checkpoint_minutes",
+)
+EXIT_SIGTERM, EXIT_SIGINT = 128 + signal.SIGTERM, 128 + signal.SIGINT  # the shell's convention: 143, 130
+
+
+class RunInterrupted(DreamtextError):
+    """SIGTERM or Ctrl-C ended a run at a step boundary, after a checkpoint; `exit_code` says which."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Trainer(Protocol):
+    step: int
+
+    def train_step(self) -> Any: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclasses.dataclass
+class RunStart:
+    """What `start_run` found: the workspace (not created yet), the config to run, whether a checkpoint
+    is continued, and the finished run's metrics when there is nothing left to train."""
+
+    workspace: Workspace
+    config: Any
+    resuming: bool
+    finished: dict | None
+
+
+def resumed_config(saved: C, requested: C, taken: Sequence[str] = RESUMABLE_KEYS) -> C:
+    """The config a resumed run goes on with: its saved one (the same schedules, the same random stream),
+    with a larger iteration count extending it (a smaller one keeps the saved count) and the `taken`
+    settings as requested (they change no result). Other differences are reported, not applied."""
+    merged = dataclasses.replace(saved, iters=max(saved.iters, requested.iters))
+    for key in taken:
+        try:
+            merged = set_dotted(merged, key, get_dotted(requested, key))
+        except AttributeError:  # a method without that setting
+            continue
+    ignored = differing_keys(config_to_dict(merged), config_to_dict(dataclasses.replace(requested, iters=merged.iters)))
+    if ignored:
+        print(f"dreamtext: warning: --resume keeps the saved config; ignoring changed {', '.join(ignored)}", file=sys.stderr)
+    return merged
+
+
+def start_run(root: str | Path, method: str, config: C, resume: bool, taken: Sequence[str] = RESUMABLE_KEYS) -> RunStart:
+    """Check that `root` may hold this run and work out the config it runs with (see the module docstring);
+    `taken`: the settings a resumed run takes as requested (`resumed_config`)."""
+    workspace = Workspace(root, create=False, must_exist=False)
+    if workspace.has_run() and not resume:
+        raise DreamtextError(f"{workspace.root} already holds a run; pass --resume to continue it or choose another --workspace")
+    if not workspace.has_config():
+        return RunStart(workspace, config, resuming=False, finished=None)
+    saved = workspace.load_config_dict()
+    if saved.get("method") != method:
+        raise DreamtextError(f"{workspace.root} holds a {saved.get('method')!r} run, not a {method} one; choose another --workspace")
+    if not workspace.has_run():  # a config without a checkpoint: a run that stopped before its first step
+        return RunStart(workspace, config, resuming=False, finished=None)
+    config = resumed_config(config_from_dict(type(config), saved["config"]), config, taken)
+    finished = workspace.read_metrics()
+    done = finished if finished.get("iters") == config.iters else None
+    return RunStart(workspace, config, resuming=True, finished=done)
+
+
+class _Preemption:
+    """SIGTERM, or a first Ctrl-C, asks the loop to stop at the end of the current step; a second Ctrl-C
+    stops at once (KeyboardInterrupt)."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def handle(self, number, frame) -> None:
+        if number == signal.SIGINT and self.signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = number
+
+
+@contextmanager
+def preemption_handlers() -> Iterator[_Preemption]:
+    """Install the handlers for the duration of a training loop (main thread only: Python delivers
+    signals there; elsewhere the loop runs without them)."""
+    state = _Preemption()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = {number: signal.signal(number, state.handle) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield state
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def train_loop(trainer: Trainer, workspace: Workspace, iters: int, description: str, progress: bool,
+               checkpoint_every: int, checkpoint_minutes: float, eval_every: int | None = None,
+               scalars: Callable[[Any], dict[str, float]] = lambda loss: {"loss": loss}) -> None:
+    """Train until step `iters`, showing progress, evaluating every `eval_every` steps (before the last)
+    through `trainer.evaluate_at(step)`, checkpointing by steps, by time and at the end; on SIGTERM or a
+    first Ctrl-C, checkpoint at the end of the current step and raise `RunInterrupted`.
+    scalars: names what `train_step` returns for the progress line (default: one loss)."""
+    last_save = time.monotonic()
+    with Progress(total=iters, start=trainer.step, description=description, enabled=progress,
+                  status_path=workspace.progress_path) as bar, preemption_handlers() as preempted:
+        while trainer.step < iters:
+            shown = scalars(trainer.train_step())
+            step = trainer.step
+            bar.update(step, **shown)
+            if eval_every and step % eval_every == 0 and step < iters:
+                message = trainer.evaluate_at(step)
+                if message:
+                    bar.log(message)
+            due = step % checkpoint_every == 0 or step == iters
+            if due or time.monotonic() - last_save >= 60 * checkpoint_minutes or preempted.signal is not None:
+                workspace.save_checkpoint(trainer.state_dict())
+                last_save = time.monotonic()
+            if preempted.signal is not None and step < iters:
+                name = "SIGTERM" if preempted.signal == signal.SIGTERM else "Ctrl-C"
+                code = EXIT_SIGTERM if preempted.signal == signal.SIGTERM else EXIT_SIGINT
+                raise RunInterrupted(f"{name}: stopped after step {step} of {iters} with a checkpoint; continue with --resume",
+                                     code)
+
+
+def check_schedule(iters: int, checkpoint_every: int, checkpoint_minutes: float, eval_every: int | None = None) -> None:
+    """One-line errors for a schedule that cannot run, before any work."""
+    if iters < 1:
+        raise DreamtextError(f"--iters must be at least 1 (the training steps), got {iters}")
+    if checkpoint_every < 1:
+        raise DreamtextError(f"checkpoint_every must be at least 1 step, got {checkpoint_every}")
+    if not checkpoint_minutes > 0:
+        raise DreamtextError(f"checkpoint_minutes must be positive (minutes of wall time between checkpoints), got {checkpoint_minutes}")
+    if eval_every is not None and eval_every < 1:
+        raise DreamtextError(f"eval_every must be at least 1 step, got {eval_every}")
