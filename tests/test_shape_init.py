@@ -326,12 +326,17 @@ def test_redrawing_starts_where_the_strength_says(tiny_model):
     assert not torch.equal(out, ddim_redraw(prior, images, cond, uncond, noise, strength=0.3, steps=10, guidance=3.0))
 
 
-def test_a_held_run_rebuilds_its_hull_when_resumed(tiny_model, tmp_path, monkeypatch):
+def held_run(tiny_model, monkeypatch) -> tuple:
+    """A held run's config, and the seeds its (patched) drawings were made with, one entry per drawing."""
     scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
     drawn = []
     monkeypatch.setattr(text_to_3d_module, "draw_views",
                         lambda prior, embeddings, config, seed, cameras, progress: drawn.append(seed) or drawings_of(scene, config))
-    config = hull_config(tiny_model, **{"init.hold_weight": 100.0})
+    return hull_config(tiny_model, **{"init.hold_weight": 100.0}), drawn
+
+
+def test_a_held_run_rebuilds_its_hull_from_a_checkpoint_without_one(tiny_model, tmp_path, monkeypatch):
+    config, drawn = held_run(tiny_model, monkeypatch)
     trainer = TextTo3DTrainer(config, Workspace(tmp_path))
     trainer.train(progress=False)
     assert trainer.hull is not None and trainer.init_record["init"] == "prior_hull" and drawn == [0]
@@ -346,11 +351,7 @@ def test_a_held_run_rebuilds_its_hull_when_resumed(tiny_model, tmp_path, monkeyp
 def test_a_resumed_run_takes_its_start_and_hull_from_the_checkpoint(tiny_model, tmp_path, monkeypatch):
     """Issue 32: the start is a finished stage (checkpointed when it ends); a resumed run neither draws it again
     nor loses it from metrics.json."""
-    scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
-    drawn = []
-    monkeypatch.setattr(text_to_3d_module, "draw_views",
-                        lambda prior, embeddings, config, seed, cameras, progress: drawn.append(seed) or drawings_of(scene, config))
-    config = hull_config(tiny_model, **{"init.hold_weight": 100.0})
+    config, drawn = held_run(tiny_model, monkeypatch)
     first = TextTo3DTrainer(config, Workspace(tmp_path))
     first.train(progress=False)
     state = Workspace(tmp_path).load_checkpoint()
