@@ -224,3 +224,26 @@ def test_gallery_in_headless_chromium(site, runs):
         assert external_requests(browser.log.requests, origin) == []
         assert any(url.endswith("mesh.glb") for url in browser.log.requests)
 
+
+
+def test_the_gallery_copies_only_files_inside_each_workspace(runs, tmp_path, capsys):
+    """Issue 32: a describe.json naming /etc/passwd, or a mesh.glb that links out of the workspace, must not
+    put this machine's files into the site."""
+    import shutil
+
+    secret = tmp_path / "secret.glb"
+    secret.write_bytes(b"not for the gallery")
+    run = tmp_path / "foreign"
+    shutil.copytree(runs[3], run)
+    (run / "describe.json").write_text(json.dumps({"image": "/etc/passwd", "sentence": "An image of a cube"}))
+    (run / "mesh.glb").symlink_to(secret)
+    (run / "views").mkdir()
+    (run / "views" / "front.png").symlink_to("../input.png")  # a link that stays inside is fine
+    summary = summarize_run(run)
+    assert summary.inputs == [] and summary.mesh is None and list(summary.views) == ["front"]
+    err = capsys.readouterr().err
+    assert "skipping /etc/passwd" in err and "secret.glb" not in err and "mesh.glb" in err
+    site = tmp_path / "site"
+    build_gallery([run], site)
+    copied = [p for p in (site / "runs").rglob("*") if p.is_file()]
+    assert all(b"not for the gallery" not in p.read_bytes() and b"root:" not in p.read_bytes() for p in copied)

@@ -319,3 +319,37 @@ def test_viewer_page_in_headless_chromium(tmp_path):
     finally:
         viewer.stop()
     assert viewer.last_error is None
+
+
+def test_viewer_refuses_foreign_origins_and_hosts(tmp_path):
+    """Issue 32: any page the user visits could open a WebSocket to the viewer (cross-site), and a domain
+    that resolves to 127.0.0.1 could load it (DNS rebinding); both get 403, this machine's page does not."""
+    import http.client
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from dreamtext.viewer.origin import refusal
+
+    save_untrained_run(tmp_path, RED, step=1)
+    viewer = WorkspaceViewer(tmp_path, ViewerConfig(port=0, device="cpu", render_height=32))
+    viewer.start()
+    port = viewer.server.get_port()
+    try:
+        own = f"http://127.0.0.1:{port}"
+        with connect(f"ws://127.0.0.1:{port}", origin=own, subprotocols=["viser-v1"], open_timeout=10) as socket:
+            assert socket.response.status_code == 101
+        for origin in ("http://evil.example.com", f"http://localhost:{port + 1}", "null"):
+            with pytest.raises(InvalidStatus) as refused:
+                connect(f"ws://127.0.0.1:{port}", origin=origin, subprotocols=["viser-v1"], open_timeout=10)
+            assert refused.value.response.status_code == 403, origin
+        for host, expected in ((f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200), ("attacker.example", 403),
+                               (f"attacker.example:{port}", 403)):
+            request = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            request.request("GET", "/", headers={"Host": host})
+            assert request.getresponse().status == expected, host
+            request.close()
+    finally:
+        viewer.stop()
+    assert refusal({"Host": "192.168.1.5:8080", "Origin": "http://192.168.1.5:8080"}) is None  # an address literal
+    assert refusal({"Host": "viewer.lan:8080"}, {"viewer.lan"}) is None  # the host it was asked to listen on

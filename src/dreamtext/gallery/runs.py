@@ -7,6 +7,7 @@ from runs still training alike; whatever a run has not written yet is simply lef
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +47,17 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _file(path: Path) -> Path | None:
-    return path if path.is_file() else None
+def _file(root: Path, path: Path) -> Path | None:
+    """`path` when it is a file inside the workspace `root` (links followed); None when it is missing.
+    A file outside (an absolute path in describe.json, a link out of the folder) is skipped with a
+    warning: a gallery of someone else's workspace must not publish this machine's files."""
+    if not path.is_file():
+        return None
+    real, base = path.resolve(), root.resolve()
+    if base not in real.parents:
+        print(f"dreamtext gallery: warning: skipping {path}: it lies outside the workspace {root}", file=sys.stderr)
+        return None
+    return path
 
 
 def _fit_inputs(root: Path, config: dict) -> list[Path]:
@@ -59,15 +69,16 @@ def _fit_inputs(root: Path, config: dict) -> list[Path]:
     except (OSError, ValueError, AttributeError):
         return []
     found = (find_image_file(folder / str(frame.get("file_path", ""))) for frame in frames[:MAX_INPUT_VIEWS])
-    return [path for path in found if path is not None]
+    inside = (_file(root, path) for path in found if path is not None)
+    return [path for path in inside if path is not None]
 
 
 def _described_input(root: Path, described: dict | None) -> list[Path]:
     for key in INPUT_IMAGE_KEYS:
         value = (described or {}).get(key)
         if isinstance(value, str):
-            path = Path(value) if Path(value).is_absolute() else root / value
-            if path.is_file():
+            path = _file(root, Path(value) if Path(value).is_absolute() else root / value)
+            if path is not None:
                 return [path]
     return []
 
@@ -93,9 +104,10 @@ def summarize_run(workspace: str | Path) -> RunSummary:
         title = f"fit of {Path(config['data']).name}" if config.get("data") else "fit of the built-in scene"
     else:
         title = root.name
-    views = {name: root / "views" / f"{name}.png" for name in NAMED_VIEWS if (root / "views" / f"{name}.png").is_file()}
+    views = {name: path for name in NAMED_VIEWS if (path := _file(root, root / "views" / f"{name}.png")) is not None}
     return RunSummary(
         root=root, method=method, title=title, prompt=prompt, inputs=inputs,
-        turntable_mp4=_file(root / "turntable.mp4"), turntable_gif=_file(root / "turntable.gif"), views=views,
-        mesh=_file(root / "mesh.glb"), metrics=_read_json(root / "metrics.json"), validation=_file(root / "validation" / "final.png"),
+        turntable_mp4=_file(root, root / "turntable.mp4"), turntable_gif=_file(root, root / "turntable.gif"), views=views,
+        mesh=_file(root, root / "mesh.glb"), metrics=_read_json(root / "metrics.json"),
+        validation=_file(root, root / "validation" / "final.png"),
     )

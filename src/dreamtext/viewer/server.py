@@ -24,6 +24,7 @@ from typing import Callable, Literal
 from ..errors import DreamtextError
 from ..utils.device import resolve_device
 from .live import LiveWorkspace
+from .origin import install as install_origin_checks
 from .render import VIEW_MODES, ViewImage, ViewMode, ViewPose, light_direction, pose_from_viser, render_view
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -196,6 +197,7 @@ class WorkspaceViewer:
 
         self.config.check()
         self.live.refresh()
+        install_origin_checks(self.config.host)  # only this machine's pages may read the viewer (origin.py)
         with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner; `serve` prints the URL
             self.server = viser.ViserServer(host=self.config.host, port=self.config.port, label="dreamtext", verbose=False)
         self.server.scene.set_up_direction("+y")
@@ -314,6 +316,8 @@ def serve(workspace: str | Path, config: ViewerConfig = ViewerConfig()) -> None:
     url = viewer.start()
     if config.host not in LOCAL_HOSTS:
         print(f"dreamtext view: warning: listening on {config.host}: other machines can open this viewer", file=sys.stderr)
+    if config.port not in (0, viewer.server.get_port()):
+        print(f"dreamtext view: port {config.port} is busy; using {viewer.server.get_port()}", file=sys.stderr)
     print(f"viewer of {viewer.live.workspace.root} at {url} (Ctrl+C stops it)", flush=True)
     try:
         while True:
