@@ -71,6 +71,11 @@ def test_end_to_end_run_writes_every_output(tiny_model, tmp_path):
     exported = main(["export", str(ws), "--format", "ply", "--out", str(tmp_path / "m.ply")])
     assert exported == (0 if (ws / "mesh.glb").is_file() else 2)
     assert main(["render", str(ws), "--frames", "2", "--size", "16"]) == 0
+    if exported == 0:  # the Python API's export and render write what the commands do
+        import dreamtext
+
+        assert [p.name for p in dreamtext.export_workspace(ws, tmp_path / "api.obj", progress=False)] == ["api.obj"]
+        assert (ws / "views" / "front.png") in dreamtext.render_workspace(ws, frames=2, size=16, progress=False)
     if exported == 0:  # --texture is a plain switch (issue 31)
         assert main(["export", str(ws), "--texture", "--out", str(tmp_path / "t.glb")]) == 0
         import pygltflib

@@ -106,7 +106,10 @@ def test_top_level_api_is_importable_lazily():
     from dreamtext.methods.text_to_3d import text_to_3d
 
     assert dreamtext.fit is fit and dreamtext.text_to_3d is text_to_3d
-    assert callable(dreamtext.preset_config) and callable(dreamtext.load_trained)
+    for name in dreamtext.__all__:
+        assert getattr(dreamtext, name) is not None, name
+    for name in ("text_to_3d", "image_to_3d", "render_workspace", "export_workspace", "load_trained"):  # help(dreamtext) shows the API
+        assert name in dreamtext.__doc__ and name in dir(dreamtext)
     with pytest.raises(AttributeError):
         dreamtext.no_such_thing
 

@@ -1,24 +1,50 @@
 """dreamtext: text and image to 3D by distilling a 2D diffusion prior into a radiance field.
 
-Package map:
-    scene    the 3D scene: cameras, rays, hash-grid field, background, occupancy grid, renderer
-    export   meshes (GLB/OBJ/PLY), textures, turntable videos, named views
-    world    the built-in world: analytic SDF scenes with ground truth
-    data     loading user inputs (posed image sets)
-    methods  jobs that train a field (fitting posed images, ...)
-    bench    benchmarks that print JSON
-    cli      the `dreamtext` command
+Python API (each name is imported on first use, so `import dreamtext` stays light):
+
+    from dreamtext import (ImageTo3DConfig, export_workspace, image_to_3d, load_trained, preset_config,
+                           render_workspace, text_to_3d)
+
+    # text to 3D: the builtin preset (the built-in prior, sized for a CPU); any dotted key overrides it
+    config = preset_config("builtin", "a red mug", {"iters": 600, "seed": 1})
+    result = text_to_3d(config, "out/mug")            # result.metrics, result.workspace
+    # image to 3D (DreamText: describe -> descriptor -> reconstruct), resumable stage by stage
+    image_to_3d("photo.png", "out/photo", ImageTo3DConfig(method="dreamtext"))
+    # a finished workspace: its field, renderer and export settings; videos, views and meshes again
+    scene = load_trained("out/mug")
+    render_workspace("out/mug", frames=60, size=256)  # turntable.mp4/.gif and views/*.png
+    export_workspace("out/mug", "out/mug.obj", texture=True)  # GLB, OBJ or PLY by suffix
+
+    fit(FitConfig(data="scene/"), "out/fit")          # a field fitted to posed images (transforms.json)
+
+Every function writes into its workspace folder atomically, continues a killed run with resume=True, and
+raises `dreamtext.errors.DreamtextError` (one line) for bad input.
+
+Package layout (lower layers never import higher ones):
+    utils, errors   files written atomically, progress, configs as data
+    scene           cameras, rays, hash-grid field, background, occupancy grid, shading, renderer
+    world           the built-in procedural world: SDF objects with ground truth, their renders
+    prior           the 2D prior: Stable Diffusion loading, the camera input, sampling, SDS;
+                    prior/small: the project's own small CLIP and diffusion model and their training
+    data            user inputs (posed image sets, input images)
+    export          meshes (GLB/OBJ/PLY), textures, turntable videos, named views
+    methods         the jobs that train a field: fit, text-to-3D, image-to-3D, their presets and lifecycle
+    bench, viewer, gallery, cli   benchmarks (JSON), the browser viewer, the static gallery, the command
 """
 
 __version__ = "0.1.0"
 
-# The Python API, imported on first use so that `import dreamtext` stays light.
 _API = {
     "fit": ("dreamtext.methods.fit", "fit"),
     "FitConfig": ("dreamtext.methods.fit", "FitConfig"),
     "text_to_3d": ("dreamtext.methods.text_to_3d", "text_to_3d"),
+    "TextTo3DConfig": ("dreamtext.methods.text_to_3d", "TextTo3DConfig"),
     "preset_config": ("dreamtext.methods.presets", "preset_config"),
+    "image_to_3d": ("dreamtext.methods.dreamtext.pipeline", "image_to_3d"),
+    "ImageTo3DConfig": ("dreamtext.methods.dreamtext.pipeline", "ImageTo3DConfig"),
     "load_trained": ("dreamtext.methods.registry", "load_trained"),
+    "render_workspace": ("dreamtext.methods.registry", "render_workspace"),
+    "export_workspace": ("dreamtext.methods.registry", "export_workspace"),
 }
 __all__ = ["__version__", *_API]
 
@@ -30,3 +56,7 @@ def __getattr__(name: str):
         module, attribute = _API[name]
         return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'dreamtext' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -69,3 +69,24 @@ def load_trained(workspace: str | Path, device: str = "auto") -> TrainedScene:
     if method not in LOADERS:
         raise DreamtextError(f"{ws.root}/config.json names method {method!r}, which this version cannot load; known: {', '.join(LOADERS)}")
     return LOADERS[method](ws, saved["config"], resolve_device(device))
+
+
+def render_workspace(workspace: str | Path, frames: int = 60, size: int = 256, device: str = "auto",
+                     progress: bool = True) -> list[Path]:
+    """The turntable (mp4 and gif) and named views of a trained workspace, written into it again."""
+    from ..export.pipeline import render_outputs
+
+    return render_outputs(load_trained(workspace, device), Path(workspace), frames=frames, size=size, progress=progress)
+
+
+def export_workspace(workspace: str | Path, path: str | Path | None = None, format: str | None = None,
+                     resolution: int | None = None, texture: bool | None = None, device: str = "auto",
+                     progress: bool = True) -> list[Path]:
+    """The mesh of a trained workspace as GLB, OBJ or PLY (by `format`, else `path`'s suffix, else GLB), with
+    vertex colours or, with texture=True, a baked UV texture; returns every file written."""
+    from ..export.pipeline import export_mesh
+
+    fmt = format or (Path(path).suffix.lstrip(".").lower() if path is not None else "") or "glb"
+    target = Path(path) if path is not None else Path(workspace) / f"mesh.{fmt}"
+    return export_mesh(load_trained(workspace, device), str(target), fmt, resolution=resolution, texture=texture,
+                       progress=progress)

@@ -92,6 +92,10 @@ class UnetTrainConfig:
         trained with the unknown camera (`prior.camera.null_camera_encoding`), so the same UNet still
         serves callers that have no camera (a photo's descriptor training, sampling without one). It is
         drawn independently of the caption dropout, so 1% of images have neither.
+    new_input_lr_multiplier: ours, 10: the camera input's MLP (`class_embedding`), new and starting at zero
+        output, trains at this multiple of the rate. At the base rate (2e-4) its last layer's weights had a
+        norm of 0.37 after 273 CPU steps of 32 (the timestep MLP's: 9.4) and samples did not change with
+        the camera at all.
     """
 
     steps: int = 200
@@ -106,6 +110,7 @@ class UnetTrainConfig:
     warmup_steps: int = 0
     final_lr_fraction: float = 1.0
     camera_dropout: float = 0.1
+    new_input_lr_multiplier: float = 10.0
 
     @classmethod
     def for_device(cls, device: torch.device) -> "UnetTrainConfig":
@@ -248,6 +253,16 @@ def training_inputs(vae, text_encoder, tokenizer, images: Tensor, captions: list
     return latents, encode_captions(text_encoder, tokenizer, captions, token_cache)
 
 
+def unet_parameter_groups(unet, train: UnetTrainConfig) -> list[dict]:
+    """The UNet's parameters, the camera input's (`class_embedding`) at `train.new_input_lr_multiplier`."""
+    new = [p for name, p in unet.named_parameters() if name.startswith("class_embedding.")]
+    rest = [p for name, p in unet.named_parameters() if not name.startswith("class_embedding.")]
+    groups = [{"params": rest, "lr_multiplier": 1.0}]
+    if new:
+        groups.append({"params": new, "lr_multiplier": train.new_input_lr_multiplier})
+    return groups
+
+
 def train_small_unet(
     config: SmallUnetConfig = SmallUnetConfig(),
     out_dir: str | os.PathLike = "prior/unet",
@@ -301,7 +316,7 @@ def train_small_unet(
         raise DreamtextError("the UNet takes the camera but the render pool has none; render a new pool")
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     scheduler = build_training_scheduler()
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    optimizer = torch.optim.AdamW(unet_parameter_groups(unet, train), lr=train.lr, weight_decay=train.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     first_step, clock_before, losses = 1, 0.0, []  # losses: read back at checkpoints, not every step (GPU sync)
     state_path = None if state_path is None else Path(state_path)
@@ -333,8 +348,9 @@ def train_small_unet(
                 bar.log(f"unet: stopped after {step - 1} steps (max_seconds {max_seconds:.0f})")
                 step -= 1
                 break
+            factor = train.lr_factor(step - 1, steps, time.perf_counter() - start, max_seconds)
             for group in optimizer.param_groups:
-                group["lr"] = train.lr * train.lr_factor(step - 1, steps, time.perf_counter() - start, max_seconds)
+                group["lr"] = train.lr * factor * group["lr_multiplier"]
             images, words, cameras = pool.sample_with_cameras(train.batch_size, generator, device)
             captions = training_captions(words, train, generator)
             latents, embeddings = training_inputs(vae, text_encoder, tokenizer, images, captions, generator, token_cache)
