@@ -15,6 +15,7 @@ import tyro
 
 from ..errors import EXIT_BAD_INPUT, DreamtextError
 from ..methods.fit import FitConfig
+from ..methods.lifecycle import RunInterrupted
 from .image_commands import IMAGE_COMMANDS
 
 
@@ -407,14 +408,56 @@ def config_on_resume(workspace: str, config, defaults):
     return changed_from(config, defaults, saved)
 
 
+@dataclass
+class BatchCommand:
+    """Run a list of jobs: a text file of prompts (one per line) or JSON Lines (kind text / image / diverse,
+    prompt or image, preset, overrides by config name, seeds). One workspace per job under --workspace;
+    finished jobs are skipped and interrupted ones resume when run again; DIR/summary.json and a gallery of
+    every finished job at the end."""
+
+    jobs: tyro.conf.Positional[str]
+    workspace: str = "out/batch"
+    engine: Literal["local", "ray"] = "local"
+    """local: this machine (--workers processes); ray: one Ray task per job (pip install "dreamtext[ray]")."""
+    workers: int | None = None
+    """Jobs at once: local processes (default 1), or at most this many Ray tasks (default: as the cluster allows)."""
+    address: str | None = None
+    """Ray: the cluster to join ("auto" or host:port; default: start a local one)."""
+    gpus_per_job: float | None = None
+    """Ray: GPUs a job asks for (default: 1 when the cluster has GPUs, else 0)."""
+    cpus_per_job: float | None = None
+    """Ray: CPUs a job asks for (default 1)."""
+    seeds: tuple[int, ...] | None = None
+    """Run every job without its own "seeds" once per seed."""
+    shard: str | None = None
+    """INDEX/COUNT: only this share of the jobs (Slurm arrays: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)."""
+    gallery: bool = True
+    """Write DIR/gallery with every finished job."""
+    quiet: bool = False
+
+    def run(self) -> None:
+        from ..batch import BatchConfig, run_batch
+        from ..batch.jobs import parse_shard
+
+        config = BatchConfig(engine=self.engine, workers=self.workers, address=self.address, gpus_per_job=self.gpus_per_job,
+                             cpus_per_job=self.cpus_per_job, seeds=self.seeds, gallery=self.gallery,
+                             shard=None if self.shard is None else parse_shard(self.shard))
+        summary = run_batch(self.jobs, self.workspace, config, progress=not self.quiet)
+        counts = summary["counts"]
+        print(f"{counts['done']} done ({summary['skipped']} already finished), {counts['failed']} failed; "
+              f"summary in {Path(self.workspace) / 'summary.json'}")
+        return EXIT_JOBS_FAILED if counts["failed"] else 0
+
+
 COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "export": ExportCommand, "bench": BenchCommand,
             "describe": DescribeCommand, "sample": SampleCommand,
             "train-prior": TrainPriorCommand, "eval-prior": EvalPriorCommand,
-            "view": ViewCommand, "gallery": GalleryCommand, **IMAGE_COMMANDS}
+            "view": ViewCommand, "gallery": GalleryCommand, "batch": BatchCommand, **IMAGE_COMMANDS}
 
 
 # Third-party messages no dreamtext user can act on ("pip install accelerate", torchvision fallbacks, weight
 # loading bars); set before those libraries are imported, and only where the user has not set them.
+EXIT_JOBS_FAILED = 1  # dreamtext batch: some jobs failed (each one's error is in summary.json)
 QUIET_LIBRARIES = {"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
@@ -436,14 +479,17 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     command = tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="dreamtext", args=args)
     try:
-        command.run()
+        code = command.run()
+    except RunInterrupted as error:
+        print(f"dreamtext: {error}", file=sys.stderr)
+        return error.exit_code
     except DreamtextError as error:
         print(f"dreamtext: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("dreamtext: interrupted; the last checkpoint is kept, continue with --resume", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,254 @@
+"""A list of jobs: each one object made by one method, in a workspace of its own.
+
+A job file is either plain text, one prompt per line (`#` starts a comment line), each a text-to-3D job
+with the default preset, or JSON Lines, one object per line:
+
+    {"kind": "text", "prompt": "a red mug", "preset": "builtin", "overrides": {"iters": 600}, "seeds": [0, 1]}
+    {"kind": "image", "image": "photos/mug.png", "method": "dreamtext", "overrides": {"descriptor.iters": 2000}}
+    {"kind": "diverse", "prompt": "An image of a dog", "n": 4}
+
+`overrides` are the settings a command line would give, by the config's own dotted names (`iters`,
+`sds.guidance`, `renderer.max_samples_per_chunk`; a leading `--` and dashes are accepted, so
+`--sds.guidance` works too): a text job's `TextTo3DConfig`, an image or diverse job's `ImageTo3DConfig`
+(`descriptor.*`, `reconstruct.*`), whose reconstruction also takes `text_overrides` (text-to-3D keys).
+`seeds` expands a line into one job per seed (the batch's `--seeds` does so for every line without its
+own). Relative image paths are read from the job file's folder.
+
+Every line is checked before anything runs: a malformed line, an unknown kind or an unknown setting is a
+one-line error that names the line. Each job gets a stable, readable name (its words, its seed and a
+short hash of everything that defines it), so a job keeps its workspace when the list is reordered or
+grows, and a rerun finds the jobs it has finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import DreamtextError
+
+Kind = Literal["text", "image", "diverse"]
+KINDS: tuple[str, ...] = ("text", "image", "diverse")
+JOB_FILE = "job.json"  # in each job's workspace: what it ran and how it ended
+_LINE_KEYS = {"kind", "prompt", "image", "preset", "method", "n", "overrides", "text_overrides", "seeds", "name"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One object to make. `name` is its workspace's folder name under the batch's workspace."""
+
+    kind: Kind
+    name: str
+    prompt: str | None = None
+    image: str | None = None
+    preset: str | None = None
+    method: str | None = None
+    n: int = 4
+    seed: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    text_overrides: dict[str, Any] = field(default_factory=dict)
+    line: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Job":
+        return cls(**data)
+
+
+def _setting_name(key: str) -> str:
+    return key.lstrip("-").replace("-", "_")
+
+
+def _slug(text: str, length: int = 40) -> str:
+    words = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return words[:length].rstrip("_") or "job"
+
+
+def job_name(kind: str, subject: str, seed: int | None, spec: dict) -> str:
+    digest = hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=4).hexdigest()
+    seed_part = "" if seed is None else f"_s{seed}"
+    return f"{kind}_{_slug(subject)}{seed_part}_{digest}"
+
+
+def _check_settings(kind: str, job: Job, where: str) -> None:
+    """Apply the job's settings to its config now, so an unknown name fails before anything runs."""
+    from ..methods.presets import PRESETS, apply_overrides, default_preset, preset_config
+
+    if kind == "text":
+        preset = job.preset or default_preset(job.overrides.get("model"))
+        if preset not in PRESETS:
+            raise DreamtextError(f"{where}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        preset_config(preset, job.prompt or "x", {**job.overrides, **job.text_overrides})
+        return
+    from ..methods.dreamtext.pipeline import METHODS, ImageTo3DConfig
+    from ..methods.text_to_3d import TextTo3DConfig
+
+    if job.method is not None and job.method not in METHODS:
+        raise DreamtextError(f"{where}: unknown method {job.method!r}; known: {', '.join(METHODS)}")
+    apply_overrides(ImageTo3DConfig(), job.overrides)
+    apply_overrides(TextTo3DConfig(), job.text_overrides)
+
+
+def _parse_line(data: Any, number: int, path: Path, seeds: list[int] | None) -> list[Job]:
+    where = f"{path.name} line {number}"
+    if not isinstance(data, dict):
+        raise DreamtextError(f"{where}: a job is a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - _LINE_KEYS)
+    if unknown:
+        raise DreamtextError(f"{where}: unknown keys {unknown}; a job has {', '.join(sorted(_LINE_KEYS))}")
+    kind = data.get("kind", "text")
+    if kind not in KINDS:
+        raise DreamtextError(f"{where}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    prompt, image = data.get("prompt"), data.get("image")
+    if kind in ("text", "diverse") and not (isinstance(prompt, str) and prompt.strip()):
+        raise DreamtextError(f"{where}: a {kind} job needs a non-empty \"prompt\"")
+    if kind == "image" and not (isinstance(image, str) and image.strip()):
+        raise DreamtextError(f"{where}: an image job needs an \"image\" path")
+    for key in ("overrides", "text_overrides"):
+        if not isinstance(data.get(key, {}), dict):
+            raise DreamtextError(f"{where}: \"{key}\" is an object of settings, e.g. {{\"iters\": 600}}")
+    line_seeds = data.get("seeds", seeds)
+    if line_seeds is not None and (not isinstance(line_seeds, list) or not all(isinstance(s, int) for s in line_seeds)):
+        raise DreamtextError(f"{where}: \"seeds\" is a list of integers, e.g. [0, 1]")
+    n = data.get("n", 4)
+    if not isinstance(n, int) or n < 1:
+        raise DreamtextError(f"{where}: \"n\" (images of a diverse job) is a positive integer, got {n!r}")
+    if image is not None and not Path(image).is_absolute():
+        image = str((path.parent / image).resolve())
+    overrides = {_setting_name(k): v for k, v in data.get("overrides", {}).items()}
+    text_overrides = {_setting_name(k): v for k, v in data.get("text_overrides", {}).items()}
+    jobs = []
+    for seed in (line_seeds or [None]):
+        spec = {"kind": kind, "prompt": prompt, "image": image, "preset": data.get("preset"), "method": data.get("method"),
+                "n": n, "seed": seed, "overrides": overrides, "text_overrides": text_overrides}
+        name = data.get("name")
+        name = f"{_slug(name)}{'' if seed is None else f'_s{seed}'}" if name else job_name(kind, prompt or Path(image).stem, seed, spec)
+        job = Job(name=name, line=number, **spec)
+        _check_settings(kind, job, where)
+        jobs.append(job)
+    return jobs
+
+
+def read_jobs(path: str | Path, seeds: list[int] | None = None) -> list[Job]:
+    """Every job of a job file (format: the module docstring), checked; `seeds` expands lines without their own."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DreamtextError(f"job file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DreamtextError(f"job file {path} cannot be read ({error}); give a text or JSON Lines file") from None
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)]
+    lines = [(number, line) for number, line in lines if line and not line.startswith("#")]
+    jsonl = path.suffix.lower() in (".jsonl", ".ndjson") or (lines and lines[0][1].startswith("{"))
+    jobs: list[Job] = []
+    for number, line in lines:
+        if jsonl:
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DreamtextError(f"{path.name} line {number}: not JSON ({error.msg} at column {error.colno})") from None
+        else:
+            data = {"kind": "text", "prompt": line}
+        jobs.extend(_parse_line(data, number, path, seeds))
+    if not jobs:
+        raise DreamtextError(f"job file {path} holds no jobs; write one prompt per line, or JSON Lines")
+    names = [job.name for job in jobs]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DreamtextError(f"{path.name}: jobs {duplicates} appear twice (the same settings); remove the copies")
+    return jobs
+
+
+def shard(jobs: list[Job], index: int, count: int) -> list[Job]:
+    """Shard `index` of `count` (0-based): a stable share by each job's name, not its place in the list, so
+    the shards of a Slurm job array cover every job once whatever order the file is in."""
+    if count < 1 or not 0 <= index < count:
+        raise DreamtextError(f"--shard {index}/{count}: the index must lie in 0..{count - 1} of a positive count")
+    def bucket(job: Job) -> int:
+        return int.from_bytes(hashlib.blake2b(job.name.encode(), digest_size=8).digest(), "big") % count
+    return [job for job in jobs if bucket(job) == index]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise DreamtextError(f"--shard {text!r}: write INDEX/COUNT, e.g. 0/4 (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    return int(match[1]), int(match[2])
+
+
+# -- running one job (in this process, a worker process or a Ray task) ------------------------------
+
+
+def run_job(job_data: dict, root: str, progress: bool = False, threads: int | None = None) -> dict:
+    """Run (or resume, or find finished) one job in `root`/<name>; return its record for summary.json.
+    A job's own failure is recorded, not raised, so the rest of the batch goes on."""
+    import torch
+
+    from ..utils.io import atomic_write_json
+
+    job = Job.from_dict(job_data)
+    workspace = Path(root) / job.name
+    record = {"name": job.name, "kind": job.kind, "prompt": job.prompt, "image": job.image, "seed": job.seed,
+              "line": job.line, "workspace": str(workspace)}
+    previous = _read_record(workspace)
+    if previous is not None and previous.get("status") == "done":
+        return {**previous, "skipped": True}
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        metrics = _run(job, workspace, progress)
+    except DreamtextError as error:
+        record.update(status="failed", error=str(error), wall_s=round(time.perf_counter() - start, 3))
+    else:
+        record.update(status="done", wall_s=round(time.perf_counter() - start, 3), metrics=_jsonable(metrics),
+                      outputs=sorted(str(p.relative_to(workspace)) for p in workspace.rglob("*")
+                                     if p.is_file() and p.suffix in (".glb", ".mp4", ".gif", ".png", ".json")
+                                     and "checkpoints" not in p.parts))
+    if workspace.is_dir() or record["status"] == "done":
+        atomic_write_json(workspace / JOB_FILE, record)
+    return record
+
+
+def _read_record(workspace: Path) -> dict | None:
+    try:
+        return json.loads((workspace / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _jsonable(metrics: dict) -> dict:
+    return json.loads(json.dumps(metrics, default=str))
+
+
+def _run(job: Job, workspace: Path, progress: bool) -> dict:
+    if job.kind == "text":
+        from ..methods.presets import default_preset, preset_config
+        from ..methods.text_to_3d import text_to_3d
+
+        overrides = {**job.overrides, **job.text_overrides, **({} if job.seed is None else {"seed": job.seed})}
+        config = preset_config(job.preset or default_preset(overrides.get("model")), job.prompt, overrides)
+        return text_to_3d(config, workspace, resume=True, progress=progress).metrics
+    from ..methods.dreamtext.pipeline import ImageTo3DConfig, image_to_3d, with_stage_settings
+    from ..methods.presets import apply_overrides
+
+    config = apply_overrides(ImageTo3DConfig(method=job.method or "dreamtext"), job.overrides)
+    if job.kind == "image":
+        config = with_stage_settings(config, seed=job.seed)
+        result = image_to_3d(job.image, workspace, config, progress=progress, text_overrides=job.text_overrides or None)
+        return {"prompt": result.prompt, **result.reconstruction_metrics}
+    from ..methods.dreamtext.diverse import DiverseConfig, diverse
+    from ..methods.sample import SampleConfig
+
+    sample = SampleConfig(prompt=job.prompt, seed=job.seed or 0)
+    results = diverse(job.prompt, workspace, job.n, DiverseConfig(sample=sample, image=config), progress=progress,
+                      text_overrides=job.text_overrides or None)
+    return {"objects": [{"prompt": r.prompt, **r.reconstruction_metrics} for r in results]}

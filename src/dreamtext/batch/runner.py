@@ -1,0 +1,183 @@
+"""`dreamtext batch`: run a list of jobs on an engine, then one summary and one gallery of them all.
+
+Each job is independent (one object, one workspace, one device), so the engines only hand jobs out:
+
+- `local` (default): in this process one after another, or on `workers` processes of this machine
+  (spawned, each with its share of the CPU threads);
+- `ray`: each job a Ray task (`ray.init(address)`: a running cluster, or a local one when no address is
+  given) asking for `gpus_per_job` GPUs (default: 1 when the cluster has GPUs) and `cpus_per_job` CPUs;
+  a task whose worker dies is retried, and the retry resumes the job from its last checkpoint. The
+  workspaces must be on a filesystem every node sees (NFS, Lustre, a mounted bucket).
+
+For a Slurm job array without Ray, `shard=(i, n)` runs a stable share of the list (`jobs.shard`); each
+array task writes its own `summary-shard-i-of-n.json`, and `dreamtext batch JOBS --workspace DIR` run
+once more without a shard skips every finished job and writes the whole summary and gallery.
+
+A rerun of the same list skips the finished jobs (`job.json` says done), resumes the interrupted ones
+from their checkpoints, and retries the failed ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+from ..errors import DreamtextError
+from ..utils.io import atomic_write_json
+from ..utils.progress import Progress
+from .jobs import Job, read_jobs, run_job, shard
+
+Engine = Literal["local", "ray"]
+SUMMARY_FILE = "summary.json"
+GALLERY_DIR = "gallery"
+RAY_RETRIES = 3  # ours: a job whose worker died is run again up to this often (it resumes from its checkpoint)
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """engine / workers: see the module docstring (workers: processes of the local engine, or at most so
+    many jobs at once on Ray; default 1 locally, every free slot on Ray). address: a Ray cluster
+    ("auto" or host:port). gpus_per_job / cpus_per_job: each Ray task's resources (None: 1 GPU when the
+    cluster has GPUs, else none; 1 CPU). seeds: expand every line without its own "seeds".
+    shard: (index, count) of a Slurm job array. gallery: write DIR/gallery at the end."""
+
+    engine: Engine = "local"
+    workers: int | None = None
+    address: str | None = None
+    gpus_per_job: float | None = None
+    cpus_per_job: float | None = None
+    seeds: tuple[int, ...] | None = None
+    shard: tuple[int, int] | None = None
+    gallery: bool = True
+
+    def check(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise DreamtextError(f"--engine {self.engine!r}: use local or ray")
+        if self.workers is not None and self.workers < 1:
+            raise DreamtextError(f"--workers must be at least 1, got {self.workers}")
+        for name, value in (("--gpus-per-job", self.gpus_per_job), ("--cpus-per-job", self.cpus_per_job)):
+            if value is not None and value < 0:
+                raise DreamtextError(f"{name} cannot be negative, got {value}")
+        if self.engine == "local" and (self.address or self.gpus_per_job is not None or self.cpus_per_job is not None):
+            raise DreamtextError("--address, --gpus-per-job and --cpus-per-job are Ray's; add --engine ray")
+
+
+def run_batch(jobs_file: str | Path, workspace: str | Path, config: BatchConfig = BatchConfig(),
+              progress: bool = True, jobs: list[Job] | None = None) -> dict:
+    """Run every job (or the shard's share) of `jobs_file`; write DIR/summary.json (and the gallery)."""
+    config.check()
+    root = Path(workspace)
+    jobs = jobs if jobs is not None else read_jobs(jobs_file, list(config.seeds) if config.seeds else None)
+    if config.shard is not None:
+        jobs = shard(jobs, *config.shard)
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    records: dict[str, dict] = {}
+    engine = _run_on_ray if config.engine == "ray" else _run_locally
+    with Progress(total=len(jobs), description="batch", log_every=1, enabled=progress,
+                  status_path=root / "progress.json") as bar:
+        for record in engine(jobs, root, config, progress):
+            records[record["name"]] = record
+            failed = sum(r["status"] == "failed" for r in records.values())
+            bar.update(len(records), failed=failed)
+            if record["status"] == "failed" and progress:
+                bar.log(f"batch: {record['name']} failed: {record['error']}")
+    ordered = [records[job.name] for job in jobs]
+    summary = {
+        "jobs_file": str(jobs_file), "engine": config.engine, "wall_s": round(time.perf_counter() - start, 3),
+        "counts": {status: sum(r["status"] == status for r in ordered) for status in ("done", "failed")},
+        "skipped": sum(bool(r.get("skipped")) for r in ordered), "jobs": ordered,
+    }
+    name = SUMMARY_FILE if config.shard is None else f"summary-shard-{config.shard[0]}-of-{config.shard[1]}.json"
+    atomic_write_json(root / name, summary)
+    if config.gallery and config.shard is None:
+        summary["gallery"] = _gallery(root, ordered)
+        atomic_write_json(root / name, summary)
+    return summary
+
+
+def _gallery(root: Path, records: list[dict]) -> str | None:
+    from ..gallery import build_gallery
+
+    finished = [_shown_workspace(Path(r["workspace"])) for r in records if r["status"] == "done"]
+    finished = [path for path in finished if path is not None]
+    if not finished:
+        return None
+    return str(build_gallery(finished, root / GALLERY_DIR, title=f"dreamtext batch: {root.name}"))
+
+
+def _shown_workspace(workspace: Path) -> Path | None:
+    """The folder the gallery shows: the run itself, or an image job's reconstruction (and its describe.json)."""
+    if (workspace / "config.json").is_file():
+        return workspace
+    if (workspace / "reconstruction" / "config.json").is_file():
+        return workspace / "reconstruction"
+    return workspace if (workspace / "describe.json").is_file() else None
+
+
+# -- engines ----------------------------------------------------------------------------------------
+
+
+def _run_locally(jobs: list[Job], root: Path, config: BatchConfig, progress: bool) -> Iterator[dict]:
+    workers = config.workers or 1
+    if workers == 1:
+        for job in jobs:
+            yield run_job(job.as_dict(), str(root), progress)
+        return
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn, not fork: the parent may hold torch's thread pools or a CUDA context.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, job.as_dict(), str(root), False, threads) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise DreamtextError('--engine ray needs Ray: pip install "dreamtext[ray]"') from None
+    return ray
+
+
+def _run_on_ray(jobs: list[Job], root: Path, config: BatchConfig, progress: bool) -> Iterator[dict]:
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=config.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        gpus = config.gpus_per_job
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        cpus = 1.0 if config.cpus_per_job is None else config.cpus_per_job
+        threads = max(1, int(cpus))
+        task = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=RAY_RETRIES, retry_exceptions=False)(run_job)
+        pending: dict = {}  # Ray object ref -> its job
+        queue = list(jobs)
+        limit = config.workers or len(jobs)
+        while queue or pending:
+            while queue and len(pending) < limit:
+                job = queue.pop(0)
+                pending[task.remote(job.as_dict(), str(root), False, threads)] = job
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield _ray_result(ray, ref, pending.pop(ref), root)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_result(ray, ref, job: Job, root: Path) -> dict:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as error:  # retries used up (a worker that kept dying), or a bug in the job
+        first = (str(error).strip().splitlines() or [""])[0]
+        return {"name": job.name, "kind": job.kind, "prompt": job.prompt, "image": job.image, "seed": job.seed,
+                "line": job.line, "workspace": str(root / job.name), "status": "failed",
+                "error": f"the Ray task failed ({type(error).__name__}: {first}); rerun the batch to resume it"}

@@ -1,0 +1,196 @@
+"""`dreamtext batch`: job lists checked before anything runs, one workspace per job, local and Ray engines with
+the same results, a killed batch that resumes, shards that cover every job once (tiny random pipeline, CPU)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreamtext.batch import BatchConfig, read_jobs, run_batch, shard
+from dreamtext.cli.main import main
+from dreamtext.errors import DreamtextError
+from dreamtext.utils.images import save_image
+from dreamtext.utils.workspace import Workspace
+from tiny_sd import build_tiny_sd_pipeline
+
+# Toy sizes for a text-to-3D run, by the config's own dotted names (what a job file holds).
+TOY = {
+    "render_size": 16, "device": "cpu", "field.hidden_dim": 16, "field.num_blocks": 1,
+    "field.encoding.log2_hashmap_size": 12, "field.encoding.max_resolution": 64, "renderer.num_samples": 16,
+    "validation_size": 16, "validation_views": 2, "eval_every": 100, "shading.albedo_only_epochs": 0,
+    "export.mesh.resolution": 24, "export.mesh.density_threshold": 5.0, "export.video_frames": 2, "export.video_size": 16,
+    "export.views": ["front"], "export.views_size": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("tiny_sd")
+    build_tiny_sd_pipeline(seed=0).save_pretrained(folder, safe_serialization=True)
+    return str(folder)
+
+
+def text_job(prompt: str, model: str, iters: int = 3, **extra) -> dict:
+    return {"kind": "text", "prompt": prompt, "preset": "dreamfusion",
+            "overrides": {**TOY, "model": model, "iters": iters, "checkpoint_every": 1}, **extra}
+
+
+def image_job(image: str, model: str) -> dict:
+    stages = {"device": "cpu", "model": model}
+    return {"kind": "image", "image": image,
+            "overrides": {**{f"descriptor.{k}": v for k, v in stages.items()}, "descriptor.iters": 2,
+                          **{f"reconstruct.{k}": v for k, v in stages.items()}, "reconstruct.iters": 2,
+                          "reconstruct.render_size": 16, "describe.device": "cpu"},
+            "text_overrides": {k: v for k, v in TOY.items() if k not in ("render_size", "device")}}
+
+
+def write_jobs(path: Path, jobs: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(job) + "\n" for job in jobs))
+    return path
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    image = torch.ones(32, 32, 3)
+    image[8:24, 10:22] = torch.tensor([0.8, 0.1, 0.1])
+    return save_image(tmp_path / "photo.png", image)
+
+
+# -- the job list ----------------------------------------------------------------------------------
+
+
+def test_prompt_lists_and_json_lines_give_stable_named_jobs(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# objects\na red mug\n\na blue chair\n")
+    jobs = read_jobs(prompts, seeds=[0, 1])
+    assert [(j.kind, j.prompt, j.seed) for j in jobs] == [("text", "a red mug", 0), ("text", "a red mug", 1),
+                                                          ("text", "a blue chair", 0), ("text", "a blue chair", 1)]
+    assert jobs[0].name.startswith("text_a_red_mug_s0_") and len({j.name for j in jobs}) == 4
+    # A name depends on the job, not on its place in the list.
+    prompts.write_text("a blue chair\na red mug\n")
+    assert {j.name for j in read_jobs(prompts, seeds=[0, 1])} == {j.name for j in jobs}
+    lines = write_jobs(tmp_path / "jobs.jsonl", [
+        {"kind": "text", "prompt": "a red mug", "overrides": {"--sds.guidance": 50, "renderer.max-samples-per-chunk": 4096}, "seeds": [3]},
+        {"kind": "image", "image": "photo.png", "method": "realfusion"},
+        {"kind": "diverse", "prompt": "An image of a dog", "n": 2},
+    ])
+    text, image, diverse = read_jobs(lines)
+    assert text.seed == 3 and text.overrides == {"sds.guidance": 50, "renderer.max_samples_per_chunk": 4096}
+    assert image.image == str(tmp_path / "photo.png") and image.method == "realfusion" and diverse.n == 2
+    assert image.seed is None and diverse.seed is None
+    # The batch's seeds expand every line without its own; a line's own seeds win.
+    assert [j.seed for j in read_jobs(lines, seeds=[0, 1])] == [3, 0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "line 2: not JSON"),
+    ('{"kind": "mesh", "prompt": "a mug"}', "line 2: unknown kind 'mesh'"),
+    ('{"prompt": "a mug", "overrides": {"no_such_setting": 1}}', "no setting 'no_such_setting'"),
+    ('{"prompt": "a mug", "overrides": {"sds.no_such": 1}}', "no setting 'no_such'"),
+    ('{"kind": "image"}', "line 2: an image job needs an \"image\" path"),
+    ('{"prompt": "  "}', "line 2: a text job needs a non-empty \"prompt\""),
+    ('{"prompt": "a mug", "preset": "fast"}', "line 2: unknown preset 'fast'"),
+    ('{"prompt": "a mug", "colour": "red"}', "line 2: unknown keys ['colour']"),
+])
+def test_bad_job_files_are_one_line_errors_naming_the_line_before_anything_runs(tmp_path, line, message, capsys):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "a red mug"}\n' + line + "\n")
+    with pytest.raises(DreamtextError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        read_jobs(jobs)
+    assert main(["batch", str(jobs), "--workspace", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dreamtext: error:") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_shards_cover_every_job_exactly_once(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"object number {i}\n" for i in range(40)))
+    jobs = read_jobs(prompts)
+    for count in (1, 3, 7):
+        shares = [shard(jobs, index, count) for index in range(count)]
+        names = [job.name for share in shares for job in share]
+        assert sorted(names) == sorted(job.name for job in jobs)
+        if count > 1:
+            assert all(0 < len(share) < len(jobs) for share in shares)
+    with pytest.raises(DreamtextError, match="--shard 3/3"):
+        shard(jobs, 3, 3)
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+
+def _final_losses(record: dict) -> list[float]:
+    return Workspace(record["workspace"]).load_checkpoint()["losses"]
+
+
+def test_a_local_batch_runs_every_job_records_failures_and_skips_finished_jobs(tmp_path, tiny_model, photo):
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [
+        text_job("a red mug", tiny_model), text_job("a blue chair", tiny_model),
+        image_job(str(photo), tiny_model), image_job(str(tmp_path / "missing.png"), tiny_model),
+    ])
+    out = tmp_path / "out"
+    summary = run_batch(jobs, out, progress=False)
+    assert summary["counts"] == {"done": 3, "failed": 1} and summary["skipped"] == 0
+    records = {r["kind"] + (r["image"] or r["prompt"] or ""): r for r in summary["jobs"]}
+    failed = records["image" + str(tmp_path / "missing.png")]
+    assert failed["status"] == "failed" and "no such image file" in failed["error"] and "\n" not in failed["error"]
+    for record in summary["jobs"]:
+        if record["status"] == "done":
+            assert Path(record["workspace"]).parent == out and record["wall_s"] > 0
+            assert any(name.endswith("mesh.glb") for name in record["outputs"]) or "mesh_error" in json.dumps(record["metrics"])
+    assert json.loads((out / "summary.json").read_text())["counts"] == {"done": 3, "failed": 1}
+    index = (out / "gallery" / "index.html").read_text()
+    assert index.count('class="run"') == 3 and "a red mug" in index
+    # Run again: the finished jobs are skipped (nothing trains), the failed one is tried again.
+    again = run_batch(jobs, out, progress=False)
+    assert again["skipped"] == 3 and again["counts"] == {"done": 3, "failed": 1}
+    for before, after in zip(summary["jobs"], again["jobs"]):
+        assert before["status"] == after["status"] and before.get("metrics") == after.get("metrics")
+
+
+def test_ray_engine_gives_the_local_engines_results(tmp_path, tiny_model):
+    ray = pytest.importorskip("ray")
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [text_job("a red mug", tiny_model, seeds=[0, 1])])
+    local = run_batch(jobs, tmp_path / "local", BatchConfig(gallery=False), progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        # Two CPUs a task: torch then sums with the two threads the local run used, so the floats are the same.
+        on_ray = run_batch(jobs, tmp_path / "ray", BatchConfig(engine="ray", cpus_per_job=2, gallery=False), progress=False)
+    finally:
+        ray.shutdown()
+    assert on_ray["counts"] == local["counts"] == {"done": 2, "failed": 0}
+    for a, b in zip(local["jobs"], on_ray["jobs"]):
+        assert a["name"] == b["name"] and a["metrics"]["final_loss"] == b["metrics"]["final_loss"]
+        assert _final_losses(a) == _final_losses(b)
+
+
+def test_a_killed_batch_resumes_and_ends_as_an_uninterrupted_one(tmp_path, tiny_model):
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [text_job("a red mug", tiny_model, iters=3),
+                                                text_job("a blue chair", tiny_model, iters=60)])
+    straight = run_batch(jobs, tmp_path / "straight", BatchConfig(gallery=False), progress=False)
+    out = tmp_path / "killed"
+    first, second = read_jobs(jobs)
+    command = [sys.executable, "-m", "dreamtext.cli", "batch", str(jobs), "--workspace", str(out), "--no-gallery", "--quiet"]
+    process = subprocess.Popen(command)  # the same torch threads as this process, so the same floats
+    try:
+        deadline = time.monotonic() + 240
+        while not ((out / second.name / "checkpoints" / "last.pt").is_file() and (out / first.name / "job.json").is_file()):
+            assert process.poll() is None and time.monotonic() < deadline, "the batch ended before it could be killed"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    interrupted_at = Workspace(out / second.name).load_checkpoint()["step"]
+    assert 0 < interrupted_at < 60 and not (out / second.name / "job.json").is_file()
+    resumed = run_batch(jobs, out, BatchConfig(gallery=False), progress=False)
+    assert [bool(r.get("skipped")) for r in resumed["jobs"]] == [True, False]
+    for a, b in zip(straight["jobs"], resumed["jobs"]):
+        assert a["metrics"]["final_loss"] == b["metrics"]["final_loss"] and _final_losses(a) == _final_losses(b)
