@@ -280,3 +280,19 @@ def test_truth_drawings_carve_a_hull_that_holds_the_whole_object():
     overlap = voxel_overlap(occupancy_grid(lambda p: hull.coverage(p) > config.init.threshold, sphere.scene.bound, 48), truth)
     assert overlap["recall"] > 0.99 and overlap["iou"] > 0.8  # measured at 64^3: 0.85 (the preset's drawings: 0.68)
 
+
+
+def test_world_benchmark_on_ray_gives_the_local_engines_figures(tmp_path, capsys):
+    """Issue 28: `bench world` runs its cases through `dreamtext batch`'s engines; the same case on a worker process
+    of the local engine and as a Ray task (one thread each) gives the same figures."""
+    pytest.importorskip("ray")
+    results = {}
+    for engine in ("local", "ray"):
+        assert main(["bench", "world", "--json", "--quick", "--device", "cpu", "--engine", engine, "--workers", "2",
+                     "--workspace", str(tmp_path / engine)]) == 0
+        results[engine] = json.loads(capsys.readouterr().out)
+    local, ray = results["local"], results["ray"]
+    assert local["engine"] == {"engine": "local", "workers": 2} and ray["engine"] == {"engine": "ray", "workers": 2}
+    ((a,), (b,)) = local["cases"], ray["cases"]
+    for key in ("iou", "chamfer", "albedo_error", "final_loss", "clip_similarity"):
+        assert a[key] == b[key], key

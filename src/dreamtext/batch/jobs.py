@@ -187,7 +187,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 # -- running one job (in this process, a worker process or a Ray task) ------------------------------
 
 
-def run_job(job_data: dict, root: str, progress: bool = False, threads: int | None = None) -> dict:
+def run_job(job_data: dict, root: str, progress: bool = False, *, threads: int | None = None) -> dict:
     """Run (or resume, or find finished) one job in `root`/<name>; return its record for summary.json.
     A job's own failure is recorded, not raised, so the rest of the batch goes on."""
     import torch

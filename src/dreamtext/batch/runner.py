@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 from ..errors import DreamtextError
 from ..utils.io import atomic_write_json
@@ -77,10 +77,13 @@ def run_batch(jobs_file: str | Path, workspace: str | Path, config: BatchConfig 
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     records: dict[str, dict] = {}
-    engine = _run_on_ray if config.engine == "ray" else _run_locally
+    tasks = [Task(job.name, run_job, (job.as_dict(), str(root), progress and config.engine == "local" and (config.workers or 1) == 1),
+                  {"name": job.name, "kind": job.kind, "prompt": job.prompt, "image": job.image, "seed": job.seed,
+                   "line": job.line, "workspace": str(root / job.name)})
+             for job in jobs]
     with Progress(total=len(jobs), description="batch", log_every=1, enabled=progress,
                   status_path=root / "progress.json") as bar:
-        for record in engine(jobs, root, config, progress):
+        for record in execute(tasks, config, root):
             records[record["name"]] = record
             failed = sum(r["status"] == "failed" for r in records.values())
             bar.update(len(records), failed=failed)
@@ -122,18 +125,35 @@ def _shown_workspace(workspace: Path) -> Path | None:
 # -- engines ----------------------------------------------------------------------------------------
 
 
-def _run_locally(jobs: list[Job], root: Path, config: BatchConfig, progress: bool) -> Iterator[dict]:
+@dataclass(frozen=True)
+class Task:
+    """One unit of work for an engine: `function(*args, threads=...)`, a top-level function (engines pickle
+    it to other processes) that returns a JSON-able record and records its own failures. `fallback` is
+    the record of a task Ray gave up on (its worker kept dying)."""
+
+    name: str
+    function: Callable[..., dict]
+    args: tuple
+    fallback: dict
+
+
+def execute(tasks: list[Task], config: BatchConfig, root: Path) -> Iterator[dict]:
+    """Each task's record as it finishes, on the configured engine (order of finishing)."""
+    return (_run_on_ray if config.engine == "ray" else _run_locally)(tasks, config, root)
+
+
+def _run_locally(tasks: list[Task], config: BatchConfig, root: Path) -> Iterator[dict]:
     workers = config.workers or 1
     if workers == 1:
-        for job in jobs:
-            yield run_job(job.as_dict(), str(root), progress)
+        for task in tasks:
+            yield task.function(*task.args, threads=None)
         return
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: the parent may hold torch's thread pools or a CUDA context.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_job, job.as_dict(), str(root), False, threads) for job in jobs]
+        futures = [pool.submit(task.function, *task.args, threads=threads) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
 
@@ -146,7 +166,7 @@ def _import_ray():
     return ray
 
 
-def _run_on_ray(jobs: list[Job], root: Path, config: BatchConfig, progress: bool) -> Iterator[dict]:
+def _run_on_ray(tasks: list[Task], config: BatchConfig, root: Path) -> Iterator[dict]:
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
@@ -156,28 +176,29 @@ def _run_on_ray(jobs: list[Job], root: Path, config: BatchConfig, progress: bool
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         cpus = 1.0 if config.cpus_per_job is None else config.cpus_per_job
-        threads = max(1, int(cpus))
-        task = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=RAY_RETRIES, retry_exceptions=False)(run_job)
-        pending: dict = {}  # Ray object ref -> its job
-        queue = list(jobs)
-        limit = config.workers or len(jobs)
+        remote = {}
+        pending: dict = {}  # Ray object ref -> its task
+        queue = list(tasks)
+        limit = config.workers or len(tasks)
         while queue or pending:
             while queue and len(pending) < limit:
-                job = queue.pop(0)
-                pending[task.remote(job.as_dict(), str(root), False, threads)] = job
+                task = queue.pop(0)
+                if task.function not in remote:
+                    remote[task.function] = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=RAY_RETRIES,
+                                                       retry_exceptions=False)(task.function)
+                pending[remote[task.function].remote(*task.args, threads=max(1, int(cpus)))] = task
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                yield _ray_result(ray, ref, pending.pop(ref), root)
+                yield _ray_result(ray, ref, pending.pop(ref))
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _ray_result(ray, ref, job: Job, root: Path) -> dict:
+def _ray_result(ray, ref, task: Task) -> dict:
     try:
         return ray.get(ref)
-    except ray.exceptions.RayError as error:  # retries used up (a worker that kept dying), or a bug in the job
+    except ray.exceptions.RayError as error:  # retries used up (a worker that kept dying), or a bug in the task
         first = (str(error).strip().splitlines() or [""])[0]
-        return {"name": job.name, "kind": job.kind, "prompt": job.prompt, "image": job.image, "seed": job.seed,
-                "line": job.line, "workspace": str(root / job.name), "status": "failed",
-                "error": f"the Ray task failed ({type(error).__name__}: {first}); rerun the batch to resume it"}
+        return {**task.fallback, "status": "failed",
+                "error": f"the Ray task failed ({type(error).__name__}: {first}); rerun to resume it"}

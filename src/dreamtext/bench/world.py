@@ -24,6 +24,7 @@ from typing import Any, Callable, Literal, get_args
 
 import torch
 
+from ..batch.runner import BatchConfig, Task, execute
 from ..errors import DreamtextError
 from ..metrics import field_iou
 from ..utils.workspace import CHECKPOINT_FILE
@@ -75,7 +76,9 @@ class WorldBenchConfig:
     builtin preset's: the prior's hull, held); the density blob; the visual hull of the prior's drawings
     (`init.kind` prior_hull, methods/shape_init.py); or, as diagnostics, the true object fitted with
     `truth_fit`, or the prior hull carved from exact renders of the true object (truth_hull; both in
-    truth_start.py). A fitted start's IoU is reported as `start_iou`."""
+    truth_start.py). A fitted start's IoU is reported as `start_iou`. engine: where the cases run
+    (`dreamtext batch`'s engines: in this process by default, or on worker processes or Ray tasks, each
+    case then loading its own scorer)."""
 
     cases: int = 8
     split: Split = "dev"
@@ -89,6 +92,7 @@ class WorldBenchConfig:
     image: ImageBenchConfig = ImageBenchConfig()
     start: Start | None = None
     truth_fit: TruthFitConfig = TruthFitConfig()
+    engine: BatchConfig = BatchConfig(gallery=False)
 
     @classmethod
     def quick(cls, **changes) -> "WorldBenchConfig":
@@ -222,6 +226,16 @@ def run_case(case: WorldCase, root: Path, config: WorldBenchConfig, scorer: Clip
     }
 
 
+def world_case_task(case: WorldCase, root: str, config: WorldBenchConfig, device: str, *, threads: int | None = None) -> dict:
+    """`run_case` as an engine's task (a worker process or a Ray task): loads its own CLIP scorer."""
+    from ..prior.clip_backends import load_clip_backend
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    scorer = ClipScorer(load_clip_backend("builtin", torch.device(device)), CaptionCandidates.for_split(config.split))
+    return {**run_case(case, Path(root), config, scorer, torch.device(device)), "task": case.folder_name}
+
+
 def _finite_or_none(value):
     """NaN (e.g. an albedo error with no pixel to measure) as None: strict JSON has no NaN."""
     return None if isinstance(value, float) and value != value else value
@@ -257,13 +271,15 @@ def seed_spread(rows: list[dict]) -> dict:
 
 
 def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
-                workspace: str | None = None, kinds: str | None = None, seeds: int | None = None, start: Start | None = None) -> dict:
+                workspace: str | None = None, kinds: str | None = None, seeds: int | None = None, start: Start | None = None,
+                engine: BatchConfig = BatchConfig(gallery=False)) -> dict:
     """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures; `kinds`:
     comma-separated case kinds (default: text only); `seeds`: runs per case (default 1); `start`: None (the
-    preset's), blob, prior_hull or truth (the diagnostic start, truth_start.py)."""
+    preset's), blob, prior_hull or truth (the diagnostic start, truth_start.py); `engine`: where the cases run."""
+    engine.check()
     base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
     config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases,
-                     seeds=base.seeds if seeds is None else seeds, start=start)
+                     seeds=base.seeds if seeds is None else seeds, start=start, engine=engine)
     if kinds is not None:
         config = replace(config, kinds=tuple(kind.strip() for kind in kinds.split(",") if kind.strip()))
     return run_world_benchmark(config, device, quick=quick)
@@ -279,7 +295,14 @@ def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dreamtext-bench-world-") as tmp:
         root = Path(config.workspace) if config.workspace is not None else Path(tmp)
-        rows = [run_case(case, root, config, scorer, device) for case in bench_cases]
+        if config.engine.engine == "local" and (config.engine.workers or 1) == 1:
+            rows = [run_case(case, root, config, scorer, device) for case in bench_cases]
+        else:
+            tasks = [Task(case.folder_name, world_case_task, (case, str(root), config, device.type),
+                          {"kind": case.kind, "caption": case.caption, "run_seed": case.seed, "task": case.folder_name})
+                     for case in bench_cases]
+            finished = {row.pop("task"): row for row in execute(tasks, config.engine, root)}
+            rows = [finished[case.folder_name] for case in bench_cases]
         studies = {kind: STUDIES[kind](config, root, scorer, device) for kind in config.kinds if kind in STUDIES}
     means = mean_figures(rows)
     by_kind = {kind: mean_figures([row for row in rows if row["kind"] == kind]) for kind in config.kinds if kind in CASE_RUNNERS}
@@ -304,6 +327,7 @@ def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "
         "target_mean_iou": TARGET_MEAN_IOU,
         "meets_target": text_iou is not None and text_iou >= TARGET_MEAN_IOU,
         "threads": torch.get_num_threads(),
+        "engine": {"engine": config.engine.engine, "workers": config.engine.workers or 1},
         "total_seconds": time.perf_counter() - start,
         "workspace": config.workspace,
     }

@@ -179,11 +179,24 @@ class BenchCommand:
     hull carved from exact renders of the true object at the hull's assumed cameras. `start_iou` beside
     the final IoU says how near the start was and whether the distillation keeps it."""
 
+    engine: Literal["local", "ray"] | None = None
+    """world: where the cases run, as `dreamtext batch` runs jobs (default: one after another in this process)."""
+    workers: int | None = None
+    """world: cases at once (local processes or Ray tasks)."""
+    address: str | None = None
+    """world, Ray: the cluster to join (default: start a local one)."""
+
     def run(self) -> None:
         from ..bench import run_benchmark
 
+        engine = None
+        if self.engine is not None or self.workers is not None or self.address is not None:
+            from ..batch import BatchConfig
+
+            engine = BatchConfig(engine=self.engine or "local", workers=self.workers, address=self.address, gallery=False)
         run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, split=self.split,
-                      cases=self.cases, workspace=self.workspace, kinds=self.kinds, seeds=self.seeds, start=self.start)
+                      cases=self.cases, workspace=self.workspace, kinds=self.kinds, seeds=self.seeds, start=self.start,
+                      engine=engine)
 
 
 @dataclass
