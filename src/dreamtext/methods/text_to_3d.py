@@ -20,6 +20,7 @@ import torch
 
 from ..errors import DreamtextError
 from ..export.pipeline import ExportConfig, export_all
+from ..prior.perp_neg import PerpNegConfig
 from ..prior import (
     AnnealedTimesteps, ConstantValue, CosineTimesteps, CosineValue, ExponentialValue, LinearTimesteps, LinearValue, PromptConfig, PromptEmbeddings,
     ScalarSchedule, SDSConfig, ScoreDistillation, UniformTimesteps, load_prior,
@@ -76,6 +77,10 @@ class SDSSettings:
     grad_clamp_end: float | None = None
     sample_posterior: bool = True
     noise_samples: int = 1
+    guidance_form: Literal["cfg", "perp_neg"] = "cfg"
+    """cfg: classifier-free guidance with the camera's view prompt; perp_neg: Perp-Neg (prior/perp_neg.py), the
+    other views' prompts as negatives made perpendicular to it, against Janus (one UNet call on 4 rows a render)."""
+    perp_neg: PerpNegConfig = dataclasses.field(default_factory=PerpNegConfig)
 
     def build(self) -> SDSConfig:
         end = self.guidance if self.guidance_end is None else self.guidance_end
@@ -206,6 +211,10 @@ class TextTo3DTrainer:
         self.prior = prior
         # Every prompt and view embedding is computed now; the text encoder is not needed after.
         self.embeddings = embeddings if embeddings is not None else PromptEmbeddings(prior, config.prompt, free_encoder=True)
+        if config.sds.guidance_form not in ("cfg", "perp_neg"):
+            raise DreamtextError(f"sds.guidance_form must be cfg or perp_neg, got {config.sds.guidance_form!r}")
+        if config.sds.guidance_form == "perp_neg" and not hasattr(self.embeddings, "perp_neg"):
+            raise DreamtextError("Perp-Neg guidance needs view prompts; this run's conditioning is one fixed embedding")
         self.sds = ScoreDistillation(prior, config.sds.build())
         self.lr_factor = config.optimizer.lr_factor()
 
@@ -298,9 +307,14 @@ class TextTo3DTrainer:
         )
         images = out.rgb.permute(0, 3, 1, 2)  # [B, 3, H, W]
         view_ids = sample.view_label_ids()
-        cond = self.embeddings.conditional(view_ids)
         uncond = self.embeddings.unconditional(config.batch_size)
-        loss, _ = self.sds.loss(images, cond, uncond, progress, generator=generator, cameras=sample.cameras)
+        negatives = weights = None
+        if config.sds.guidance_form == "perp_neg":
+            cond, negatives, weights = self.embeddings.perp_neg(sample.azimuth_deg, view_ids, config.sds.perp_neg)
+        else:
+            cond = self.embeddings.conditional(view_ids)
+        loss, _ = self.sds.loss(images, cond, uncond, progress, generator=generator, cameras=sample.cameras,
+                                negatives=negatives, negative_weights=weights)
         if config.regularizers.any_enabled:
             directions = sample.cameras.generate_rays().directions if config.regularizers.orientation > 0 else None
             frame_areas = sample.cameras.frame_area_at() if config.regularizers.opacity_free_area is not None else None

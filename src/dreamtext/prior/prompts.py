@@ -16,6 +16,7 @@ from torch import Tensor
 from ..errors import DreamtextError
 from ..scene.cameras import VIEW_LABELS
 from .loading import Prior
+from .perp_neg import BACK, FRONT, SIDE, PerpNegConfig, perp_neg_plan
 
 # Thesis 6.1.7 / stable-dreamfusion: the suffix is ", <label> view".
 VIEW_SUFFIXES: dict[str, str] = {label: f", {label} view" for label in VIEW_LABELS}
@@ -111,3 +112,17 @@ class PromptEmbeddings:
 
     def unconditional(self, batch: int) -> Tensor:
         return self._negative.expand(batch, -1, -1)
+
+    def perp_neg(self, azimuth_deg: Tensor, view_ids: Tensor, config: PerpNegConfig = PerpNegConfig()
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """Perp-Neg's conditioning (`prior.perp_neg`) for cameras at `azimuth_deg` [B] with `view_label_ids` [B]:
+        the positive embeddings [B, 77, D] (the view prompts mixed by azimuth; overhead and bottom cameras
+        keep their own), the negative prompts' [B, 2, 77, D] and their weights [B, 2]."""
+        if not self.config.view_dependent:
+            raise DreamtextError("Perp-Neg guidance needs view-dependent prompts (prompt.view_dependent)")
+        views = self._conditional
+        plan = perp_neg_plan(azimuth_deg.cpu(), view_ids.cpu(), config)
+        device = views.device
+        mixed = torch.einsum("bk,k...->b...", plan.mix.to(device), views[[FRONT, SIDE, BACK]].float())
+        positive = torch.where(plan.own.to(device)[:, None, None], views[view_ids.to(device)].float(), mixed)
+        return positive.to(views.dtype), views[plan.negative_ids.to(device)], plan.weights.to(device)

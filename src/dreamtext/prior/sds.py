@@ -23,6 +23,7 @@ from ..errors import DreamtextError
 from ..scene.cameras import Cameras
 from .camera import camera_labels
 from .latents import images_to_latents
+from .perp_neg import perp_neg_direction
 from .loading import Prior
 from .schedules import ConstantValue, ScalarSchedule, TimestepSchedule, UniformTimesteps
 
@@ -80,12 +81,13 @@ def sds_weight(alphas_cumprod_t: Tensor, weighting: Weighting) -> Tensor:
     raise ValueError(f"unknown SDS weighting {weighting!r}")
 
 
-def guided_noise(eps_cond: Tensor, eps_uncond: Tensor, scale: float, formula: CfgFormula) -> Tensor:
-    """Classifier-free guidance in the configured form."""
+def guided_noise(eps_cond: Tensor, eps_uncond: Tensor, scale: float, formula: CfgFormula,
+                 direction: Tensor | None = None) -> Tensor:
+    """Classifier-free guidance in the configured form; `direction` replaces cond - uncond (Perp-Neg's)."""
     if formula not in ("standard", "sdf_2023"):
         raise ValueError(f"unknown CFG formula {formula!r}")
     base = eps_uncond if formula == "standard" else eps_cond
-    return base + scale * (eps_cond - eps_uncond)
+    return base + scale * (eps_cond - eps_uncond if direction is None else direction)
 
 
 @dataclass
@@ -140,20 +142,25 @@ class ScoreDistillation:
 
         cameras: one per row of `noisy`, for a camera-aware prior (ignored by text-only ones; a
             camera-aware prior without them gets the unknown camera)."""
+        eps_cond, eps_uncond = self.predict_noises(noisy, timesteps, [cond, uncond], cameras)
+        return eps_cond, eps_uncond
+
+    @torch.no_grad()
+    def predict_noises(self, noisy: Tensor, timesteps: Tensor, texts: list[Tensor], cameras: Cameras | None = None) -> list[Tensor]:
+        """The noise estimate of `noisy` [B, ...] under each of `texts` (each [B, 77, D]), float32, from ONE
+        UNet call on len(texts) x B rows."""
         prior = self.prior
-        batch = noisy.shape[0]
-        labels = camera_labels(prior.unet, cameras, batch, noisy.device, prior.dtype, copies=2)
-        output = prior.unet(
-            torch.cat([noisy, noisy]).to(prior.dtype),
-            torch.cat([timesteps, timesteps]),
-            encoder_hidden_states=torch.cat([cond, uncond]).to(prior.dtype),
-            **labels,
-        ).sample.float()
+        batch, copies = noisy.shape[0], len(texts)
+        labels = camera_labels(prior.unet, cameras, batch, noisy.device, prior.dtype, copies=copies)
+        rows = noisy.repeat(copies, 1, 1, 1)
+        steps = timesteps.repeat(copies)
+        output = prior.unet(rows.to(prior.dtype), steps, encoder_hidden_states=torch.cat(texts).to(prior.dtype),
+                            **labels).sample.float()
         if self.prediction_type == "v_prediction":
             # v = sqrt(a) eps - sqrt(1 - a) x0 and x_t = sqrt(a) x0 + sqrt(1 - a) eps => eps = sqrt(a) v + sqrt(1 - a) x_t
-            a = self.alphas_cumprod[torch.cat([timesteps, timesteps])].view(-1, 1, 1, 1)
-            output = a.sqrt() * output + (1 - a).sqrt() * torch.cat([noisy, noisy]).float()
-        return output[:batch], output[batch:]
+            a = self.alphas_cumprod[steps].view(-1, 1, 1, 1)
+            output = a.sqrt() * output + (1 - a).sqrt() * rows.float()
+        return list(output.split(batch))
 
     # -- the loss ---------------------------------------------------------------------------------
 
@@ -165,6 +172,8 @@ class ScoreDistillation:
         step_progress: float,
         generator: torch.Generator | None = None,
         cameras: Cameras | None = None,
+        negatives: Tensor | None = None,
+        negative_weights: Tensor | None = None,
     ) -> tuple[Tensor, SDSInfo]:
         """SDS loss of `images` [B, 3, H, W] in [0, 1] (4 channels in latent mode).
 
@@ -172,6 +181,8 @@ class ScoreDistillation:
         step_progress: training progress in [0, 1], for the schedules.
         generator: drives t, the noise and the posterior sample (on the prior's device).
         cameras: the B cameras the images were rendered from, told to a camera-aware prior.
+        negatives / negative_weights: Perp-Neg's negative prompts [B, K, 77, D] and weights [B, K]
+            (`prior.perp_neg`); their directions, made perpendicular to the positive one, join the guidance.
         """
         config = self.config
         batch, draws = images.shape[0], config.noise_samples
@@ -188,13 +199,18 @@ class ScoreDistillation:
         repeated_cameras = None
         if cameras is not None:
             repeated_cameras = cameras if draws == 1 else cameras[torch.arange(batch).repeat(draws)]
-        eps_cond, eps_uncond = self.predict_noise(
-            noisy, timesteps, cond.repeat(draws, 1, 1), uncond.expand(batch, -1, -1).repeat(draws, 1, 1),
-            repeated_cameras,
-        )
+        texts = [cond.repeat(draws, 1, 1), uncond.expand(batch, -1, -1).repeat(draws, 1, 1)]
+        if negatives is not None:
+            texts += [negatives[:, k].repeat(draws, 1, 1) for k in range(negatives.shape[1])]
+        eps = self.predict_noises(noisy, timesteps, texts, repeated_cameras)
+        eps_cond, eps_uncond = eps[0], eps[1]
+        direction = None
+        if negatives is not None:
+            direction = perp_neg_direction(eps_cond, eps_uncond, torch.stack(eps[2:], dim=1),
+                                           negative_weights.to(noisy.device).repeat(draws, 1))
 
         scale = config.guidance(step_progress, generator)
-        eps_hat = guided_noise(eps_cond, eps_uncond, scale, config.cfg_formula)
+        eps_hat = guided_noise(eps_cond, eps_uncond, scale, config.cfg_formula, direction)
         weight = sds_weight(alphabar.view(-1), config.weighting)
         grad = torch.nan_to_num(weight.view(-1, 1, 1, 1) * (eps_hat - noise), nan=0.0, posinf=0.0, neginf=0.0)
         if draws > 1:
