@@ -296,3 +296,21 @@ def test_world_benchmark_on_ray_gives_the_local_engines_figures(tmp_path, capsys
     ((a,), (b,)) = local["cases"], ray["cases"]
     for key in ("iou", "chamfer", "albedo_error", "final_loss", "clip_similarity"):
         assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("noun", ["mug", "chair", "car"])
+def test_front_back_measure_is_right_for_the_true_object_and_wrong_for_it_turned_around(noun):
+    """Issue 30: the multi-face measure on the true object's own renders says "correct"; on the true object
+    turned by 180 degrees (its back where its front should be) it says "wrong"."""
+    from dreamtext.bench.world_metrics import Views, evaluation_cameras, front_back, truth_views
+    from dreamtext.world.world import Attributes, build_object
+
+    obj = build_object(Attributes(noun, "red", pattern="striped"))
+    config = QUICK_EVAL
+    truth = truth_views(obj.scene, evaluation_cameras(config), config)
+    own = front_back(truth, truth)
+    assert own["front_back"] is True and own["sides"] in (True, None) and own["front_back_margin"] > 0
+    half = config.views // 2
+    turned = Views(*(torch.roll(getattr(truth, key), half, dims=0) for key in ("albedo", "coverage", "shaded")))
+    result = front_back(turned, truth)
+    assert result["front_back"] is False and result["sides"] in (False, None) and result["front_back_margin"] < 0

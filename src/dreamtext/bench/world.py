@@ -255,6 +255,10 @@ def mean_figures(rows: list[dict]) -> dict:
         means[key] = statistics.fmean(values) if values else None
     means["cases"] = len(rows)
     means["failed_cases"] = sum("error" in row for row in rows)
+    # Janus (issue 30): the share of decided asymmetric cases whose front and back are where the truth's are
+    decided = [row["front_back"] for row in rows if row.get("front_back") is not None]
+    means["front_back_correct"] = statistics.fmean(decided) if decided else None
+    means["front_back_cases"] = len(decided)
     means["chamfer_cases"] = sum(row.get("chamfer") is not None for row in rows)
     return means
 
@@ -272,14 +276,15 @@ def seed_spread(rows: list[dict]) -> dict:
 
 def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
                 workspace: str | None = None, kinds: str | None = None, seeds: int | None = None, start: Start | None = None,
-                engine: BatchConfig = BatchConfig(gallery=False)) -> dict:
+                engine: BatchConfig = BatchConfig(gallery=False), overrides: dict | None = None) -> dict:
     """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures; `kinds`:
     comma-separated case kinds (default: text only); `seeds`: runs per case (default 1); `start`: None (the
     preset's), blob, prior_hull or truth (the diagnostic start, truth_start.py); `engine`: where the cases run."""
     engine.check()
     base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
     config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases,
-                     seeds=base.seeds if seeds is None else seeds, start=start, engine=engine)
+                     seeds=base.seeds if seeds is None else seeds, start=start, engine=engine,
+                     overrides={**base.overrides, **(overrides or {})})
     if kinds is not None:
         config = replace(config, kinds=tuple(kind.strip() for kind in kinds.split(",") if kind.strip()))
     return run_world_benchmark(config, device, quick=quick)

@@ -22,6 +22,7 @@ from ..export.field_query import evaluate_in_chunks, field_device
 from ..export.mesh import extract_mesh
 from ..metrics import albedo_error, field_overlap, mesh_chamfer, r_precision, sdf_mesh
 from ..scene.cameras import Cameras, orbit_cameras
+from ..world.objects import ASYMMETRIC_NOUNS
 from ..scene.shading import diffuse_intensity
 from ..world.analytic import AnalyticScene
 from ..world.vocabulary import COLOURS, NOUNS, describe
@@ -124,6 +125,38 @@ def rendered_albedo_errors(predicted: Views, truth: Views, coverage: float = 0.5
     }
 
 
+def opposite_pairs(views: int) -> list[tuple[int, int]]:
+    """(front, back) then (right, left) of `views` orbit views starting at the front, when they fall on views."""
+    if views % 4:
+        return [(0, views // 2)] if views % 2 == 0 else []
+    return [(0, views // 2), (views // 4, 3 * views // 4)]
+
+
+def front_back(predicted: Views, truth: Views, min_difference: float = 0.01) -> dict:
+    """Janus's measure (issue 30): does the learned object show its front where the truth shows its front, and
+    its back where the truth shows its back? For the true front and back views (and the right and left
+    ones), the learned pair is compared with the true pair the right way round and swapped (mean absolute
+    difference of the albedo over white: silhouette and colour alike); the right way must be the nearer.
+    A pair the truth itself cannot tell apart (its two views differ by less than `min_difference`) decides
+    nothing (ours, 0.01: the world's snowman, whose carrot alone tells front from back, differs by 0.004;
+    a striped car by 0.019). Returns {"front_back": True / False / None (undecided), "sides": the same for right and
+    left, "front_back_margin": swapped minus right-way distance}."""
+    def distance(a: Tensor, b: Tensor) -> float:
+        return float((a - b).abs().mean())
+
+    result: dict = {"front_back": None, "sides": None, "front_back_margin": None}
+    for name, (first, second) in zip(("front_back", "sides"), opposite_pairs(truth.albedo.shape[0])):
+        p, t = predicted.albedo, truth.albedo
+        if distance(t[first], t[second]) < min_difference:
+            continue
+        right = distance(p[first], t[first]) + distance(p[second], t[second])
+        swapped = distance(p[first], t[second]) + distance(p[second], t[first])
+        result[name] = right < swapped
+        if name == "front_back":
+            result["front_back_margin"] = swapped - right
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # CLIP
 # ---------------------------------------------------------------------------------------------
@@ -211,5 +244,7 @@ def evaluate_reconstruction(trained, obj: WorldObject, scorer: ClipScorer, confi
         **rendered_albedo_errors(predicted, truth, config.coverage),
         **scorer.score(predicted.shaded, obj),
         **{f"truth_{key}": value for key, value in scorer.score(truth.shaded, obj).items()},
+        # Janus: only asymmetric nouns have a front to get wrong
+        **(front_back(predicted, truth) if obj.noun in ASYMMETRIC_NOUNS else {}),
     }
     return Evaluation(metrics, predicted, truth)

@@ -185,6 +185,9 @@ class BenchCommand:
     """world: cases at once (local processes or Ray tasks)."""
     address: str | None = None
     """world, Ray: the cluster to join (default: start a local one)."""
+    set: tuple[str, ...] = ()
+    """world: KEY=VALUE text-to-3D settings on top of the preset, by config name (e.g. sds.guidance_form=perp_neg;
+    values read as JSON, else as text)."""
 
     def run(self) -> None:
         from ..bench import run_benchmark
@@ -196,7 +199,7 @@ class BenchCommand:
             engine = BatchConfig(engine=self.engine or "local", workers=self.workers, address=self.address, gallery=False)
         run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, split=self.split,
                       cases=self.cases, workspace=self.workspace, kinds=self.kinds, seeds=self.seeds, start=self.start,
-                      engine=engine)
+                      engine=engine, overrides=parse_settings(self.set) if self.set else None)
 
 
 @dataclass
@@ -401,6 +404,22 @@ class SampleCommand:
                               device=self.device, elevation=self.elevation, azimuth=self.azimuth)
         files = sample_to_workspace(config, self.workspace, progress=not self.quiet)
         print("wrote " + ", ".join(str(f) for f in files))
+
+
+def parse_settings(pairs: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs as dotted settings; a VALUE is JSON where it parses (numbers, true, lists), else text."""
+    import json
+
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DreamtextError(f"--set {pair!r}: write KEY=VALUE, e.g. sds.guidance_form=perp_neg")
+        try:
+            settings[key.strip().lstrip("-").replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip().lstrip("-").replace("-", "_")] = value
+    return settings
 
 
 def config_on_resume(workspace: str, config, defaults):
