@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from dreamtext.cli.main import main
 
 
@@ -29,3 +31,16 @@ def test_engine_benchmark_prints_measured_json(capsys, monkeypatch):
     assert 0 < shaded["share_of_samples_with_normals"] < 0.6
     assert shaded["seconds_every_sample"] > 0 and shaded["seconds_visible_only"] > 0 and shaded["speedup"] > 0
     assert result["peak_memory_mb"] > 0
+
+
+def test_step_benchmark_splits_a_builtin_step_into_its_parts(capsys):
+    """Issue 29: where a builtin step's time goes (bench step --quick: one size, two iterations)."""
+    from dreamtext.cli.main import main
+
+    assert main(["bench", "step", "--json", "--quick", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (size,) = result["sizes"]
+    assert size["render_size"] == 32 and size["step_seconds"] > 0 and size["prior_seconds"] > 0
+    parts = size["parts_seconds"]
+    assert size["step_to_prior"] == pytest.approx(size["step_seconds"] / size["prior_seconds"])
+    assert all(value >= 0 for value in parts.values()) and parts["  of which normals"] <= parts["render forward"]

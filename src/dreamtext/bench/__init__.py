@@ -24,13 +24,20 @@ def _descriptor(quick: bool, device) -> dict:
     return bench_descriptor(quick=quick, device=device)
 
 
+def _step(quick: bool, device) -> dict:
+    from .step import bench_step
+
+    return bench_step(quick=quick, device=device)
+
+
 def _world(quick: bool, device, **options) -> dict:
     from .world import bench_world
 
     return bench_world(quick=quick, device=device, **options)
 
 
-SUITES: dict[str, Callable[..., dict]] = {"engine": _engine, "sds": _sds, "descriptor": _descriptor, "world": _world}
+SUITES: dict[str, Callable[..., dict]] = {"engine": _engine, "sds": _sds, "descriptor": _descriptor, "step": _step,
+                                          "world": _world}
 # Settings beyond quick and device that a suite takes (CLI flags, e.g. `bench world --split dev`).
 SUITE_OPTIONS: dict[str, tuple[str, ...]] = {"world": ("split", "cases", "workspace", "kinds", "seeds", "start", "engine", "overrides")}
 

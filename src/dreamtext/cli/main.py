@@ -156,7 +156,7 @@ class ExportCommand:
 class BenchCommand:
     """Run a benchmark and print its figures (JSON with --json)."""
 
-    suite: tyro.conf.Positional[Literal["engine", "sds", "descriptor", "world"]]
+    suite: tyro.conf.Positional[Literal["engine", "sds", "descriptor", "step", "world"]]
     json: bool = False
     quick: bool = False
     """A small, fast version of the suite (for tests and smoke checks)."""

@@ -1,0 +1,106 @@
+"""`dreamtext bench step`: where one training step of the `builtin` preset spends its time, on this machine.
+
+Text-to-3D with the built-in prior at the preset's 32 px and at the prior's native 64 px, measured in one
+process with the parts taking turns (`sds.interleaved_seconds`), each part timed on its own:
+
+- `step`: the real `TextTo3DTrainer.train_step` (the preset's mix of shading modes after its albedo-only epochs);
+- `prior`: the SDS loss and its backward on a random render of the size (the VAE encoder with backward and
+  the guided UNet call): the floor of any step, `step_to_prior` is the step's multiple of it;
+- `render_forward`, `render_backward`: a shaded training render and the backward of a plain loss on it
+  (the field's and the renderer's own cost), and `normals`: the part of the forward that shading's
+  finite-difference normals add (the same render with flat albedo, subtracted);
+- `optimizer`: Adan's update of every group;
+- `other`: the rest (occupancy grid updates, camera sampling, regularisers, bookkeeping).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+
+import torch
+
+from ..methods.presets import preset_config
+from ..methods.text_to_3d import TextTo3DTrainer
+from ..scene.cameras import sample_training_cameras
+from ..scene.shading import light_directions_near_camera
+from ..utils.workspace import Workspace
+from .sds import interleaved_seconds, prior_alone_step
+
+BENCH_PROMPT = "a red mug"
+
+
+def _render(trainer: TextTo3DTrainer, shading: str, backward: bool):
+    config, generator = trainer.config, torch.Generator().manual_seed(1)
+    size = config.render_size
+    sample = sample_training_cameras(config.batch_size, size, size, config.cameras, generator, trainer.device)
+    lights = light_directions_near_camera(sample.cameras.origins, config.light_std, generator)
+
+    def step() -> None:
+        out = trainer.renderer.render(trainer.field, sample.cameras, background=torch.ones(3), shading=shading,
+                                      light_dirs=lights, generator=generator, perturb=True, requires_grad=True)
+        if backward:
+            trainer.optimizer.zero_grad(set_to_none=True)
+            out.rgb.mean().backward()
+
+    return step
+
+
+def _optimizer_step(trainer: TextTo3DTrainer):
+    parameters = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+
+    def step() -> None:
+        for parameter in parameters:  # a gradient of the right size on every parameter, as after a backward pass
+            parameter.grad = torch.full_like(parameter, 1e-6)
+        trainer.optimizer.step()
+
+    return step
+
+
+def bench_size(size: int, iterations: int, warmup: int, device: torch.device) -> dict:
+    overrides = {"device": device.type, "render_size": size, "init.kind": "blob", "shading.albedo_only_epochs": 0}
+    config = preset_config("builtin", BENCH_PROMPT, overrides)
+    with tempfile.TemporaryDirectory(prefix="dreamtext-bench-step-") as tmp:
+        trainer = TextTo3DTrainer(config, Workspace(tmp))
+        parts = {
+            "step": trainer.train_step,
+            "prior": prior_alone_step(trainer),
+            "render_albedo_forward": _render(trainer, "albedo", backward=False),
+            "render_forward": _render(trainer, "lambertian", backward=False),
+            "render_forward_backward": _render(trainer, "lambertian", backward=True),
+            "optimizer": _optimizer_step(trainer),
+        }
+        times = {name: statistics.fmean(values) for name, values in interleaved_seconds(parts, warmup, iterations, device).items()}
+    render_backward = max(0.0, times["render_forward_backward"] - times["render_forward"])
+    normals = max(0.0, times["render_forward"] - times["render_albedo_forward"])
+    known = times["prior"] + times["render_forward"] + render_backward + times["optimizer"]
+    return {
+        "render_size": size,
+        "step_seconds": times["step"],
+        "iterations_per_second": 1.0 / times["step"],
+        "prior_seconds": times["prior"],
+        "step_to_prior": times["step"] / times["prior"],
+        "parts_seconds": {
+            "prior (VAE encode + backward, guided UNet)": times["prior"],
+            "render forward": times["render_forward"],
+            "  of which normals": normals,
+            "render backward": render_backward,
+            "optimizer": times["optimizer"],
+            "other": max(0.0, times["step"] - known),
+        },
+    }
+
+
+def bench_step(quick: bool = False, device: torch.device | str = "cpu") -> dict:
+    device = torch.device(device)
+    iterations, warmup = (2, 1) if quick else (20, 3)
+    sizes = (32,) if quick else (32, 64)
+    return {
+        "suite": "step",
+        "quick": quick,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "preset": "builtin",
+        "iterations_measured": iterations,
+        "sizes": [bench_size(size, iterations, warmup, device) for size in sizes],
+    }
