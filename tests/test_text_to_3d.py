@@ -445,3 +445,17 @@ def test_version_flag(capsys):
     assert main(["--version"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("dreamtext ") and out.strip() != "dreamtext unknown"
+
+
+@pytest.mark.parametrize("flags", [
+    ["--iters", "0"], ["--iters", "-5"], ["--size", "0"], ["--size", "-5"], ["--lr", "0"], ["--lr", "-1"],
+    ["--guidance", "-1"], ["--max-samples-per-chunk", "-1"], ["--ema-decay", "-0.1"], ["--ema-decay", "1.0"],
+    ["--opacity-weight", "-1"],
+])
+def test_bad_numbers_are_one_line_errors_before_anything_loads(flags, tmp_path, capsys):
+    """Issue 32: --iters 0 and -5 trained nothing and exported the untrained blob."""
+    ws = tmp_path / "ws"
+    assert main(["text", "a mug", "--workspace", str(ws), "--model", str(tmp_path / "no-such-model"), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dreamtext: error:") and err.count("\n") == 1 and "no-such-model" not in err, err
+    assert not ws.exists()

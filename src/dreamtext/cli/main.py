@@ -96,18 +96,17 @@ class TextCommand:
         from ..methods.presets import default_preset, preset_config
         from ..methods.text_to_3d import text_to_3d
 
-        from ..utils.workspace import CHECKPOINT_FILE
-
-        resuming = self.resume and (Path(self.workspace) / CHECKPOINT_FILE).is_file()
-        iters = 0 if resuming and self.iters is None else self.iters  # 0: keep the saved count
         overrides = {
-            "model": self.model, "iters": iters, "seed": self.seed, "device": self.device, "precision": self.precision,
+            "model": self.model, "iters": self.iters, "seed": self.seed, "device": self.device, "precision": self.precision,
             "sds.guidance": self.guidance, "render_size": self.size, "optimizer.lr": self.lr, "optimizer.kind": self.optimizer,
             "renderer.max_samples_per_chunk": self.max_samples_per_chunk, "ema_decay": self.ema_decay,
             "regularizers.opacity": self.opacity_weight, "init.kind": self.init,
         }
         preset = self.preset or default_preset(self.model)
         config = preset_config(preset, self.prompt, overrides, negative_prompt=self.negative_prompt)
+        if self.resume:  # the flags given now, on top of the saved run's config
+            config = config_on_resume(self.workspace, config, preset_config(preset, self.prompt, {"device": self.device,
+                                                                                                 "precision": self.precision}))
         result = text_to_3d(config, self.workspace, resume=self.resume, progress=not self.quiet)
         print(f"{result.metrics['iters']} iterations; outputs in {result.workspace}")
 

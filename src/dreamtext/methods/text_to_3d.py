@@ -470,6 +470,31 @@ class TextTo3DTrainer:
         self._set_field_progress(1.0)  # the finished field is shown and exported with every level
 
 
+def check_text_config(config: TextTo3DConfig) -> None:
+    """One-line errors for settings that cannot run, before anything loads or is written."""
+    if not config.prompt.prompt.strip():
+        raise DreamtextError("the prompt is empty: describe the object to create, e.g. dreamtext text \"a red mug\"")
+    check_schedule(config.iters, config.checkpoint_every, config.checkpoint_minutes, config.eval_every)
+    problems = [
+        (config.render_size >= 8, f"--render-size must be at least 8 pixels, got {config.render_size}"),
+        (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
+        (config.optimizer.lr > 0, f"--optimizer.lr must be positive, got {config.optimizer.lr}"),
+        (config.sds.guidance >= 0, f"--sds.guidance must be >= 0 (0: no guidance), got {config.sds.guidance}"),
+        (0 <= config.sds.t_min < config.sds.t_max <= 1, f"--sds.t-min and --sds.t-max must satisfy 0 <= t_min < t_max <= 1, "
+                                                      f"got {config.sds.t_min}, {config.sds.t_max}"),
+        (config.renderer.max_samples_per_chunk >= 0, "--renderer.max-samples-per-chunk must be >= 0 (0: off), got "
+                                                     f"{config.renderer.max_samples_per_chunk}"),
+        (config.renderer.num_samples >= 1, f"--renderer.num-samples must be at least 1, got {config.renderer.num_samples}"),
+        (config.validation_size >= 8 and config.validation_views >= 1, "--validation-size must be at least 8 and "
+                                                                       "--validation-views at least 1"),
+        (config.max_nonfinite_steps >= 1, f"--max-nonfinite-steps must be at least 1, got {config.max_nonfinite_steps}"),
+        (config.light_std >= 0, f"--light-std must be >= 0, got {config.light_std}"),
+    ]
+    for ok, message in problems:
+        if not ok:
+            raise DreamtextError(message)
+
+
 def text_to_3d(
     config: TextTo3DConfig, workspace: str | Path, resume: bool = False, progress: bool = True, prior=None,
     make_trainer=TextTo3DTrainer,
@@ -481,9 +506,7 @@ def text_to_3d(
     make_trainer: `(config, workspace, prior=...) -> TextTo3DTrainer`, for methods that extend the
         trainer (image-to-3D adds learned tokens and reference-view losses).
     """
-    if not config.prompt.prompt.strip():
-        raise DreamtextError("the prompt is empty: describe the object to create, e.g. dreamtext text \"a red mug\"")
-    check_schedule(config.iters, config.checkpoint_every, config.checkpoint_minutes, config.eval_every)
+    check_text_config(config)
     run = start_run(workspace, "text", config, resume)
     ws, config = run.workspace, run.config
     if run.finished is not None:
