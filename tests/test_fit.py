@@ -152,7 +152,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, two_tone_views
 
 
 def test_resume_keeps_saved_config_and_reports_ignored_changes(capsys, tmp_path):
-    from dreamtext.cli.main import config_on_resume
+    import tyro
+
+    from dreamtext.cli.main import FitCommand
     from dreamtext.methods.lifecycle import resumed_config
 
     saved = FitConfig(iters=500, lr=0.01)
@@ -163,8 +165,12 @@ def test_resume_keeps_saved_config_and_reports_ignored_changes(capsys, tmp_path)
     # On the command line, an option left out keeps the run's value: without --iters the saved count stands
     # (the default must not shorten or extend a run), while a given --iters counts.
     Workspace(tmp_path).save_config(saved, method="fit")
-    assert config_on_resume(str(tmp_path), FitConfig(), FitConfig()).iters == 500
-    assert config_on_resume(str(tmp_path), FitConfig(iters=900), FitConfig()).iters == 900
+
+    def parsed(*flags):
+        args = ["--workspace", str(tmp_path), "--resume", *flags]
+        return tyro.cli(FitCommand, args=args, default=FitCommand.defaults(args)).config
+
+    assert parsed().iters == 500 and parsed("--iters", "900").iters == 900 and parsed().lr == 0.01
 
 
 @pytest.mark.slow

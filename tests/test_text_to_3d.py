@@ -413,7 +413,7 @@ def test_cli_text_runs_and_resumes(tiny_model, tmp_path, monkeypatch, capsys):
     small = small_config(tiny_model)
     monkeypatch.setattr("dreamtext.methods.presets.PRESETS", {"dreamfusion": {**DREAMFUSION, **_small_overrides(small)}})
     assert main(["text", "a mug", "--workspace", ws, "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet",
-                 "--ema-decay", "0.9", "--opacity-weight", "5"]) == 0
+                 "--ema-decay", "0.9", "--regularizers.opacity", "5"]) == 0
     assert main(["text", "a mug", "--workspace", ws, "--model", tiny_model, "--iters", "3", "--device", "cpu", "--quiet", "--resume"]) == 0
     assert Workspace(ws).load_checkpoint()["step"] == 3
     assert "ema_field" in Workspace(ws).load_checkpoint()
@@ -423,7 +423,7 @@ def test_cli_text_runs_and_resumes(tiny_model, tmp_path, monkeypatch, capsys):
     assert "ema_decay" in _cli_error(capsys, ["text", "a mug", "--workspace", str(tmp_path / "e"), "--model", tiny_model,
                                               "--ema-decay", "1.5", "--device", "cpu"])
     assert "opacity regulariser" in _cli_error(capsys, ["text", "a mug", "--workspace", str(tmp_path / "o"), "--model",
-                                                        tiny_model, "--opacity-weight", "-1", "--device", "cpu"])
+                                                        tiny_model, "--regularizers.opacity", "-1", "--device", "cpu"])
 
 
 def _small_overrides(config) -> dict:
@@ -448,9 +448,9 @@ def test_version_flag(capsys):
 
 
 @pytest.mark.parametrize("flags", [
-    ["--iters", "0"], ["--iters", "-5"], ["--size", "0"], ["--size", "-5"], ["--lr", "0"], ["--lr", "-1"],
-    ["--guidance", "-1"], ["--max-samples-per-chunk", "-1"], ["--ema-decay", "-0.1"], ["--ema-decay", "1.0"],
-    ["--opacity-weight", "-1"],
+    ["--iters", "0"], ["--iters", "-5"], ["--render-size", "0"], ["--render-size", "-5"], ["--optimizer.lr", "0"],
+    ["--optimizer.lr", "-1"], ["--sds.guidance", "-1"], ["--renderer.max-samples-per-chunk", "-1"], ["--ema-decay", "-0.1"],
+    ["--ema-decay", "1.0"], ["--regularizers.opacity", "-1"], ["--checkpoint-minutes", "0"], ["--batch-size", "0"],
 ])
 def test_bad_numbers_are_one_line_errors_before_anything_loads(flags, tmp_path, capsys):
     """Issue 32: --iters 0 and -5 trained nothing and exported the untrained blob."""

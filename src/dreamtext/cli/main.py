@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +16,8 @@ import tyro
 from ..errors import EXIT_BAD_INPUT, DreamtextError
 from ..methods.fit import FitConfig
 from ..methods.lifecycle import RunInterrupted
+from ..methods.presets import PRESETS
+from ..methods.text_to_3d import TextTo3DConfig
 from .image_commands import IMAGE_COMMANDS
 
 
@@ -35,13 +37,16 @@ class FitCommand:
     quiet: bool = False
     config: Annotated[FitConfig, tyro.conf.arg(name="")] = field(default_factory=FitConfig)
 
+    @classmethod
+    def defaults(cls, args: list[str]) -> "FitCommand":
+        """FitConfig's defaults, or with --resume the saved run's (an option left out keeps the run's value)."""
+        config = saved_config(_flag_value(args, "--workspace") or cls.workspace, FitConfig()) if "--resume" in args else None
+        return cls(config=config or FitConfig())
+
     def run(self) -> None:
         from ..methods.fit import fit
 
-        self.config.data = self.data
-        config = self.config
-        if self.resume:  # the flags given now, on top of the saved run's config
-            config = config_on_resume(self.workspace, config, FitConfig(data=self.data))
+        config = replace(self.config, data=self.data)
         result = fit(config, self.workspace, resume=self.resume, progress=not self.quiet)
         print(f"held-out PSNR {result.heldout_psnr:.2f} dB; outputs in {result.workspace}")
 
@@ -50,63 +55,40 @@ class FitCommand:
 class TextCommand:
     """Create a 3D object from a text prompt by score distillation on Stable Diffusion.
 
-    Writes config, checkpoints, validation renders, a turntable video, named views and a GLB mesh.
+    Writes config, checkpoints, validation renders, a turntable video, named views and a GLB mesh. Every
+    setting of the run is an option (`--sds.guidance`, `--renderer.max-samples-per-chunk`, ...); their defaults
+    are the chosen preset's, or with --resume the saved run's.
     """
 
     prompt: tyro.conf.Positional[str]
     workspace: str = "out/text"
-    preset: Literal["dreamfusion", "fitfusion", "builtin"] | None = None
-    """dreamfusion: Stable DreamFusion as the thesis started from it (64 px, guidance 100, 10k iterations);
-    fitfusion: the thesis's tuned settings (256 px, guidance 1000, 20k iterations); builtin: the built-in
-    prior on a CPU (64 px, a small field, 1200 iterations). Default: builtin with the built-in prior, else dreamfusion."""
-    model: str | None = None
-    """Stable Diffusion 1.x/2.x: a diffusers folder, a .safetensors file, a cached hub id or "builtin"
-    (default: stabilityai/stable-diffusion-2-1-base from the local cache, else the built-in prior)."""
-    iters: int | None = None
-    """Training iterations (100 per epoch; default: the preset's)."""
-    seed: int | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    guidance: float | None = None
-    """Classifier-free guidance scale, in the preset's CFG formula (default: the preset's)."""
-    size: int | None = None
-    """Render size fed to the prior (default: the preset's)."""
-    lr: float | None = None
-    optimizer: Literal["adam", "adan"] | None = None
-    negative_prompt: str = ""
-    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
-    max_samples_per_chunk: int | None = None
-    """Field samples whose activations a training render keeps at once; past it the field queries are
-    checkpointed (recomputed in backward). Lower it on a small GPU; 0 turns it off (default: 2^16)."""
-    ema_decay: float | None = None
-    """Keep a moving average of the field's weights with this decay (e.g. 0.99) and show and export it
-    (default: the preset's; 0 = off)."""
-    opacity_weight: float | None = None
-    """Weight of the mean-opacity penalty against fog and frame-filling masses at the start of the run
-    (default: the preset's; 0 = off). The builtin preset starts at 3000 and lowers it linearly to 0 at a
-    third of the run; the other presets have none. Its scale is that of the SDS loss, a sum over the prior's latents."""
-    init: Literal["blob", "prior_hull"] | None = None
-    """Where the field starts: the density blob, or a visual hull of the prior's own drawings of the object
-    (front, side, back and overhead views; written to WORKSPACE/init/drawings.png). Default: the preset's
-    (builtin: prior_hull, and the run is held near the hull, `init.hold_weight`)."""
+    preset: PresetName | None = None
+    """builtin: the built-in prior on a CPU (32 px, a small field, 1200 iterations, the prior's hull as the start);
+    dreamfusion: Stable DreamFusion as the thesis started from it (64 px, guidance 100, 10k iterations);
+    fitfusion: the thesis's tuned settings (256 px, guidance 1000, 20k iterations). None: builtin for the
+    built-in prior, else dreamfusion."""
     resume: bool = False
-    """Continue the run saved in the workspace (same schedule and random stream)."""
+    """Continue the run saved in the workspace (the same schedule and random stream; options given now on top)."""
     quiet: bool = False
+    config: Annotated[TextTo3DConfig, tyro.conf.arg(name="")] = field(default_factory=TextTo3DConfig)
+
+    @classmethod
+    def defaults(cls, args: list[str]) -> "TextCommand":
+        """The defaults this command line starts from: the preset's config (the preset named, else the one its
+        --model implies), or with --resume the saved run's."""
+        from ..methods.presets import default_preset, preset_config
+
+        preset = _flag_value(args, "--preset")
+        config = preset_config(preset or default_preset(_flag_value(args, "--model")), "")
+        workspace = _flag_value(args, "--workspace") or cls.workspace
+        if "--resume" in args:
+            config = saved_config(workspace, config) or config
+        return cls(prompt=tyro.MISSING, config=config)
 
     def run(self) -> None:
-        from ..methods.presets import default_preset, preset_config
         from ..methods.text_to_3d import text_to_3d
 
-        overrides = {
-            "model": self.model, "iters": self.iters, "seed": self.seed, "device": self.device, "precision": self.precision,
-            "sds.guidance": self.guidance, "render_size": self.size, "optimizer.lr": self.lr, "optimizer.kind": self.optimizer,
-            "renderer.max_samples_per_chunk": self.max_samples_per_chunk, "ema_decay": self.ema_decay,
-            "regularizers.opacity": self.opacity_weight, "init.kind": self.init,
-        }
-        preset = self.preset or default_preset(self.model)
-        config = preset_config(preset, self.prompt, overrides, negative_prompt=self.negative_prompt)
-        if self.resume:  # the flags given now, on top of the saved run's config
-            config = config_on_resume(self.workspace, config, preset_config(preset, self.prompt, {"device": self.device,
-                                                                                                 "precision": self.precision}))
+        config = replace(self.config, prompt=replace(self.config.prompt, prompt=self.prompt))
         result = text_to_3d(config, self.workspace, resume=self.resume, progress=not self.quiet)
         print(f"{result.metrics['iters']} iterations; outputs in {result.workspace}")
 
@@ -405,6 +387,31 @@ class SampleCommand:
         print("wrote " + ", ".join(str(f) for f in files))
 
 
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The value given to `flag` on a command line (`--flag VALUE` or `--flag=VALUE`; the last one wins)."""
+    value = None
+    for index, arg in enumerate(args):
+        if arg == flag and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def saved_config(workspace: str, like):
+    """The config a workspace's run saved, as `like`'s type; None when there is none (or another kind)."""
+    import json
+
+    from ..utils.config import config_from_dict
+    from ..utils.workspace import CONFIG_FILE
+
+    path = Path(workspace) / CONFIG_FILE
+    try:
+        return config_from_dict(type(like), json.loads(path.read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def parse_settings(pairs: tuple[str, ...]) -> dict:
     """KEY=VALUE pairs as dotted settings; a VALUE is JSON where it parses (numbers, true, lists), else text."""
     import json
@@ -419,24 +426,6 @@ def parse_settings(pairs: tuple[str, ...]) -> dict:
         except json.JSONDecodeError:
             settings[key.strip().lstrip("-").replace("-", "_")] = value
     return settings
-
-
-def config_on_resume(workspace: str, config, defaults):
-    """The saved run's config with the options this command line changed from their defaults, so an option
-    left out (e.g. --iters) keeps the run's own value instead of the default's."""
-    from ..utils.config import changed_from, config_from_dict
-    from ..utils.workspace import CONFIG_FILE
-
-    path = Path(workspace) / CONFIG_FILE
-    if not path.is_file():
-        return config
-    import json
-
-    try:
-        saved = config_from_dict(type(config), json.loads(path.read_text())["config"])
-    except (ValueError, KeyError, TypeError):
-        return config  # not this method's config: the run's own check says so
-    return changed_from(config, defaults, saved)
 
 
 @dataclass
@@ -488,6 +477,7 @@ COMMANDS = {"fit": FitCommand, "text": TextCommand, "render": RenderCommand, "ex
 
 # Third-party messages no dreamtext user can act on ("pip install accelerate", torchvision fallbacks, weight
 # loading bars); set before those libraries are imported, and only where the user has not set them.
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]  # the preset table's own names
 EXIT_JOBS_FAILED = 1  # dreamtext batch: some jobs failed (each one's error is in summary.json)
 QUIET_LIBRARIES = {"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
@@ -501,6 +491,17 @@ def version() -> str:
         return "unknown"
 
 
+def parse_command(args: list[str]):
+    """The command a command line asks for. A command with `defaults(args)` (its config's defaults depend on a
+    preset or a saved run) is parsed on its own with those defaults; the rest through one subcommand parser."""
+    name = args[0] if args else None
+    command = COMMANDS.get(name)
+    if command is not None and hasattr(command, "defaults"):
+        rest = args[1:]
+        return tyro.cli(command, args=rest, prog=f"dreamtext {name}", default=command.defaults(rest))
+    return tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="dreamtext", args=args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] in (["--version"], ["-V"]):
@@ -508,7 +509,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name, value in QUIET_LIBRARIES.items():
         os.environ.setdefault(name, value)
-    command = tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="dreamtext", args=args)
+    try:
+        command = parse_command(args)
+    except DreamtextError as error:  # a preset or saved config that cannot be built
+        print(f"dreamtext: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         code = command.run()
     except RunInterrupted as error:

@@ -8,9 +8,10 @@ in `scene.cameras` (`VIEW_LABELS`, `view_label_ids`); this module turns them int
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import torch
+import tyro
 from torch import Tensor
 
 from ..errors import DreamtextError
@@ -40,7 +41,7 @@ class PromptConfig:
         unconditional embedding (stable-dreamfusion's default).
     """
 
-    prompt: str
+    prompt: Annotated[str, tyro.conf.Suppress]  # commands take it as their positional argument
     negative_prompt: str = ""
     view_dependent: bool = True
 

@@ -1,0 +1,76 @@
+"""The command line is generated from the configs: every setting of a command's config has exactly one flag,
+named by its dotted config name, and the defaults shown are the preset's (or the saved run's)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+import tyro
+
+from dreamtext.cli.main import COMMANDS, FitCommand, TextCommand
+from dreamtext.methods.fit import FitConfig
+from dreamtext.methods.text_to_3d import TextTo3DConfig
+
+
+def leaf_settings(config_type, prefix: str = "") -> list[str]:
+    """Dotted names of every setting of a (nested) dataclass config that is not suppressed on the command line."""
+    names = []
+    hints = typing.get_type_hints(config_type, include_extras=True)
+    for field in dataclasses.fields(config_type):
+        hint = hints[field.name]
+        if typing.get_origin(hint) is typing.Annotated:
+            if any(marker is tyro.conf.Suppress for marker in typing.get_args(hint)[1:]):
+                continue
+            hint = typing.get_args(hint)[0]
+        if dataclasses.is_dataclass(hint):
+            names += leaf_settings(hint, f"{prefix}{field.name}.")
+        else:
+            names.append(prefix + field.name)
+    return names
+
+
+def option_strings(command, args: list[str], capsys) -> list[str]:
+    """The flags `--help` lists, each where it is defined (the start of its line)."""
+    import re
+
+    with pytest.raises(SystemExit):
+        tyro.cli(command, args=[*args, "--help"], default=command.defaults(args))
+    text = capsys.readouterr().out
+    options = []
+    for line in text.splitlines():
+        match = re.match(r"^[^-\w]*(--[a-z][\w.-]*)(?:, (--[a-z][\w.-]*))?", line)
+        if match:
+            options += [flag for flag in match.groups() if flag]
+    return options
+
+
+@pytest.mark.parametrize("command, config_type", [(TextCommand, TextTo3DConfig), (FitCommand, FitConfig)])
+def test_every_setting_has_exactly_one_flag(command, config_type, capsys):
+    options = option_strings(command, [], capsys)
+    assert len(options) == len(set(options)), "a flag appears twice"
+    for name in leaf_settings(config_type):
+        flag = "--" + name.replace("_", "-")
+        matches = [option for option in options if option == flag]
+        assert len(matches) == 1, f"{name}: {matches}"
+
+
+def test_text_defaults_are_the_presets_and_help_says_each_default_once(capsys):
+    assert TextCommand.defaults(["--preset", "fitfusion"]).config.render_size == 256
+    assert TextCommand.defaults([]).config.render_size == 32  # the built-in prior: the builtin preset
+    with pytest.raises(SystemExit):
+        tyro.cli(TextCommand, args=["--preset", "fitfusion", "--help"], default=TextCommand.defaults(["--preset", "fitfusion"]))
+    help_text = capsys.readouterr().out
+    assert "(default: 256)" in help_text and "(default: 1000.0)" in help_text
+    for line in help_text.splitlines():
+        assert line.count("(default:") <= 1, line
+
+
+def test_every_command_parses_its_help():
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            from dreamtext.cli.main import parse_command
+
+            parse_command([name, "--help"])
+        assert done.value.code == 0, name
