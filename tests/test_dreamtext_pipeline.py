@@ -280,3 +280,18 @@ def test_descriptor_cli_trains_and_bad_input_is_one_line(tmp_path, tiny_model, c
     assert "dreamtext descriptor" in capsys.readouterr().err
     assert main(["image", str(tmp_path / "missing.png"), "--workspace", str(tmp_path / "w"), "--device", "cpu"]) == 2
     assert "no such image" in capsys.readouterr().err
+
+
+def test_a_bad_image_does_not_block_its_workspace_and_text_runs_keep_out(tmp_path, tiny_model, photo, capsys):
+    """Issue 32: `dreamtext image text.png` failed cleanly but left stage.json, so the next image in the same
+    workspace was refused; a text run moved into a describe workspace without a word."""
+    text_png = tmp_path / "text.png"
+    text_png.write_text("this is not a picture")
+    ws = tmp_path / "ws"
+    assert main(["image", str(text_png), "--workspace", str(ws), "--device", "cpu", "--quiet"]) == 2
+    capsys.readouterr()
+    config = toy_image_config(tiny_model, descriptor_iters=1, iters=1)
+    result = image_to_3d(photo, ws, config, progress=False, clip=ScriptedClip(), text_overrides=TOY_TEXT_TO_3D)
+    assert result.workspace == ws and (ws / "describe.json").is_file()
+    assert main(["text", "a mug", "--workspace", str(ws), "--model", tiny_model, "--quiet"]) == 2
+    assert "image-to-3D workspace" in capsys.readouterr().err

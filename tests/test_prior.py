@@ -386,7 +386,7 @@ def test_single_safetensors_file_loads_with_offline_configs(pipeline, prior, tmp
     loss_b, _ = ScoreDistillation(loaded).loss(_images(), cond.expand(2, -1, -1), uncond, 0.2, torch.Generator().manual_seed(4))
     assert torch.equal(loss_a, loss_b)
     # Without configs they would have to be downloaded: a one-line error instead.
-    with pytest.raises(DreamtextError, match="configs offline") as raised:
+    with pytest.raises(DreamtextError, match="configs offline: pass --model-config") as raised:
         load_prior(checkpoint)
     assert "\n" not in str(raised.value)
 
@@ -401,8 +401,20 @@ def test_bad_model_and_missing_model_give_one_line_errors(tmp_path, monkeypatch)
         str(tmp_path / "empty"): "model_index.json",
         str(tmp_path / "weights.ckpt"): "pickle",
         str(tmp_path / "notes.txt"): "safetensors",
-        "nobody/no-such-model": "local cache only",
+        "nobody/no-such-model": "local cache only: dreamtext never downloads",
     }
+    broken = tmp_path / "broken"  # a pipeline folder without its unet, and one with a cut-short weights file
+    build_tiny_sd_pipeline().save_pretrained(broken, safe_serialization=True)
+    cut = tmp_path / "cut"
+    __import__("shutil").copytree(broken, cut)
+    weights = next((cut / "vae").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:4096])
+    __import__("shutil").rmtree(broken / "unet")
+    cases[str(broken)] = "has no unet/ folder although model_index.json names it"
+    cases[str(cut)] = "not a readable .safetensors file"
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 4096)
+    cases[str(corrupt)] = "not a readable .safetensors file"
     for model, fragment in cases.items():
         with pytest.raises(DreamtextError, match=fragment) as raised:
             load_prior(model)

@@ -128,3 +128,31 @@ def test_written_files_and_folders_get_the_users_normal_permissions(tmp_path, um
     assert (tmp_path / "index.html").stat().st_mode & 0o777 == 0o666 & ~umask
     assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
     assert (folder / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_old_file_survives(tmp_path, monkeypatch):
+    """Issue 32: a full disk was a ~70-line chained traceback."""
+    import errno
+
+    from dreamtext.utils import io as io_module
+
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, "old")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io_module.os, "replace", full)
+    with pytest.raises(DreamtextError) as raised:
+        atomic_write_text(target, "new")
+    message = str(raised.value)
+    assert "\n" not in message and str(target) in message and "disk is full" in message and "--resume" in message
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    workspace = Workspace(tmp_path / "ws")
+    monkeypatch.undo()
+    workspace.save_checkpoint({"step": 1})
+    monkeypatch.setattr(io_module.os, "replace", full)
+    with pytest.raises(DreamtextError, match="disk is full"):
+        workspace.save_checkpoint({"step": 2})
+    monkeypatch.undo()
+    assert workspace.load_checkpoint()["step"] == 1

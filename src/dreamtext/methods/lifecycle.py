@@ -36,6 +36,8 @@ C = TypeVar("C")
 RESUMABLE_KEYS: tuple[str, ...] = (
     "device", "model", "renderer.max_samples_per_chunk", "checkpoint_every", "checkpoint_minutes",
 )
+# Files that mark a folder as an image-to-3D workspace, which a text or fit run must not move into.
+FOREIGN_MARKERS = ("stage.json", "describe.json")
 EXIT_SIGTERM, EXIT_SIGINT = 128 + signal.SIGTERM, 128 + signal.SIGINT  # the shell's convention: 143, 130
 
 
@@ -88,6 +90,10 @@ def start_run(root: str | Path, method: str, config: C, resume: bool, taken: Seq
     """Check that `root` may hold this run and work out the config it runs with (see the module docstring);
     `taken`: the settings a resumed run takes as requested (`resumed_config`)."""
     workspace = Workspace(root, create=False, must_exist=False)
+    foreign = [name for name in FOREIGN_MARKERS if (workspace.root / name).is_file()]
+    if foreign:
+        raise DreamtextError(f"{workspace.root} holds an image-to-3D workspace ({foreign[0]}), not a {method} run; "
+                             "choose another --workspace")
     if workspace.has_run() and not resume:
         raise DreamtextError(f"{workspace.root} already holds a run; pass --resume to continue it or choose another --workspace")
     if not workspace.has_config():

@@ -135,8 +135,10 @@ class OptimizerConfig:
 class TextTo3DConfig:
     prompt: PromptConfig = dataclasses.field(default_factory=lambda: PromptConfig(prompt=""))
     model: str | None = None
-    """Stable Diffusion: a diffusers folder, a .safetensors file or a cached hub id; None: the default
-    (stabilityai/stable-diffusion-2-1-base, thesis 6.1.3) from the local cache."""
+    """Stable Diffusion: a diffusers folder, a .safetensors file, a cached hub id or "builtin"; None: the default
+    (stabilityai/stable-diffusion-2-1-base, thesis 6.1.3) from the local cache, else the built-in prior."""
+    model_config: str | None = None
+    """For a single .safetensors file: the diffusers folder (or cached hub id) its component configs come from."""
     precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
     """The prior's dtype: auto = fp16 on CUDA (the thesis ran fp16), fp32 on CPU."""
     prior_camera: bool = True
@@ -207,7 +209,7 @@ class TextTo3DTrainer:
         self.device = resolve_device(config.device)
         if prior is None:
             prior = load_prior(config.model, device=self.device, dtype=_prior_dtype(config.precision),
-                               camera=config.prior_camera)
+                               config=config.model_config, camera=config.prior_camera)
         self.prior = prior
         # Every prompt and view embedding is computed now; the text encoder is not needed after.
         self.embeddings = embeddings if embeddings is not None else PromptEmbeddings(prior, config.prompt, free_encoder=True)

@@ -132,6 +132,41 @@ def _load_camera_unet(folder: Path, dtype: torch.dtype):
     return unet
 
 
+def check_safetensors(path: Path) -> None:
+    """A one-line error for a .safetensors file whose header cannot be read (cut short, damaged, not one)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as error:  # safetensors raises its own types, OSError and ValueError
+        raise DreamtextError(f"{str(path)!r} is not a readable .safetensors file ({_one_line(error)}); it may be cut "
+                             "short or damaged: download or export it again") from None
+
+
+def check_pipeline_folder(folder: Path) -> None:
+    """One-line errors, before diffusers' own, for a pipeline folder that misses a component model_index.json
+    names, or whose weights are damaged."""
+    import json
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError) as error:
+        raise DreamtextError(f"{str(folder / 'model_index.json')!r} cannot be read ({error}); restore it") from None
+    for component in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if component not in index:
+            continue
+        sub = folder / component
+        if not sub.is_dir():
+            raise DreamtextError(f"{str(folder)!r} has no {component}/ folder although model_index.json names it; "
+                                 "the model folder is incomplete")
+        if component in ("unet", "vae", "text_encoder"):
+            if not (sub / "config.json").is_file():
+                raise DreamtextError(f"{str(sub)!r} has no config.json; the model folder is incomplete")
+            for weights in sub.glob("*.safetensors"):
+                check_safetensors(weights)
+
+
 def _inferred_config_repo(path: Path) -> str | None:
     """The hub repository diffusers would take a single file's configs from (read from key names and shapes)."""
     try:
@@ -153,8 +188,9 @@ def _load_single_file(path: Path, config: str | None, dtype: torch.dtype):
         repo = _inferred_config_repo(path)
         if repo is None or not is_cached_hub_model(repo):
             raise DreamtextError(
-                f"the single-file checkpoint {str(path)!r} needs its component configs offline: "
-                f"{repo or 'its base model'} is not in the local Hugging Face cache; pass config=<diffusers folder>"
+                f"the single-file checkpoint {str(path)!r} needs its component configs offline: pass --model-config with "
+                f"a diffusers folder of the same architecture, or put {repo or 'its base model'} in the local Hugging "
+                "Face cache"
             )
         config = repo
 
@@ -190,14 +226,21 @@ def load_prior(
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise DreamtextError(f"{text!r} is not a diffusers model folder (no model_index.json)")
+        check_pipeline_folder(path)
         pipeline = _load_from_pretrained(str(path), "folder", dtype)
         if camera and (path / CAMERA_UNET_FOLDER / "config.json").is_file():
             pipeline.unet = _load_camera_unet(path, dtype)
     elif path.is_file():
         if suffix != ".safetensors":
             raise DreamtextError(f"{text!r} is not a .safetensors checkpoint or a diffusers folder")
+        check_safetensors(path)
         pipeline = _load_single_file(path, None if config is None else os.fspath(config), dtype)
     elif _is_hub_id(text):
+        if not is_cached_hub_model(text):
+            raise DreamtextError(
+                f"{text!r} is not in the local Hugging Face cache (local cache only: dreamtext never downloads); fetch it "
+                f"on a connected machine (huggingface-cli download {text}) and copy the cache here, or pass --model with a "
+                "diffusers folder or a .safetensors file")
         pipeline = _load_from_pretrained(text, "model (hub id, local cache only)", dtype)
     else:
         raise DreamtextError(f"model path {text!r} does not exist")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from ..errors import DreamtextError
 
 
 def current_umask() -> int:
@@ -39,18 +42,30 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     or gallery shared with others or served by a web server stays readable.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         write(tmp_path)
         tmp_path.chmod(default_mode())
         os.replace(tmp_path, path)
+    except OSError as error:  # a full disk, a lost mount, no permission: one line, the old file untouched
+        raise DreamtextError(write_error(path, error)) from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
     return path
+
+
+def write_error(path: Path, error: OSError) -> str:
+    """What went wrong writing `path`, and what to do, in one line."""
+    if error.errno == errno.ENOSPC:
+        return f"cannot write {path}: the disk is full; free some space (or choose a --workspace elsewhere) and rerun with --resume"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {path}: {error.strerror}; choose a --workspace you can write to"
+    return f"cannot write {path}: {error.strerror or error}; check the disk and rerun with --resume"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -102,6 +102,8 @@ def image_to_3d(
         raise DreamtextError(f"{image}: no such image file; check the path")
     root = Workspace(workspace).root
     saved = read_stage_file(root)
+    if saved is not None and saved.get("stages", {}).get("describe") != "done" and not (root / DESCRIBE_FILE).exists():
+        saved = None  # a run that failed before describing anything: nothing to keep, the folder is free again
     continuing = saved is not None
     if continuing:
         if saved.get("image") != str(image):

@@ -1,0 +1,126 @@
+"""The run lifecycle with real processes: kill -9 after a time-based checkpoint, SIGTERM at a step boundary,
+a damaged last checkpoint; each resumed run ends exactly as an uninterrupted one (tiny pipeline, CPU)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreamtext.errors import DreamtextError
+from dreamtext.methods.lifecycle import EXIT_SIGTERM
+from dreamtext.utils.workspace import Workspace
+from tiny_sd import build_tiny_sd_pipeline
+
+ITERS = 40
+TOY_FLAGS = [
+    "--preset", "dreamfusion", "--device", "cpu", "--render-size", "16", "--field.hidden-dim", "16", "--field.num-blocks", "1",
+    "--field.encoding.log2-hashmap-size", "12", "--field.encoding.max-resolution", "64", "--renderer.num-samples", "16",
+    "--validation-size", "16", "--validation-views", "2", "--eval-every", "1000", "--shading.albedo-only-epochs", "0",
+    "--export.mesh.resolution", "24", "--export.mesh.density-threshold", "5", "--export.video-frames", "2",
+    "--export.video-size", "16", "--export.views", "front", "--export.views-size", "16", "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("tiny_sd")
+    build_tiny_sd_pipeline(seed=0).save_pretrained(folder, safe_serialization=True)
+    return str(folder)
+
+
+def command(model: str, workspace: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dreamtext.cli", "text", "a red mug", "--workspace", str(workspace), "--model", model,
+            "--iters", str(ITERS), *TOY_FLAGS, *extra]
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_model, tmp_path_factory) -> Path:
+    workspace = tmp_path_factory.mktemp("straight") / "ws"
+    subprocess.run(command(tiny_model, workspace), check=True)
+    return workspace
+
+
+def wait_for_step(workspace: Path, process: subprocess.Popen, at_least: int, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline, "the run never reached the step"
+        try:
+            if json.loads((workspace / "progress.json").read_text())["step"] >= at_least:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+
+
+def same_outputs(a: Path, b: Path) -> None:
+    """Every output of two finished runs is the same file (metrics, mesh, videos, views) and so is the state."""
+    for name in ("metrics.json", "mesh.glb", "turntable.gif", "views/front.png", "validation/final.png"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    first, second = Workspace(a).load_checkpoint(), Workspace(b).load_checkpoint()
+    assert first["step"] == second["step"] == ITERS and first["losses"] == second["losses"]
+    for key, value in first["field"].items():
+        assert torch.equal(value, second["field"][key]), key
+
+
+def test_kill_9_after_time_based_checkpoints_and_a_cut_short_last_one_still_ends_as_an_uninterrupted_run(tiny_model, straight, tmp_path):
+    workspace = tmp_path / "ws"
+    # A checkpoint by time after every step or so; none by steps (every 1000).
+    process = subprocess.Popen(command(tiny_model, workspace, "--checkpoint-every", "1000", "--checkpoint-minutes", "0.0005"))
+    try:
+        wait_for_step(workspace, process, 5)
+        while not Workspace(workspace, create=False).previous_checkpoint_path.is_file():
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    killed_at = Workspace(workspace).load_checkpoint()["step"]
+    assert 0 < killed_at < ITERS
+    # And the last checkpoint cut in half on top: the resume falls back to the one before, same final result.
+    last = Workspace(workspace).checkpoint_path
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    resumed = subprocess.run(command(tiny_model, workspace, "--resume"), check=True, stderr=subprocess.PIPE, text=True)
+    assert "using previous.pt instead" in resumed.stderr
+    same_outputs(straight, workspace)
+
+
+def test_sigterm_checkpoints_at_a_step_boundary_exits_143_and_resumes_bit_identically(tiny_model, straight, tmp_path):
+    workspace = tmp_path / "ws"
+    process = subprocess.Popen(command(tiny_model, workspace), stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_step(workspace, process, 3)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == EXIT_SIGTERM == 143
+    stopped = Workspace(workspace).load_checkpoint()["step"]
+    assert 3 <= stopped < ITERS and f"stopped after step {stopped}" in err and "--resume" in err
+    assert json.loads((workspace / "progress.json").read_text())["step"] == stopped
+    subprocess.run(command(tiny_model, workspace, "--resume"), check=True)
+    same_outputs(straight, workspace)
+
+
+def test_a_cut_short_last_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+    workspace = Workspace(tmp_path)
+    workspace.save_checkpoint({"step": 1, "value": torch.arange(1000)})
+    workspace.save_checkpoint({"step": 2, "value": torch.arange(1000)})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "last.pt", "last.pt.sha256", "previous.pt", "previous.pt.sha256"]
+    last = workspace.checkpoint_path
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    assert workspace.load_checkpoint()["step"] == 1
+    assert "cut short" in capsys.readouterr().err
+    previous = workspace.previous_checkpoint_path
+    data = bytearray(previous.read_bytes())
+    data[-10] ^= 0xFF  # damaged, same size
+    previous.write_bytes(bytes(data))
+    with pytest.raises(DreamtextError, match="damaged"):
+        workspace.load_checkpoint()
