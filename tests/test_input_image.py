@@ -15,7 +15,7 @@ RED = (200, 20, 10)
 
 
 def config(size: int, **kwargs) -> InputImageConfig:
-    return InputImageConfig(size=size, **kwargs)
+    return InputImageConfig(size=size, **{"min_side": 1, **kwargs})  # these tests frame tiny images on purpose
 
 
 def test_rgb_is_padded_white_to_a_square_around_its_centre(tmp_path):
@@ -152,3 +152,15 @@ def test_save_writes_the_image_and_mask(tmp_path):
     again, _ = load_image(written[0])
     assert torch.allclose(again, prepared.image.permute(1, 2, 0), atol=0.5 / 255)
     assert np.asarray(Image.open(written[1])).shape == (12, 12)
+
+
+def test_tiny_images_are_refused_and_animated_ones_warned_about(tmp_path, capsys):
+    """Issue 32: a 1x1 image went on into descriptor training; an animated GIF silently used its first frame."""
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "dot.png")
+    with pytest.raises(DreamtextError, match="only 1x1 pixels"):
+        load_input_image(tmp_path / "dot.png")
+    frames = [Image.fromarray(np.full((40, 40, 3), value, np.uint8)) for value in (0, 255)]
+    frames[0].save(tmp_path / "blink.gif", save_all=True, append_images=frames[1:])
+    prepared = load_input_image(tmp_path / "blink.gif", InputImageConfig(size=16))
+    assert "animated (2 frames); using its first frame" in capsys.readouterr().err
+    assert prepared.image.max() < 0.05  # the first (black) frame

@@ -439,3 +439,14 @@ def test_no_model_named_loads_the_builtin_prior(monkeypatch):
     prior = load_prior(None)
     assert prior.image_size == 64 and prior.latent_size == 16
     assert prior.unet.config.cross_attention_dim == prior.text_encoder.config.hidden_size
+
+
+def test_a_prompt_too_long_for_its_view_suffix_is_refused_with_its_token_count(prior, capsys):
+    """Issue 32: a 2000-character prompt was cut to 77 tokens, so all five view prompts became the same."""
+    long = "a red mug " * 40
+    with pytest.raises(DreamtextError, match=r"is 1?\d\d tokens but the text encoder reads 77") as raised:
+        PromptEmbeddings(prior, PromptConfig(prompt=long))
+    assert "\n" not in str(raised.value)
+    PromptEmbeddings(prior, PromptConfig(prompt=long, view_dependent=False))  # no view to lose: a warning
+    assert "tokens; the text encoder reads the first 77" in capsys.readouterr().err
+    PromptEmbeddings(prior, PromptConfig(prompt="a red mug " * 10))  # fits

@@ -38,12 +38,15 @@ class InputImageConfig:
     alpha_threshold: ours, 0.05: pixels at least this opaque define the object's bounding box, so a
         faint halo or stray semi-transparent noise does not shift the recentring.
     max_pixels: utils.images' limit (8192 x 8192) on the decoded file.
+    min_side: ours, 16 px: below that a file says too little about its object to describe it (a 1x1 image
+        went on into descriptor training); 1 lets any size through.
     """
 
     size: int = 512
     object_fraction: float = 0.8
     alpha_threshold: float = 0.05
     max_pixels: int = DEFAULT_MAX_PIXELS
+    min_side: int = 16
 
 
 @dataclass
@@ -77,6 +80,9 @@ def load_input_image(path: str | Path, config: InputImageConfig = InputImageConf
     path = Path(path)
     rgb, alpha = load_image(path, max_pixels=config.max_pixels)
     height, width = rgb.shape[:2]
+    if min(width, height) < config.min_side:
+        raise file_error(path, f"the image is only {width}x{height} pixels", f"give a photo at least {config.min_side} pixels "
+                         "on each side (the object should fill much of it)")
     if alpha is None:
         box = padded_square_box(width, height)
     else:

@@ -7,6 +7,7 @@ in `scene.cameras` (`VIEW_LABELS`, `view_label_ids`); this module turns them int
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Annotated, Sequence
 
@@ -85,6 +86,22 @@ class TextEmbeddingCache:
         self._frozen = True
 
 
+def check_prompt_length(tokenizer, prompts: list[str], view_dependent: bool) -> None:
+    """The text encoder reads a fixed window of tokens (77 for Stable Diffusion) and cuts the rest. A view
+    prompt cut short loses its view suffix, so every view would get the same conditioning: refused, with the
+    count; a prompt without views that is cut is only warned about."""
+    window = int(tokenizer.model_max_length)
+    counts = [len(tokenizer(prompt, truncation=False).input_ids) for prompt in prompts]
+    if max(counts) <= window:
+        return
+    longest = max(counts)
+    if view_dependent:
+        raise DreamtextError(f"the prompt with its view suffix is {longest} tokens but the text encoder reads {window}: the "
+                             f"view (\"{VIEW_SUFFIXES['overhead'].lstrip(', ')}\") would be cut off; shorten the prompt by "
+                             f"{longest - window} tokens")
+    print(f"dreamtext: warning: the prompt is {longest} tokens; the text encoder reads the first {window}", file=sys.stderr)
+
+
 class PromptEmbeddings:
     """Everything SDS needs from the text side of one run, encoded up front.
 
@@ -98,6 +115,7 @@ class PromptEmbeddings:
         self.config = config
         self.cache = TextEmbeddingCache(prior)
         prompts = view_prompts(config.prompt) if config.view_dependent else [config.prompt]
+        check_prompt_length(prior.tokenizer, prompts, config.view_dependent)
         embeddings = self.cache.encode([*prompts, config.negative_prompt])
         self._conditional = embeddings[:-1]  # [views or 1, 77, D]
         self._negative = embeddings[-1:]  # [1, 77, D]

@@ -7,6 +7,7 @@ the file carries transparency, a separate straight (not premultiplied) alpha [H,
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -70,6 +71,9 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         try:
             with Image.open(path) as image:
                 _check_size(path, image.size, max_pixels)
+                if getattr(image, "n_frames", 1) > 1:
+                    print(f"dreamtext: warning: {path} is animated ({image.n_frames} frames); using its first frame",
+                          file=sys.stderr)
                 image.load()
                 image = _upright(image)
                 return _to_tensors(image)
