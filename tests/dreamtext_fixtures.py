@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from dreamtext.export.mesh import MeshExportConfig
-from dreamtext.export.pipeline import ExportConfig
+from dreamtext.export.outputs import ExportConfig
 from dreamtext.prior import Prior
 from dreamtext.scene.field import FieldConfig
 from dreamtext.scene.hash_encoding import HashGridConfig

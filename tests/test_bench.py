@@ -10,7 +10,7 @@ def test_engine_benchmark_prints_measured_json(capsys, monkeypatch):
         raise AssertionError("a benchmark must not export anything (mesh, video, views)")
 
     # A benchmark exports nothing: on a machine without ffmpeg an mp4 export crashed it.
-    for writer in ("methods.fit.export_all", "export.pipeline.export_all", "export.video.write_mp4", "export.video.write_gif"):
+    for writer in ("methods.fit.export_all", "export.outputs.export_all", "export.video.write_mp4", "export.video.write_gif"):
         monkeypatch.setattr(f"dreamtext.{writer}", no_export)
     assert main(["bench", "engine", "--json", "--quick", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)

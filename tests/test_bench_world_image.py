@@ -147,7 +147,7 @@ def quick_realfusion(tmp_path_factory):
 
 @needs_builtin
 def test_quick_realfusion_case_writes_sane_figures(quick_realfusion):
-    from dreamtext.methods.registry import load_trained
+    from dreamtext.methods.trained import load_trained
 
     root, result = quick_realfusion
     (case,) = result["cases"]

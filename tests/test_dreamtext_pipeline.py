@@ -14,10 +14,10 @@ pytest.importorskip("transformers")
 
 from dreamtext.cli.main import main
 from dreamtext.errors import DreamtextError
-from dreamtext.methods.dreamtext import pipeline as pipeline_module
+from dreamtext.methods.dreamtext import image_to_3d as pipeline_module
 from dreamtext.methods.dreamtext.descriptor import DescriptorConfig, DescriptorTrainer, encode_prompts, train_descriptor
 from dreamtext.methods.dreamtext.diverse import diverse, DiverseConfig
-from dreamtext.methods.dreamtext.pipeline import METHODS, ImageTo3DConfig, image_to_3d, method_config
+from dreamtext.methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig, image_to_3d, method_config
 from dreamtext.methods.dreamtext.reconstruct import (
     FixedConditioning, ImageTo3DTrainer, ReconstructConfig, ReferenceViewConfig, reconstruct, reference_camera,
 )

@@ -17,7 +17,7 @@ from dreamtext.errors import DreamtextError
 from dreamtext.export.formats import save_mesh, srgb_to_linear
 from dreamtext.export.mesh import MeshExportConfig, extract_mesh
 from dreamtext.export.field_query import MIN_SHOWN_OPACITY
-from dreamtext.export.pipeline import ExportConfig, display_render_fn, export_all
+from dreamtext.export.outputs import ExportConfig, display_render_fn, export_all
 from dreamtext.export.texture import TextureBakeConfig, bake_albedo, parametrize, rasterize_uv, texture_mesh
 from dreamtext.export.video import save_named_views, save_turntable
 from dreamtext.scene.cameras import NAMED_VIEWS, Cameras, orbit_cameras

@@ -10,7 +10,7 @@ import trimesh
 
 from dreamtext.cli.main import main
 from dreamtext.export.mesh import MeshExportConfig
-from dreamtext.export.pipeline import ExportConfig
+from dreamtext.export.outputs import ExportConfig
 from dreamtext.methods.fit import FitConfig, fit
 from dreamtext.metrics import field_iou
 from dreamtext.scene.field import FieldConfig
@@ -59,7 +59,7 @@ def test_fit_reaches_heldout_psnr(fitted):
 
 @pytest.mark.slow
 def test_fitted_field_matches_ground_truth_shape(fitted):
-    from dreamtext.methods.registry import load_trained
+    from dreamtext.methods.trained import load_trained
 
     trained = load_trained(fitted.workspace, device="cpu")
     iou = field_iou(trained.field, two_tone_test_scene(), resolution=64, density_threshold=MESH_THRESHOLD)
@@ -77,7 +77,7 @@ def test_fit_writes_a_valid_coloured_glb(fitted):
     assert "COLOR_0" in gltf.meshes[0].primitives[0].attributes.__dict__ or gltf.meshes[0].primitives[0].attributes.COLOR_0 is not None
     # The vertex colours are the field's albedo: close to the analytic parts' colours.
     from dreamtext.export.mesh import extract_mesh
-    from dreamtext.methods.registry import load_trained
+    from dreamtext.methods.trained import load_trained
 
     trained = load_trained(ws, device="cpu")
     mesh = extract_mesh(trained.field, small_export().mesh)

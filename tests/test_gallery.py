@@ -17,7 +17,7 @@ from chromium import Chromium, external_requests, require_chromium, serve_folder
 from dreamtext.cli.main import main
 from dreamtext.errors import DreamtextError
 from dreamtext.export.mesh import MeshExportConfig
-from dreamtext.export.pipeline import ExportConfig, export_all
+from dreamtext.export.outputs import ExportConfig, export_all
 from dreamtext.gallery import build_gallery, summarize_run
 from dreamtext.gallery.site import MARKER_FILE, STATIC_FILES
 from dreamtext.scene.renderer import RendererConfig, VolumeRenderer

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from dreamtext.prior.loading import Prior
-from dreamtext.prior.perp_neg import (BACK, FRONT, SIDE, PerpNegConfig, perp_neg_direction, perp_neg_plan,
+from dreamtext.prior.perp_neg import (BACK, FRONT, SIDE, perp_neg_direction, perp_neg_plan,
                                       perpendicular_component)
 from dreamtext.prior.prompts import PromptConfig, PromptEmbeddings
 from dreamtext.prior.sds import SDSConfig, ScoreDistillation, guided_noise

@@ -221,7 +221,7 @@ def test_gradient_clamp_and_weightings(prior):
 
 def test_non_finite_noise_prediction_gives_a_zero_gradient(prior):
     sds = ScoreDistillation(prior, SDSConfig())
-    sds.predict_noise = lambda noisy, *args: (torch.full_like(noisy, float("nan")), torch.full_like(noisy, float("inf")))
+    sds.predict_noises = lambda noisy, *args: [torch.full_like(noisy, float("nan")), torch.full_like(noisy, float("inf"))]
     images = _images(batch=1)
     loss, info = sds.loss(images, _embeddings(prior, ["a cat"]), _embeddings(prior, [""]), 0.0)
     loss.backward()

@@ -19,7 +19,7 @@ from dreamtext.prior.small.diffusion import (
     vae_loss,
 )
 from dreamtext.prior.small.render_pool import PoolSpec, WorldRenderPool, render_world_pool
-from dreamtext.prior.small.pipeline import assemble_pipeline, load_clip_text_encoder, safetensors_bytes
+from dreamtext.prior.small.assemble import assemble_pipeline, load_clip_text_encoder, safetensors_bytes
 from dreamtext.prior.small.train import (
     UnetTrainConfig,
     VaeTrainConfig,
@@ -98,7 +98,7 @@ def test_vae_training_is_reproducible_by_seed(tmp_path, pool):
 
 
 def test_unet_training_lowers_diffusion_loss(tmp_path, pool, vae_dir, clip_dir):
-    from dreamtext.prior.small.pipeline import build_prior_tokenizer
+    from dreamtext.prior.small.assemble import build_prior_tokenizer
 
     vae = load_frozen_vae(vae_dir, torch.device("cpu"))
     text_encoder = load_clip_text_encoder(clip_dir)

@@ -15,11 +15,11 @@ pytest.importorskip("transformers")
 from dreamtext.cli.main import main
 from dreamtext.errors import DreamtextError
 from dreamtext.export.mesh import MeshExportConfig
-from dreamtext.export.pipeline import ExportConfig
+from dreamtext.export.outputs import ExportConfig
 from dreamtext.export.video import mp4_writer_available
 from dreamtext.methods.adan import Adan
 from dreamtext.methods.presets import DREAMFUSION, FITFUSION, preset_config
-from dreamtext.methods.registry import load_trained
+from dreamtext.methods.trained import load_trained
 from dreamtext.methods.regularizers import (
     RegularizerWeights, border_weights, entropy_loss, opacity_loss, orientation_loss, regularization,
 )

@@ -117,7 +117,7 @@ def test_top_level_api_is_importable_lazily():
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_written_files_and_folders_get_the_users_normal_permissions(tmp_path, umask):
     """Issue 31: atomic writes went through mkstemp / mkdtemp, whose 0600 / 0700 the rename kept."""
-    from dreamtext.prior.small.pipeline import write_directory_atomically
+    from dreamtext.prior.small.assemble import write_directory_atomically
 
     old = os.umask(umask)
     try:

@@ -16,9 +16,9 @@ from dreamtext.cli.main import main
 from dreamtext.errors import DreamtextError
 from dreamtext.export.formats import save_mesh
 from dreamtext.export.mesh import MeshExportConfig, extract_mesh
-from dreamtext.export.pipeline import ExportConfig
+from dreamtext.export.outputs import ExportConfig
 from dreamtext.methods.fit import BuiltinSceneConfig, FitConfig, Fitter, load_fit_data
-from dreamtext.methods.registry import TrainedScene
+from dreamtext.methods.trained import TrainedScene
 from dreamtext.scene.cameras import look_at
 from dreamtext.scene.field import FieldConfig, RadianceField
 from dreamtext.scene.hash_encoding import HashGridConfig

@@ -120,7 +120,6 @@ def to_original_sd_layout(pipeline) -> dict[str, torch.Tensor]:
 
     vae = pipeline.vae
     levels = len(vae.config.block_out_channels)
-    vae_resnet = {"conv_shortcut": "nin_shortcut"}
     attention = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
     for key, value in vae.state_dict().items():
         new = key

@@ -40,11 +40,11 @@ _API = {
     "text_to_3d": ("dreamtext.methods.text_to_3d", "text_to_3d"),
     "TextTo3DConfig": ("dreamtext.methods.text_to_3d", "TextTo3DConfig"),
     "preset_config": ("dreamtext.methods.presets", "preset_config"),
-    "image_to_3d": ("dreamtext.methods.dreamtext.pipeline", "image_to_3d"),
-    "ImageTo3DConfig": ("dreamtext.methods.dreamtext.pipeline", "ImageTo3DConfig"),
-    "load_trained": ("dreamtext.methods.registry", "load_trained"),
-    "render_workspace": ("dreamtext.methods.registry", "render_workspace"),
-    "export_workspace": ("dreamtext.methods.registry", "export_workspace"),
+    "image_to_3d": ("dreamtext.methods.dreamtext.image_to_3d", "image_to_3d"),
+    "ImageTo3DConfig": ("dreamtext.methods.dreamtext.image_to_3d", "ImageTo3DConfig"),
+    "load_trained": ("dreamtext.methods.trained", "load_trained"),
+    "render_workspace": ("dreamtext.methods.trained", "render_workspace"),
+    "export_workspace": ("dreamtext.methods.trained", "export_workspace"),
 }
 __all__ = ["__version__", *_API]
 

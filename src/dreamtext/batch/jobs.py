@@ -87,7 +87,7 @@ def _check_settings(kind: str, job: Job, where: str) -> None:
             raise DreamtextError(f"{where}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         preset_config(preset, job.prompt or "x", {**job.overrides, **job.text_overrides})
         return
-    from ..methods.dreamtext.pipeline import METHODS, ImageTo3DConfig
+    from ..methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig
     from ..methods.text_to_3d import TextTo3DConfig
 
     if job.method is not None and job.method not in METHODS:
@@ -237,7 +237,7 @@ def _run(job: Job, workspace: Path, progress: bool) -> dict:
         overrides = {**job.overrides, **job.text_overrides, **({} if job.seed is None else {"seed": job.seed})}
         config = preset_config(job.preset or default_preset(overrides.get("model")), job.prompt, overrides)
         return text_to_3d(config, workspace, resume=True, progress=progress).metrics
-    from ..methods.dreamtext.pipeline import ImageTo3DConfig, image_to_3d, with_stage_settings
+    from ..methods.dreamtext.image_to_3d import ImageTo3DConfig, image_to_3d, with_stage_settings
     from ..methods.presets import apply_overrides
 
     config = apply_overrides(ImageTo3DConfig(method=job.method or "dreamtext"), job.overrides)

@@ -14,7 +14,6 @@ Case kinds: "text" runs the caption through text-to-3D; the image-to-3D kinds (i
 from __future__ import annotations
 
 import itertools
-import re
 import statistics
 import tempfile
 import time
@@ -26,12 +25,12 @@ import torch
 
 from ..batch.runner import BatchConfig, Task, execute
 from ..errors import DreamtextError
-from ..metrics import field_iou
 from ..utils.workspace import CHECKPOINT_FILE
-from ..world.world import Split, WorldObject, build_object, sample_attributes, split_combinations
+from ..world.world import Split
+from .world_cases import WorldCase, benchmark_objects, run_text_case
 from .world_diversity import STUDIES
 from .world_image import IMAGE_CASE_RUNNERS, QUICK_IMAGE, TRAINED_FOLDERS, ImageBenchConfig
-from .truth_start import TruthFitConfig, truth_drawings, truth_start_trainer
+from .truth_start import TruthFitConfig
 from .world_metrics import QUICK_EVAL, CaptionCandidates, ClipScorer, WorldEvalConfig, evaluate_reconstruction
 
 TARGET_MEAN_IOU = 0.6  # issue 4: benchmark text-to-3D mean IoU >= 0.6, as a first target
@@ -100,39 +99,6 @@ class WorldBenchConfig:
                       "truth_fit": QUICK_TRUTH_FIT, **changes})
 
 
-@dataclass(frozen=True)
-class WorldCase:
-    kind: str
-    object: WorldObject
-    index: int
-    seed: int = 0  # the run's seed (not the object's)
-
-    @property
-    def caption(self) -> str:
-        return self.object.caption()
-
-    @property
-    def folder_name(self) -> str:
-        """"03_text_a_cyan_sphere"; runs with another seed than 0 add "_seed1" (so seed 0's folders resume
-        whatever the number of seeds)."""
-        name = f"{self.index:02d}_{self.kind}_{re.sub(r'[^a-z0-9]+', '_', self.caption.lower()).strip('_')}"
-        return name if self.seed == 0 else f"{name}_seed{self.seed}"
-
-
-def benchmark_objects(count: int, split: Split = "dev") -> list[WorldObject]:
-    """The first `count` objects of `split` by seed with a noun not drawn before: a fixed, varied list."""
-    nouns = {a.noun for a in split_combinations(split)}
-    if not 1 <= count <= len(nouns):
-        raise DreamtextError(f"--cases must be between 1 and {len(nouns)} (one object per noun), got {count}")
-    chosen: dict[str, tuple] = {}
-    for seed in itertools.count():
-        attributes = sample_attributes(seed, split)
-        chosen.setdefault(attributes.noun, (attributes, seed))
-        if len(chosen) == count:
-            return [build_object(attributes, seed) for attributes, seed in chosen.values()]
-    raise AssertionError("unreachable")
-
-
 def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
     unknown = [kind for kind in config.kinds if kind not in CASE_RUNNERS and kind not in STUDIES]
     if unknown:
@@ -156,50 +122,14 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_text_case(case: WorldCase, workspace: Path, config: WorldBenchConfig, device: torch.device) -> dict:
-    """Text-to-3D of the case's caption with the preset; returns the run's own figures."""
-    from ..methods.presets import preset_config
-    from ..methods.text_to_3d import TextTo3DTrainer, text_to_3d
-
-    overrides = {**config.overrides, "seed": config.seed, "device": device.type}
-    if config.start == "truth":
-        overrides["init.kind"] = "blob"  # the field is fitted to the truth below, not to a hull
-    elif config.start == "truth_hull":
-        overrides["init.kind"] = "prior_hull"  # carved from exact renders below, not from the prior's drawings
-    elif config.start is not None:  # None: the preset's own start
-        overrides["init.kind"] = config.start
-    run_config = preset_config(config.preset, case.caption, overrides)
-    figures: dict[str, Any] = {}
-    make_trainer = TextTo3DTrainer
-    if run_config.init.kind == "prior_hull":
-        def make_trainer(run_config, run_workspace, prior=None):
-            trainer = TextTo3DTrainer(run_config, run_workspace, prior=prior)
-            if config.start == "truth_hull":  # a resumed run too: it rebuilds the hull that holds it
-                trainer.given_drawings = truth_drawings(case.object, run_config.init, run_config.cameras,
-                                                        trainer.prior.image_size, run_config.seed)
-            if not run_workspace.has_checkpoint():  # a resumed run loads its checkpoint instead
-                trainer.initialise_shape()
-                figures["start_iou"] = field_iou(trainer.field, case.object.scene, resolution=config.evaluation.iou_resolution,
-                                                 density_threshold=run_config.export.mesh.density_threshold)
-            return trainer
-    elif config.start == "truth":
-        def make_trainer(run_config, run_workspace, prior=None):
-            trainer, figures["start_iou"] = truth_start_trainer(  # absent when a finished run is resumed (no trainer is made)
-                run_config, run_workspace, case.object.scene, prior=prior, fit=config.truth_fit,
-                iou_resolution=config.evaluation.iou_resolution, density_threshold=run_config.export.mesh.density_threshold)
-            return trainer
-    result = text_to_3d(run_config, workspace, resume=True, progress=False, make_trainer=make_trainer)
-    return {"iters": result.metrics["iters"], "final_loss": result.metrics["final_loss"], **figures}
-
-
 # kind -> runner(case, workspace, config, device) -> figures; each leaves a trained workspace that
-# `methods.registry.load_trained` reads (in the subfolder TRAINED_FOLDERS names, if any).
+# `methods.trained.load_trained` reads (in the subfolder TRAINED_FOLDERS names, if any).
 CASE_RUNNERS: dict[str, Callable[[WorldCase, Path, WorldBenchConfig, torch.device], dict]] = {
     "text": run_text_case, **IMAGE_CASE_RUNNERS}
 
 
 def run_case(case: WorldCase, root: Path, config: WorldBenchConfig, scorer: ClipScorer, device: torch.device) -> dict:
-    from ..methods.registry import load_trained
+    from ..methods.trained import load_trained
     from ..utils.images import save_image
 
     workspace = root / case.folder_name

@@ -63,7 +63,7 @@ def result_features(workspaces: list[Path], obj, scorer: "ClipScorer", config: "
     """For K trained workspaces: occupancy grids [K, R, R, R], CLIP embeddings of front renders [K, D],
     and each one's IoU against the true object."""
     from ..methods.dreamtext.reconstruct import reference_camera
-    from ..methods.registry import load_trained
+    from ..methods.trained import load_trained
     from .world_metrics import field_views
 
     evaluation, grids, views = config.evaluation, [], []
@@ -94,7 +94,7 @@ def run_diversity_study(config: "WorldBenchConfig", root: Path, scorer: "ClipSco
     root/diversity (resumed when present); their diversity figures."""
     from ..methods.dreamtext.diverse import DiverseConfig, diverse
     from ..methods.sample import SampleConfig
-    from .world import WorldCase, benchmark_objects, run_text_case
+    from .world_cases import WorldCase, benchmark_objects, run_text_case
     from .world_image import describe_clip, image_pipeline_config
 
     k = config.image.diversity_k

@@ -3,7 +3,7 @@
 Each case starts from a true render of the held-out object: sphere traced by the world's renderer,
 lambertian with a headlight on white, at the prior's native size, from a fixed front-ish camera. It is
 saved as the case's input.png and runs through the image-to-3D pipeline (describe -> descriptor ->
-reconstruct, `methods.dreamtext.pipeline`) with one of its methods:
+reconstruct, `methods.dreamtext.image_to_3d`) with one of its methods:
 
     dreamtext      the thesis's DreamText (learned descriptor words, no reference losses)
     realfusion     RealFusion mode (noun-only textual inversion + reference-view RGB and mask losses)
@@ -33,11 +33,11 @@ from ..metrics import psnr
 from ..methods.dreamtext.reconstruct import RECONSTRUCTION_DIR, ReferenceViewConfig, reference_camera
 
 if TYPE_CHECKING:
-    from ..methods.dreamtext.pipeline import ImageTo3DConfig
+    from ..methods.dreamtext.image_to_3d import ImageTo3DConfig
     from ..world.world import WorldObject
     from .world import WorldBenchConfig, WorldCase
 
-# case kind -> the pipeline's method (methods/dreamtext/pipeline.py METHODS)
+# case kind -> the pipeline's method (methods/dreamtext/image_to_3d.py METHODS)
 IMAGE_KINDS: dict[str, str] = {"dreamtext": "dreamtext", "realfusion": "realfusion", "dreamtext_ref": "dreamtext+reference"}
 INPUT_FILE = "input.png"  # describe's own name for the prepared image: the render is already prepared
 PSNR_CAP_DB = 100.0  # ours: an identical image has infinite PSNR, which strict JSON cannot hold
@@ -128,7 +128,7 @@ def image_pipeline_config(method: str, config: "WorldBenchConfig", device: torch
     reconstruction (the preset with the benchmark's overrides, as the text cases run). noun: fixed
     instead of chosen by CLIP (`--noun`)."""
     from ..methods.describe import SentenceConfig
-    from ..methods.dreamtext.pipeline import ImageTo3DConfig, with_stage_settings
+    from ..methods.dreamtext.image_to_3d import ImageTo3DConfig, with_stage_settings
     from ..methods.presets import PRESETS
 
     settings = config.image
@@ -157,9 +157,9 @@ def write_input(obj: "WorldObject", workspace: Path, settings: ImageBenchConfig,
 
 def run_image_case(case: "WorldCase", workspace: Path, config: "WorldBenchConfig", device: torch.device) -> dict:
     """Image-to-3D of the case's input render with the case kind's method; returns its own figures."""
-    from ..methods.dreamtext.pipeline import image_to_3d
+    from ..methods.dreamtext.image_to_3d import image_to_3d
     from ..methods.describe.describe import DESCRIBE_FILE
-    from ..methods.registry import load_trained
+    from ..methods.trained import load_trained
     from ..utils.images import load_image
 
     method = IMAGE_KINDS[case.kind]

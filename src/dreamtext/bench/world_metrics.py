@@ -229,7 +229,7 @@ class Evaluation:
 
 
 def evaluate_reconstruction(trained, obj: WorldObject, scorer: ClipScorer, config: WorldEvalConfig = WorldEvalConfig()) -> Evaluation:
-    """Every metric of a trained scene (`methods.registry.TrainedScene`) against `obj`."""
+    """Every metric of a trained scene (`methods.trained.TrainedScene`) against `obj`."""
     field, mesh_config = trained.field, trained.export.mesh
     cameras = evaluation_cameras(config, field_device(field))
     rendered = field_views(field, trained.renderer, cameras, config)

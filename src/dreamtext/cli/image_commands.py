@@ -20,14 +20,14 @@ def _method_of(workspace: str, given: str | None) -> str:
     """The method named on the command line, else the one the workspace's stage file records, else dreamtext."""
     if given is not None:
         return given
-    from ..methods.dreamtext.pipeline import read_stage_file
+    from ..methods.dreamtext.image_to_3d import read_stage_file
 
     saved = read_stage_file(Path(workspace))
     return (saved or {}).get("method", "dreamtext")
 
 
 def _image_config(method: str):
-    from ..methods.dreamtext.pipeline import ImageTo3DConfig, method_config
+    from ..methods.dreamtext.image_to_3d import ImageTo3DConfig, method_config
 
     return method_config(ImageTo3DConfig(method=method))
 
@@ -145,7 +145,7 @@ class ImageSettings:
 
     def config(self):
         from ..methods.describe import SentenceConfig
-        from ..methods.dreamtext.pipeline import ImageTo3DConfig, with_stage_settings
+        from ..methods.dreamtext.image_to_3d import ImageTo3DConfig, with_stage_settings
 
         config = ImageTo3DConfig(method=self.method)
         config.describe = dataclasses.replace(config.describe, clip=self.clip, vocabulary=self.vocabulary, device=self.device,
@@ -169,7 +169,7 @@ class ImageCommand:
     settings: Annotated[ImageSettings, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ImageSettings)
 
     def run(self) -> None:
-        from ..methods.dreamtext.pipeline import image_to_3d
+        from ..methods.dreamtext.image_to_3d import image_to_3d
 
         result = image_to_3d(self.image, self.workspace, self.settings.config(), progress=not self.settings.quiet)
         print(f'"{result.prompt}"; 3D outputs in {result.reconstruction}')

@@ -102,8 +102,8 @@ class RenderCommand:
     size: int = 256
 
     def run(self) -> None:
-        from ..methods.registry import load_trained
-        from ..export.pipeline import render_outputs
+        from ..methods.trained import load_trained
+        from ..export.outputs import render_outputs
 
         trained = load_trained(self.workspace)
         files = render_outputs(trained, Path(self.workspace), frames=self.frames, size=self.size, progress=True)
@@ -124,8 +124,8 @@ class ExportCommand:
     """Output path (default: WORKSPACE/mesh.FORMAT)."""
 
     def run(self) -> None:
-        from ..methods.registry import load_trained
-        from ..export.pipeline import export_mesh
+        from ..methods.trained import load_trained
+        from ..export.outputs import export_mesh
 
         trained = load_trained(self.workspace)
         files = export_mesh(trained, self.out or str(Path(self.workspace) / f"mesh.{self.format}"), self.format,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..data.posed_images import PosedImages, load_posed_images
 from ..errors import DreamtextError
 from ..export.mesh import MeshExportConfig
-from ..export.pipeline import ExportConfig, export_all
+from ..export.outputs import ExportConfig, export_all
 from ..metrics import psnr
 from ..scene.field import FieldConfig, RadianceField
 from ..scene.hash_encoding import HashGridConfig

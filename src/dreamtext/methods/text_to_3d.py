@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 
 from ..errors import DreamtextError
-from ..export.pipeline import ExportConfig, export_all
+from ..export.outputs import ExportConfig, export_all
 from ..prior.perp_neg import PerpNegConfig
 from ..prior import (
     AnnealedTimesteps, ConstantValue, CosineTimesteps, CosineValue, ExponentialValue, LinearTimesteps, LinearValue, PromptConfig, PromptEmbeddings,

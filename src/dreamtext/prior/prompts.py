@@ -16,16 +16,10 @@ import tyro
 from torch import Tensor
 
 from ..errors import DreamtextError
-from ..scene.cameras import VIEW_LABELS
+from ..scene.cameras import VIEW_LABELS, VIEW_SUFFIXES, view_prompt  # noqa: F401  (view_prompt: re-exported)
 from .loading import Prior
 from .perp_neg import BACK, FRONT, SIDE, PerpNegConfig, perp_neg_plan
 
-# Thesis 6.1.7 / stable-dreamfusion: the suffix is ", <label> view".
-VIEW_SUFFIXES: dict[str, str] = {label: f", {label} view" for label in VIEW_LABELS}
-
-
-def view_prompt(prompt: str, label: str) -> str:
-    return prompt + VIEW_SUFFIXES[label]
 
 
 def view_prompts(prompt: str) -> list[str]:

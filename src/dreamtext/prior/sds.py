@@ -152,8 +152,8 @@ class ScoreDistillation:
         prior = self.prior
         batch, copies = noisy.shape[0], len(texts)
         labels = camera_labels(prior.unet, cameras, batch, noisy.device, prior.dtype, copies=copies)
-        rows = noisy.repeat(copies, 1, 1, 1)
-        steps = timesteps.repeat(copies)
+        rows = torch.cat([noisy] * copies)  # cat, not repeat: it keeps the latents' memory format (and so the rounding)
+        steps = torch.cat([timesteps] * copies)
         output = prior.unet(rows.to(prior.dtype), steps, encoder_hidden_states=torch.cat(texts).to(prior.dtype),
                             **labels).sample.float()
         if self.prediction_type == "v_prediction":

@@ -221,6 +221,14 @@ def view_labels(polar_deg: Tensor, azimuth_deg: Tensor, config: ViewLabelConfig 
     return [VIEW_LABELS[i] for i in view_label_ids(polar_deg, azimuth_deg, config).tolist()]
 
 
+# Thesis 6.1.7 / stable-dreamfusion: a view-dependent prompt ends with ", <label> view".
+VIEW_SUFFIXES: dict[str, str] = {label: f", {label} view" for label in VIEW_LABELS}
+
+
+def view_prompt(prompt: str, label: str) -> str:
+    return prompt + VIEW_SUFFIXES[label]
+
+
 # ---------------------------------------------------------------------------------------------
 # Camera distributions
 # ---------------------------------------------------------------------------------------------

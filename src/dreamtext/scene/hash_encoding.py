@@ -29,9 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from dreamtext.errors import DreamtextError
-
-# Instant-NGP spatial-hash primes (thesis eq. 3.18); the first dimension is not scrambled.
-HASH_PRIMES = (1, 2654435761, 805459861)
+from dreamtext.scene.hashing import HASH_PRIMES
 
 Implementation = Literal["auto", "torch", "triton"]
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from dreamtext.scene.hash_encoding import HASH_PRIMES
+from dreamtext.scene.hashing import HASH_PRIMES
 
 try:
     import triton

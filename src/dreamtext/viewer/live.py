@@ -23,7 +23,7 @@ from ..utils.progress import format_duration
 from ..utils.workspace import CHECKPOINT_FILE, PROGRESS_FILE, Workspace
 
 if TYPE_CHECKING:
-    from ..methods.registry import TrainedScene
+    from ..methods.trained import TrainedScene
 
 MESH_FILE = "mesh.glb"
 WATCHED_FILES: tuple[str, ...] = (CHECKPOINT_FILE, PROGRESS_FILE, MESH_FILE)
@@ -106,12 +106,12 @@ def describe_progress(status: dict | None, now: float | None = None) -> str:
 class LiveWorkspace:
     """A workspace's trained scene, mesh and progress, reloaded whenever the files change.
 
-    `loader(root, device)` rebuilds the scene from the checkpoint (`methods.registry.load_trained`).
+    `loader(root, device)` rebuilds the scene from the checkpoint (`methods.trained.load_trained`).
     A checkpoint that cannot be loaded keeps the previous scene and reports why in `load_error`.
     """
 
     def __init__(self, root: str | Path, device: str = "auto", loader: Callable[[Path, str], "TrainedScene"] | None = None):
-        from ..methods.registry import load_trained
+        from ..methods.trained import load_trained
 
         self.workspace = Workspace(root, create=False)
         self.workspace.load_config_dict()  # a folder without config.json is no workspace

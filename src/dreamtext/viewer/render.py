@@ -3,7 +3,7 @@
 No web code lives here, so the pictures are tested without a browser. The field is rendered once
 over black, which gives colour premultiplied by opacity, opacity and depth; the shading modes then
 light each pixel at its expected surface point (o + depth d) with one normals query per pixel that
-shows the object, as `export.pipeline.display_render_fn` does for videos. For a hard surface that is
+shows the object, as `export.outputs.display_render_fn` does for videos. For a hard surface that is
 the picture the renderer's per-sample shading gives, at a fraction of the cost, so the viewer stays
 interactive on a CPU.
 """
@@ -24,7 +24,7 @@ from ..scene.shading import DEFAULT_AMBIENT, shade
 from ..utils.images import to_uint8
 
 if TYPE_CHECKING:
-    from ..methods.registry import TrainedScene
+    from ..methods.trained import TrainedScene
 
 ViewMode = Literal["albedo", "lambertian", "textureless", "normals", "depth"]
 VIEW_MODES: tuple[ViewMode, ...] = get_args(ViewMode)

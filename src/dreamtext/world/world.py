@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from ..prior.prompts import view_prompt
+from ..scene.cameras import view_prompt
 from .analytic import AnalyticScene, Part
 from .objects import CENTRING_OFFSETS, Paint, build_parts
 from .sdf import Scale, Stretch, Translate

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ...errors import DreamtextError
-from ..small.pipeline import write_directory_atomically
+from ..small.assemble import write_directory_atomically
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 BUILTIN_PIPELINE_DIR = BUILTIN_DIR / "pipeline"

@@ -33,22 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...scene.cameras import VIEW_LABELS
 from ...utils.io import atomic_write_json, staging_folder
 from ...utils.progress import Progress
 from ...utils.schedules import warmup_cosine
 from ...world.renders import RenderConfig, sample_render_batch
-from ...world.vocabulary import COLOURS, NOUNS, PATTERNS, SIZES, describe
+from ...world.vocabulary import NOUNS, describe
 from ...world.world import Split
-from ..prompts import view_prompt
+from .captions import (  # noqa: F401  (re-exported: the CLIP's words of images and captions)
+    COLOUR_NAMES, SIZE_NAMES, WILDCARD, WORD_FIELDS, caption_from_words, caption_word_ids, image_word_ids, truth_matrix,
+)
 from .render_pool import WorldRenderPool, render_seed
 from ..tokenizer import CLIP_MAX_LENGTH, CLIP_VOCAB_SIZE, build_clip_tokenizer
 
 BOS_TOKEN_ID = CLIP_VOCAB_SIZE - 2  # <|startoftext|>
 EOS_TOKEN_ID = CLIP_VOCAB_SIZE - 1  # <|endoftext|>, also the padding token (Stable Diffusion 1.x style)
-WILDCARD = -1  # a caption that does not name a word holds for every value of it
-COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
-SIZE_NAMES: tuple[str, ...] = tuple(SIZES)
 
 
 @dataclass(frozen=True)
@@ -191,54 +189,6 @@ def rank_captions(model, tokenizer, images: Tensor, captions: list[str]) -> Tens
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     return encode_images(model, images.to(device, dtype)).float() @ encode_texts(model, tokenizer, captions).float().T
-
-
-# ---------------------------------------------------------------------------------------------
-# Words of images and captions: who is true of whom
-# ---------------------------------------------------------------------------------------------
-
-# Columns of a word-id table: noun, colour, size, pattern, view.
-WORD_FIELDS = ("noun", "colour", "size", "pattern", "view")
-
-
-def image_word_ids(objects, view_ids: Tensor) -> Tensor:
-    """[B, 5] long: each image's noun, colour, size, pattern and view label ids."""
-    rows = [(NOUNS.index(o.noun), COLOUR_NAMES.index(o.colour), SIZE_NAMES.index(o.size), PATTERNS.index(o.pattern)) for o in objects]
-    return torch.cat([torch.tensor(rows, dtype=torch.long).reshape(-1, 4), view_ids.cpu().long()[:, None]], dim=1)
-
-
-def caption_from_words(words: list[int]) -> str:
-    """The caption a word-id row stands for; WILDCARD columns are left unsaid."""
-    noun, colour, size, pattern, view = words
-    if noun == WILDCARD:  # the colour-only form
-        text = describe("object", COLOUR_NAMES[colour])
-    elif colour == WILDCARD:  # the noun-only form
-        text = describe(NOUNS[noun], "")
-    else:
-        text = describe(NOUNS[noun], COLOUR_NAMES[colour], SIZE_NAMES[size], PATTERNS[pattern])
-    return text if view == WILDCARD else view_prompt(text, VIEW_LABELS[view])
-
-
-def caption_word_ids(image_words: Tensor, plain_prob: float, partial_prob: float, generator: torch.Generator) -> Tensor:
-    """Word ids [B, 5] of a caption drawn for each image: full with its view, plain (no view), or
-    partial (noun only or colour only, no view); unsaid words are WILDCARD."""
-    count = image_words.shape[0]
-    draw = torch.rand(count, generator=generator)
-    noun_only = torch.rand(count, generator=generator) < 0.5
-    plain = draw < plain_prob + partial_prob
-    partial = draw < partial_prob
-    words = image_words.clone()
-    words[plain, 4] = WILDCARD
-    words[partial, 2:4] = WILDCARD
-    words[partial & noun_only, 1] = WILDCARD
-    words[partial & ~noun_only, 0] = WILDCARD
-    return words
-
-
-def truth_matrix(caption_words: Tensor, image_words: Tensor) -> Tensor:
-    """[C, B] bool: caption c is true of image b (every word it says matches)."""
-    said = caption_words[:, None, :]
-    return ((said == WILDCARD) | (said == image_words[None, :, :])).all(-1)
 
 
 def soft_contrastive_loss(logits: Tensor, truth: Tensor) -> Tensor:

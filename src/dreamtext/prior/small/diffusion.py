@@ -3,7 +3,7 @@
 The architecture is Stable Diffusion's (diffusers `AutoencoderKL` + `UNet2DConditionModel`, epsilon
 prediction on SD's scaled-linear betas), shrunk to 64 px images and 16x16x4 latents so the whole model
 fits in a few megabytes and trains on one GPU in minutes. Training loops live in `train.py`; the saved
-pipeline is put together in `pipeline.py`.
+pipeline is put together in `assemble.py`.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ...utils.io import atomic_write
+from .captions import caption_from_words, image_word_ids
 from ...utils.progress import Progress
 
 CHUNK = 32  # renders per task: small enough to balance workers, large enough to amortise the SDF setup
@@ -71,8 +72,6 @@ class WorldRenderPool:
 
     def captions(self, index: Tensor | None = None) -> list[str]:
         """Full captions with their view suffix ("a red mug, side view"), as `WorldObject.caption` says them."""
-        from .clip import caption_from_words
-
         rows = self.words if index is None else self.words[index]
         return [caption_from_words(row) for row in rows.tolist()]
 
@@ -108,7 +107,6 @@ class WorldRenderPool:
 def _render_chunk(spec: PoolSpec, chunk: int, count: int) -> tuple[Tensor, Tensor, Tensor]:
     """One chunk on the CPU (run inside a worker): uint8 images, word ids and cameras."""
     from ...world.renders import RenderConfig, sample_render_batch
-    from .clip import image_word_ids
 
     config = RenderConfig(resolution=spec.resolution, supersample=spec.supersample)
     batch = sample_render_batch(count, render_seed(spec.seed, chunk), spec.split, config, device="cpu")

@@ -47,7 +47,7 @@ from .diffusion import (
     vae_loss,
     with_attention_heads,
 )
-from .pipeline import assemble_pipeline, build_prior_tokenizer, load_clip_text_encoder, save_pretrained_atomically
+from .assemble import assemble_pipeline, build_prior_tokenizer, load_clip_text_encoder, save_pretrained_atomically
 from .render_pool import PoolSpec, WorldRenderPool, cached_world_pool, render_world_pool
 
 Stage = Literal["clip", "vae", "unet", "assemble", "all"]
@@ -249,7 +249,7 @@ def load_frozen_vae(vae_dir: str | os.PathLike, device: torch.device):
 
 def training_captions(words: Tensor, train: UnetTrainConfig, generator: torch.Generator) -> list[str]:
     """A caption for each image: full with its view, plain, or partial (see `UnetTrainConfig`), some dropped."""
-    from .clip import caption_from_words, caption_word_ids
+    from .captions import caption_from_words, caption_word_ids
 
     said = caption_word_ids(words, train.plain_caption_prob, train.partial_caption_prob, generator)
     return drop_captions([caption_from_words(row) for row in said.tolist()], train.caption_dropout, generator)

@@ -23,7 +23,7 @@ from .texture import TextureBakeConfig, texture_mesh
 from .video import RenderFn, mp4_writer_available, save_named_views, save_turntable
 
 if TYPE_CHECKING:
-    from ..methods.registry import TrainedScene
+    from ..methods.trained import TrainedScene
     from ..scene.protocols import Field
     from ..scene.renderer import Background, VolumeRenderer
     from ..utils.workspace import Workspace

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import DreamtextError
-from ..export.pipeline import ExportConfig
+from ..export.outputs import ExportConfig
 from ..scene.renderer import Background, VolumeRenderer
 from ..utils.config import config_from_dict
 from ..utils.device import resolve_device
@@ -74,7 +74,7 @@ def load_trained(workspace: str | Path, device: str = "auto") -> TrainedScene:
 def render_workspace(workspace: str | Path, frames: int = 60, size: int = 256, device: str = "auto",
                      progress: bool = True) -> list[Path]:
     """The turntable (mp4 and gif) and named views of a trained workspace, written into it again."""
-    from ..export.pipeline import render_outputs
+    from ..export.outputs import render_outputs
 
     return render_outputs(load_trained(workspace, device), Path(workspace), frames=frames, size=size, progress=progress)
 
@@ -84,7 +84,7 @@ def export_workspace(workspace: str | Path, path: str | Path | None = None, form
                      progress: bool = True) -> list[Path]:
     """The mesh of a trained workspace as GLB, OBJ or PLY (by `format`, else `path`'s suffix, else GLB), with
     vertex colours or, with texture=True, a baked UV texture; returns every file written."""
-    from ..export.pipeline import export_mesh
+    from ..export.outputs import export_mesh
 
     fmt = format or (Path(path).suffix.lstrip(".").lower() if path is not None else "") or "glb"
     target = Path(path) if path is not None else Path(workspace) / f"mesh.{fmt}"
