@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dreamtext.bench import world as world_module
+from dreamtext.bench import world_cases as world_cases_module
 from dreamtext.bench.world import WorldBenchConfig, WorldCase, benchmark_cases, benchmark_objects, mean_figures, run_case
 from dreamtext.bench.world_diversity import (
     mean_pairwise_embedding_distance, mean_pairwise_occupancy_distance, run_diversity_study,
@@ -201,7 +202,7 @@ def test_diversity_study_of_identical_results_is_zero(quick_realfusion, monkeypa
                                            prompt=f"An image of <dt-w{index}>, a torus"))
         return results
 
-    monkeypatch.setattr(world_module, "run_text_case", fake_text_case)
+    monkeypatch.setattr(world_cases_module, "run_text_case", fake_text_case)
     monkeypatch.setattr(diverse_module, "diverse", fake_diverse)
     config = WorldBenchConfig.quick(kinds=("diversity",), evaluation=TEST_EVAL)
     study = run_diversity_study(config, tmp_path, SimpleNamespace(backend=describe_clip("cpu")), torch.device("cpu"))

@@ -69,11 +69,12 @@ def run_text_case(case: WorldCase, workspace: Path, config: "WorldBenchConfig", 
     figures: dict[str, Any] = {}
     make_trainer = TextTo3DTrainer
     if run_config.init.kind == "prior_hull":
+        def exact_renders(prior, embeddings, init, seed, cameras, progress):
+            return truth_drawings(case.object, init, cameras, prior.image_size, seed)
+
         def make_trainer(run_config, run_workspace, prior=None):
-            trainer = TextTo3DTrainer(run_config, run_workspace, prior=prior)
-            if config.start == "truth_hull":  # a resumed run too: it rebuilds the hull that holds it
-                trainer.given_drawings = truth_drawings(case.object, run_config.init, run_config.cameras,
-                                                        trainer.prior.image_size, run_config.seed)
+            drawings = exact_renders if config.start == "truth_hull" else None
+            trainer = TextTo3DTrainer(run_config, run_workspace, prior=prior, drawings=drawings)
             if not run_workspace.has_checkpoint():  # a resumed run loads its checkpoint instead
                 trainer.initialise_shape()
                 figures["start_iou"] = field_iou(trainer.field, case.object.scene, resolution=config.evaluation.iou_resolution,

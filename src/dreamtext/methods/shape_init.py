@@ -16,7 +16,7 @@ which carve it further (`RedrawConfig`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -228,6 +228,14 @@ class SoftVisualHull:
             sampled = F.grid_sample(masks.to(points.device), grid, align_corners=False)  # zeros outside the frame
             per_view.append(sampled.flatten(1).mean(0))
         return torch.stack(per_view).amin(0).to(points.dtype)
+
+
+class DrawingSource(Protocol):
+    """Where a hull start's drawings come from: one [N, 3, H, W] batch per `config.views` entry, seen from
+    `view_cameras(config, cameras, H)`. `draw_views` (the prior) is the source of every run."""
+
+    def __call__(self, prior, embeddings, config: "ShapeInitConfig", seed: int, cameras: CameraSamplerConfig,
+                 progress: bool) -> list[Tensor]: ...
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from ..utils.workspace import Workspace
 from .adan import Adan
 from .lifecycle import check_schedule, start_run, train_loop
 from .regularizers import RegularizerWeights, regularization
-from .shape_init import (ShapeInitConfig, SoftVisualHull, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
+from .shape_init import (DrawingSource, ShapeInitConfig, SoftVisualHull, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
                          hull_volume_fraction, mean_object_colour, redraw_hull)
 
 ITERS_PER_EPOCH = 100  # thesis 6.1: an epoch is 100 iterations
@@ -195,17 +195,17 @@ def _dtype_name(dtype: torch.dtype) -> str:
 class TextTo3DTrainer:
     """Holds the field, background, renderer, prior and optimiser of one text-to-3D run."""
 
-    def __init__(self, config: TextTo3DConfig, workspace: Workspace, prior=None, embeddings=None):
+    def __init__(self, config: TextTo3DConfig, workspace: Workspace, prior=None, embeddings=None,
+                 drawings: DrawingSource | None = None):
         """embeddings: conditioning to use instead of encoding `config.prompt` (anything with
-        `conditional(view_ids)` and `unconditional(batch)`, as `PromptEmbeddings`)."""
+        `conditional(view_ids)` and `unconditional(batch)`, as `PromptEmbeddings`).
+        drawings: where a hull start's drawings come from, called as `shape_init.draw_views` is (its
+        default: the prior draws them); `bench world --start truth_hull` hands in exact renders."""
         if not 0.0 <= config.ema_decay < 1.0:
             raise DreamtextError(f"ema_decay must lie in [0, 1) (0 turns the moving average off), got {config.ema_decay}")
         self.config = config
         self.workspace = workspace
-        # The images the hull is carved from instead of the prior's drawings, one [N, 3, H, W] batch per
-        # `config.init.views` entry; set before the shape is initialised (a diagnostic: `bench world --start
-        # truth_hull` sets exact renders of the true object). None: the prior draws.
-        self.given_drawings: list[torch.Tensor] | None = None
+        self.drawings = drawings
         self.device = resolve_device(config.device)
         if prior is None:
             prior = load_prior(config.model, device=self.device, dtype=_prior_dtype(config.precision),
@@ -441,10 +441,9 @@ class TextTo3DTrainer:
         hull of all of them on the run's device (None when empty) and its share of the cube; the same for a
         seed, so a resumed run rebuilds the hull that holds it."""
         init = self.config.init
-        drawings = self.given_drawings
-        if drawings is None:
-            drawings = draw_views(self.prior, self.embeddings, init, seed=self.config.seed, cameras=self.config.cameras,
-                                  progress=progress)
+        draw = self.drawings or draw_views
+        drawings = draw(self.prior, self.embeddings, init, seed=self.config.seed, cameras=self.config.cameras,
+                        progress=progress)
         hull = hull_of_drawings(drawings, init, self.config.cameras)
         fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
         redrawn = None

@@ -24,35 +24,35 @@ class TrainedScene:
     export: ExportConfig
 
 
-def _trained_field(config, workspace: Workspace, device: torch.device) -> tuple[nn.Module, VolumeRenderer, dict]:
+def _trained_field(config, workspace: Workspace, device: torch.device, latest_only: bool) -> tuple[nn.Module, VolumeRenderer, dict]:
     """The field and renderer (with its occupancy grid) of a run's config, loaded from its checkpoint."""
     from ..scene.field import RadianceField
 
     field = RadianceField(config.field).to(device)
     renderer = VolumeRenderer(config.renderer, occupancy=config.occupancy, bound=field.bound).to(device)
-    state = workspace.load_checkpoint(map_location=device)
+    state = workspace.load_checkpoint(map_location=device, latest_only=latest_only)
     field.load_state_dict(state.get("ema_field", state["field"]))  # the moving average when the run kept one
     renderer.load_state_dict(state["renderer"])
     field.eval()
     return field, renderer, state
 
 
-def _load_fit(workspace: Workspace, config_dict: dict, device: torch.device) -> TrainedScene:
+def _load_fit(workspace: Workspace, config_dict: dict, device: torch.device, latest_only: bool) -> TrainedScene:
     from .fit import FitConfig
 
     config = config_from_dict(FitConfig, config_dict)
-    field, renderer, _ = _trained_field(config, workspace, device)
+    field, renderer, _ = _trained_field(config, workspace, device, latest_only)
     background = torch.tensor(config.background, dtype=torch.float32, device=device)
     return TrainedScene(field=field, renderer=renderer, background=background, export=config.export)
 
 
-def _load_text(workspace: Workspace, config_dict: dict, device: torch.device) -> TrainedScene:
+def _load_text(workspace: Workspace, config_dict: dict, device: torch.device, latest_only: bool) -> TrainedScene:
     """A text-to-3D workspace: field, renderer and the trained background network (no prior needed)."""
     from ..scene.background import Background as BackgroundModule
     from .text_to_3d import TextTo3DConfig
 
     config = config_from_dict(TextTo3DConfig, config_dict)
-    field, renderer, state = _trained_field(config, workspace, device)
+    field, renderer, state = _trained_field(config, workspace, device, latest_only)
     background = BackgroundModule(config.background).to(device)
     background.load_state_dict(state["background"])
     background.eval()
@@ -62,13 +62,15 @@ def _load_text(workspace: Workspace, config_dict: dict, device: torch.device) ->
 LOADERS = {"fit": _load_fit, "text": _load_text}
 
 
-def load_trained(workspace: str | Path, device: str = "auto") -> TrainedScene:
+def load_trained(workspace: str | Path, device: str = "auto", latest_only: bool = False) -> TrainedScene:
+    """The trained scene of a workspace, from last.pt (or previous.pt when last.pt is damaged, unless
+    `latest_only`)."""
     ws = Workspace(workspace, create=False)
     saved = ws.load_config_dict()
     method = saved.get("method")
     if method not in LOADERS:
         raise DreamtextError(f"{ws.root}/config.json names method {method!r}, which this version cannot load; known: {', '.join(LOADERS)}")
-    return LOADERS[method](ws, saved["config"], resolve_device(device))
+    return LOADERS[method](ws, saved["config"], resolve_device(device), latest_only)
 
 
 def render_workspace(workspace: str | Path, frames: int = 60, size: int = 256, device: str = "auto",

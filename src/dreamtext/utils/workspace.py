@@ -131,12 +131,14 @@ class Workspace:
         os.replace(staged, last)
         atomic_write_text(_sidecar(last), sidecar)
 
-    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict:
-        """The latest checkpoint that verifies and loads: last.pt, else (with a one-line warning) previous.pt."""
+    def load_checkpoint(self, map_location: str | torch.device = "cpu", latest_only: bool = False) -> dict:
+        """The latest checkpoint that verifies and loads: last.pt, else (with a one-line warning) previous.pt.
+        `latest_only`: last.pt or an error (a live viewer keeps what it shows rather than go back a step)."""
         if not self.has_checkpoint():
             raise DreamtextError(f"no checkpoint in {self.root}; train first, or check the --workspace path")
         problems = []
-        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+        candidates = (self.checkpoint_path,) if latest_only else (self.checkpoint_path, self.previous_checkpoint_path)
+        for path in candidates:
             if not path.is_file():
                 continue
             problem = verify_checkpoint(path)

@@ -7,6 +7,7 @@ size says that a new one is there.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -117,7 +118,8 @@ class LiveWorkspace:
         self.workspace.load_config_dict()  # a folder without config.json is no workspace
         self.title = summarize_run(self.workspace.root).title  # the run's prompt, or what it was fitted to
         self.device = device
-        self._loader = loader or load_trained
+        # last.pt only: a damaged newest checkpoint keeps the scene shown, never an older one.
+        self._loader = loader or functools.partial(load_trained, latest_only=True)
         self._watcher = FileWatcher(self.workspace.root)
         self.scene: "TrainedScene | None" = None
         self.scene_step: int | None = None

@@ -282,4 +282,4 @@ def sphere_scene(radius: float = 0.4, albedo: RGB = (0.8, 0.8, 0.8), center: Seq
 
 
 # The posed-set writer lives in its own module; fitting code imports it from here with the scenes.
-from .posed_views import write_scene_views  # noqa: E402  (after AnalyticScene: no import cycle)
+from .posed_views import write_scene_views  # noqa: E402, F401  (re-exported; after AnalyticScene: no import cycle)
