@@ -156,3 +156,48 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_old_file_survives(tmp_p
         workspace.save_checkpoint({"step": 2})
     monkeypatch.undo()
     assert workspace.load_checkpoint()["step"] == 1
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_checkpoint_save_killed_at_any_rename_leaves_one_that_verifies(tmp_path, monkeypatch):
+    """The save stopped before each of its file operations in turn (a kill -9 there): the workspace
+    always loads either the new checkpoint or the one before it, never a damaged one."""
+    from pathlib import Path
+
+    real_replace, real_unlink = os.replace, Path.unlink
+    crash_at = 0
+    while True:
+        folder = tmp_path / f"crash_{crash_at}"
+        workspace = Workspace(folder)
+        for step in (1, 2):
+            workspace.save_checkpoint({"step": step, "value": torch.arange(1000) * step})
+        done = []
+
+        def counted(real):
+            def operation(*args, **kwargs):
+                if len(done) == crash_at:
+                    raise _Crash
+                done.append(1)
+                return real(*args, **kwargs)
+            return operation
+
+        monkeypatch.setattr(os, "replace", counted(real_replace))
+        monkeypatch.setattr(Path, "unlink", counted(real_unlink))
+        try:
+            workspace.save_checkpoint({"step": 3, "value": torch.arange(1000) * 3})
+            finished = True
+        except _Crash:
+            finished = False
+        monkeypatch.setattr(os, "replace", real_replace)
+        monkeypatch.setattr(Path, "unlink", real_unlink)
+        state = workspace.load_checkpoint()
+        assert state["step"] in ((3,) if finished else (2, 3)), crash_at
+        assert torch.equal(state["value"], torch.arange(1000) * state["step"])
+        if finished:
+            assert workspace.load_checkpoint(latest_only=True)["step"] == 3
+            break
+        crash_at += 1
+    assert crash_at >= 5  # the save has that many steps to be killed between

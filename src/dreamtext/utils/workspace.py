@@ -115,21 +115,21 @@ class Workspace:
 
     def save_checkpoint(self, state: dict) -> None:
         """Write `state` as last.pt, keeping the one before as previous.pt, each with a .sha256 sidecar
-        (size and hash). The new file is complete on disk before the old one moves, so a crash at any
-        point leaves at least one checkpoint that verifies."""
+        (size and hash). Every step is a rename, ordered so that a checkpoint never sits beside a sidecar
+        of another one: a crash at any point leaves last.pt or previous.pt that verifies and loads
+        (test_utils kills the save at each rename)."""
         last, previous = self.checkpoint_path, self.previous_checkpoint_path
         staged = last.with_name(f".{last.name}.new")
         atomic_torch_save(staged, state)
-        sidecar = checkpoint_fingerprint(staged)
+        atomic_write_text(_sidecar(staged), checkpoint_fingerprint(staged))
+        _sidecar(previous).unlink(missing_ok=True)  # previous.pt is about to be replaced
         if last.is_file():
             os.replace(last, previous)
-            old_sidecar = _sidecar(last)
-            if old_sidecar.is_file():
-                os.replace(old_sidecar, _sidecar(previous))
-            else:
-                _sidecar(previous).unlink(missing_ok=True)
+            if _sidecar(last).is_file():
+                os.replace(_sidecar(last), _sidecar(previous))
+        _sidecar(last).unlink(missing_ok=True)  # a sidecar left by an earlier crash
         os.replace(staged, last)
-        atomic_write_text(_sidecar(last), sidecar)
+        os.replace(_sidecar(staged), _sidecar(last))
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu", latest_only: bool = False) -> dict:
         """The latest checkpoint that verifies and loads: last.pt, else (with a one-line warning) previous.pt.

@@ -354,7 +354,7 @@ def train_small_unet(
             })
 
     step = first_step - 1
-    with Progress(total=steps, description="unet", enabled=progress) as bar:
+    with Progress(total=steps, start=first_step - 1, description="unet", enabled=progress) as bar:
         for step in range(first_step, steps + 1):
             if _out_of_time(start, max_seconds):
                 bar.log(f"unet: stopped after {step - 1} steps (max_seconds {max_seconds:.0f})")
