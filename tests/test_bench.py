@@ -44,3 +44,7 @@ def test_step_benchmark_splits_a_builtin_step_into_its_parts(capsys):
     parts = size["parts_seconds"]
     assert size["step_to_prior"] == pytest.approx(size["step_seconds"] / size["prior_seconds"])
     assert all(value >= 0 for value in parts.values()) and parts["  of which normals"] <= parts["render forward"]
+    table = size["profile_top_operators"]
+    assert 0 < len(table) <= 15 and all(row["self_ms_per_step"] > 0 for row in table)
+    assert [row["share"] for row in table] == sorted((row["share"] for row in table), reverse=True)
+    assert 0 < sum(row["share"] for row in table) <= 1 + 1e-9

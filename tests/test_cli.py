@@ -9,9 +9,16 @@ import typing
 import pytest
 import tyro
 
-from dreamtext.cli.main import COMMANDS, FitCommand, TextCommand
+from dreamtext.cli.defaults import first_positional
+from dreamtext.cli.image_commands import DescriptorCommand, ImageCommand, ReconstructCommand
+from dreamtext.cli.main import COMMANDS, FitCommand, TextCommand, parse_command
+from dreamtext.methods.dreamtext.descriptor import DescriptorConfig
+from dreamtext.methods.dreamtext.image_to_3d import ImageTo3DConfig
+from dreamtext.methods.dreamtext.reconstruct import ReconstructConfig
 from dreamtext.methods.fit import FitConfig
 from dreamtext.methods.text_to_3d import TextTo3DConfig
+from dreamtext.utils.config import config_to_dict
+from dreamtext.utils.io import atomic_write_json
 
 
 def leaf_settings(config_type, prefix: str = "") -> list[str]:
@@ -46,7 +53,9 @@ def option_strings(command, args: list[str], capsys) -> list[str]:
     return options
 
 
-@pytest.mark.parametrize("command, config_type", [(TextCommand, TextTo3DConfig), (FitCommand, FitConfig)])
+@pytest.mark.parametrize("command, config_type", [
+    (TextCommand, TextTo3DConfig), (FitCommand, FitConfig), (DescriptorCommand, DescriptorConfig),
+    (ReconstructCommand, ReconstructConfig), (ImageCommand, ImageTo3DConfig)])
 def test_every_setting_has_exactly_one_flag(command, config_type, capsys):
     options = option_strings(command, [], capsys)
     assert len(options) == len(set(options)), "a flag appears twice"
@@ -74,3 +83,27 @@ def test_every_command_parses_its_help():
 
             parse_command([name, "--help"])
         assert done.value.code == 0, name
+
+
+def test_image_commands_take_their_method_defaults_wherever_the_workspace_stands(tmp_path):
+    """descriptor / reconstruct / image defaults are the method's (--method, else the workspace's stage file);
+    the workspace is found among the flags, whether they take a value or not."""
+    assert first_positional(DescriptorCommand, ["--iters", "5", "--resume", "--sample-posterior", "W", "--lr", "1"]) == "W"
+    assert first_positional(DescriptorCommand, ["--iters=5", "W"]) == "W" and first_positional(DescriptorCommand, ["--iters", "5"]) is None
+
+    command = parse_command(["descriptor", "--iters", "5", str(tmp_path), "--method", "realfusion"])
+    assert (command.config.iters, command.config.trainable, command.config.base_loss_weight) == (5, "noun", 0.0)
+    atomic_write_json(tmp_path / "stage.json", {"method": "realfusion"})
+    command = parse_command(["reconstruct", "--render-size", "64", str(tmp_path)])
+    assert command.config.render_size == 64 and command.config.reference.rgb_weight > 0  # the workspace's method
+    assert parse_command(["reconstruct", str(tmp_path), "--method", "dreamtext"]).config.reference.rgb_weight == 0
+
+    saved = DescriptorConfig(iters=77, lr=1e-3)
+    atomic_write_json(tmp_path / "descriptor" / "config.json", {"method": "descriptor", "config": config_to_dict(saved)})
+    resumed = parse_command(["descriptor", str(tmp_path), "--resume", "--lr", "2e-3"]).config
+    assert (resumed.iters, resumed.lr) == (77, 2e-3)  # the saved run's values, the options given on top
+
+    image = parse_command(["image", "photo.png", "--method", "sentence", "--device", "cpu", "--descriptor.iters", "3",
+                           "--reconstruct.render-size", "32", "--describe.sentence.noun", "mug"]).settings.image_config()
+    assert (image.method, image.descriptor.trainable, image.descriptor.iters, image.reconstruct.render_size) == ("sentence", "sentence", 3, 32)
+    assert image.describe.sentence.noun == "mug" and {image.describe.device, image.descriptor.device, image.reconstruct.device} == {"cpu"}

@@ -10,7 +10,8 @@ process with the parts taking turns (`sds.interleaved_seconds`), each part timed
   (the field's and the renderer's own cost), and `normals`: the part of the forward that shading's
   finite-difference normals add (the same render with flat albedo, subtracted);
 - `optimizer`: Adan's update of every group;
-- `other`: the rest (occupancy grid updates, camera sampling, regularisers, bookkeeping).
+- `other`: the rest (occupancy grid updates, camera sampling, regularisers, bookkeeping);
+- `profile_top_operators`: torch.profiler's table of whole steps, the operators taking the most time.
 """
 
 from __future__ import annotations
@@ -57,7 +58,26 @@ def _optimizer_step(trainer: TextTo3DTrainer):
     return step
 
 
-def bench_size(size: int, iterations: int, warmup: int, device: torch.device) -> dict:
+PROFILE_TOP = 15  # operators listed in the profiler's table
+
+
+def profile_operators(step, iterations: int, top: int = PROFILE_TOP) -> list[dict]:
+    """torch.profiler's table of `iterations` calls of `step`: the `top` operators by their own (self)
+    time, per step and as a share of the profiled time (the autograd engine's backward ops included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(iterations):
+            step()
+    events = [event for event in profiler.key_averages() if event.self_cpu_time_total > 0]
+    total = sum(event.self_cpu_time_total for event in events)
+    events.sort(key=lambda event: event.self_cpu_time_total, reverse=True)
+    return [{"operator": event.key, "self_ms_per_step": event.self_cpu_time_total / 1000 / iterations,
+             "share": event.self_cpu_time_total / total, "calls_per_step": event.count / iterations}
+            for event in events[:top]]
+
+
+def bench_size(size: int, iterations: int, warmup: int, device: torch.device, profile_steps: int = 0) -> dict:
     overrides = {"device": device.type, "render_size": size, "init.kind": "blob", "shading.albedo_only_epochs": 0}
     config = preset_config("builtin", BENCH_PROMPT, overrides)
     with tempfile.TemporaryDirectory(prefix="dreamtext-bench-step-") as tmp:
@@ -71,6 +91,7 @@ def bench_size(size: int, iterations: int, warmup: int, device: torch.device) ->
             "optimizer": _optimizer_step(trainer),
         }
         times = {name: statistics.fmean(values) for name, values in interleaved_seconds(parts, warmup, iterations, device).items()}
+        profile = profile_operators(trainer.train_step, profile_steps) if profile_steps > 0 else None
     render_backward = max(0.0, times["render_forward_backward"] - times["render_forward"])
     normals = max(0.0, times["render_forward"] - times["render_albedo_forward"])
     known = times["prior"] + times["render_forward"] + render_backward + times["optimizer"]
@@ -88,12 +109,13 @@ def bench_size(size: int, iterations: int, warmup: int, device: torch.device) ->
             "optimizer": times["optimizer"],
             "other": max(0.0, times["step"] - known),
         },
+        **({"profile_top_operators": profile} if profile is not None else {}),
     }
 
 
 def bench_step(quick: bool = False, device: torch.device | str = "cpu") -> dict:
     device = torch.device(device)
-    iterations, warmup = (2, 1) if quick else (20, 3)
+    iterations, warmup, profile_steps = (2, 1, 1) if quick else (20, 3, 5)
     sizes = (32,) if quick else (32, 64)
     return {
         "suite": "step",
@@ -102,5 +124,5 @@ def bench_step(quick: bool = False, device: torch.device | str = "cpu") -> dict:
         "threads": torch.get_num_threads(),
         "preset": "builtin",
         "iterations_measured": iterations,
-        "sizes": [bench_size(size, iterations, warmup, device) for size in sizes],
+        "sizes": [bench_size(size, iterations, warmup, device, profile_steps) for size in sizes],
     }

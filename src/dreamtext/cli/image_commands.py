@@ -13,28 +13,33 @@ from typing import Annotated, Literal
 
 import tyro
 
-Method = Literal["dreamtext", "realfusion", "sentence", "dreamtext+reference"]
+from ..methods.dreamtext.descriptor import DescriptorConfig
+from ..methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig, method_config
+from ..methods.dreamtext.reconstruct import ReconstructConfig
+from .defaults import first_positional, flag_value, saved_config
+
+Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the method table's own names
 
 
-def _method_of(workspace: str, given: str | None) -> str:
+def _method_of(workspace: str | None, given: str | None) -> str:
     """The method named on the command line, else the one the workspace's stage file records, else dreamtext."""
     if given is not None:
         return given
+    if workspace is None:
+        return "dreamtext"
     from ..methods.dreamtext.image_to_3d import read_stage_file
 
-    saved = read_stage_file(Path(workspace))
+    try:
+        saved = read_stage_file(Path(workspace))
+    except Exception:  # noqa: BLE001 - a damaged stage file is reported when the command runs
+        saved = None
     return (saved or {}).get("method", "dreamtext")
 
 
-def _image_config(method: str):
-    from ..methods.dreamtext.image_to_3d import ImageTo3DConfig, method_config
-
-    return method_config(ImageTo3DConfig(method=method))
-
-
-def _reconstruct_config(config, preset, size, iters, guidance):
-    changes = {"preset": preset, "render_size": size, "iters": iters, "guidance": guidance}
-    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+def _method_defaults(args: list[str], workspace: str | None) -> ImageTo3DConfig:
+    """The image-to-3D config of the method a command line names (--method, else its workspace's)."""
+    method = _method_of(workspace, flag_value(args, "--method"))
+    return method_config(ImageTo3DConfig(method=method if method in METHODS else "dreamtext"))
 
 
 @dataclass
@@ -43,35 +48,32 @@ class DescriptorCommand:
 
     Reads WORKSPACE/describe.json and input.png (`dreamtext describe`); writes WORKSPACE/descriptor/ (config,
     checkpoints, metrics) and WORKSPACE/embeddings/ (one diffusers textual-inversion file per token + sentence.json).
+    Every setting is an option by its config name (`--iters`, `--augment.scale-min`, ...); the defaults are
+    the method's, or with --resume the saved run's.
     """
 
     workspace: tyro.conf.Positional[str]
     method: Method | None = None
-    """What is trained (default: the workspace's method, else dreamtext). dreamtext: descriptor words trained (the thesis); realfusion: noun-only textual inversion plus
-    reference-view RGB and mask losses; sentence: the whole sentence embedding trained (the thesis's first approach);
-    dreamtext+reference: DreamText plus the reference-view losses."""
-    model: str | None = None
-    """Stable Diffusion 1.x/2.x: a diffusers folder, a .safetensors file or a cached hub id."""
-    iters: int | None = None
-    """Training iterations (default 10k, thesis 6.3.3)."""
-    lr: float | None = None
-    seed: int | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
-    compile: Literal["off", "default", "reduce-overhead"] | None = None
-    """torch.compile on CUDA (default: the config's)."""
+    """What is trained (default: the workspace's method, else dreamtext); see `dreamtext image --help`."""
     resume: bool = False
     """Continue the training saved in the workspace."""
     quiet: bool = False
+    config: Annotated[DescriptorConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=DescriptorConfig)
+
+    @classmethod
+    def defaults(cls, args: list[str]) -> DescriptorCommand:
+        workspace = first_positional(cls, args)
+        config = _method_defaults(args, workspace).descriptor
+        if "--resume" in args and workspace is not None:
+            from ..methods.dreamtext.descriptor import DESCRIPTOR_DIR
+
+            config = saved_config(str(Path(workspace) / DESCRIPTOR_DIR), config) or config
+        return cls(workspace=tyro.MISSING, config=config)
 
     def run(self) -> None:
         from ..methods.dreamtext.descriptor import train_descriptor
 
-        config = _image_config(_method_of(self.workspace, self.method)).descriptor
-        changes = {"model": self.model, "iters": self.iters, "lr": self.lr, "seed": self.seed, "device": self.device,
-                   "precision": self.precision, "compile": self.compile}
-        config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
-        result = train_descriptor(self.workspace, config, resume=self.resume, progress=not self.quiet)
+        result = train_descriptor(self.workspace, self.config, resume=self.resume, progress=not self.quiet)
         print(f'"{result.learned.prompt}" after {result.metrics["iters"]} iterations; wrote {Path(self.workspace) / "embeddings"}')
 
 
@@ -80,79 +82,56 @@ class ReconstructCommand:
     """Reconstruct the object of a workspace in 3D from its learned sentence (thesis 5.2.3).
 
     Writes WORKSPACE/reconstruction/, a text-to-3D workspace (config, checkpoints, validation renders, mesh,
-    turntable, views): `dreamtext render` and `export` work on it.
+    turntable, views): `dreamtext render` and `export` work on it. Every setting is an option by its config
+    name (`--render-size`, `--reference.rgb-weight`, ...); the defaults are the method's.
     """
 
     workspace: tyro.conf.Positional[str]
     method: Method | None = None
-    """Switches the reference-view losses (default: the workspace's method, else dreamtext). dreamtext: descriptor words trained (the thesis); realfusion: noun-only textual inversion plus
-    reference-view RGB and mask losses; sentence: the whole sentence embedding trained (the thesis's first approach);
-    dreamtext+reference: DreamText plus the reference-view losses."""
-    preset: Literal["dreamfusion", "fitfusion"] | None = None
-    """Text-to-3D preset under the reconstruction (default dreamfusion, as the thesis's run)."""
-    iters: int | None = None
-    """Training iterations (default 10k, thesis 8.1)."""
-    size: int | None = None
-    """Render size fed to the prior (default 256, thesis 8.1)."""
-    guidance: float | None = None
-    model: str | None = None
-    seed: int | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    """Switches the reference-view losses (default: the workspace's method, else dreamtext)."""
     resume: bool = False
     quiet: bool = False
+    config: Annotated[ReconstructConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ReconstructConfig)
+
+    @classmethod
+    def defaults(cls, args: list[str]) -> ReconstructCommand:
+        return cls(workspace=tyro.MISSING, config=_method_defaults(args, first_positional(cls, args)).reconstruct)
 
     def run(self) -> None:
         from ..methods.dreamtext.reconstruct import reconstruct
 
-        config = _reconstruct_config(_image_config(_method_of(self.workspace, self.method)).reconstruct,
-                                     self.preset, self.size, self.iters, self.guidance)
-        shared = {"model": self.model, "seed": self.seed, "device": self.device, "precision": self.precision}
-        config = dataclasses.replace(config, **{k: v for k, v in shared.items() if v is not None})
-        result = reconstruct(self.workspace, config, resume=self.resume, progress=not self.quiet)
+        result = reconstruct(self.workspace, self.config, resume=self.resume, progress=not self.quiet)
         print(f"{result.metrics['iters']} iterations; outputs in {result.workspace}")
 
 
 @dataclass
 class ImageSettings:
-    """The settings of the three stages that `image` and `diverse` share."""
+    """The settings of the three stages that `image` and `diverse` share: each by its config name
+    (`--method`, `--describe.sentence.noun`, `--descriptor.iters`, `--reconstruct.render-size`, ...), the
+    defaults the method's; and four that both learning stages share."""
 
-    method: Method = "dreamtext"
-    """dreamtext: descriptor words trained (the thesis); realfusion: noun-only textual inversion plus
-    reference-view RGB and mask losses; sentence: the whole sentence embedding trained (the thesis's first approach);
-    dreamtext+reference: DreamText plus the reference-view losses."""
-    noun: str | None = None
-    """Fix the noun instead of letting CLIP choose it (thesis: --noun watch)."""
-    quantifier: str | None = None
-    """The word before the noun ("a", "an", "two"; default: the article that fits the noun)."""
-    clip: str | None = None
-    """CLIP model for sentence selection (default: the built-in small CLIP; see `dreamtext describe --help`)."""
-    vocabulary: str | None = None
     model: str | None = None
-    """Stable Diffusion 1.x/2.x for both learning stages: a diffusers folder, a .safetensors file or a cached hub id."""
-    descriptor_iters: int | None = None
-    """Descriptor training iterations (default 10k)."""
-    iters: int | None = None
-    """Reconstruction iterations (default 10k)."""
-    preset: Literal["dreamfusion", "fitfusion"] | None = None
-    size: int | None = None
-    """Render size of the reconstruction (default 256)."""
-    guidance: float | None = None
+    """Stable Diffusion 1.x/2.x for both learning stages (descriptor.model and reconstruct.model): a diffusers
+    folder, a .safetensors file or a cached hub id."""
     seed: int | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    """Seed of both learning stages."""
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    """Device of every stage."""
+    precision: Literal["auto", "fp16", "bf16", "fp32"] | None = None
+    """Precision of both learning stages."""
     quiet: bool = False
+    config: Annotated[ImageTo3DConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ImageTo3DConfig)
 
-    def config(self):
-        from ..methods.describe import SentenceConfig
-        from ..methods.dreamtext.image_to_3d import ImageTo3DConfig, with_stage_settings
+    @classmethod
+    def defaults(cls, args: list[str]) -> ImageSettings:
+        return cls(config=_method_defaults(args, None))
 
-        config = ImageTo3DConfig(method=self.method)
-        config.describe = dataclasses.replace(config.describe, clip=self.clip, vocabulary=self.vocabulary, device=self.device,
-                                              sentence=SentenceConfig(noun=self.noun, quantifier=self.quantifier))
-        if self.descriptor_iters is not None:
-            config.descriptor = dataclasses.replace(config.descriptor, iters=self.descriptor_iters)
-        config.reconstruct = _reconstruct_config(config.reconstruct, self.preset, self.size, self.iters, self.guidance)
+    def image_config(self) -> ImageTo3DConfig:
+        from ..methods.dreamtext.image_to_3d import with_stage_settings
+
+        config = self.config
+        if self.device is not None:
+            config = dataclasses.replace(config, describe=dataclasses.replace(config.describe, device=self.device))
         return with_stage_settings(config, model=self.model, seed=self.seed, device=self.device, precision=self.precision)
 
 
@@ -168,10 +147,14 @@ class ImageCommand:
     workspace: str = "out/image"
     settings: Annotated[ImageSettings, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ImageSettings)
 
+    @classmethod
+    def defaults(cls, args: list[str]) -> ImageCommand:
+        return cls(image=tyro.MISSING, settings=ImageSettings.defaults(args))
+
     def run(self) -> None:
         from ..methods.dreamtext.image_to_3d import image_to_3d
 
-        result = image_to_3d(self.image, self.workspace, self.settings.config(), progress=not self.settings.quiet)
+        result = image_to_3d(self.image, self.workspace, self.settings.image_config(), progress=not self.settings.quiet)
         print(f'"{result.prompt}"; 3D outputs in {result.reconstruction}')
 
 
@@ -193,14 +176,20 @@ class DiverseCommand:
     """Classifier-free guidance of the samples (uncond + s (cond - uncond))."""
     settings: Annotated[ImageSettings, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ImageSettings)
 
+    @classmethod
+    def defaults(cls, args: list[str]) -> DiverseCommand:
+        return cls(prompt=tyro.MISSING, settings=ImageSettings.defaults(args))
+
     def run(self) -> None:
         from ..methods.dreamtext.diverse import DiverseConfig, diverse
         from ..methods.sample import SampleConfig
 
         settings = self.settings
-        sample = SampleConfig(prompt=self.prompt, n=self.n, model=settings.model, steps=self.steps,
-                              guidance=self.sample_guidance, seed=settings.seed or 0, device=settings.device)
-        results = diverse(self.prompt, self.workspace, self.n, DiverseConfig(sample=sample, image=settings.config()),
+        image = settings.image_config()
+        sample = SampleConfig(prompt=self.prompt, n=self.n, model=image.descriptor.model, steps=self.steps,
+                              guidance=self.sample_guidance, seed=image.descriptor.seed,
+                              device=image.descriptor.device)
+        results = diverse(self.prompt, self.workspace, self.n, DiverseConfig(sample=sample, image=image),
                           progress=not settings.quiet)
         print(json.dumps({"sheet": str(Path(self.workspace) / "diverse_sheet.png"), "prompts": [r.prompt for r in results]}))
 

@@ -18,6 +18,7 @@ from ..methods.fit import FitConfig
 from ..methods.lifecycle import RunInterrupted
 from ..methods.presets import PRESETS
 from ..methods.text_to_3d import TextTo3DConfig
+from .defaults import flag_value, saved_config
 from .image_commands import IMAGE_COMMANDS
 
 
@@ -40,7 +41,7 @@ class FitCommand:
     @classmethod
     def defaults(cls, args: list[str]) -> "FitCommand":
         """FitConfig's defaults, or with --resume the saved run's (an option left out keeps the run's value)."""
-        config = saved_config(_flag_value(args, "--workspace") or cls.workspace, FitConfig()) if "--resume" in args else None
+        config = saved_config(flag_value(args, "--workspace") or cls.workspace, FitConfig()) if "--resume" in args else None
         return cls(config=config or FitConfig())
 
     def run(self) -> None:
@@ -78,9 +79,9 @@ class TextCommand:
         --model implies), or with --resume the saved run's."""
         from ..methods.presets import default_preset, preset_config
 
-        preset = _flag_value(args, "--preset")
-        config = preset_config(preset or default_preset(_flag_value(args, "--model")), "")
-        workspace = _flag_value(args, "--workspace") or cls.workspace
+        preset = flag_value(args, "--preset")
+        config = preset_config(preset or default_preset(flag_value(args, "--model")), "")
+        workspace = flag_value(args, "--workspace") or cls.workspace
         if "--resume" in args:
             config = saved_config(workspace, config) or config
         return cls(prompt=tyro.MISSING, config=config)
@@ -385,31 +386,6 @@ class SampleCommand:
                               device=self.device, elevation=self.elevation, azimuth=self.azimuth)
         files = sample_to_workspace(config, self.workspace, progress=not self.quiet)
         print("wrote " + ", ".join(str(f) for f in files))
-
-
-def _flag_value(args: list[str], flag: str) -> str | None:
-    """The value given to `flag` on a command line (`--flag VALUE` or `--flag=VALUE`; the last one wins)."""
-    value = None
-    for index, arg in enumerate(args):
-        if arg == flag and index + 1 < len(args):
-            value = args[index + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def saved_config(workspace: str, like):
-    """The config a workspace's run saved, as `like`'s type; None when there is none (or another kind)."""
-    import json
-
-    from ..utils.config import config_from_dict
-    from ..utils.workspace import CONFIG_FILE
-
-    path = Path(workspace) / CONFIG_FILE
-    try:
-        return config_from_dict(type(like), json.loads(path.read_text())["config"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def parse_settings(pairs: tuple[str, ...]) -> dict:

@@ -13,6 +13,7 @@ Weights are read with safetensors only; remote code is never run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,13 +107,32 @@ def _one_line(error: BaseException) -> str:
 _PIPELINE_KWARGS = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
+@contextlib.contextmanager
+def _without_loading_bars():
+    """diffusers' "Loading pipeline components" and transformers' "Loading weights" bars hidden (no
+    environment variable turns them off); dreamtext's own progress says what loads. The libraries' settings
+    are restored afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = [library for library in (diffusers_logging, transformers_logging) if library.is_progress_bar_enabled()]
+    for library in libraries:
+        library.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for library in libraries:
+            library.enable_progress_bar()
+
+
 def _load_from_pretrained(source: str, what: str, dtype: torch.dtype):
     from diffusers import StableDiffusionPipeline
 
     try:
-        return StableDiffusionPipeline.from_pretrained(
-            source, local_files_only=True, use_safetensors=True, dtype=dtype, **_PIPELINE_KWARGS
-        )
+        with _without_loading_bars():
+            return StableDiffusionPipeline.from_pretrained(
+                source, local_files_only=True, use_safetensors=True, dtype=dtype, **_PIPELINE_KWARGS
+            )
     except Exception as error:  # diffusers raises many types; the user needs one line
         raise DreamtextError(f"could not load Stable Diffusion {what} {source!r}: {_one_line(error)}") from error
 
@@ -195,9 +215,10 @@ def _load_single_file(path: Path, config: str | None, dtype: torch.dtype):
         config = repo
 
     try:
-        return StableDiffusionPipeline.from_single_file(
-            str(path), config=config, local_files_only=True, dtype=dtype, **_PIPELINE_KWARGS
-        )
+        with _without_loading_bars():
+            return StableDiffusionPipeline.from_single_file(
+                str(path), config=config, local_files_only=True, dtype=dtype, **_PIPELINE_KWARGS
+            )
     except Exception as error:
         raise DreamtextError(f"could not load the single-file checkpoint {str(path)!r}: {_one_line(error)}") from error
 

@@ -53,6 +53,9 @@ class ImageTo3DConfig:
     """The three stages' settings; `method` switches the parts that make the baselines."""
 
     method: Method = "dreamtext"
+    """dreamtext: descriptor words trained (the thesis); realfusion: noun-only textual inversion plus reference-view
+    RGB and mask losses; sentence: the whole sentence embedding trained (the thesis's first approach);
+    dreamtext+reference: DreamText plus the reference-view losses."""
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     descriptor: DescriptorConfig = field(default_factory=DescriptorConfig)
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)

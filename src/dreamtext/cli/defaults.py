@@ -1,0 +1,70 @@
+"""What a command line's defaults depend on, read before it is parsed: a flag's value, a saved run's config.
+
+Commands whose config defaults depend on a preset, a method or a saved run (`text`, `fit`, `descriptor`,
+`reconstruct`, `image`, `diverse`) build their defaults from these, then tyro parses the command line
+over them, so every setting has one spelling: its dotted config name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def flag_value(args: list[str], flag: str) -> str | None:
+    """The value given to `flag` on a command line (`--flag VALUE` or `--flag=VALUE`; the last one wins)."""
+    value = None
+    for index, arg in enumerate(args):
+        if arg == flag and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def saved_config(workspace: str, like):
+    """The config a workspace's run saved, as `like`'s type; None when there is none (or another kind)."""
+    import json
+
+    from ..utils.config import config_from_dict
+    from ..utils.workspace import CONFIG_FILE
+
+    path = Path(workspace) / CONFIG_FILE
+    try:
+        return config_from_dict(type(like), json.loads(path.read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _switches(cls, prefix: str = "") -> set[str]:
+    """The flags of dataclass `cls` that take no value: its booleans (`--x` and `--no-x`, nested ones dotted)."""
+    import dataclasses
+    import typing
+
+    switches = set()
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for item in dataclasses.fields(cls):
+        kind, flattened = hints[item.name], False
+        while typing.get_origin(kind) is typing.Annotated:
+            kind, *marks = typing.get_args(kind)
+            flattened |= any(getattr(mark, "name", None) == "" for mark in marks)  # tyro.conf.arg(name="")
+        name = item.name.replace("_", "-")
+        if kind is bool:
+            switches |= {f"--{prefix}{name}", f"--{prefix}no-{name}", f"--no-{prefix}{name}"}
+        elif dataclasses.is_dataclass(kind):
+            switches |= _switches(kind, prefix if flattened else f"{prefix}{name}.")
+    return switches
+
+
+def first_positional(cls, args: list[str]) -> str | None:
+    """The command line's first positional argument (the WORKSPACE of `dreamtext descriptor W --iters 5`),
+    wherever it stands among the flags of command dataclass `cls`."""
+    switches = _switches(cls)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if not arg.startswith("-"):
+            return arg
+        if "=" not in arg and arg.replace("_", "-") not in switches:
+            index += 1  # the flag's value
+        index += 1
+    return None
