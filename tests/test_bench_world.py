@@ -314,3 +314,13 @@ def test_front_back_measure_is_right_for_the_true_object_and_wrong_for_it_turned
     turned = Views(*(torch.roll(getattr(truth, key), half, dims=0) for key in ("albedo", "coverage", "shaded")))
     result = front_back(turned, truth)
     assert result["front_back"] is False and result["sides"] in (False, None) and result["front_back_margin"] < 0
+
+
+def test_nouns_pick_cases_and_keep_their_folders():
+    every = benchmark_cases(WorldBenchConfig())
+    asymmetric = benchmark_cases(WorldBenchConfig(nouns=("asymmetric",), seeds=2))
+    assert [c.object.noun for c in asymmetric] == ["car", "lamp", "teapot", "table"] * 2
+    assert {c.folder_name for c in asymmetric[:4]} == {c.folder_name for c in every if c.object.noun in ("car", "lamp", "teapot", "table")}
+    assert [c.object.noun for c in benchmark_cases(WorldBenchConfig(nouns=("sphere", "car")))] == ["car", "sphere"]
+    with pytest.raises(DreamtextError, match="matches none"):
+        benchmark_cases(WorldBenchConfig(nouns=("mug",), cases=3))

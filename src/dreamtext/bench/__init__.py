@@ -39,7 +39,7 @@ def _world(quick: bool, device, **options) -> dict:
 SUITES: dict[str, Callable[..., dict]] = {"engine": _engine, "sds": _sds, "descriptor": _descriptor, "step": _step,
                                           "world": _world}
 # Settings beyond quick and device that a suite takes (CLI flags, e.g. `bench world --split dev`).
-SUITE_OPTIONS: dict[str, tuple[str, ...]] = {"world": ("split", "cases", "workspace", "kinds", "seeds", "start", "engine", "overrides")}
+SUITE_OPTIONS: dict[str, tuple[str, ...]] = {"world": ("split", "cases", "workspace", "kinds", "seeds", "start", "engine", "overrides", "nouns")}
 
 
 def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto", **options) -> dict:
@@ -51,7 +51,7 @@ def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device
     foreign = [key for key in given if key not in SUITE_OPTIONS.get(suite, ())]
     if foreign:
         flags = ", ".join(f"--{key}" for key in foreign)
-        raise DreamtextError(f"{flags} does not apply to the {suite} suite; leave it out (the world suite takes --split, --cases, --workspace, --kinds, --seeds, --start, --engine, --workers, --set)")
+        raise DreamtextError(f"{flags} does not apply to the {suite} suite; leave it out (the world suite takes --split, --cases, --nouns, --workspace, --kinds, --seeds, --start, --engine, --workers, --set)")
     result = SUITES[suite](quick, resolve_device(device), **given)
     if as_json:
         print(json.dumps(result, indent=2))

@@ -81,6 +81,7 @@ class WorldBenchConfig:
 
     cases: int = 8
     split: Split = "dev"
+    nouns: tuple[str, ...] | None = None  # only the cases of these nouns ("asymmetric": ASYMMETRIC_NOUNS)
     kinds: tuple[str, ...] = ("text",)
     preset: str = "builtin"
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -113,6 +114,13 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
     objects = benchmark_objects(config.cases, config.split)
     kinds = [kind for kind in config.kinds if kind in CASE_RUNNERS]
     cases = [WorldCase(kind, obj, index) for index, (kind, obj) in enumerate(itertools.product(kinds, objects))]
+    if config.nouns is not None:  # a case keeps its number (and folder) among all of them
+        from ..world.objects import ASYMMETRIC_NOUNS
+
+        wanted = {noun for name in config.nouns for noun in (ASYMMETRIC_NOUNS if name == "asymmetric" else (name,))}
+        cases = [case for case in cases if case.object.noun in wanted]
+        if not cases:
+            raise DreamtextError(f"--nouns {' '.join(config.nouns)} matches none of the {config.cases} cases' nouns")
     # Every case with the first seed, then every case with the next: an interrupted run has whole seeds.
     return [replace(case, seed=config.seed + offset) for offset in range(config.seeds) for case in cases]
 
@@ -206,14 +214,15 @@ def seed_spread(rows: list[dict]) -> dict:
 
 def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
                 workspace: str | None = None, kinds: str | None = None, seeds: int | None = None, start: Start | None = None,
-                engine: BatchConfig = BatchConfig(gallery=False), overrides: dict | None = None) -> dict:
+                engine: BatchConfig = BatchConfig(gallery=False), overrides: dict | None = None,
+                nouns: tuple[str, ...] | None = None) -> dict:
     """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures; `kinds`:
-    comma-separated case kinds (default: text only); `seeds`: runs per case (default 1); `start`: None (the
+    comma-separated case kinds (default: text only); `nouns`: only the cases of these nouns; `seeds`: runs per case (default 1); `start`: None (the
     preset's), blob, prior_hull or truth (the diagnostic start, truth_start.py); `engine`: where the cases run."""
     engine.check()
     base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
     config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases,
-                     seeds=base.seeds if seeds is None else seeds, start=start, engine=engine,
+                     seeds=base.seeds if seeds is None else seeds, start=start, engine=engine, nouns=nouns,
                      overrides={**base.overrides, **(overrides or {})})
     if kinds is not None:
         config = replace(config, kinds=tuple(kind.strip() for kind in kinds.split(",") if kind.strip()))

@@ -147,6 +147,8 @@ class BenchCommand:
     """world: the split the objects come from (default dev, held out from the prior's training)."""
     cases: int | None = None
     """world: how many objects (one per noun; default 8, 1 with --quick)."""
+    nouns: tuple[str, ...] | None = None
+    """world: only the cases of these nouns among them ("asymmetric": the nouns with a front and a back)."""
     workspace: str | None = None
     """world: keep the runs in this folder (one subfolder per case; an interrupted benchmark resumes)."""
     kinds: str | None = None
@@ -181,7 +183,7 @@ class BenchCommand:
             engine = BatchConfig(engine=self.engine or "local", workers=self.workers, address=self.address, gallery=False)
         run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, split=self.split,
                       cases=self.cases, workspace=self.workspace, kinds=self.kinds, seeds=self.seeds, start=self.start,
-                      engine=engine, overrides=parse_settings(self.set) if self.set else None)
+                      engine=engine, overrides=parse_settings(self.set) if self.set else None, nouns=self.nouns)
 
 
 @dataclass
