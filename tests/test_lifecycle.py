@@ -124,3 +124,15 @@ def test_a_cut_short_last_checkpoint_falls_back_to_the_one_before(tmp_path, caps
     previous.write_bytes(bytes(data))
     with pytest.raises(DreamtextError, match="damaged"):
         workspace.load_checkpoint()
+
+
+def test_resume_of_a_finished_run_whose_last_checkpoint_is_damaged_trains_its_last_steps_again(tiny_model, straight, tmp_path):
+    workspace = tmp_path / "ws"
+    subprocess.run(command(tiny_model, workspace, "--checkpoint-every", "10"), check=True)
+    assert Workspace(workspace).load_checkpoint(latest_only=True)["step"] == ITERS
+    last = Workspace(workspace).checkpoint_path
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    resumed = subprocess.run(command(tiny_model, workspace, "--resume"), check=True, stderr=subprocess.PIPE, text=True)
+    assert "training its last steps again from previous.pt" in resumed.stderr
+    assert Workspace(workspace).load_checkpoint(latest_only=True)["step"] == ITERS  # whole again
+    same_outputs(straight, workspace)

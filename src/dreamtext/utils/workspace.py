@@ -94,6 +94,10 @@ class Workspace:
 
     has_run = has_checkpoint
 
+    def latest_checkpoint_problem(self) -> str | None:
+        """What is wrong with last.pt against its sidecar ("is missing" when absent); None when it verifies."""
+        return verify_checkpoint(self.checkpoint_path) if self.checkpoint_path.is_file() else "is missing"
+
     def has_config(self) -> bool:
         return (self.root / CONFIG_FILE).is_file()
 
