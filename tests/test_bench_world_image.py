@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dreamtext.bench import world as world_module
-from dreamtext.bench import world_cases as world_cases_module
+from dreamtext.bench import world_diversity as world_diversity_module
 from dreamtext.bench.world import WorldBenchConfig, WorldCase, benchmark_cases, benchmark_objects, mean_figures, run_case
 from dreamtext.bench.world_diversity import (
     mean_pairwise_embedding_distance, mean_pairwise_occupancy_distance, run_diversity_study,
@@ -182,7 +182,6 @@ def test_quick_realfusion_case_writes_sane_figures(quick_realfusion):
 def test_diversity_study_of_identical_results_is_zero(quick_realfusion, monkeypatch, tmp_path):
     """The study's plumbing with every run replaced by a copy of one trained field: both methods' K
     results are identical, so both distances are 0 and each IoU is that field's."""
-    from dreamtext.methods.dreamtext import diverse as diverse_module
 
     root, result = quick_realfusion
     trained = root / "00_realfusion_a_large_black_torus" / "reconstruction"
@@ -202,8 +201,8 @@ def test_diversity_study_of_identical_results_is_zero(quick_realfusion, monkeypa
                                            prompt=f"An image of <dt-w{index}>, a torus"))
         return results
 
-    monkeypatch.setattr(world_cases_module, "run_text_case", fake_text_case)
-    monkeypatch.setattr(diverse_module, "diverse", fake_diverse)
+    monkeypatch.setattr(world_diversity_module, "run_text_case", fake_text_case)
+    monkeypatch.setattr(world_diversity_module, "diverse", fake_diverse)
     config = WorldBenchConfig.quick(kinds=("diversity",), evaluation=TEST_EVAL)
     study = run_diversity_study(config, tmp_path, SimpleNamespace(backend=describe_clip("cpu")), torch.device("cpu"))
     assert study["prompt"] == "a large black torus" and study["k"] == 2 and study["seeds"] == seeds == [0, 1]

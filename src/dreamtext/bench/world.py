@@ -25,12 +25,17 @@ import torch
 
 from ..batch.runner import BatchConfig, Task, execute
 from ..errors import DreamtextError
+from ..methods.presets import PRESETS
+from ..methods.trained import load_trained
+from ..prior.clip_backends import load_clip_backend
+from ..utils.images import save_image
 from ..utils.workspace import CHECKPOINT_FILE
+from ..world.objects import ASYMMETRIC_NOUNS
 from ..world.world import Split
+from .truth_start import TruthFitConfig
 from .world_cases import WorldCase, benchmark_objects, run_text_case
 from .world_diversity import STUDIES
 from .world_image import IMAGE_CASE_RUNNERS, QUICK_IMAGE, TRAINED_FOLDERS, ImageBenchConfig
-from .truth_start import TruthFitConfig
 from .world_metrics import QUICK_EVAL, CaptionCandidates, ClipScorer, WorldEvalConfig, evaluate_reconstruction
 
 TARGET_MEAN_IOU = 0.6  # issue 4: benchmark text-to-3D mean IoU >= 0.6, as a first target
@@ -115,8 +120,6 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
     kinds = [kind for kind in config.kinds if kind in CASE_RUNNERS]
     cases = [WorldCase(kind, obj, index) for index, (kind, obj) in enumerate(itertools.product(kinds, objects))]
     if config.nouns is not None:  # a case keeps its number (and folder) among all of them
-        from ..world.objects import ASYMMETRIC_NOUNS
-
         wanted = {noun for name in config.nouns for noun in (ASYMMETRIC_NOUNS if name == "asymmetric" else (name,))}
         cases = [case for case in cases if case.object.noun in wanted]
         if not cases:
@@ -137,9 +140,6 @@ CASE_RUNNERS: dict[str, Callable[[WorldCase, Path, WorldBenchConfig, torch.devic
 
 
 def run_case(case: WorldCase, root: Path, config: WorldBenchConfig, scorer: ClipScorer, device: torch.device) -> dict:
-    from ..methods.trained import load_trained
-    from ..utils.images import save_image
-
     workspace = root / case.folder_name
     trained = workspace / TRAINED_FOLDERS.get(case.kind, "")
     resumed = (trained / CHECKPOINT_FILE).is_file()
@@ -166,8 +166,6 @@ def run_case(case: WorldCase, root: Path, config: WorldBenchConfig, scorer: Clip
 
 def world_case_task(case: WorldCase, root: str, config: WorldBenchConfig, device: str, *, threads: int | None = None) -> dict:
     """`run_case` as an engine's task (a worker process or a Ray task): loads its own CLIP scorer."""
-    from ..prior.clip_backends import load_clip_backend
-
     if threads is not None:
         torch.set_num_threads(threads)
     scorer = ClipScorer(load_clip_backend("builtin", torch.device(device)), CaptionCandidates.for_split(config.split))
@@ -230,9 +228,6 @@ def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: 
 
 
 def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "cpu", quick: bool = False) -> dict:
-    from ..methods.presets import PRESETS
-    from ..prior.clip_backends import load_clip_backend
-
     device = torch.device(device)
     bench_cases = benchmark_cases(config)
     scorer = ClipScorer(load_clip_backend("builtin", device), CaptionCandidates.for_split(config.split))

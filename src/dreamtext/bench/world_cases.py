@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import DreamtextError
+from ..methods.presets import preset_config
+from ..methods.text_to_3d import TextTo3DTrainer, text_to_3d
 from ..metrics import field_iou
 from ..world.world import Split, WorldObject, build_object, sample_attributes, split_combinations
 from .truth_start import truth_drawings, truth_start_trainer
@@ -55,9 +57,6 @@ def benchmark_objects(count: int, split: Split = "dev") -> list[WorldObject]:
 
 def run_text_case(case: WorldCase, workspace: Path, config: "WorldBenchConfig", device: torch.device) -> dict:
     """Text-to-3D of the case's caption with the preset; returns the run's own figures."""
-    from ..methods.presets import preset_config
-    from ..methods.text_to_3d import TextTo3DTrainer, text_to_3d
-
     overrides = {**config.overrides, "seed": config.seed, "device": device.type}
     if config.start == "truth":
         overrides["init.kind"] = "blob"  # the field is fitted to the truth below, not to a hull

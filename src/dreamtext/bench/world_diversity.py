@@ -23,7 +23,14 @@ import torch
 from torch import Tensor
 
 from ..errors import DreamtextError
+from ..methods.dreamtext.diverse import DiverseConfig, diverse
+from ..methods.dreamtext.reconstruct import reference_camera
+from ..methods.sample import SampleConfig
+from ..methods.trained import load_trained
 from ..metrics import occupancy_grid, voxel_iou
+from .world_cases import WorldCase, benchmark_objects, run_text_case
+from .world_image import describe_clip, image_pipeline_config
+from .world_metrics import field_views
 
 if TYPE_CHECKING:
     from .world import WorldBenchConfig
@@ -62,10 +69,6 @@ def result_features(workspaces: list[Path], obj, scorer: "ClipScorer", config: "
                     device: torch.device) -> tuple[Tensor, Tensor, list[float]]:
     """For K trained workspaces: occupancy grids [K, R, R, R], CLIP embeddings of front renders [K, D],
     and each one's IoU against the true object."""
-    from ..methods.dreamtext.reconstruct import reference_camera
-    from ..methods.trained import load_trained
-    from .world_metrics import field_views
-
     evaluation, grids, views = config.evaluation, [], []
     bound, resolution = obj.scene.bound, evaluation.iou_resolution  # the grid of the benchmark's IoU
     camera = reference_camera(config.image.reference, evaluation.view_size, device)
@@ -92,11 +95,6 @@ def diversity_figures(workspaces: list[Path], obj, scorer: "ClipScorer", config:
 def run_diversity_study(config: "WorldBenchConfig", root: Path, scorer: "ClipScorer", device: torch.device) -> dict:
     """K text-to-3D runs and `diverse` with K images of the first benchmark object's caption, in
     root/diversity (resumed when present); their diversity figures."""
-    from ..methods.dreamtext.diverse import DiverseConfig, diverse
-    from ..methods.sample import SampleConfig
-    from .world_cases import WorldCase, benchmark_objects, run_text_case
-    from .world_image import describe_clip, image_pipeline_config
-
     k = config.image.diversity_k
     if k < 2:
         raise DreamtextError(f"the diversity study needs K >= 2 results per method, got {k}")

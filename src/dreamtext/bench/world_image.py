@@ -29,8 +29,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
-from ..metrics import psnr
+from ..export.field_query import field_device
+from ..methods.describe import SentenceConfig
+from ..methods.describe.describe import DESCRIBE_FILE
+from ..methods.dreamtext.image_to_3d import ImageTo3DConfig, with_stage_settings
+from ..methods.dreamtext.image_to_3d import image_to_3d
 from ..methods.dreamtext.reconstruct import RECONSTRUCTION_DIR, ReferenceViewConfig, reference_camera
+from ..methods.presets import PRESETS
+from ..methods.trained import load_trained
+from ..metrics import psnr
+from ..prior import load_prior
+from ..prior.clip_backends import load_clip_backend
+from ..utils.images import save_image
+from ..utils.images import load_image
 
 if TYPE_CHECKING:
     from ..methods.dreamtext.image_to_3d import ImageTo3DConfig
@@ -78,16 +89,12 @@ QUICK_IMAGE = ImageBenchConfig(diversity_k=2, sample_steps=2)
 @lru_cache(maxsize=4)
 def prior_image_size(model: str | None, device: str) -> int:
     """The prior's native image size (64 for the built-in prior), read from the loaded model."""
-    from ..prior import load_prior
-
     return load_prior(model, device=torch.device(device)).image_size
 
 
 @lru_cache(maxsize=2)
 def describe_clip(device: str):
     """The built-in small CLIP that chooses the sentences (`dreamtext describe`'s default), loaded once."""
-    from ..prior.clip_backends import load_clip_backend
-
     return load_clip_backend("builtin", torch.device(device))
 
 
@@ -109,8 +116,6 @@ def capped_psnr(pred: Tensor, target: Tensor) -> float:
 @torch.no_grad()
 def reference_view(trained, reference: ReferenceViewConfig, size: int) -> Tensor:
     """The field's albedo over white from the reference camera [size, size, 3], as the reference loss sees it."""
-    from ..export.field_query import field_device
-
     device = field_device(trained.field)
     camera = reference_camera(reference, size, device)
     out = trained.renderer.render(trained.field, camera, background=torch.ones(3, device=device), shading="albedo")
@@ -127,10 +132,6 @@ def image_pipeline_config(method: str, config: "WorldBenchConfig", device: torch
     """The pipeline's config for `method` on the benchmark's preset, and the text-to-3D keys of its
     reconstruction (the preset with the benchmark's overrides, as the text cases run). noun: fixed
     instead of chosen by CLIP (`--noun`)."""
-    from ..methods.describe import SentenceConfig
-    from ..methods.dreamtext.image_to_3d import ImageTo3DConfig, with_stage_settings
-    from ..methods.presets import PRESETS
-
     settings = config.image
     text = {**PRESETS[config.preset], **config.overrides, "seed": config.seed, "device": device.type}
     model = text.get("model")
@@ -147,8 +148,6 @@ def image_pipeline_config(method: str, config: "WorldBenchConfig", device: torch
 
 def write_input(obj: "WorldObject", workspace: Path, settings: ImageBenchConfig, size: int) -> Path:
     """The case's input.png (kept when present: a resumed case reads the same file)."""
-    from ..utils.images import save_image
-
     path = workspace / INPUT_FILE
     if not path.is_file():
         save_image(path, input_render(obj, settings, size))
@@ -157,11 +156,6 @@ def write_input(obj: "WorldObject", workspace: Path, settings: ImageBenchConfig,
 
 def run_image_case(case: "WorldCase", workspace: Path, config: "WorldBenchConfig", device: torch.device) -> dict:
     """Image-to-3D of the case's input render with the case kind's method; returns its own figures."""
-    from ..methods.dreamtext.image_to_3d import image_to_3d
-    from ..methods.describe.describe import DESCRIBE_FILE
-    from ..methods.trained import load_trained
-    from ..utils.images import load_image
-
     method = IMAGE_KINDS[case.kind]
     image_config, text = image_pipeline_config(method, config, device)
     workspace.mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,15 @@ import torch
 from torch import nn
 
 from ..errors import DreamtextError
-from ..export.outputs import ExportConfig
+from ..export.outputs import ExportConfig, export_mesh, render_outputs
+from ..scene.background import Background as BackgroundModule
+from ..scene.field import RadianceField
 from ..scene.renderer import Background, VolumeRenderer
 from ..utils.config import config_from_dict
 from ..utils.device import resolve_device
 from ..utils.workspace import Workspace
+from .fit import FitConfig
+from .text_to_3d import TextTo3DConfig
 
 
 @dataclass
@@ -26,8 +30,6 @@ class TrainedScene:
 
 def _trained_field(config, workspace: Workspace, device: torch.device, latest_only: bool) -> tuple[nn.Module, VolumeRenderer, dict]:
     """The field and renderer (with its occupancy grid) of a run's config, loaded from its checkpoint."""
-    from ..scene.field import RadianceField
-
     field = RadianceField(config.field).to(device)
     renderer = VolumeRenderer(config.renderer, occupancy=config.occupancy, bound=field.bound).to(device)
     state = workspace.load_checkpoint(map_location=device, latest_only=latest_only)
@@ -38,8 +40,6 @@ def _trained_field(config, workspace: Workspace, device: torch.device, latest_on
 
 
 def _load_fit(workspace: Workspace, config_dict: dict, device: torch.device, latest_only: bool) -> TrainedScene:
-    from .fit import FitConfig
-
     config = config_from_dict(FitConfig, config_dict)
     field, renderer, _ = _trained_field(config, workspace, device, latest_only)
     background = torch.tensor(config.background, dtype=torch.float32, device=device)
@@ -48,9 +48,6 @@ def _load_fit(workspace: Workspace, config_dict: dict, device: torch.device, lat
 
 def _load_text(workspace: Workspace, config_dict: dict, device: torch.device, latest_only: bool) -> TrainedScene:
     """A text-to-3D workspace: field, renderer and the trained background network (no prior needed)."""
-    from ..scene.background import Background as BackgroundModule
-    from .text_to_3d import TextTo3DConfig
-
     config = config_from_dict(TextTo3DConfig, config_dict)
     field, renderer, state = _trained_field(config, workspace, device, latest_only)
     background = BackgroundModule(config.background).to(device)
@@ -76,8 +73,6 @@ def load_trained(workspace: str | Path, device: str = "auto", latest_only: bool 
 def render_workspace(workspace: str | Path, frames: int = 60, size: int = 256, device: str = "auto",
                      progress: bool = True) -> list[Path]:
     """The turntable (mp4 and gif) and named views of a trained workspace, written into it again."""
-    from ..export.outputs import render_outputs
-
     return render_outputs(load_trained(workspace, device), Path(workspace), frames=frames, size=size, progress=progress)
 
 
@@ -86,8 +81,6 @@ def export_workspace(workspace: str | Path, path: str | Path | None = None, form
                      progress: bool = True) -> list[Path]:
     """The mesh of a trained workspace as GLB, OBJ or PLY (by `format`, else `path`'s suffix, else GLB), with
     vertex colours or, with texture=True, a baked UV texture; returns every file written."""
-    from ..export.outputs import export_mesh
-
     fmt = format or (Path(path).suffix.lstrip(".").lower() if path is not None else "") or "glb"
     target = Path(path) if path is not None else Path(workspace) / f"mesh.{fmt}"
     return export_mesh(load_trained(workspace, device), str(target), fmt, resolution=resolution, texture=texture,
