@@ -10,8 +10,8 @@
 # Then:  run(command="bash scripts/device_check.sh camera", carry=[".wheels"], timeout_s=600)    # issue 26
 #        run(command="bash scripts/device_check.sh speed", carry=[".wheels"], timeout_s=600)     # issue 29
 #
-# camera: traces a 32768-render pool with its cameras on the machine's 16 cores (the pool is 300 MB, over the
-#   64 MiB a run may carry), continues the shipped UNet with the camera input for 5 minutes (batch 512,
+# camera: traces a 20480-render pool with its cameras on the machine's 16 cores (about 3 minutes; 250 MB, over the
+#   64 MiB a run may carry), continues the shipped UNet with the camera input for 4 minutes (batch 512,
 #   bf16), then measures pose accuracy and noun / colour accuracy of the result beside the shipped prior's.
 #   $OUT/camera_unet holds the new UNet in fp16 (12 MB) with its config, ready for `package_prior`.
 # speed: bench sds (both presets, prior-only time in the same run, peak memory, 512 px too), bench descriptor
@@ -23,8 +23,8 @@ python3 -m pip install -q --no-deps --no-build-isolation -e .
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 case "${1:-camera}" in
 camera)
-  dreamtext train-prior unet --init-unet builtin --camera --device cuda --pool-size 32768 --workers 16 \
-      --max-minutes 5 --steps 100000 --seed 7 --out /tmp/prior-cam --quiet 2>&1 | tail -5
+  dreamtext train-prior unet --init-unet builtin --camera --device cuda --pool-size 20480 --workers 16 \
+      --max-minutes 4 --steps 100000 --seed 7 --out /tmp/prior-cam --quiet 2>&1 | tail -5
   python3 - <<'PY'
 import os, shutil, torch
 from diffusers import UNet2DConditionModel
