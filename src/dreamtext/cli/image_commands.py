@@ -17,6 +17,7 @@ from ..methods.dreamtext.descriptor import DescriptorConfig
 from ..methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig, method_config
 from ..methods.dreamtext.reconstruct import ReconstructConfig
 from .defaults import first_positional, flag_value, saved_config
+from ..utils.device import Device, Precision
 
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the method table's own names
 
@@ -115,9 +116,9 @@ class ImageSettings:
     folder, a .safetensors file or a cached hub id."""
     seed: int | None = None
     """Seed of both learning stages."""
-    device: Literal["auto", "cpu", "cuda"] | None = None
+    device: Device | None = None
     """Device of every stage."""
-    precision: Literal["auto", "fp16", "bf16", "fp32"] | None = None
+    precision: Precision | None = None
     """Precision of both learning stages."""
     quiet: bool = False
     config: Annotated[ImageTo3DConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ImageTo3DConfig)

@@ -20,6 +20,7 @@ from ..methods.presets import PRESETS
 from ..methods.text_to_3d import TextTo3DConfig
 from .defaults import flag_value, saved_config
 from .image_commands import IMAGE_COMMANDS
+from ..utils.device import Device
 
 
 @dataclass
@@ -142,7 +143,7 @@ class BenchCommand:
     json: bool = False
     quick: bool = False
     """A small, fast version of the suite (for tests and smoke checks)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     split: Literal["train", "dev"] | None = None
     """world: the split the objects come from (default dev, held out from the prior's training)."""
     cases: int | None = None
@@ -196,7 +197,7 @@ class TrainPriorCommand:
     stage: tyro.conf.Positional[Literal["clip", "vae", "unet", "assemble", "all"]]
     out: str = "out/prior"
     """Folder that receives every stage's output."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     steps: int | None = None
     """Training steps (default: the stage's schedule for the device)."""
     seed: int = 0
@@ -250,7 +251,7 @@ class EvalPriorCommand:
     steps: int = 30
     guidance: float = 7.5
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     json: bool = False
 
     def run(self) -> None:
@@ -292,7 +293,7 @@ class ViewCommand:
     """Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network interface)."""
     port: int = 8080
     """Port to listen on (the next free one is taken when it is busy; 0: any free port)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     resolution: int | None = None
     """Height in pixels of a still frame (default: 512 on CUDA, 128 on CPU)."""
 
@@ -340,7 +341,7 @@ class DescribeCommand:
     """Word lists: general, world, or a folder with nouns.txt and adjectives.txt (default: the CLIP's own)."""
     size: int = 512
     """Side of the prepared square image in pixels."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
 
     def run(self) -> None:
         from ..data.input_image import InputImageConfig
@@ -373,7 +374,7 @@ class SampleCommand:
     seed: int = 0
     negative_prompt: str = ""
     batch_size: int = 4
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     elevation: float | None = None
     """Camera-aware priors (the built-in one): draw from this many degrees above the horizon (default: no camera)."""
     azimuth: float | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import tyro
 
@@ -27,7 +27,7 @@ from ..scene.field import FieldConfig, RadianceField
 from ..scene.hash_encoding import HashGridConfig
 from ..scene.occupancy import OccupancyGridConfig
 from ..scene.renderer import RendererConfig, VolumeRenderer
-from ..utils.device import resolve_device
+from ..utils.device import Device, resolve_device
 from ..utils.images import save_image
 from ..utils.workspace import Workspace
 from .lifecycle import RESUMABLE_KEYS, check_schedule, start_run, train_loop
@@ -76,7 +76,7 @@ class FitConfig:
     checkpoint_minutes: float = 2.0
     """Also checkpoint after this much wall time (ours: at most 2 minutes lost to a kill)."""
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     field: FieldConfig = dataclasses.field(default_factory=_default_fit_field)
     renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
     occupancy: OccupancyGridConfig = dataclasses.field(default_factory=OccupancyGridConfig)

@@ -31,7 +31,7 @@ from ..scene.field import FieldConfig, RadianceField
 from ..scene.occupancy import OccupancyGridConfig
 from ..scene.renderer import RendererConfig, VolumeRenderer
 from ..scene.shading import ShadingScheduleConfig, light_directions_near_camera
-from ..utils.device import resolve_device
+from ..utils.device import Device, Precision, resolve_device
 from ..utils.ema import update_ema
 from ..utils.images import save_image
 from ..utils.workspace import Workspace
@@ -139,7 +139,7 @@ class TextTo3DConfig:
     (stabilityai/stable-diffusion-2-1-base, thesis 6.1.3) from the local cache, else the built-in prior."""
     model_config: str | None = None
     """For a single .safetensors file: the diffusers folder (or cached hub id) its component configs come from."""
-    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    precision: Precision = "auto"
     """The prior's dtype: auto = fp16 on CUDA (the thesis ran fp16), fp32 on CPU."""
     prior_camera: bool = True
     """Tell the prior each render's camera when it can take one (the built-in prior's camera-aware UNet);
@@ -170,7 +170,7 @@ class TextTo3DConfig:
     max_nonfinite_steps: int = 20
     """ours: after this many consecutive non-finite steps the run stops with advice (single ones are skipped)."""
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from ..errors import DreamtextError
+
+Device = Literal["auto", "cpu", "cuda"]  # auto: CUDA when there is one, else the CPU
+Precision = Literal["auto", "fp16", "bf16", "fp32"]  # auto: the method's choice for the device
 
 
 def resolve_device(name: str) -> torch.device:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from ..errors import DreamtextError
-from ..utils.device import resolve_device
+from ..utils.device import Device, resolve_device
 from .live import LiveWorkspace
 from .origin import install as install_origin_checks
 from .render import VIEW_MODES, ViewImage, ViewMode, ViewPose, light_direction, pose_from_viser, render_view
@@ -36,7 +36,7 @@ class ViewerConfig:
     host: str = "127.0.0.1"
     """ours: only this machine can connect; 0.0.0.0 shows the workspace to the whole network."""
     port: int = 8080  # viser's default; the next free port is taken when it is busy
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     render_height: int | None = None
     """Height in pixels of a still frame (ours: None = 512 on CUDA, 128 on CPU, where a 192x128 frame
     of an untrained default field took 1.7-5.6 s on two busy cores; half that height while moving)."""

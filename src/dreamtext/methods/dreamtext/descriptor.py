@@ -36,7 +36,7 @@ from ...errors import DreamtextError
 from ...prior import Prior, load_prior
 from ...prior.camera import camera_labels
 from ...prior.latents import images_to_latents
-from ...utils.device import resolve_device
+from ...utils.device import Device, Precision, resolve_device
 from ...utils.progress import Progress
 from ...utils.workspace import Workspace
 from ..lifecycle import check_schedule, start_run, train_loop
@@ -68,7 +68,7 @@ class DescriptorConfig:
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)  # thesis 6.1.9
     model: str | None = None
     """Stable Diffusion: a diffusers folder, a .safetensors file or a cached hub id (as `dreamtext text`)."""
-    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    precision: Precision = "auto"
     """auto: bf16 on CUDA (ours: gradients flow through the UNet, bf16 needs no loss scaling), fp32 on CPU."""
     channels_last: bool = True  # ours, CUDA only: REFERENCE.md 4 measured the UNet faster so
     compile: Literal["off", "default", "reduce-overhead"] = "reduce-overhead"
@@ -76,7 +76,7 @@ class DescriptorConfig:
     the networks are bound by kernel launches; on an H100 a step took 50 ms instead of 86 ms eager, after about
     2 minutes of compilation. Falls back to eager if compilation fails."""
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     checkpoint_every: int = 500  # ours: at most a few minutes lost to an interruption ...
     checkpoint_minutes: float = 2.0  # ... and at most 2 minutes of wall time
     max_nonfinite_steps: int = 20  # ours: consecutive non-finite steps before giving up with advice

@@ -27,7 +27,7 @@ from ...errors import DreamtextError
 from ...prior import Prior, load_prior
 from ...prior.prompts import PromptConfig
 from ...scene.cameras import Cameras, look_at, spherical_to_cartesian
-from ...utils.device import resolve_device
+from ...utils.device import Device, Precision, resolve_device
 from ..presets import preset_config
 from ..text_to_3d import TextTo3DConfig, TextTo3DResult, TextTo3DTrainer, text_to_3d
 from .descriptor import encode_prompts
@@ -71,9 +71,9 @@ class ReconstructConfig:
     guidance: float | None = None  # None: the preset's (100 for dreamfusion)
     reference: ReferenceViewConfig = dataclasses.field(default_factory=ReferenceViewConfig)
     model: str | None = None
-    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    precision: Precision = "auto"
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
 
 
 class FixedConditioning:
