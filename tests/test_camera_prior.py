@@ -15,7 +15,7 @@ from dreamtext.prior.camera import (
 from dreamtext.prior.loading import Prior
 from dreamtext.prior.sds import SDSConfig, ScoreDistillation
 from dreamtext.scene.cameras import orbit_cameras, sample_training_cameras
-from tiny_sd import build_tiny_sd_pipeline
+from tiny_sd import RecordingUnet, build_tiny_sd_pipeline
 
 
 def test_encoding_known_values_at_the_view_label_boundaries():
@@ -98,26 +98,6 @@ def test_camera_labels_only_for_priors_that_take_one(pipelines):
     labels = camera_labels(camera_unet, cameras, 3, "cpu", torch.float32, copies=2)["class_labels"]
     torch.testing.assert_close(labels, encode_cameras(cameras).repeat(2, 1))
     assert torch.equal(camera_labels(camera_unet, None, 3, "cpu", torch.float32)["class_labels"], torch.zeros(3, 8))
-
-
-class RecordingUnet(torch.nn.Module):
-    """Wraps a UNet and keeps the keyword arguments of every call."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.unet, self.calls = unet, []
-
-    @property
-    def config(self):
-        return self.unet.config
-
-    @property
-    def dtype(self):
-        return self.unet.dtype
-
-    def forward(self, *args, **kwargs):
-        self.calls.append(kwargs)
-        return self.unet(*args, **kwargs)
 
 
 def sds_step(unet, cameras):

@@ -13,7 +13,7 @@ from dreamtext.prior.perp_neg import (BACK, FRONT, SIDE, perp_neg_direction, per
 from dreamtext.prior.prompts import PromptConfig, PromptEmbeddings
 from dreamtext.prior.sds import SDSConfig, ScoreDistillation, guided_noise
 from dreamtext.scene.cameras import VIEW_LABELS
-from tiny_sd import build_tiny_sd_pipeline
+from tiny_sd import RecordingUnet, build_tiny_sd_pipeline
 
 
 def test_perpendicular_component_by_hand():
@@ -59,27 +59,9 @@ def test_no_negatives_is_ordinary_cfg_exactly():
                                cond - uncond, atol=1e-5, rtol=1e-5)
 
 
-class CountingUnet(torch.nn.Module):
-    def __init__(self, unet):
-        super().__init__()
-        self.unet, self.rows = unet, []
-
-    @property
-    def config(self):
-        return self.unet.config
-
-    @property
-    def dtype(self):
-        return self.unet.dtype
-
-    def forward(self, sample, *args, **kwargs):
-        self.rows.append(sample.shape[0])
-        return self.unet(sample, *args, **kwargs)
-
-
 def test_perp_neg_sds_is_one_unet_call_on_four_rows_a_render_and_cfg_without_weights():
     pipeline = build_tiny_sd_pipeline(seed=0)
-    counting = CountingUnet(pipeline.unet)
+    counting = RecordingUnet(pipeline.unet)
     pipeline.unet = counting
     prior = Prior.from_pipeline(pipeline)
     embeddings = PromptEmbeddings(prior, PromptConfig(prompt="a red mug"))

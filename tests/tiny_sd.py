@@ -140,3 +140,24 @@ def to_original_sd_layout(pipeline) -> dict[str, torch.Tensor]:
         inner = key if key.startswith("text_model.") else f"text_model.{key}"
         state[f"cond_stage_model.transformer.{inner}"] = value
     return state
+
+
+class RecordingUnet(torch.nn.Module):
+    """Wraps a UNet and records every call: its batch rows (`rows`) and its keyword arguments (`calls`)."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet, self.rows, self.calls = unet, [], []
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self):
+        return self.unet.dtype
+
+    def forward(self, sample, *args, **kwargs):
+        self.rows.append(sample.shape[0])
+        self.calls.append(kwargs)
+        return self.unet(sample, *args, **kwargs)
