@@ -13,11 +13,13 @@ from typing import Annotated, Literal
 
 import tyro
 
-from ..methods.dreamtext.descriptor import DescriptorConfig
-from ..methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig, method_config
-from ..methods.dreamtext.reconstruct import ReconstructConfig
-from .defaults import first_positional, flag_value, saved_config
+from ..errors import DreamtextError
+from ..methods.dreamtext.descriptor import DESCRIPTOR_DIR, DescriptorConfig, train_descriptor
+from ..methods.dreamtext.image_to_3d import (METHODS, ImageTo3DConfig, image_to_3d, method_config, read_stage_file,
+                                             with_stage_settings)
+from ..methods.dreamtext.reconstruct import ReconstructConfig, reconstruct
 from ..utils.device import Device, Precision
+from .defaults import first_positional, flag_value, saved_config
 
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the method table's own names
 
@@ -28,11 +30,9 @@ def _method_of(workspace: str | None, given: str | None) -> str:
         return given
     if workspace is None:
         return "dreamtext"
-    from ..methods.dreamtext.image_to_3d import read_stage_file
-
     try:
         saved = read_stage_file(Path(workspace))
-    except Exception:  # noqa: BLE001 - a damaged stage file is reported when the command runs
+    except (DreamtextError, OSError):  # a damaged stage file is reported when the command runs
         saved = None
     return (saved or {}).get("method", "dreamtext")
 
@@ -66,14 +66,10 @@ class DescriptorCommand:
         workspace = first_positional(cls, args)
         config = _method_defaults(args, workspace).descriptor
         if "--resume" in args and workspace is not None:
-            from ..methods.dreamtext.descriptor import DESCRIPTOR_DIR
-
             config = saved_config(str(Path(workspace) / DESCRIPTOR_DIR), config) or config
         return cls(workspace=tyro.MISSING, config=config)
 
     def run(self) -> None:
-        from ..methods.dreamtext.descriptor import train_descriptor
-
         result = train_descriptor(self.workspace, self.config, resume=self.resume, progress=not self.quiet)
         print(f'"{result.learned.prompt}" after {result.metrics["iters"]} iterations; wrote {Path(self.workspace) / "embeddings"}')
 
@@ -99,8 +95,6 @@ class ReconstructCommand:
         return cls(workspace=tyro.MISSING, config=_method_defaults(args, first_positional(cls, args)).reconstruct)
 
     def run(self) -> None:
-        from ..methods.dreamtext.reconstruct import reconstruct
-
         result = reconstruct(self.workspace, self.config, resume=self.resume, progress=not self.quiet)
         print(f"{result.metrics['iters']} iterations; outputs in {result.workspace}")
 
@@ -128,8 +122,6 @@ class ImageSettings:
         return cls(config=_method_defaults(args, None))
 
     def image_config(self) -> ImageTo3DConfig:
-        from ..methods.dreamtext.image_to_3d import with_stage_settings
-
         config = self.config
         if self.device is not None:
             config = dataclasses.replace(config, describe=dataclasses.replace(config.describe, device=self.device))
@@ -153,8 +145,6 @@ class ImageCommand:
         return cls(image=tyro.MISSING, settings=ImageSettings.defaults(args))
 
     def run(self) -> None:
-        from ..methods.dreamtext.image_to_3d import image_to_3d
-
         result = image_to_3d(self.image, self.workspace, self.settings.image_config(), progress=not self.settings.quiet)
         print(f'"{result.prompt}"; 3D outputs in {result.reconstruction}')
 

@@ -106,10 +106,11 @@ def start_run(root: str | Path, method: str, config: C, resume: bool, taken: Seq
     config = resumed_config(config_from_dict(type(config), saved["config"]), config, taken)
     finished = workspace.read_metrics()
     done = finished if finished.get("iters") == config.iters else None
-    if done is not None and workspace.latest_checkpoint_problem() is not None:
+    problem = None if done is None else workspace.latest_checkpoint_problem()  # reads and hashes last.pt
+    if problem is not None:
         # A finished run whose last checkpoint is damaged or gone: train again from the one before it, so
         # the workspace ends with a whole checkpoint of the last step (and fresh outputs from it).
-        print(f"dreamtext: warning: the finished run's checkpoints/last.pt {workspace.latest_checkpoint_problem()}; "
+        print(f"dreamtext: warning: the finished run's checkpoints/last.pt {problem}; "
               "training its last steps again from previous.pt", file=sys.stderr)
         done = None
     return RunStart(workspace, config, resuming=True, finished=done)

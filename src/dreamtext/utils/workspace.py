@@ -144,6 +144,7 @@ class Workspace:
         candidates = (self.checkpoint_path,) if latest_only else (self.checkpoint_path, self.previous_checkpoint_path)
         for path in candidates:
             if not path.is_file():
+                problems.append(f"checkpoint {path} is missing")
                 continue
             problem = verify_checkpoint(path)
             if problem is None:
