@@ -3,7 +3,8 @@
 Text-to-3D with the built-in prior at the preset's 32 px and at the prior's native 64 px, measured in one
 process with the parts taking turns (`sds.interleaved_seconds`), each part timed on its own:
 
-- `step`: the real `TextTo3DTrainer.train_step` (the preset's mix of shading modes after its albedo-only epochs);
+- `step`: the real `TextTo3DTrainer.train_step` (the preset's mix of shading modes after its albedo-only epochs),
+  from the density blob rather than the preset's hull start (no drawings to wait for; the blob is the larger shape);
 - `prior`: the SDS loss and its backward on a random render of the size (the VAE encoder with backward and
   the guided UNet call): the floor of any step, `step_to_prior` is the step's multiple of it;
 - `render_forward`, `render_backward`: a shaded training render and the backward of a plain loss on it
