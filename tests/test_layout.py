@@ -78,3 +78,18 @@ def test_no_import_cycles():
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+def test_in_package_imports_stand_at_the_top_of_their_modules():
+    """Lazy imports are kept for optional or heavy third-party backends (triton, viser, diffusers, transformers,
+    open_clip); a module's own package's imports stand at its top, where a reader sees what it depends on.
+    The two exceptions: the package's lazy public API, and the optional Triton kernel module."""
+    allowed = {("dreamtext", "__getattr__"), ("dreamtext.scene.hash_encoding", "_triton_module")}
+    modules = {module_name(path): path for path in ROOT.rglob("*.py")}
+    inside = []
+    for name, path in modules.items():
+        for function in ast.walk(ast.parse(path.read_text())):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)) and (name, function.name) not in allowed:
+                inside += [f"{name}.{function.name}:{node.lineno}" for node in ast.walk(function)
+                           if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("dreamtext"))]
+    assert inside == []

@@ -30,7 +30,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from ..errors import DreamtextError
+from ..methods.dreamtext.diverse import DiverseConfig, diverse
+from ..methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig, image_to_3d, with_stage_settings
+from ..methods.presets import PRESETS, apply_overrides, default_preset, preset_config
+from ..methods.sample import SampleConfig
+from ..methods.text_to_3d import TextTo3DConfig, text_to_3d
+from ..utils.io import atomic_write_json
 
 Kind = Literal["text", "image", "diverse"]
 KINDS: tuple[str, ...] = ("text", "image", "diverse")
@@ -79,17 +87,12 @@ def job_name(kind: str, subject: str, seed: int | None, spec: dict) -> str:
 
 def _check_settings(kind: str, job: Job, where: str) -> None:
     """Apply the job's settings to its config now, so an unknown name fails before anything runs."""
-    from ..methods.presets import PRESETS, apply_overrides, default_preset, preset_config
-
     if kind == "text":
         preset = job.preset or default_preset(job.overrides.get("model"))
         if preset not in PRESETS:
             raise DreamtextError(f"{where}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         preset_config(preset, job.prompt or "x", {**job.overrides, **job.text_overrides})
         return
-    from ..methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig
-    from ..methods.text_to_3d import TextTo3DConfig
-
     if job.method is not None and job.method not in METHODS:
         raise DreamtextError(f"{where}: unknown method {job.method!r}; known: {', '.join(METHODS)}")
     apply_overrides(ImageTo3DConfig(), job.overrides)
@@ -190,10 +193,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 def run_job(job_data: dict, root: str, progress: bool = False, *, threads: int | None = None) -> dict:
     """Run (or resume, or find finished) one job in `root`/<name>; return its record for summary.json.
     A job's own failure is recorded, not raised, so the rest of the batch goes on."""
-    import torch
-
-    from ..utils.io import atomic_write_json
-
     job = Job.from_dict(job_data)
     workspace = Path(root) / job.name
     record = {"name": job.name, "kind": job.kind, "prompt": job.prompt, "image": job.image, "seed": job.seed,
@@ -231,23 +230,14 @@ def _jsonable(metrics: dict) -> dict:
 
 def _run(job: Job, workspace: Path, progress: bool) -> dict:
     if job.kind == "text":
-        from ..methods.presets import default_preset, preset_config
-        from ..methods.text_to_3d import text_to_3d
-
         overrides = {**job.overrides, **job.text_overrides, **({} if job.seed is None else {"seed": job.seed})}
         config = preset_config(job.preset or default_preset(overrides.get("model")), job.prompt, overrides)
         return text_to_3d(config, workspace, resume=True, progress=progress).metrics
-    from ..methods.dreamtext.image_to_3d import ImageTo3DConfig, image_to_3d, with_stage_settings
-    from ..methods.presets import apply_overrides
-
     config = apply_overrides(ImageTo3DConfig(method=job.method or "dreamtext"), job.overrides)
     if job.kind == "image":
         config = with_stage_settings(config, seed=job.seed)
         result = image_to_3d(job.image, workspace, config, progress=progress, text_overrides=job.text_overrides or None)
         return {"prompt": result.prompt, **result.reconstruction_metrics}
-    from ..methods.dreamtext.diverse import DiverseConfig, diverse
-    from ..methods.sample import SampleConfig
-
     sample = SampleConfig(prompt=job.prompt, seed=job.seed or 0)
     results = diverse(job.prompt, workspace, job.n, DiverseConfig(sample=sample, image=config), progress=progress,
                       text_overrides=job.text_overrides or None)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal
 
 from ..errors import DreamtextError
+from ..gallery import build_gallery
 from ..utils.io import atomic_write_json
 from ..utils.progress import Progress
 from .jobs import Job, read_jobs, run_job, shard
@@ -104,8 +105,6 @@ def run_batch(jobs_file: str | Path, workspace: str | Path, config: BatchConfig 
 
 
 def _gallery(root: Path, records: list[dict]) -> str | None:
-    from ..gallery import build_gallery
-
     finished = [_shown_workspace(Path(r["workspace"])) for r in records if r["status"] == "done"]
     finished = [path for path in finished if path is not None]
     if not finished:

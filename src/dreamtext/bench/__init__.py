@@ -5,54 +5,29 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-
-def _engine(quick: bool, device) -> dict:
-    from .engine import bench_engine
-
-    return bench_engine(quick=quick, device=device)
-
-
-def _sds(quick: bool, device) -> dict:
-    from .sds import bench_sds
-
-    return bench_sds(quick=quick, device=device)
+from ..errors import DreamtextError
+from ..utils.device import resolve_device
+from .descriptor import bench_descriptor
+from .engine import bench_engine
+from .sds import bench_sds
+from .step import bench_step
+from .world import bench_world
 
 
-def _descriptor(quick: bool, device) -> dict:
-    from .descriptor import bench_descriptor
-
-    return bench_descriptor(quick=quick, device=device)
-
-
-def _step(quick: bool, device) -> dict:
-    from .step import bench_step
-
-    return bench_step(quick=quick, device=device)
-
-
-def _world(quick: bool, device, **options) -> dict:
-    from .world import bench_world
-
-    return bench_world(quick=quick, device=device, **options)
-
-
-SUITES: dict[str, Callable[..., dict]] = {"engine": _engine, "sds": _sds, "descriptor": _descriptor, "step": _step,
-                                          "world": _world}
+SUITES: dict[str, Callable[..., dict]] = {"engine": bench_engine, "sds": bench_sds, "descriptor": bench_descriptor,
+                                          "step": bench_step, "world": bench_world}
 # Settings beyond quick and device that a suite takes (CLI flags, e.g. `bench world --split dev`).
 SUITE_OPTIONS: dict[str, tuple[str, ...]] = {"world": ("split", "cases", "workspace", "kinds", "seeds", "start", "engine", "overrides", "nouns")}
 
 
 def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto", **options) -> dict:
     """Run a suite; `options` left at None are not passed on, others must be among the suite's own."""
-    from ..errors import DreamtextError
-    from ..utils.device import resolve_device
-
     given = {key: value for key, value in options.items() if value is not None}
     foreign = [key for key in given if key not in SUITE_OPTIONS.get(suite, ())]
     if foreign:
         flags = ", ".join(f"--{key}" for key in foreign)
         raise DreamtextError(f"{flags} does not apply to the {suite} suite; leave it out (the world suite takes --split, --cases, --nouns, --workspace, --kinds, --seeds, --start, --engine, --workers, --set)")
-    result = SUITES[suite](quick, resolve_device(device), **given)
+    result = SUITES[suite](quick=quick, device=resolve_device(device), **given)
     if as_json:
         print(json.dumps(result, indent=2))
     else:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..methods.shape_init import FieldFitConfig, ShapeInitConfig, assumed_camera, fit_field
+from ..methods.text_to_3d import TextTo3DTrainer
 from ..metrics import field_iou
 from ..scene.cameras import CameraSamplerConfig, orbit_cameras
 from ..world.analytic import AnalyticScene
@@ -51,8 +52,6 @@ def truth_start_trainer(run_config, workspace, scene: AnalyticScene, prior=None,
                         iou_resolution: int = 128, density_threshold: float = 10.0):
     """A text-to-3D trainer whose field starts as `scene`, and the fitted field's IoU against it. A resumed
     run loads its checkpoint over the fitted field, as over any initial one."""
-    from ..methods.text_to_3d import TextTo3DTrainer  # lazily: importing the benchmark stays cheap
-
     trainer = TextTo3DTrainer(run_config, workspace, prior=prior)
     fit_field_to_scene(trainer.field, scene, fit, seed=run_config.seed)
     if trainer.ema_field is not None:

@@ -22,7 +22,7 @@ from ..data.posed_images import PosedImages, load_posed_images
 from ..errors import DreamtextError
 from ..export.mesh import MeshExportConfig
 from ..export.outputs import ExportConfig, export_all
-from ..metrics import psnr
+from ..metrics import field_iou, psnr
 from ..scene.field import FieldConfig, RadianceField
 from ..scene.hash_encoding import HashGridConfig
 from ..scene.occupancy import OccupancyGridConfig
@@ -30,6 +30,7 @@ from ..scene.renderer import RendererConfig, VolumeRenderer
 from ..utils.device import Device, resolve_device
 from ..utils.images import save_image
 from ..utils.workspace import Workspace
+from ..world.analytic import default_scene, write_scene_views
 from .lifecycle import RESUMABLE_KEYS, check_schedule, start_run, train_loop
 
 
@@ -89,8 +90,6 @@ class FitConfig:
 
 def _builtin_images(config: FitConfig, workspace: Workspace) -> Path:
     """Render the built-in analytic scene to a posed set inside the workspace (once)."""
-    from ..world.analytic import default_scene, write_scene_views
-
     folder = workspace.path("input")
     if not (folder / "transforms.json").is_file():
         builtin = config.builtin
@@ -251,8 +250,5 @@ def framed_like(export: ExportConfig, cameras) -> ExportConfig:
 
 def _builtin_scene_metrics(fitter: Fitter, config: FitConfig) -> dict:
     """Ground-truth 3D metrics when the built-in scene was fitted."""
-    from ..metrics import field_iou
-    from ..world.analytic import default_scene
-
     iou = field_iou(fitter.field, default_scene(), resolution=64, density_threshold=config.export.mesh.density_threshold)
     return {"builtin_scene_iou": iou}

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import DreamtextError
 from ..prior import PromptConfig
+from ..prior.loading import is_builtin_model
 from .text_to_3d import ITERS_PER_EPOCH, TextTo3DConfig
 
 # Stable DreamFusion as the thesis started from it.
@@ -122,8 +123,6 @@ PRESETS: dict[str, dict[str, Any]] = {"dreamfusion": DREAMFUSION, "fitfusion": F
 
 def default_preset(model: str | None) -> str:
     """The preset a run gets when none is named: `builtin` for the built-in prior, else `dreamfusion`."""
-    from ..prior.loading import is_builtin_model
-
     return "builtin" if is_builtin_model(model) else "dreamfusion"
 
 

@@ -20,24 +20,25 @@ import torch
 
 from ..errors import DreamtextError
 from ..export.outputs import ExportConfig, export_all
-from ..prior.perp_neg import PerpNegConfig
 from ..prior import (
     AnnealedTimesteps, ConstantValue, CosineTimesteps, CosineValue, ExponentialValue, LinearTimesteps, LinearValue, PromptConfig, PromptEmbeddings,
     ScalarSchedule, SDSConfig, ScoreDistillation, UniformTimesteps, load_prior,
 )
+from ..prior.perp_neg import PerpNegConfig
 from ..scene.background import Background, BackgroundConfig
 from ..scene.cameras import CameraSamplerConfig, orbit_cameras, sample_training_cameras
 from ..scene.field import FieldConfig, RadianceField
 from ..scene.occupancy import OccupancyGridConfig
 from ..scene.renderer import RendererConfig, VolumeRenderer
 from ..scene.shading import ShadingScheduleConfig, light_directions_near_camera
-from ..utils.device import Device, Precision, resolve_device
+from ..utils.device import PRECISION_DTYPES, Device, Precision, precision_dtype, precision_name, resolve_device
 from ..utils.ema import update_ema
 from ..utils.images import save_image
 from ..utils.workspace import Workspace
 from .adan import Adan
 from .lifecycle import check_schedule, start_run, train_loop
 from .regularizers import RegularizerWeights, regularization
+from .sample import contact_sheet
 from .shape_init import (DrawingSource, ShapeInitConfig, SoftVisualHull, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
                          hull_volume_fraction, mean_object_colour, redraw_hull)
 
@@ -180,16 +181,7 @@ class TextTo3DResult:
     metrics: dict
 
 
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 _FALLBACK = {torch.float16: torch.bfloat16, torch.bfloat16: torch.float32}
-
-
-def _prior_dtype(precision: str) -> torch.dtype | None:
-    return None if precision == "auto" else _DTYPES[precision]
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in _DTYPES.items()}[dtype]
 
 
 class TextTo3DTrainer:
@@ -208,7 +200,7 @@ class TextTo3DTrainer:
         self.drawings = drawings
         self.device = resolve_device(config.device)
         if prior is None:
-            prior = load_prior(config.model, device=self.device, dtype=_prior_dtype(config.precision),
+            prior = load_prior(config.model, device=self.device, dtype=precision_dtype(config.precision),
                                config=config.model_config, camera=config.prior_camera)
         self.prior = prior
         # Every prompt and view embedding is computed now; the text encoder is not needed after.
@@ -255,7 +247,7 @@ class TextTo3DTrainer:
             "generator": self.generator.get_state(),
             "losses": list(self.losses),
             "skipped_steps": self.skipped_steps,
-            "prior_dtype": _dtype_name(self.prior.dtype),
+            "prior_dtype": precision_name(self.prior.dtype),
             # the start's stage, so that a resumed run neither redraws it nor loses it from metrics.json
             **({"init_record": dict(self.init_record)} if self.init_record is not None else {}),
             **({"hull": self.hull.state_dict()} if self.hull is not None else {}),
@@ -275,7 +267,7 @@ class TextTo3DTrainer:
         self.init_record = dict(state["init_record"]) if "init_record" in state else self.init_record
         if "hull" in state:
             self.hull = SoftVisualHull.from_state_dict(state["hull"]).to(self.device)
-        saved_dtype = _DTYPES[state["prior_dtype"]]
+        saved_dtype = PRECISION_DTYPES[state["prior_dtype"]]
         if saved_dtype != self.prior.dtype:  # the run had fallen back to a wider precision
             self._set_prior_dtype(saved_dtype)
 
@@ -377,7 +369,7 @@ class TextTo3DTrainer:
             wider = _FALLBACK[self.prior.dtype]
             if wider == torch.bfloat16 and not torch.cuda.is_bf16_supported():
                 wider = torch.float32
-            print(f"dreamtext: warning: switching the prior to {_dtype_name(wider)} after repeated non-finite steps", file=sys.stderr)
+            print(f"dreamtext: warning: switching the prior to {precision_name(wider)} after repeated non-finite steps", file=sys.stderr)
             self._set_prior_dtype(wider)
             self._consecutive_nonfinite = 0
             return
@@ -419,8 +411,6 @@ class TextTo3DTrainer:
         init = self.config.init
         if init.kind == "blob":
             return {"init": "blob"}
-        from .sample import contact_sheet
-
         drawings, redrawn, hull, fraction = self._prior_hull(progress)
         save_image(self.workspace.path("init/drawings.png"), contact_sheet(torch.cat(drawings), columns=init.drawings_per_view))
         if redrawn is not None:
@@ -528,7 +518,7 @@ def text_to_3d(
         "skipped_steps": trainer.skipped_steps,
         "final_loss": finite[-1] if finite else None,
         "mean_loss_last_100": sum(finite[-100:]) / len(finite[-100:]) if finite else None,
-        "prior_dtype": _dtype_name(trainer.prior.dtype),
+        "prior_dtype": precision_name(trainer.prior.dtype),
         **(trainer.init_record or {}),
     }
     trainer.background.eval()

@@ -32,7 +32,9 @@ from ..errors import DreamtextError
 from .tokenizer import build_clip_tokenizer
 
 # The built-in small CLIP's folder: the one place to point at the shipped weights.
-from .builtin import BUILTIN_CLIP_DIR  # the shipped small CLIP (its text tower lives in the shipped pipeline)
+from .builtin import BUILTIN_CLIP_DIR, load_builtin_clip  # the shipped small CLIP (its text tower lives in the shipped pipeline)
+from .loading import _is_hub_id
+from .small.clip import encode_texts, images_to_pixel_values
 
 # OpenAI CLIP's preprocessing (its image processor config), used when a checkpoint ships none.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -137,8 +139,6 @@ class TransformersClip(_LoadedClip):
         return F.normalize(self.model.visual_projection(pooled).float(), dim=-1)
 
     def _text_features(self, texts: list[str]) -> Tensor:
-        from .small.clip import encode_texts
-
         return encode_texts(self.model, self.tokenizer, texts)
 
 
@@ -149,8 +149,6 @@ class SmallClip(TransformersClip):
     kind = "small"
 
     def pixel_values(self, images: Tensor) -> Tensor:
-        from .small.clip import images_to_pixel_values
-
         images = images.to(self.device, torch.float32)
         size = self.preprocessing.crop
         if images.shape[-2:] != (size, size):
@@ -190,8 +188,6 @@ def load_clip_backend(spec: str | os.PathLike | None = None, device: torch.devic
                 f"the built-in CLIP is not installed ({BUILTIN_CLIP_DIR} is missing); train one with "
                 "`dreamtext train-prior clip --out DIR` and pass --clip DIR/clip, or pass a CLIP checkpoint"
             )
-        from .builtin import load_builtin_clip
-
         return _small_clip(load_builtin_clip(device), "builtin")
     if text.startswith("small:"):
         return load_small_clip(Path(text[len("small:"):]).expanduser(), device)
@@ -204,8 +200,6 @@ def load_clip_backend(spec: str | os.PathLike | None = None, device: torch.devic
         return load_transformers_clip(str(path), device)
     if path.exists():
         raise DreamtextError(f"{text!r} is a file; pass a CLIP checkpoint folder (config.json + weights) or a cached hub id")
-    from .loading import _is_hub_id
-
     if _is_hub_id(text) and "/" in text:
         return load_transformers_clip(text, device)
     raise DreamtextError(f"CLIP model {text!r} not found: pass a folder, a cached hub id, small:PATH or open_clip:MODEL")

@@ -14,6 +14,7 @@ Weights are read with safetensors only; remote code is never run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,9 @@ from typing import Any
 import torch
 
 from ..errors import DreamtextError
-from .camera import CAMERA_UNET_FOLDER, takes_camera
 from ..utils.device import use_fast_cpu_math
+from .builtin import BUILTIN_PIPELINE_DIR, require_builtin_prior
+from .camera import CAMERA_UNET_FOLDER, takes_camera
 
 # Issue 3 / thesis 6.1.3: the thesis's prior is Stable Diffusion 2.1-base.
 DEFAULT_MODEL_ID = "stabilityai/stable-diffusion-2-1-base"
@@ -167,8 +169,6 @@ def check_safetensors(path: Path) -> None:
 def check_pipeline_folder(folder: Path) -> None:
     """One-line errors, before diffusers' own, for a pipeline folder that misses a component model_index.json
     names, or whose weights are damaged."""
-    import json
-
     try:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError) as error:
@@ -277,16 +277,12 @@ def resolve_model(model: str | os.PathLike | None) -> str:
     if model is None:
         model = DEFAULT_MODEL_ID if is_cached_hub_model(DEFAULT_MODEL_ID) else BUILTIN_MODEL
     if os.fspath(model) == BUILTIN_MODEL:
-        from .builtin import BUILTIN_PIPELINE_DIR, require_builtin_prior
-
         require_builtin_prior()
         return str(BUILTIN_PIPELINE_DIR)
     return os.fspath(model)
 
 
 def is_builtin_model(model: str | os.PathLike | None) -> bool:
-    from .builtin import BUILTIN_PIPELINE_DIR
-
     return Path(resolve_model(model)).resolve() == BUILTIN_PIPELINE_DIR
 
 

@@ -10,6 +10,17 @@ from ..errors import DreamtextError
 
 Device = Literal["auto", "cpu", "cuda"]  # auto: CUDA when there is one, else the CPU
 Precision = Literal["auto", "fp16", "bf16", "fp32"]  # auto: the method's choice for the device
+PRECISION_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def precision_dtype(precision: Precision) -> torch.dtype | None:
+    """The dtype a --precision names; None for auto (the method or the prior's loader chooses)."""
+    return None if precision == "auto" else PRECISION_DTYPES[precision]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """The --precision value of a dtype (fp16, bf16, fp32): how a checkpoint records it."""
+    return {value: name for name, value in PRECISION_DTYPES.items()}[dtype]
 
 
 def resolve_device(name: str) -> torch.device:

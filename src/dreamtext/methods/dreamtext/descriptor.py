@@ -36,7 +36,7 @@ from ...errors import DreamtextError
 from ...prior import Prior, load_prior
 from ...prior.camera import camera_labels
 from ...prior.latents import images_to_latents
-from ...utils.device import Device, Precision, resolve_device
+from ...utils.device import PRECISION_DTYPES, Device, Precision, resolve_device
 from ...utils.progress import Progress
 from ...utils.workspace import Workspace
 from ..lifecycle import check_schedule, start_run, train_loop
@@ -48,7 +48,6 @@ from .tokens import TokenSplice, add_tokens, set_token_rows, unique_tokens, word
 
 DESCRIPTOR_DIR = "descriptor"
 METHOD = "descriptor"
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def nothing_to_learn(template: SentenceTemplate, trainable: Trainable) -> bool:
 def prior_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
-    return _DTYPES[precision]
+    return PRECISION_DTYPES[precision]
 
 
 @torch.no_grad()

@@ -23,15 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...data.input_image import InputImage
 from ...errors import DreamtextError
 from ...prior import Prior, load_prior
 from ...prior.prompts import PromptConfig
 from ...scene.cameras import Cameras, look_at, spherical_to_cartesian
-from ...utils.device import Device, Precision, resolve_device
+from ...utils.device import Device, Precision, precision_dtype, resolve_device
 from ..presets import preset_config
 from ..text_to_3d import TextTo3DConfig, TextTo3DResult, TextTo3DTrainer, text_to_3d
 from .descriptor import encode_prompts
-from ...data.input_image import InputImage
 from .inputs import workspace_input
 from .learned import EMBEDDINGS_DIR, LearnedSentence
 from .sentence import read_described_image
@@ -41,7 +41,6 @@ RECONSTRUCTION_DIR = "reconstruction"
 # loss scale as ours (0.5 * sum of squares / batch): the weights RealFusion mode switches on.
 REFERENCE_RGB_WEIGHT = 1000.0
 REFERENCE_MASK_WEIGHT = 500.0
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -165,7 +164,7 @@ def reconstruct(
     text = text_config_for(learned, config, text_overrides)
     if prior is None:
         device = resolve_device(config.device)
-        prior = load_prior(text.model, device=device, dtype=_DTYPES.get(text.precision), camera=text.prior_camera)
+        prior = load_prior(text.model, device=device, dtype=precision_dtype(text.precision), camera=text.prior_camera)
     if prior.text_encoder is None:
         raise DreamtextError("reconstruction needs the prior's text encoder to load the learned tokens; load the prior afresh")
     learned.install(prior.tokenizer, prior.text_encoder)

@@ -19,6 +19,7 @@ import torch
 from ...errors import DreamtextError
 from ...utils.io import staging_folder
 from ..camera import CAMERA_UNET_FOLDER
+from ..tokenizer import build_clip_tokenizer, shipped_vocabulary_folder
 from .diffusion import build_sampling_scheduler
 
 
@@ -104,8 +105,6 @@ def text_hidden_size(clip_dir: str | os.PathLike) -> int:
 
 def build_prior_tokenizer(text_encoder, tokenizer_cache: str | os.PathLike | None = None):
     """CLIP's BPE tokenizer, its length capped at the text tower's positions (SD's 77 when it has them)."""
-    from ..tokenizer import build_clip_tokenizer
-
     tokenizer = build_clip_tokenizer(tokenizer_cache)
     tokenizer.model_max_length = min(tokenizer.model_max_length, int(text_encoder.config.max_position_embeddings))
     return tokenizer
@@ -175,7 +174,6 @@ def make_portable(folder: str | os.PathLike) -> None:
     """
     from safetensors.torch import load_file, save_file
 
-    from ..tokenizer import shipped_vocabulary_folder
 
     folder = Path(folder)
     weights_path, config_path = folder / "text_encoder" / "model.safetensors", folder / "text_encoder" / "config.json"

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..camera import plain_config
 from ..latents import to_vae_range
 
 # Stable Diffusion 1.x/2.x noise schedule (the `scheduler_config.json` of SD 1.5 and 2.1-base).
@@ -117,7 +118,6 @@ def with_attention_heads(unet, attention_head_dim: tuple[int, ...]):
     number of heads per level): the same weights, split into heads differently, so its outputs change."""
     from diffusers import UNet2DConditionModel
 
-    from ..camera import plain_config
 
     other = UNet2DConditionModel.from_config(dict(plain_config(unet), attention_head_dim=tuple(attention_head_dim)))
     other.load_state_dict(unet.state_dict())

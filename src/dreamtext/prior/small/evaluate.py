@@ -31,11 +31,18 @@ import torch
 from torch import Tensor
 
 from ...scene.cameras import VIEW_LABELS, Cameras, orbit_cameras, view_label_ids
-from ...utils.images import close_masks, foreground_masks
+from ...utils.images import close_masks, foreground_masks, save_image
 from ...world.objects import ASYMMETRIC_NOUNS
 from ...world.renders import RenderConfig, sample_render_batch, trace_views
 from ...world.vocabulary import NOUNS
 from ...world.world import sample_object
+from ..builtin import CLIP_WEIGHTS, load_builtin_clip
+from ..camera import takes_camera
+from ..loading import load_prior
+from ..prompts import TextEmbeddingCache
+from ..sampling import ddim_sample, initial_noise
+from ..tokenizer import build_clip_tokenizer
+from .clip import COLOUR_NAMES, colour_prompts, noun_prompts, rank_captions
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,6 @@ def dev_objects(count: int, seed: int) -> list:
 
 def _accuracy(model, tokenizer, images: Tensor, objects: list) -> tuple[Tensor, Tensor]:
     """Per-image noun and colour hits (bool) of CLIP's zero-shot classification."""
-    from .clip import COLOUR_NAMES, colour_prompts, noun_prompts, rank_captions
-
     nouns = torch.tensor([NOUNS.index(o.noun) for o in objects], device=images.device)
     colours = torch.tensor([COLOUR_NAMES.index(o.colour) for o in objects], device=images.device)
     noun_hits = rank_captions(model, tokenizer, images, noun_prompts()).argmax(1) == nouns
@@ -80,9 +85,6 @@ def _accuracy(model, tokenizer, images: Tensor, objects: list) -> tuple[Tensor, 
 
 def _draw(prior, captions: list[str], seeds: list[int], config: PriorEvalConfig, cameras=None) -> Tensor:
     """Images [N, 3, H, W] of `captions` (image i from the noise of seeds[i], at cameras[i] if given)."""
-    from ..prompts import TextEmbeddingCache
-    from ..sampling import ddim_sample, initial_noise
-
     cache = TextEmbeddingCache(prior)
     uncond = cache.encode([""])
     images = []
@@ -146,10 +148,6 @@ def evaluate_prior(pipeline_dir: str | os.PathLike, clip_dir: str | os.PathLike,
     "pose_top1_asymmetric", "camera_aware"} (see the module docstring)."""
     from transformers import CLIPModel
 
-    from ..builtin import CLIP_WEIGHTS, load_builtin_clip
-    from ..camera import takes_camera
-    from ..loading import load_prior
-    from ..tokenizer import build_clip_tokenizer
 
     device = torch.device(device)
     prior = load_prior(pipeline_dir, device)
@@ -198,7 +196,6 @@ def contact_sheet(pipeline_dir: str | os.PathLike, prompts: list[str], out_path:
     """A grid PNG: one row per prompt, `per_prompt` samples each."""
     from diffusers import StableDiffusionPipeline
 
-    from ...utils.images import save_image
 
     device = torch.device(device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32

@@ -25,8 +25,9 @@ import torch
 from torch import Tensor
 
 from ...utils.io import atomic_write
-from .captions import caption_from_words, image_word_ids
 from ...utils.progress import Progress
+from ...world.renders import RenderConfig, sample_render_batch
+from .captions import caption_from_words, image_word_ids
 
 CHUNK = 32  # renders per task: small enough to balance workers, large enough to amortise the SDF setup
 
@@ -106,8 +107,6 @@ class WorldRenderPool:
 
 def _render_chunk(spec: PoolSpec, chunk: int, count: int) -> tuple[Tensor, Tensor, Tensor]:
     """One chunk on the CPU (run inside a worker): uint8 images, word ids and cameras."""
-    from ...world.renders import RenderConfig, sample_render_batch
-
     config = RenderConfig(resolution=spec.resolution, supersample=spec.supersample)
     batch = sample_render_batch(count, render_seed(spec.seed, chunk), spec.split, config, device="cpu")
     sample = batch.cameras

@@ -32,8 +32,14 @@ from ...utils.ema import update_ema
 from ...utils.io import atomic_torch_save, atomic_write_json
 from ...utils.progress import Progress
 from ...utils.schedules import warmup_cosine
+from ..builtin import BUILTIN_PIPELINE_DIR, load_builtin_clip, require_builtin_prior
 from ..camera import camera_encoding, drop_cameras, takes_camera, with_camera_input
+from ..clip_backends import load_small_clip
 from ..latents import images_to_latents
+from ..loading import BUILTIN_MODEL
+from .assemble import assemble_pipeline, build_prior_tokenizer, load_clip_text_encoder, save_pretrained_atomically
+from .captions import caption_from_words, caption_word_ids
+from .clip import SmallClipConfig, train_small_clip
 from .diffusion import (
     SmallUnetConfig,
     SmallVaeConfig,
@@ -47,7 +53,6 @@ from .diffusion import (
     vae_loss,
     with_attention_heads,
 )
-from .assemble import assemble_pipeline, build_prior_tokenizer, load_clip_text_encoder, save_pretrained_atomically
 from .render_pool import PoolSpec, WorldRenderPool, cached_world_pool, render_world_pool
 
 Stage = Literal["clip", "vae", "unet", "assemble", "all"]
@@ -249,8 +254,6 @@ def load_frozen_vae(vae_dir: str | os.PathLike, device: torch.device):
 
 def training_captions(words: Tensor, train: UnetTrainConfig, generator: torch.Generator) -> list[str]:
     """A caption for each image: full with its view, plain, or partial (see `UnetTrainConfig`), some dropped."""
-    from .captions import caption_from_words, caption_word_ids
-
     said = caption_word_ids(words, train.plain_caption_prob, train.partial_caption_prob, generator)
     return drop_captions([caption_from_words(row) for row in said.tolist()], train.caption_dropout, generator)
 
@@ -392,10 +395,6 @@ def train_small_unet(
 def load_clip_to_continue(source: str):
     """The CLIPModel (fp32, CPU) that `train-prior clip --init-clip` continues: "builtin" (the shipped
     CLIP) or a folder that `train-prior clip` wrote."""
-    from ..builtin import load_builtin_clip, require_builtin_prior
-    from ..clip_backends import load_small_clip
-    from ..loading import BUILTIN_MODEL
-
     if source == BUILTIN_MODEL:
         require_builtin_prior()
         model = load_builtin_clip("cpu")
@@ -407,9 +406,6 @@ def load_clip_to_continue(source: str):
 def pipeline_to_continue(source: str) -> Path:
     """The Stable Diffusion folder whose UNet `train-prior unet --init-unet` continues: "builtin" (the
     shipped prior) or a pipeline folder that `train-prior` assembled. Its VAE and text encoder stay frozen."""
-    from ..builtin import BUILTIN_PIPELINE_DIR, require_builtin_prior
-    from ..loading import BUILTIN_MODEL
-
     if source == BUILTIN_MODEL:
         require_builtin_prior()
         return BUILTIN_PIPELINE_DIR
@@ -490,8 +486,6 @@ def train_prior(
     results: dict[str, dict] = {}
     for current in stages:
         if current == "clip":
-            from .clip import SmallClipConfig, train_small_clip  # written alongside, imported only when needed
-
             if init_clip is None:
                 continued, clip_config = None, SmallClipConfig.for_device(torch_device)
             else:
