@@ -4,14 +4,21 @@ named by its dotted config name, and the defaults shown are the preset's (or the
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
+import subprocess
+import sys
 import typing
 
 import pytest
 import tyro
 
 from dreamtext.cli.defaults import first_positional
-from dreamtext.cli.image_commands import DescriptorCommand, ImageCommand, ReconstructCommand
-from dreamtext.cli.main import COMMANDS, FitCommand, TextCommand, parse_command
+from dreamtext.cli.image_commands import DescribeCommand, DescriptorCommand, ImageCommand, ReconstructCommand
+from dreamtext.cli.main import COMMANDS, load_command, main, parse_command
+from dreamtext.cli.scene_commands import FitCommand, TextCommand
+from dreamtext.cli.workspace_commands import ViewCommand
+from dreamtext.methods.describe import DescribeConfig
 from dreamtext.methods.dreamtext.descriptor import DescriptorConfig
 from dreamtext.methods.dreamtext.image_to_3d import ImageTo3DConfig
 from dreamtext.methods.dreamtext.reconstruct import ReconstructConfig
@@ -19,6 +26,7 @@ from dreamtext.methods.fit import FitConfig
 from dreamtext.methods.text_to_3d import TextTo3DConfig
 from dreamtext.utils.config import config_to_dict
 from dreamtext.utils.io import atomic_write_json
+from dreamtext.viewer.server import ViewerConfig
 
 
 def leaf_settings(config_type, prefix: str = "") -> list[str]:
@@ -40,14 +48,12 @@ def leaf_settings(config_type, prefix: str = "") -> list[str]:
 
 def option_strings(command, args: list[str], capsys) -> list[str]:
     """The flags `--help` lists, each where it is defined (the start of its line)."""
-    import re
-
     with pytest.raises(SystemExit):
-        tyro.cli(command, args=[*args, "--help"], default=command.defaults(args))
+        tyro.cli(command, args=[*args, "--help"], default=command.defaults(args) if hasattr(command, "defaults") else None)
     text = capsys.readouterr().out
     options = []
     for line in text.splitlines():
-        match = re.match(r"^[^-\w]*(--[a-z][\w.-]*)(?:, (--[a-z][\w.-]*))?", line)
+        match = re.match(r"^[^-\w]*(--[a-z][\w.-]*)(?: [^,]*)?(?:, (--[a-z][\w.-]*))?", line)  # a flag, its alias
         if match:
             options += [flag for flag in match.groups() if flag]
     return options
@@ -55,7 +61,8 @@ def option_strings(command, args: list[str], capsys) -> list[str]:
 
 @pytest.mark.parametrize("command, config_type", [
     (TextCommand, TextTo3DConfig), (FitCommand, FitConfig), (DescriptorCommand, DescriptorConfig),
-    (ReconstructCommand, ReconstructConfig), (ImageCommand, ImageTo3DConfig)])
+    (ReconstructCommand, ReconstructConfig), (ImageCommand, ImageTo3DConfig), (DescribeCommand, DescribeConfig),
+    (ViewCommand, ViewerConfig)])
 def test_every_setting_has_exactly_one_flag(command, config_type, capsys):
     options = option_strings(command, [], capsys)
     assert len(options) == len(set(options)), "a flag appears twice"
@@ -76,13 +83,31 @@ def test_text_defaults_are_the_presets_and_help_says_each_default_once(capsys):
         assert line.count("(default:") <= 1, line
 
 
-def test_every_command_parses_its_help():
+def test_every_command_parses_its_help_and_says_each_default_once(capsys, monkeypatch):
+    """Every command's --help parses; no option's text gives its default twice (its docstring's "(None: ...)"
+    and tyro's "(default: ...)"), however the terminal wraps it; the overview lists each command by its
+    docstring's first line."""
+    monkeypatch.setenv("COLUMNS", "80")  # one column, so an option's text is contiguous
     for name in COMMANDS:
         with pytest.raises(SystemExit) as done:
-            from dreamtext.cli.main import parse_command
-
             parse_command([name, "--help"])
         assert done.value.code == 0, name
+        text = re.sub(r"\s+", " ", re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out))
+        doubled = [option[:120] for option in re.split(r" (?=--[a-z])", text) if option.count("(default:") > 1]
+        assert doubled == [], name
+        assert inspect.getdoc(load_command(name)).splitlines()[0] == COMMANDS[name].summary, name
+    assert main(["--help"]) == 0
+    overview = capsys.readouterr().out
+    assert all(f"  {name} " in overview for name in COMMANDS)
+
+
+def test_overview_version_and_unknown_commands_answer_without_importing_torch():
+    """`dreamtext --help`, `--version` and a mistyped command import neither torch nor any command's module."""
+    script = ("import sys; from dreamtext.cli.main import main; codes = [main(['--help']), main(['--version']), "
+              "main(['txt'])]; print(codes, 'torch' in sys.modules, 'tyro' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[0, 0, 2] False False"
+    assert done.stderr.strip() == "dreamtext: error: unknown command 'txt'; did you mean `text`? `dreamtext --help` lists the commands"
 
 
 def test_image_commands_take_their_method_defaults_wherever_the_workspace_stands(tmp_path):

@@ -154,7 +154,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, two_tone_views
 def test_resume_keeps_saved_config_and_reports_ignored_changes(capsys, tmp_path):
     import tyro
 
-    from dreamtext.cli.main import FitCommand
+    from dreamtext.cli.scene_commands import FitCommand
     from dreamtext.methods.lifecycle import resumed_config
 
     saved = FitConfig(iters=500, lr=0.01)

@@ -14,3 +14,11 @@ class DreamtextError(Exception):
         if "\n" in message:
             raise ValueError("DreamtextError messages must be a single line")
         super().__init__(message)
+
+
+class RunInterrupted(DreamtextError):
+    """SIGTERM or Ctrl-C ended a run at a step boundary, after a checkpoint; `exit_code` says which."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

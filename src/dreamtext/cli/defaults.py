@@ -7,7 +7,13 @@ over them, so every setting has one spelling: its dotted config name.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import typing
 from pathlib import Path
+
+from ..utils.config import config_from_dict
+from ..utils.workspace import CONFIG_FILE
 
 
 def flag_value(args: list[str], flag: str) -> str | None:
@@ -23,11 +29,6 @@ def flag_value(args: list[str], flag: str) -> str | None:
 
 def saved_config(workspace: str, like):
     """The config a workspace's run saved, as `like`'s type; None when there is none (or another kind)."""
-    import json
-
-    from ..utils.config import config_from_dict
-    from ..utils.workspace import CONFIG_FILE
-
     path = Path(workspace) / CONFIG_FILE
     try:
         return config_from_dict(type(like), json.loads(path.read_text())["config"])
@@ -37,9 +38,6 @@ def saved_config(workspace: str, like):
 
 def _switches(cls, prefix: str = "") -> set[str]:
     """The flags of dataclass `cls` that take no value: its booleans (`--x` and `--no-x`, nested ones dotted)."""
-    import dataclasses
-    import typing
-
     switches = set()
     hints = typing.get_type_hints(cls, include_extras=True)
     for item in dataclasses.fields(cls):

@@ -1,7 +1,5 @@
-"""The image-to-3D subcommands of `dreamtext` (DreamText, thesis 5.2-5.3): descriptor, reconstruct, image, diverse.
-
-Each wraps `dreamtext.methods.dreamtext`; `cli/main.py` registers them in COMMANDS.
-"""
+"""The image-to-3D commands of `dreamtext` (DreamText, thesis 5.2-5.3): `image` runs the three steps
+`describe`, `descriptor` and `reconstruct`; `diverse` runs it on images drawn from the prior."""
 
 from __future__ import annotations
 
@@ -14,12 +12,16 @@ from typing import Annotated, Literal
 import tyro
 
 from ..errors import DreamtextError
+from ..methods.describe import DescribeConfig, describe_image
 from ..methods.dreamtext.descriptor import DESCRIPTOR_DIR, DescriptorConfig, train_descriptor
 from ..methods.dreamtext.image_to_3d import (METHODS, ImageTo3DConfig, image_to_3d, method_config, read_stage_file,
                                              with_stage_settings)
+from ..methods.dreamtext.diverse import DiverseConfig, diverse
 from ..methods.dreamtext.reconstruct import ReconstructConfig, reconstruct
+from ..methods.sample import SampleConfig
 from ..utils.device import Device, Precision
 from .defaults import first_positional, flag_value, saved_config
+from .positionals import ImageFile, Prompt, WorkspaceDir
 
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the method table's own names
 
@@ -44,6 +46,25 @@ def _method_defaults(args: list[str], workspace: str | None) -> ImageTo3DConfig:
 
 
 @dataclass
+class DescribeCommand:
+    """Choose the sentence that describes an image (DreamText's first step).
+
+    CLIP picks the noun, then words are put in front of it while the image-text similarity rises.
+    Writes WORKSPACE/input.png (square, on white), input_mask.png (when the image has transparency) and
+    describe.json (the sentence, its words and every step's score), which `dreamtext descriptor` reads.
+    Every setting is an option by its config name (`--clip`, `--sentence.noun watch`, `--image.size`, ...).
+    """
+
+    image: ImageFile
+    workspace: str = "out/image"
+    config: Annotated[DescribeConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=DescribeConfig)
+
+    def run(self) -> None:
+        selection = describe_image(self.image, self.workspace, self.config)
+        print(f'"{selection.sentence}" (CLIP similarity {selection.score:.4f}); wrote {Path(self.workspace) / "describe.json"}')
+
+
+@dataclass
 class DescriptorCommand:
     """Train the learned sentence of a described image (thesis 5.2.2): one new token per descriptor word.
 
@@ -53,9 +74,9 @@ class DescriptorCommand:
     the method's, or with --resume the saved run's.
     """
 
-    workspace: tyro.conf.Positional[str]
+    workspace: WorkspaceDir
     method: Method | None = None
-    """What is trained (default: the workspace's method, else dreamtext); see `dreamtext image --help`."""
+    """What is trained (None: the workspace's method, else dreamtext); see `dreamtext image --help`."""
     resume: bool = False
     """Continue the training saved in the workspace."""
     quiet: bool = False
@@ -83,9 +104,9 @@ class ReconstructCommand:
     name (`--render-size`, `--reference.rgb-weight`, ...); the defaults are the method's.
     """
 
-    workspace: tyro.conf.Positional[str]
+    workspace: WorkspaceDir
     method: Method | None = None
-    """Switches the reference-view losses (default: the workspace's method, else dreamtext)."""
+    """Switches the reference-view losses (None: the workspace's method, else dreamtext)."""
     resume: bool = False
     quiet: bool = False
     config: Annotated[ReconstructConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ReconstructConfig)
@@ -136,7 +157,7 @@ class ImageCommand:
     last checkpoint (WORKSPACE/stage.json records where it stands).
     """
 
-    image: tyro.conf.Positional[str]
+    image: ImageFile
     workspace: str = "out/image"
     settings: Annotated[ImageSettings, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ImageSettings)
 
@@ -157,7 +178,7 @@ class DiverseCommand:
     (each image beside its object's views) and diverse.json. Run it again to continue an interrupted run.
     """
 
-    prompt: tyro.conf.Positional[str]
+    prompt: Prompt
     workspace: str = "out/diverse"
     n: Annotated[int, tyro.conf.arg(aliases=("-n",))] = 4
     """Number of images and objects; image i uses seed + i."""
@@ -172,9 +193,6 @@ class DiverseCommand:
         return cls(prompt=tyro.MISSING, settings=ImageSettings.defaults(args))
 
     def run(self) -> None:
-        from ..methods.dreamtext.diverse import DiverseConfig, diverse
-        from ..methods.sample import SampleConfig
-
         settings = self.settings
         image = settings.image_config()
         sample = SampleConfig(prompt=self.prompt, n=self.n, model=image.descriptor.model, steps=self.steps,
@@ -183,7 +201,3 @@ class DiverseCommand:
         results = diverse(self.prompt, self.workspace, self.n, DiverseConfig(sample=sample, image=image),
                           progress=not settings.quiet)
         print(json.dumps({"sheet": str(Path(self.workspace) / "diverse_sheet.png"), "prompts": [r.prompt for r in results]}))
-
-
-IMAGE_COMMANDS = {"descriptor": DescriptorCommand, "reconstruct": ReconstructCommand, "image": ImageCommand,
-                  "diverse": DiverseCommand}

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
-from ..errors import DreamtextError
+from ..errors import DreamtextError, RunInterrupted
 from ..utils.config import config_from_dict, config_to_dict, differing_keys, get_dotted, set_dotted
 from ..utils.progress import Progress
 from ..utils.workspace import Workspace
@@ -39,14 +39,6 @@ RESUMABLE_KEYS: tuple[str, ...] = (
 # Files that mark a folder as an image-to-3D workspace, which a text or fit run must not move into.
 FOREIGN_MARKERS = ("stage.json", "describe.json")
 EXIT_SIGTERM, EXIT_SIGINT = 128 + signal.SIGTERM, 128 + signal.SIGINT  # the shell's convention: 143, 130
-
-
-class RunInterrupted(DreamtextError):
-    """SIGTERM or Ctrl-C ended a run at a step boundary, after a checkpoint; `exit_code` says which."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class Trainer(Protocol):

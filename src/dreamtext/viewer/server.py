@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+import torch
+
 from ..errors import DreamtextError
+from ..scene.cameras import spherical_to_cartesian
 from ..utils.device import Device, resolve_device
 from .live import LiveWorkspace
 from .origin import install as install_origin_checks
@@ -34,22 +37,26 @@ BACKGROUNDS: dict[str, tuple[float, float, float] | None] = {"run": None, "white
 @dataclass
 class ViewerConfig:
     host: str = "127.0.0.1"
-    """ours: only this machine can connect; 0.0.0.0 shows the workspace to the whole network."""
-    port: int = 8080  # viser's default; the next free port is taken when it is busy
+    """Address to listen on (ours: 127.0.0.1, this machine only; 0.0.0.0: every network interface)."""
+    port: int = 8080
+    """Port to listen on (viser's default; the next free one is taken, and said, when it is busy; 0: any free port)."""
     device: Device = "auto"
     render_height: int | None = None
     """Height in pixels of a still frame (ours: None = 512 on CUDA, 128 on CPU, where a 192x128 frame
     of an untrained default field took 1.7-5.6 s on two busy cores; half that height while moving)."""
-    preview_fraction: float = 0.5  # ours: frames drawn while the camera moves are this fraction of the height
-    settle_s: float = 0.25  # ours: the camera counts as still this long after its last move
-    poll_s: float = 1.0  # ours: how often the workspace is checked for a new checkpoint, mesh and progress
+    preview_fraction: float = 0.5
+    """ours: frames drawn while the camera moves are this fraction of the height."""
+    settle_s: float = 0.25
+    """ours: the camera counts as still this long after its last move."""
+    poll_s: float = 1.0
+    """ours: how often (seconds) the workspace is checked for a new checkpoint, mesh and progress."""
 
     def check(self) -> None:
         """One-line errors for an address this machine cannot listen on (viser would try port after port)."""
         if not 0 <= self.port <= 65535:
             raise DreamtextError(f"--port {self.port} is no port number; use 1-65535 (or 0 for any free port)")
         if self.render_height is not None and not 16 <= self.render_height <= 4096:
-            raise DreamtextError(f"--resolution {self.render_height} is out of range; use 16 to 4096 pixels")
+            raise DreamtextError(f"--render-height {self.render_height} is out of range; use 16 to 4096 pixels")
         try:
             family = socket.getaddrinfo(self.host, None)[0][0]
             with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -229,9 +236,6 @@ class WorkspaceViewer:
 
     def _place_initial_camera(self) -> None:
         """In front of the object, slightly above, at the distance and field of view of the run's videos."""
-        from ..scene.cameras import spherical_to_cartesian
-        import torch
-
         framing = self.live.scene.export.cameras() if self.live.scene is not None else {"radius": 1.3, "fovy_deg": 50.0}
         eye = spherical_to_cartesian(torch.tensor(framing["radius"]), torch.tensor(70.0), torch.tensor(0.0))
         camera = self.server.initial_camera

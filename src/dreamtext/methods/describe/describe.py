@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ...data.input_image import InputImageConfig, load_input_image
-from ...utils.device import resolve_device
+from ...prior.clip_backends import load_clip_backend
+from ...utils.device import Device, resolve_device
 from ...utils.io import atomic_write_json
 from ...utils.workspace import Workspace
 from .selection import Selection, SentenceConfig, select_sentence
@@ -52,14 +53,14 @@ FORMAT_VERSION = 1
 
 @dataclass
 class DescribeConfig:
-    """clip: None is the built-in small CLIP (prior/clip_backends.py lists the other forms).
-    vocabulary: None is the CLIP's own ("world" for the small CLIP, "general" otherwise).
-    device: "auto" takes CUDA when there is one.
-    """
+    """Which CLIP and word lists choose the sentence, how it is built and how the image is framed."""
 
     clip: str | None = None
+    """CLIP model: a folder, a cached hub id (e.g. openai/clip-vit-large-patch14), small:PATH,
+    open_clip:MODEL[:PRETRAINED] (None: the built-in small CLIP)."""
     vocabulary: str | None = None
-    device: str = "auto"
+    """Word lists: general, world, or a folder with nouns.txt and adjectives.txt (None: the CLIP's own)."""
+    device: Device = "auto"
     sentence: SentenceConfig = field(default_factory=SentenceConfig)
     image: InputImageConfig = field(default_factory=InputImageConfig)
 
@@ -70,8 +71,6 @@ def describe_image(image_path: str | Path, workspace: str | Path, config: Descri
     backend: an already loaded `ClipBackend` (tests, or a caller describing many images); loaded from
     `config.clip` when None.
     """
-    from ...prior.clip_backends import load_clip_backend
-
     prepared = load_input_image(image_path, config.image)  # bad input fails before any model loads
     space = Workspace(workspace)
     if backend is None:

@@ -19,8 +19,10 @@ stays next to the noun as English orders adjectives ("small, striped, red, a mug
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Annotated
 
 import torch
+import tyro
 from torch import Tensor
 
 from ...errors import DreamtextError
@@ -43,7 +45,7 @@ class SentenceConfig:
 
     prefix: str = "An image of"
     separator: str = ", "
-    noun: str | None = None
+    noun: Annotated[str | None, tyro.conf.arg(aliases=("--noun",))] = None
     quantifier: str | None = None
     max_words: int = 8
     min_gain: float = 0.0

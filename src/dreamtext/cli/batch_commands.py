@@ -1,0 +1,121 @@
+"""The `dreamtext` commands that run many jobs: `batch` (a list of jobs) and `bench` (the benchmarks)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from ..batch import BatchConfig, run_batch
+from ..batch.jobs import parse_shard
+from ..bench import run_benchmark
+from ..errors import DreamtextError
+from ..utils.device import Device
+from .positionals import JobsFile
+
+EXIT_JOBS_FAILED = 1  # dreamtext batch: some jobs failed (each one's error is in summary.json)
+
+
+@dataclass
+class BatchCommand:
+    """Run a list of jobs (prompts, or JSON Lines of text, image and diverse jobs), one workspace each.
+
+    JOBS is a text file of prompts (one per line) or JSON Lines (kind text / image / diverse, prompt or
+    image, preset, overrides by config name, seeds). One workspace per job under --workspace;
+    finished jobs are skipped and interrupted ones resume when run again; DIR/summary.json and a gallery of
+    every finished job at the end."""
+
+    jobs: JobsFile
+    workspace: str = "out/batch"
+    engine: Literal["local", "ray"] = "local"
+    """local: this machine (--workers processes); ray: one Ray task per job (pip install "dreamtext[ray]")."""
+    workers: int | None = None
+    """Jobs at once: local processes, or at most this many Ray tasks (None: 1 process, or as many tasks as the cluster allows)."""
+    address: str | None = None
+    """Ray: the cluster to join ("auto" or host:port; None: start a local one)."""
+    gpus_per_job: float | None = None
+    """Ray: GPUs a job asks for (None: 1 when the cluster has GPUs, else 0)."""
+    cpus_per_job: float | None = None
+    """Ray: CPUs a job asks for (None: 1)."""
+    seeds: tuple[int, ...] | None = None
+    """Run every job without its own "seeds" once per seed."""
+    shard: str | None = None
+    """INDEX/COUNT: only this share of the jobs (Slurm arrays: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)."""
+    gallery: bool = True
+    """Write DIR/gallery with every finished job."""
+    quiet: bool = False
+
+    def run(self) -> None:
+        config = BatchConfig(engine=self.engine, workers=self.workers, address=self.address, gpus_per_job=self.gpus_per_job,
+                             cpus_per_job=self.cpus_per_job, seeds=self.seeds, gallery=self.gallery,
+                             shard=None if self.shard is None else parse_shard(self.shard))
+        summary = run_batch(self.jobs, self.workspace, config, progress=not self.quiet)
+        counts = summary["counts"]
+        print(f"{counts['done']} done ({summary['skipped']} already finished), {counts['failed']} failed; "
+              f"summary in {Path(self.workspace) / 'summary.json'}")
+        return EXIT_JOBS_FAILED if counts["failed"] else 0
+
+
+@dataclass
+class BenchCommand:
+    """Run a benchmark and print its figures (JSON with --json)."""
+
+    suite: tyro.conf.Positional[Literal["engine", "sds", "descriptor", "step", "world"]]
+    json: bool = False
+    quick: bool = False
+    """A small, fast version of the suite (for tests and smoke checks)."""
+    device: Device = "auto"
+    split: Literal["train", "dev"] | None = None
+    """world: the split the objects come from (None: dev, held out from the prior's training)."""
+    cases: int | None = None
+    """world: how many objects (one per noun; None: 8, 1 with --quick)."""
+    nouns: tuple[str, ...] | None = None
+    """world: only the cases of these nouns among them ("asymmetric": the nouns with a front and a back)."""
+    workspace: str | None = None
+    """world: keep the runs in this folder (one subfolder per case; an interrupted benchmark resumes)."""
+    kinds: str | None = None
+    """world: comma-separated case kinds (None: text): text, dreamtext, realfusion, dreamtext_ref
+    (image-to-3D from a true render), diversity (diverse vs text-to-3D over K seeds)."""
+    seeds: int | None = None
+    """world: runs per case, with seeds 0, 1, ... (None: 1); the means are over every run."""
+    start: Literal["blob", "prior_hull", "truth", "truth_hull"] | None = None
+    """world: what text-to-3D starts from (None: the preset's; builtin's is prior_hull, held near it).
+    blob: the density blob. prior_hull: the visual hull of the prior's own drawings (as `text --init
+    prior_hull`). Diagnostics: truth, the field first fitted to the true object; truth_hull, the prior
+    hull carved from exact renders of the true object at the hull's assumed cameras. `start_iou` beside
+    the final IoU says how near the start was and whether the distillation keeps it."""
+
+    engine: Literal["local", "ray"] | None = None
+    """world: where the cases run, as `dreamtext batch` runs jobs (None: one after another in this process)."""
+    workers: int | None = None
+    """world: cases at once (local processes or Ray tasks)."""
+    address: str | None = None
+    """world, Ray: the cluster to join (None: start a local one)."""
+    set: tuple[str, ...] = ()
+    """world: KEY=VALUE text-to-3D settings on top of the preset, by config name (e.g. sds.guidance_form=perp_neg;
+    values read as JSON, else as text)."""
+
+    def run(self) -> None:
+        engine = None
+        if self.engine is not None or self.workers is not None or self.address is not None:
+            engine = BatchConfig(engine=self.engine or "local", workers=self.workers, address=self.address, gallery=False)
+        run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, split=self.split,
+                      cases=self.cases, workspace=self.workspace, kinds=self.kinds, seeds=self.seeds, start=self.start,
+                      engine=engine, overrides=parse_settings(self.set) if self.set else None, nouns=self.nouns)
+
+
+def parse_settings(pairs: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs as dotted settings; a VALUE is JSON where it parses (numbers, true, lists), else text."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DreamtextError(f"--set {pair!r}: write KEY=VALUE, e.g. sds.guidance_form=perp_neg")
+        try:
+            settings[key.strip().lstrip("-").replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip().lstrip("-").replace("-", "_")] = value
+    return settings

@@ -1,0 +1,143 @@
+"""The `dreamtext` commands of the 2D prior: `sample` draws from it, `train-prior` and `eval-prior` train and
+measure the built-in one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from ..errors import DreamtextError
+from ..methods.sample import SampleConfig, sample_to_workspace
+from ..prior.builtin import BUILTIN_CLIP_DIR, require_builtin_prior
+from ..prior.loading import BUILTIN_MODEL, resolve_model
+from ..prior.small.evaluate import PriorEvalConfig, evaluate_prior
+from ..prior.small.train import train_prior
+from ..utils.device import Device, resolve_device
+from .positionals import Prompt
+
+
+@dataclass
+class SampleCommand:
+    """Draw images from the 2D prior for a prompt (DDIM with classifier-free guidance), plus a contact sheet.
+
+    Writes WORKSPACE/samples/sample_000.png ..., contact_sheet.png and samples.json (prompt, settings, seed of each image).
+    """
+
+    prompt: Prompt
+    workspace: str = "out/sample"
+    n: Annotated[int, tyro.conf.arg(aliases=("-n",))] = 4
+    """Number of images; image i uses seed + i."""
+    model: str | None = None
+    """Stable Diffusion 1.x/2.x: a diffusers folder, a .safetensors file or a cached hub id."""
+    steps: int = 50
+    """DDIM steps."""
+    guidance: float = 7.5
+    """Classifier-free guidance scale (uncond + s (cond - uncond))."""
+    seed: int = 0
+    negative_prompt: str = ""
+    batch_size: int = 4
+    device: Device = "auto"
+    elevation: float | None = None
+    """Camera-aware priors (the built-in one): draw from this many degrees above the horizon (None: no camera)."""
+    azimuth: float | None = None
+    """Camera-aware priors: draw from this many degrees around the object, from its front towards its right."""
+    quiet: bool = False
+
+    def run(self) -> None:
+        config = SampleConfig(prompt=self.prompt, n=self.n, model=self.model, steps=self.steps, guidance=self.guidance,
+                              negative_prompt=self.negative_prompt, seed=self.seed, batch_size=self.batch_size,
+                              device=self.device, elevation=self.elevation, azimuth=self.azimuth)
+        files = sample_to_workspace(config, self.workspace, progress=not self.quiet)
+        print("wrote " + ", ".join(str(f) for f in files))
+
+
+@dataclass
+class TrainPriorCommand:
+    """Train the built-in prior on world renders, one stage at a time (clip, vae, unet, assemble) or all.
+
+    Stages write DIR/clip, DIR/vae, DIR/unet and, with assemble, the Stable Diffusion folder DIR/pipeline.
+    """
+
+    stage: tyro.conf.Positional[Literal["clip", "vae", "unet", "assemble", "all"]]
+    out: str = "out/prior"
+    """Folder that receives every stage's output."""
+    device: Device = "auto"
+    steps: int | None = None
+    """Training steps (None: the stage's schedule for the device)."""
+    seed: int = 0
+    batch_size: int | None = None
+    """Minibatch size of the stage(s) (None: the stage's schedule for the device)."""
+    pool_size: int | None = None
+    """World renders shared by the stages (None: 256 on CPU, 32768 on CUDA)."""
+    workers: int | None = None
+    """CPU processes that render the pool (None: every core)."""
+    max_minutes: float | None = None
+    """Safety stop per stage: save what is trained after this long."""
+    init_clip: str | None = None
+    """Continue this CLIP instead of training a new one (builtin: the shipped one; or a DIR/clip): only its
+    image side trains, against its frozen text tower, so a diffusion model trained on that tower stays valid."""
+    init_unet: str | None = None
+    """Continue this pipeline's UNet (builtin: the shipped one; or a DIR/pipeline) on its own frozen VAE and text
+    encoder, with a warm-up and a cosine decay; writes DIR/unet and the assembled DIR/pipeline."""
+    camera: bool = False
+    """With --init-unet: the UNet gains the camera input (diffusers class_labels, see dreamtext.prior.camera) and
+    trains on each render's true camera. Its state is kept in DIR/unet-state.pt; running again continues it."""
+    attention_head_dim: tuple[int, ...] | None = None
+    """With --init-unet: another head layout for the continued UNet (heads per level, e.g. 2 4 4)."""
+    quiet: bool = False
+
+    def run(self) -> None:
+        if self.init_clip is not None and self.stage not in ("clip", "all"):
+            raise DreamtextError(f"--init-clip continues a CLIP; it applies to the clip stage, not {self.stage!r}")
+        results = train_prior(self.stage, self.out, device=self.device, steps=self.steps, seed=self.seed,
+                              batch_size=self.batch_size, progress=not self.quiet, pool_size=self.pool_size,
+                              workers=self.workers, max_minutes=self.max_minutes, init_clip=self.init_clip,
+                              init_unet=self.init_unet, camera=self.camera,
+                              attention_head_dim=self.attention_head_dim)
+        for name, result in results.items():
+            print(f"{name}: wrote {result.get('out_dir', self.out)}")
+
+
+@dataclass
+class EvalPriorCommand:
+    """Measure a trained small prior: sample images for held-out captions and classify them with the small CLIP."""
+
+    pipeline: str = "builtin"
+    """The Stable Diffusion folder (`train-prior assemble` writes DIR/pipeline); builtin: the shipped prior."""
+    clip: str = "builtin"
+    """The small CLIP that classifies the samples (`train-prior clip` writes DIR/clip); builtin: the shipped one."""
+    count: int = 256
+    """Held-out objects whose plain captions are drawn and classified (noun and colour top-1)."""
+    pose_count: int = 64
+    """Held-out objects drawn at known cameras and matched against true renders for their pose (0: skip)."""
+    steps: int = 30
+    guidance: float = 7.5
+    seed: int = 0
+    device: Device = "auto"
+    json: bool = False
+
+    def run(self) -> None:
+        pipeline = Path(resolve_model(self.pipeline))  # "builtin": the shipped pipeline, checked to be installed
+        if self.clip == BUILTIN_MODEL:
+            require_builtin_prior()
+        clip = BUILTIN_CLIP_DIR if self.clip == BUILTIN_MODEL else Path(self.clip)
+        for name, folder in (("--pipeline", pipeline), ("--clip", clip)):
+            if not (folder / ("model_index.json" if name == "--pipeline" else "config.json")).is_file():
+                raise DreamtextError(f"{name} {str(folder)!r} holds no trained model; run `dreamtext train-prior all` first")
+        config = PriorEvalConfig(count=self.count, steps=self.steps, guidance=self.guidance, seed=self.seed,
+                                 pose_count=self.pose_count)
+        result = evaluate_prior(pipeline, clip, config, resolve_device(self.device))
+        if self.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(f"noun top-1 {result['noun_top1']:.1%}, colour top-1 {result['colour_top1']:.1%} on {result['count']} "
+                  f"samples (CLIP on true renders: {result['clip_on_renders']['noun_top1']:.1%} / "
+                  f"{result['clip_on_renders']['colour_top1']:.1%})")
+            if "pose_top1" in result:
+                print(f"pose within {PriorEvalConfig.pose_tolerance_deg:.0f} degrees: {result['pose_top1']:.1%} of "
+                      f"{result['pose_count']} drawings, {result['pose_top1_asymmetric']:.1%} of the "
+                      f"{result['pose_asymmetric_count']} asymmetric objects")
