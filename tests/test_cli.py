@@ -16,6 +16,7 @@ import tyro
 from dreamtext.cli.defaults import first_positional
 from dreamtext.cli.image_commands import DescribeCommand, DescriptorCommand, ImageCommand, ReconstructCommand
 from dreamtext.cli.main import COMMANDS, load_command, main, parse_command
+from dreamtext.cli.prior_commands import EvalPriorCommand, SampleCommand
 from dreamtext.cli.scene_commands import FitCommand, TextCommand
 from dreamtext.cli.workspace_commands import ViewCommand
 from dreamtext.methods.describe import DescribeConfig
@@ -23,7 +24,9 @@ from dreamtext.methods.dreamtext.descriptor import DescriptorConfig
 from dreamtext.methods.dreamtext.image_to_3d import ImageTo3DConfig
 from dreamtext.methods.dreamtext.reconstruct import ReconstructConfig
 from dreamtext.methods.fit import FitConfig
+from dreamtext.methods.sample import SampleConfig
 from dreamtext.methods.text_to_3d import TextTo3DConfig
+from dreamtext.prior.small.evaluate import PriorEvalConfig
 from dreamtext.utils.config import config_to_dict
 from dreamtext.utils.io import atomic_write_json
 from dreamtext.viewer.server import ViewerConfig
@@ -53,16 +56,16 @@ def option_strings(command, args: list[str], capsys) -> list[str]:
     text = capsys.readouterr().out
     options = []
     for line in text.splitlines():
-        match = re.match(r"^[^-\w]*(--[a-z][\w.-]*)(?: [^,]*)?(?:, (--[a-z][\w.-]*))?", line)  # a flag, its alias
-        if match:
-            options += [flag for flag in match.groups() if flag]
+        definition = re.match(r"^[^-\w]*(-.*?)(?:  |$)", line)  # "-n INT, --n INT", up to its description
+        if definition:
+            options += re.findall(r"(?:^|, )(--[a-z][\w.-]*)", definition.group(1))
     return options
 
 
 @pytest.mark.parametrize("command, config_type", [
     (TextCommand, TextTo3DConfig), (FitCommand, FitConfig), (DescriptorCommand, DescriptorConfig),
     (ReconstructCommand, ReconstructConfig), (ImageCommand, ImageTo3DConfig), (DescribeCommand, DescribeConfig),
-    (ViewCommand, ViewerConfig)])
+    (ViewCommand, ViewerConfig), (SampleCommand, SampleConfig), (EvalPriorCommand, PriorEvalConfig)])
 def test_every_setting_has_exactly_one_flag(command, config_type, capsys):
     options = option_strings(command, [], capsys)
     assert len(options) == len(set(options)), "a flag appears twice"

@@ -4,7 +4,7 @@ measure the built-in one."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -29,29 +29,11 @@ class SampleCommand:
 
     prompt: Prompt
     workspace: str = "out/sample"
-    n: Annotated[int, tyro.conf.arg(aliases=("-n",))] = 4
-    """Number of images; image i uses seed + i."""
-    model: str | None = None
-    """Stable Diffusion 1.x/2.x: a diffusers folder, a .safetensors file or a cached hub id."""
-    steps: int = 50
-    """DDIM steps."""
-    guidance: float = 7.5
-    """Classifier-free guidance scale (uncond + s (cond - uncond))."""
-    seed: int = 0
-    negative_prompt: str = ""
-    batch_size: int = 4
-    device: Device = "auto"
-    elevation: float | None = None
-    """Camera-aware priors (the built-in one): draw from this many degrees above the horizon (None: no camera)."""
-    azimuth: float | None = None
-    """Camera-aware priors: draw from this many degrees around the object, from its front towards its right."""
     quiet: bool = False
+    config: Annotated[SampleConfig, tyro.conf.arg(name="")] = field(default_factory=lambda: SampleConfig(prompt=""))
 
     def run(self) -> None:
-        config = SampleConfig(prompt=self.prompt, n=self.n, model=self.model, steps=self.steps, guidance=self.guidance,
-                              negative_prompt=self.negative_prompt, seed=self.seed, batch_size=self.batch_size,
-                              device=self.device, elevation=self.elevation, azimuth=self.azimuth)
-        files = sample_to_workspace(config, self.workspace, progress=not self.quiet)
+        files = sample_to_workspace(replace(self.config, prompt=self.prompt), self.workspace, progress=not self.quiet)
         print("wrote " + ", ".join(str(f) for f in files))
 
 
@@ -110,15 +92,9 @@ class EvalPriorCommand:
     """The Stable Diffusion folder (`train-prior assemble` writes DIR/pipeline); builtin: the shipped prior."""
     clip: str = "builtin"
     """The small CLIP that classifies the samples (`train-prior clip` writes DIR/clip); builtin: the shipped one."""
-    count: int = 256
-    """Held-out objects whose plain captions are drawn and classified (noun and colour top-1)."""
-    pose_count: int = 64
-    """Held-out objects drawn at known cameras and matched against true renders for their pose (0: skip)."""
-    steps: int = 30
-    guidance: float = 7.5
-    seed: int = 0
     device: Device = "auto"
     json: bool = False
+    config: Annotated[PriorEvalConfig, tyro.conf.arg(name="")] = field(default_factory=PriorEvalConfig)
 
     def run(self) -> None:
         pipeline = Path(resolve_model(self.pipeline))  # "builtin": the shipped pipeline, checked to be installed
@@ -128,9 +104,7 @@ class EvalPriorCommand:
         for name, folder in (("--pipeline", pipeline), ("--clip", clip)):
             if not (folder / ("model_index.json" if name == "--pipeline" else "config.json")).is_file():
                 raise DreamtextError(f"{name} {str(folder)!r} holds no trained model; run `dreamtext train-prior all` first")
-        config = PriorEvalConfig(count=self.count, steps=self.steps, guidance=self.guidance, seed=self.seed,
-                                 pose_count=self.pose_count)
-        result = evaluate_prior(pipeline, clip, config, resolve_device(self.device))
+        result = evaluate_prior(pipeline, clip, self.config, resolve_device(self.device))
         if self.json:
             print(json.dumps(result, indent=2))
         else:
@@ -138,6 +112,6 @@ class EvalPriorCommand:
                   f"samples (CLIP on true renders: {result['clip_on_renders']['noun_top1']:.1%} / "
                   f"{result['clip_on_renders']['colour_top1']:.1%})")
             if "pose_top1" in result:
-                print(f"pose within {PriorEvalConfig.pose_tolerance_deg:.0f} degrees: {result['pose_top1']:.1%} of "
+                print(f"pose within {self.config.pose_tolerance_deg:.0f} degrees: {result['pose_top1']:.1%} of "
                       f"{result['pose_count']} drawings, {result['pose_top1_asymmetric']:.1%} of the "
                       f"{result['pose_asymmetric_count']} asymmetric objects")

@@ -15,8 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
+import tyro
 from torch import Tensor
 
 from ..errors import DreamtextError
@@ -25,7 +27,7 @@ from ..prior.loading import Prior, load_prior
 from ..prior.sampling import ddim_sample, initial_noise
 from ..prior.prompts import TextEmbeddingCache
 from ..scene.cameras import Cameras, orbit_cameras
-from ..utils.device import resolve_device
+from ..utils.device import Device, resolve_device
 from ..utils.images import save_image
 from ..utils.io import atomic_write_json
 from ..utils.progress import Progress
@@ -38,34 +40,33 @@ SAMPLES_FILE = "samples.json"
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """prompt: what to draw, e.g. "An image of a dog" (the thesis's example).
-    n: issue 5 item 7, 4 images by default.
-    model: load_prior's forms; None is its default model from the local cache.
-    steps / guidance: diffusers' StableDiffusionPipeline defaults, 50 DDIM steps at guidance 7.5 in
-        the standard form uncond + s (cond - uncond).
-    eta: DDIM's (Song et al. 2021), 0: deterministic sampling, so a seed fixes the image.
-    seed: ours, 0: image i uses seed + i.
-    batch_size: ours, 4 images per UNet call (x2 for guidance); lower it on a small GPU.
-    elevation / azimuth: the camera to draw from, in degrees above the horizon and around the object from
-        its front (towards its right), for a camera-aware prior (`prior.camera`); None: the unknown camera.
-        radius / fovy: its distance and vertical field of view, by default the middle of the training
-        cameras' ranges (thesis 6.1.5: radius 1 to 1.5, fov 40 to 70 degrees).
-    """
+    """What to draw from the 2D prior, and how (DDIM with classifier-free guidance)."""
 
-    prompt: str
-    n: int = 4
+    prompt: Annotated[str, tyro.conf.Suppress]  # what to draw, e.g. "An image of a dog" (the thesis's example)
+    n: Annotated[int, tyro.conf.arg(aliases=("-n",))] = 4
+    """Number of images (issue 5: 4); image i uses seed + i."""
     model: str | None = None
+    """Stable Diffusion 1.x/2.x: a diffusers folder, a .safetensors file or a cached hub id (None: the default model)."""
     steps: int = 50
+    """DDIM steps (diffusers' StableDiffusionPipeline default)."""
     guidance: float = 7.5
+    """Classifier-free guidance scale, uncond + s (cond - uncond) (diffusers' default)."""
     negative_prompt: str = ""
     eta: float = 0.0
+    """DDIM's eta (Song et al. 2021); 0: deterministic, so a seed fixes the image."""
     seed: int = 0
     batch_size: int = 4
-    device: str = "auto"
+    """Images per UNet call (x2 for guidance); lower it on a small GPU."""
+    device: Device = "auto"
     elevation: float | None = None
+    """Camera-aware priors (`prior.camera`; the built-in one): draw from this many degrees above the horizon
+    (None: the unknown camera)."""
     azimuth: float | None = None
+    """Camera-aware priors: draw from this many degrees around the object, from its front towards its right."""
     radius: float = 1.25
+    """The camera's distance: the middle of the training cameras' range (thesis 6.1.5: 1 to 1.5)."""
     fovy: float = 55.0
+    """The camera's vertical field of view in degrees: the middle of the training range (thesis 6.1.5: 40 to 70)."""
 
     def camera(self, size: int) -> Cameras | None:
         """The one camera every image is drawn from, or None when no angle is given."""

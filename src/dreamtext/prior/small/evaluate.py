@@ -47,27 +47,36 @@ from .clip import COLOUR_NAMES, colour_prompts, noun_prompts, rank_captions
 
 @dataclass(frozen=True)
 class PriorEvalConfig:
-    """count: ours, 256 dev objects (about 12 per noun). steps: ours, 30 DDIM steps. guidance: Stable
-    Diffusion's usual 7.5. batch_size: ours, 64 images per UNet call. seed: ours, 0.
-    pose_count: ours, 64 dev objects for the pose figure (0: skip it). pose_azimuths / pose_polars_deg:
-    ours, candidates every 30 degrees of azimuth at three heights. pose_polar_range_deg: ours, cameras
-    from 50 degrees above the horizon to 10 below. pose_tolerance_deg: issue 26, 30 degrees.
-    backdrop_tolerance / mask_closing: the builtin preset's silhouettes (`ShapeInitConfig`).
-    alike_iou: ours, 0.9."""
+    """How a small prior is measured: captions drawn and classified, and drawings at known cameras matched
+    to true renders for their pose."""
 
     count: int = 256
+    """Held-out (dev) objects whose plain captions are drawn and classified, noun and colour top-1 (ours: about
+    12 per noun)."""
     steps: int = 30
+    """DDIM steps of each drawing (ours)."""
     guidance: float = 7.5
+    """Classifier-free guidance (Stable Diffusion's usual)."""
     batch_size: int = 64
+    """Images per UNet call (ours)."""
     seed: int = 0
     pose_count: int = 64
+    """Held-out objects drawn at known cameras and matched against true renders for their pose (ours; 0: skip)."""
     pose_azimuths: int = 12
+    """Candidate poses every 360 / this many degrees of azimuth (ours: every 30)..."""
     pose_polars_deg: tuple[float, ...] = (45.0, 70.0, 95.0)
+    """... at these polar angles (ours: three heights)."""
     pose_polar_range_deg: tuple[float, float] = (40.0, 100.0)
+    """The drawings' cameras, from 50 degrees above the horizon to 10 below (ours)."""
     pose_tolerance_deg: float = 30.0
+    """A pose counts as right within this angle (issue 26)."""
     backdrop_tolerance: float = 0.08
+    """Silhouettes as the builtin preset cuts them (`ShapeInitConfig`)."""
     mask_closing: int = 9
+    """Silhouettes as the builtin preset cuts them (`ShapeInitConfig`)."""
     alike_iou: float = 0.9
+    """A wrong pose still counts when the true object's silhouettes from it and from the true camera agree this
+    much (a sphere has no pose to get wrong; ours)."""
 
 
 def dev_objects(count: int, seed: int) -> list:
