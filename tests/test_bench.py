@@ -48,3 +48,27 @@ def test_step_benchmark_splits_a_builtin_step_into_its_parts(capsys):
     assert 0 < len(table) <= 15 and all(row["self_ms_per_step"] > 0 for row in table)
     assert [row["share"] for row in table] == sorted((row["share"] for row in table), reverse=True)
     assert 0 < sum(row["share"] for row in table) <= 1 + 1e-9
+
+
+def test_viewer_benchmark_visits_leave_no_browser_and_no_python_heap_behind(capsys):
+    """Issue 32, item 11: browsers that come and go (viser's protocol over a WebSocket, two camera reports
+    each) are each drawn, forgotten when they leave, and grow neither the Python heap nor, with the free heap
+    handed back, the resident set beyond noise."""
+    assert main(["bench", "viewer", "--json", "--quick"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["suite"] == "viewer" and result["visits"] == 8
+    for name in ("release_on_leave", "keep_free_heap"):
+        run = result[name]
+        assert run["error"] is None and run["browsers_left"] == 0
+        assert run["frames_sent"] >= result["visits"]  # every visit got its frame (a preview too, mostly)
+        assert run["python_heap_growth_mb"] < 2.0
+        assert len(run["rss_mb"]) == 8 and run["rss_end_mb"] == run["rss_mb"][-1]
+    assert result["rss_end_ratio_keep_vs_release"] == pytest.approx(
+        result["keep_free_heap"]["rss_end_mb"] / result["release_on_leave"]["rss_end_mb"], abs=1e-3)
+
+
+def test_releasing_free_memory_is_safe_to_call_anywhere():
+    from dreamtext.utils.memory import release_free_memory, resident_mb
+
+    assert isinstance(release_free_memory(), bool)
+    assert resident_mb() is None or resident_mb() > 0

@@ -11,11 +11,13 @@ from .descriptor import bench_descriptor
 from .engine import bench_engine
 from .sds import bench_sds
 from .step import bench_step
+from .viewer import bench_viewer
 from .world import bench_world
 
 
 SUITES: dict[str, Callable[..., dict]] = {"engine": bench_engine, "sds": bench_sds, "descriptor": bench_descriptor,
-                                          "step": bench_step, "world": bench_world}
+                                          "step": bench_step, "world": bench_world,
+                                          "viewer": bench_viewer}
 # Settings beyond quick and device that a suite takes (CLI flags, e.g. `bench world --split dev`).
 SUITE_OPTIONS: dict[str, tuple[str, ...]] = {"world": ("split", "cases", "workspace", "kinds", "seeds", "start", "engine", "overrides", "nouns")}
 

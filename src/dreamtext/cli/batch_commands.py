@@ -63,7 +63,7 @@ class BatchCommand:
 class BenchCommand:
     """Run a benchmark and print its figures (JSON with --json)."""
 
-    suite: tyro.conf.Positional[Literal["engine", "sds", "descriptor", "step", "world"]]
+    suite: tyro.conf.Positional[Literal["engine", "sds", "descriptor", "step", "world", "viewer"]]
     json: bool = False
     quick: bool = False
     """A small, fast version of the suite (for tests and smoke checks)."""

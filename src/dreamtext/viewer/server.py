@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -26,6 +27,7 @@ import torch
 from ..errors import DreamtextError
 from ..scene.cameras import spherical_to_cartesian
 from ..utils.device import Device, resolve_device
+from ..utils.memory import release_free_memory
 from .live import LiveWorkspace
 from .origin import install as install_origin_checks
 from .render import VIEW_MODES, ViewImage, ViewMode, ViewPose, light_direction, pose_from_viser, render_view
@@ -50,6 +52,9 @@ class ViewerConfig:
     """ours: the camera counts as still this long after its last move."""
     poll_s: float = 1.0
     """ours: how often (seconds) the workspace is checked for a new checkpoint, mesh and progress."""
+    release_memory: bool = True
+    """ours: when a browser leaves, hand the process's free heap back to the system (glibc's malloc_trim;
+    `dreamtext bench viewer` measures both)."""
 
     def check(self) -> None:
         """One-line errors for an address this machine cannot listen on (viser would try port after port)."""
@@ -158,8 +163,10 @@ class WorkspaceViewer:
         height = self.settings.height if full else max(16, int(self.settings.height * self.config.preview_fraction))
         wxyz, position, fov, aspect = camera
         frame = self.render(pose_from_viser(wxyz, position, fov, aspect, height))
-        if frame is not None:
-            client.scene.set_background_image(frame.image, format="jpeg", jpeg_quality=90)
+        if frame is not None and client.client_id in self._browsers:  # still open after the render
+            with warnings.catch_warnings():  # viser warns when the page closed between that check and the send
+                warnings.filterwarnings("ignore", message="Queued a .* on a closed connection")
+                client.scene.set_background_image(frame.image, format="jpeg", jpeg_quality=90)
             self.frames_sent += 1
             browser.shown = (browser.drawn_version, full)
 
@@ -232,7 +239,8 @@ class WorkspaceViewer:
         for thread in self._threads:
             thread.join(timeout=30)
         if self.server is not None:
-            self.server.stop()
+            with contextlib.redirect_stdout(io.StringIO()):  # viser's "Server stopped"
+                self.server.stop()
 
     def _place_initial_camera(self) -> None:
         """In front of the object, slightly above, at the distance and field of view of the run's videos."""
@@ -312,6 +320,10 @@ class WorkspaceViewer:
     def _disconnect(self, client) -> None:
         with self._lock:
             self._browsers.pop(client.client_id, None)
+        if self.config.release_memory:
+            # The frames drawn for that browser were freed, but glibc keeps them in the rendering and encoding
+            # threads' arenas, so the resident set would stay at its peak after the visitors have gone.
+            release_free_memory()
 
 
 def serve(workspace: str | Path, config: ViewerConfig = ViewerConfig()) -> None:
