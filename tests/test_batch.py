@@ -122,6 +122,10 @@ def test_shards_cover_every_job_exactly_once(tmp_path):
             assert all(0 < len(share) < len(jobs) for share in shares)
     with pytest.raises(DreamtextError, match="--shard 3/3"):
         shard(jobs, 3, 3)
+    # On the command line and in BatchConfig a shard is written as Slurm gives it, INDEX/COUNT.
+    assert BatchConfig(shard="2/7").shard_index_count() == (2, 7) and BatchConfig().shard_index_count() is None
+    with pytest.raises(DreamtextError, match="write INDEX/COUNT"):
+        BatchConfig(shard="2 of 7").check()
 
 
 # -- running ---------------------------------------------------------------------------------------

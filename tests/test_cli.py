@@ -13,6 +13,8 @@ import typing
 import pytest
 import tyro
 
+from dreamtext.batch import BatchConfig
+from dreamtext.cli.batch_commands import BatchCommand
 from dreamtext.cli.defaults import first_positional
 from dreamtext.cli.image_commands import DescribeCommand, DescriptorCommand, ImageCommand, ReconstructCommand
 from dreamtext.cli.main import COMMANDS, load_command, main, parse_command
@@ -65,7 +67,8 @@ def option_strings(command, args: list[str], capsys) -> list[str]:
 @pytest.mark.parametrize("command, config_type", [
     (TextCommand, TextTo3DConfig), (FitCommand, FitConfig), (DescriptorCommand, DescriptorConfig),
     (ReconstructCommand, ReconstructConfig), (ImageCommand, ImageTo3DConfig), (DescribeCommand, DescribeConfig),
-    (ViewCommand, ViewerConfig), (SampleCommand, SampleConfig), (EvalPriorCommand, PriorEvalConfig)])
+    (ViewCommand, ViewerConfig), (SampleCommand, SampleConfig), (EvalPriorCommand, PriorEvalConfig),
+    (BatchCommand, BatchConfig)])
 def test_every_setting_has_exactly_one_flag(command, config_type, capsys):
     options = option_strings(command, [], capsys)
     assert len(options) == len(set(options)), "a flag appears twice"

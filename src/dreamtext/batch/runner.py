@@ -9,7 +9,7 @@ Each job is independent (one object, one workspace, one device), so the engines 
   a task whose worker dies is retried, and the retry resumes the job from its last checkpoint. The
   workspaces must be on a filesystem every node sees (NFS, Lustre, a mounted bucket).
 
-For a Slurm job array without Ray, `shard=(i, n)` runs a stable share of the list (`jobs.shard`); each
+For a Slurm job array without Ray, `shard="i/n"` runs a stable share of the list (`jobs.shard`); each
 array task writes its own `summary-shard-i-of-n.json`, and `dreamtext batch JOBS --workspace DIR` run
 once more without a shard skips every finished job and writes the whole summary and gallery.
 
@@ -30,7 +30,7 @@ from ..errors import DreamtextError
 from ..gallery import build_gallery
 from ..utils.io import atomic_write_json
 from ..utils.progress import Progress
-from .jobs import Job, read_jobs, run_job, shard
+from .jobs import Job, parse_shard, read_jobs, run_job, shard
 
 Engine = Literal["local", "ray"]
 SUMMARY_FILE = "summary.json"
@@ -40,22 +40,31 @@ RAY_RETRIES = 3  # ours: a job whose worker died is run again up to this often (
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """engine / workers: see the module docstring (workers: processes of the local engine, or at most so
-    many jobs at once on Ray; default 1 locally, every free slot on Ray). address: a Ray cluster
-    ("auto" or host:port). gpus_per_job / cpus_per_job: each Ray task's resources (None: 1 GPU when the
-    cluster has GPUs, else none; 1 CPU). seeds: expand every line without its own "seeds".
-    shard: (index, count) of a Slurm job array. gallery: write DIR/gallery at the end."""
+    """Where and how a list of jobs runs (the module docstring describes the engines)."""
 
     engine: Engine = "local"
+    """local: this machine (--workers processes); ray: one Ray task per job (pip install "dreamtext[ray]")."""
     workers: int | None = None
+    """Jobs at once: local processes, or at most this many Ray tasks (None: 1 process, or as many tasks as the
+    cluster allows)."""
     address: str | None = None
+    """Ray: the cluster to join ("auto" or host:port; None: start a local one)."""
     gpus_per_job: float | None = None
+    """Ray: GPUs a job asks for (None: 1 when the cluster has GPUs, else 0)."""
     cpus_per_job: float | None = None
+    """Ray: CPUs a job asks for (None: 1)."""
     seeds: tuple[int, ...] | None = None
-    shard: tuple[int, int] | None = None
+    """Run every job without its own "seeds" once per seed."""
+    shard: str | None = None
+    """INDEX/COUNT: only this share of the jobs (Slurm arrays: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)."""
     gallery: bool = True
+    """Write DIR/gallery with every finished job."""
+
+    def shard_index_count(self) -> tuple[int, int] | None:
+        return None if self.shard is None else parse_shard(self.shard)
 
     def check(self) -> None:
+        self.shard_index_count()  # a malformed INDEX/COUNT fails before anything runs
         if self.engine not in ("local", "ray"):
             raise DreamtextError(f"--engine {self.engine!r}: use local or ray")
         if self.workers is not None and self.workers < 1:
@@ -73,8 +82,9 @@ def run_batch(jobs_file: str | Path, workspace: str | Path, config: BatchConfig 
     config.check()
     root = Path(workspace)
     jobs = jobs if jobs is not None else read_jobs(jobs_file, list(config.seeds) if config.seeds else None)
-    if config.shard is not None:
-        jobs = shard(jobs, *config.shard)
+    share = config.shard_index_count()
+    if share is not None:
+        jobs = shard(jobs, *share)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     records: dict[str, dict] = {}
@@ -96,7 +106,7 @@ def run_batch(jobs_file: str | Path, workspace: str | Path, config: BatchConfig 
         "counts": {status: sum(r["status"] == status for r in ordered) for status in ("done", "failed")},
         "skipped": sum(bool(r.get("skipped")) for r in ordered), "jobs": ordered,
     }
-    name = SUMMARY_FILE if config.shard is None else f"summary-shard-{config.shard[0]}-of-{config.shard[1]}.json"
+    name = SUMMARY_FILE if share is None else f"summary-shard-{share[0]}-of-{share[1]}.json"
     atomic_write_json(root / name, summary)
     if config.gallery and config.shard is None:
         summary["gallery"] = _gallery(root, ordered)

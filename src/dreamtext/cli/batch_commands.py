@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
 from ..batch import BatchConfig, run_batch
-from ..batch.jobs import parse_shard
 from ..bench import run_benchmark
 from ..errors import DreamtextError
 from ..utils.device import Device
@@ -30,29 +29,11 @@ class BatchCommand:
 
     jobs: JobsFile
     workspace: str = "out/batch"
-    engine: Literal["local", "ray"] = "local"
-    """local: this machine (--workers processes); ray: one Ray task per job (pip install "dreamtext[ray]")."""
-    workers: int | None = None
-    """Jobs at once: local processes, or at most this many Ray tasks (None: 1 process, or as many tasks as the cluster allows)."""
-    address: str | None = None
-    """Ray: the cluster to join ("auto" or host:port; None: start a local one)."""
-    gpus_per_job: float | None = None
-    """Ray: GPUs a job asks for (None: 1 when the cluster has GPUs, else 0)."""
-    cpus_per_job: float | None = None
-    """Ray: CPUs a job asks for (None: 1)."""
-    seeds: tuple[int, ...] | None = None
-    """Run every job without its own "seeds" once per seed."""
-    shard: str | None = None
-    """INDEX/COUNT: only this share of the jobs (Slurm arrays: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)."""
-    gallery: bool = True
-    """Write DIR/gallery with every finished job."""
     quiet: bool = False
+    config: Annotated[BatchConfig, tyro.conf.arg(name="")] = field(default_factory=BatchConfig)
 
     def run(self) -> None:
-        config = BatchConfig(engine=self.engine, workers=self.workers, address=self.address, gpus_per_job=self.gpus_per_job,
-                             cpus_per_job=self.cpus_per_job, seeds=self.seeds, gallery=self.gallery,
-                             shard=None if self.shard is None else parse_shard(self.shard))
-        summary = run_batch(self.jobs, self.workspace, config, progress=not self.quiet)
+        summary = run_batch(self.jobs, self.workspace, self.config, progress=not self.quiet)
         counts = summary["counts"]
         print(f"{counts['done']} done ({summary['skipped']} already finished), {counts['failed']} failed; "
               f"summary in {Path(self.workspace) / 'summary.json'}")
