@@ -108,7 +108,7 @@ def run_batch(jobs_file: str | Path, workspace: str | Path, config: BatchConfig 
     }
     name = SUMMARY_FILE if share is None else f"summary-shard-{share[0]}-of-{share[1]}.json"
     atomic_write_json(root / name, summary)
-    if config.gallery and config.shard is None:
+    if config.gallery and share is None:
         summary["gallery"] = _gallery(root, ordered)
         atomic_write_json(root / name, summary)
     return summary

@@ -14,7 +14,6 @@ from .step import bench_step
 from .viewer import bench_viewer
 from .world import bench_world
 
-
 SUITES: dict[str, Callable[..., dict]] = {"engine": bench_engine, "sds": bench_sds, "descriptor": bench_descriptor,
                                           "step": bench_step, "world": bench_world,
                                           "viewer": bench_viewer}

@@ -3,8 +3,7 @@
 Each visit is a WebSocket client speaking viser's protocol: it connects from the viewer's own origin, reports
 its camera twice (the viewer draws a preview and then a full-size frame for it), waits for the frames and
 leaves. After one warm-up visit, the resident set is read every eighth of the visits and the Python heap is
-traced, in two child
-processes side by side: the viewer as shipped (free heap handed back when a browser leaves) and one that
+traced, in two child processes side by side: the viewer as shipped (free heap handed back when a browser leaves) and one that
 keeps it (`ViewerConfig.release_memory=False`). A leak shows as a Python heap or resident set that keeps
 growing with the visits; memory kept by the C allocator shows as a plateau above the start.
 """
@@ -51,8 +50,9 @@ def _camera_message(distance: float) -> bytes:
         "up_direction": [0.0, 1.0, 0.0]})
 
 
-def _visit(url: str, subprotocol: str, index: int, frames_before: int, viewer: WorkspaceViewer, timeout_s: float) -> None:
-    origin = url.rstrip("/")
+def _visit(viewer: WorkspaceViewer, url: str, subprotocol: str, index: int, timeout_s: float = 60.0) -> None:
+    """One browser: connect, report the camera, wait for the viewer's frame of it, leave."""
+    frames_before, origin = viewer.frames_sent, url.rstrip("/")
     with connect(url.replace("http", "ws", 1), origin=origin, subprotocols=[subprotocol], open_timeout=30,
                  max_size=None) as socket:
         for report in range(CAMERA_REPORTS):
@@ -79,14 +79,14 @@ def measure_visits(visits: int, height: int, release_memory: bool) -> dict:
         protocol = f"viser-v{viser.__version__}"
         try:
             started_rss = resident_mb()
-            _visit(url, protocol, -1, viewer.frames_sent, viewer, timeout_s=60.0)  # warm-up: the first frames' caches
+            _visit(viewer, url, protocol, -1)  # warm-up: the first frames' caches
             time.sleep(0.5)
             tracemalloc.start()
             warm_rss, (warm_heap, _) = resident_mb(), tracemalloc.get_traced_memory()
             rss = []
             every = max(visits // 8, 1)
             for index in range(visits):
-                _visit(url, protocol, index, viewer.frames_sent, viewer, timeout_s=60.0)
+                _visit(viewer, url, protocol, index)
                 if (index + 1) % every == 0:
                     time.sleep(0.5)  # the disconnect is handled
                     rss.append(round(resident_mb(), 1))

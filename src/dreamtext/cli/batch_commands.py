@@ -10,11 +10,12 @@ from typing import Annotated, Literal
 import tyro
 
 from ..batch import BatchConfig, run_batch
-from ..bench import run_benchmark
+from ..bench import SUITES, run_benchmark
 from ..errors import DreamtextError
 from ..utils.device import Device
 from .positionals import JobsFile
 
+Suite = Literal[tuple(SUITES)]  # type: ignore[valid-type]  # the benchmark table's own names
 EXIT_JOBS_FAILED = 1  # dreamtext batch: some jobs failed (each one's error is in summary.json)
 
 
@@ -44,7 +45,7 @@ class BatchCommand:
 class BenchCommand:
     """Run a benchmark and print its figures (JSON with --json)."""
 
-    suite: tyro.conf.Positional[Literal["engine", "sds", "descriptor", "step", "world", "viewer"]]
+    suite: tyro.conf.Positional[Suite]
     json: bool = False
     quick: bool = False
     """A small, fast version of the suite (for tests and smoke checks)."""
@@ -95,8 +96,9 @@ def parse_settings(pairs: tuple[str, ...]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise DreamtextError(f"--set {pair!r}: write KEY=VALUE, e.g. sds.guidance_form=perp_neg")
+        name = key.strip().lstrip("-").replace("-", "_")
         try:
-            settings[key.strip().lstrip("-").replace("-", "_")] = json.loads(value)
+            settings[name] = json.loads(value)
         except json.JSONDecodeError:
-            settings[key.strip().lstrip("-").replace("-", "_")] = value
+            settings[name] = value
     return settings

@@ -29,12 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DreamtextError
-from .tokenizer import build_clip_tokenizer
-
-# The built-in small CLIP's folder: the one place to point at the shipped weights.
 from .builtin import BUILTIN_CLIP_DIR, load_builtin_clip  # the shipped small CLIP (its text tower lives in the shipped pipeline)
 from .loading import _is_hub_id
 from .small.clip import encode_texts, images_to_pixel_values
+from .tokenizer import build_clip_tokenizer
 
 # OpenAI CLIP's preprocessing (its image processor config), used when a checkpoint ships none.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

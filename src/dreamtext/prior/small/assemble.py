@@ -174,7 +174,6 @@ def make_portable(folder: str | os.PathLike) -> None:
     """
     from safetensors.torch import load_file, save_file
 
-
     folder = Path(folder)
     weights_path, config_path = folder / "text_encoder" / "model.safetensors", folder / "text_encoder" / "config.json"
     weights = load_file(str(weights_path))

@@ -118,7 +118,6 @@ def with_attention_heads(unet, attention_head_dim: tuple[int, ...]):
     number of heads per level): the same weights, split into heads differently, so its outputs change."""
     from diffusers import UNet2DConditionModel
 
-
     other = UNet2DConditionModel.from_config(dict(plain_config(unet), attention_head_dim=tuple(attention_head_dim)))
     other.load_state_dict(unet.state_dict())
     return other.to(device=unet.device, dtype=unet.dtype)

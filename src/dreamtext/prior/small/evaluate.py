@@ -157,7 +157,6 @@ def evaluate_prior(pipeline_dir: str | os.PathLike, clip_dir: str | os.PathLike,
     "pose_top1_asymmetric", "camera_aware"} (see the module docstring)."""
     from transformers import CLIPModel
 
-
     device = torch.device(device)
     prior = load_prior(pipeline_dir, device)
     if (Path(clip_dir) / CLIP_WEIGHTS).is_file():  # the shipped layout: the text tower is the pipeline's text encoder
@@ -204,7 +203,6 @@ def contact_sheet(pipeline_dir: str | os.PathLike, prompts: list[str], out_path:
                   device: torch.device | str = "cpu", steps: int = 30, guidance: float = 7.5, seed: int = 0) -> None:
     """A grid PNG: one row per prompt, `per_prompt` samples each."""
     from diffusers import StableDiffusionPipeline
-
 
     device = torch.device(device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
