@@ -164,9 +164,21 @@ def test_seeds_repeat_every_case_and_reach_its_runner(tmp_path, monkeypatch):
 def test_seed_spread_gives_each_seeds_mean_and_each_cases_runs():
     rows = [{"kind": "text", "caption": "a", "run_seed": 0, "iou": 0.2}, {"kind": "text", "caption": "b", "run_seed": 0, "iou": 0.4},
             {"kind": "text", "caption": "a", "run_seed": 1, "iou": 0.6}, {"kind": "text", "caption": "b", "run_seed": 1, "iou": 0.4}]
+    for row, fscore in zip(rows, (0.9, 0.7, None, 0.5)):
+        row["fscore_005"] = fscore
     spread = seed_spread(rows)
     assert spread["mean_iou_by_seed"] == pytest.approx([0.3, 0.5])
     assert spread["iou_by_case"] == {"text: a": [0.2, 0.6], "text: b": [0.4, 0.4]}
+    assert spread["mean_fscore_005_by_seed"] == pytest.approx([0.8, 0.5])  # a run without a surface skipped
+    assert spread["fscore_005_by_case"] == {"text: a": [0.9, None], "text: b": [0.7, 0.5]}
+
+
+def test_thin_part_recall_counts_every_named_thin_part_once():
+    rows = [{"noun": "teapot", "part_recall": {"pot": 1.0, "spout": 0.2, "handle": 0.4, "lid": 1.0}},
+            {"noun": "table", "part_recall": {"top": 1.0, "legs": 0.9}},
+            {"noun": "sphere", "part_recall": {"sphere": 1.0}}]
+    means = mean_figures(rows)
+    assert means["thin_parts"] == 3 and means["thin_part_recall"] == pytest.approx(0.5)
 
 
 def test_means_skip_missing_chamfer_values():
@@ -191,6 +203,8 @@ def test_quick_world_benchmark_end_to_end(tmp_path, capsys):
     (case,) = result["cases"]
     assert case["caption"] == FIRST_DEV_CAPTIONS[0] and case["noun"] == "torus" and case["iters"] == 4
     assert 0.0 <= case["iou"] <= 1.0 and 0.0 < case["chamfer"] < 2.0 and 0.0 < case["albedo_error"] < 1.0
+    assert 0.0 <= case["fscore_002"] <= case["fscore_005"] <= 1.0 and list(case["part_recall"]) == ["torus"]
+    assert "thin_part_recall" not in case and result["mean"]["thin_part_recall"] is None  # a torus has no thin part
     # IoU = 1 / (1 / precision + 1 / recall - 1): the two halves are of the same grids.
     precision, recall = case["occupancy_precision"], case["occupancy_recall"]
     assert case["iou"] == pytest.approx(1 / (1 / precision + 1 / recall - 1))
@@ -314,6 +328,16 @@ def test_front_back_measure_is_right_for_the_true_object_and_wrong_for_it_turned
     turned = Views(*(torch.roll(getattr(truth, key), half, dims=0) for key in ("albedo", "coverage", "shaded")))
     result = front_back(turned, truth)
     assert result["front_back"] is False and result["sides"] in (False, None) and result["front_back_margin"] < 0
+
+
+def test_captions_name_the_cases_and_join_the_clip_candidates():
+    config = WorldBenchConfig(captions=("a red mug", "a cyan sphere"), seeds=2)
+    cases = benchmark_cases(config)
+    assert [(case.caption, case.seed, case.folder_name) for case in cases] == [
+        ("a red mug", 0, "00_text_a_red_mug"), ("a cyan sphere", 0, "01_text_a_cyan_sphere"),
+        ("a red mug", 1, "00_text_a_red_mug_seed1"), ("a cyan sphere", 1, "01_text_a_cyan_sphere_seed1")]
+    candidates = CaptionCandidates.for_split("dev", config.captions)
+    assert candidates.captions.count("a red mug") == 1 and candidates.captions.count("a cyan sphere") == 1
 
 
 def test_nouns_pick_cases_and_keep_their_folders():

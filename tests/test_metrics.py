@@ -129,3 +129,76 @@ def test_albedo_error():
     assert albedo_error(pred, true) == pytest.approx(0.2)
     assert albedo_error(pred, true, mask=torch.tensor([True, False])) == pytest.approx(0.1)
     assert albedo_error(true, true) == 0.0
+
+
+# -- surface F-score and part recall -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mug_surface():
+    from dreamtext.metrics import scene_surface_samples
+    from dreamtext.world.analytic import default_scene
+
+    scene = default_scene()
+    return scene, scene_surface_samples(scene, count=60_000)
+
+
+def test_true_surface_samples_lie_on_the_zero_level_set_with_their_parts(mug_surface):
+    scene, truth = mug_surface
+    points = torch.from_numpy(truth.points).float()
+    assert scene.sdf(points).abs().max() < 1e-4  # projected onto the surface, not left on the marching-cubes mesh
+    assert truth.part_names == ("glaze", "body", "handle")
+    nearest = scene.part_sdfs(points).argmin(dim=-1).numpy()
+    assert (nearest == truth.parts).all()
+    # The handle is a few percent of the area, the inside (glaze) about as large as the outside.
+    shares = [(truth.parts == index).mean() for index in range(3)]
+    assert 0.02 < shares[2] < 0.08 and 0.3 < shares[0] < 0.5
+
+
+def test_surface_scores_on_reference_meshes(mug_surface):
+    from dreamtext.metrics import mesh_surface_points, sdf_mesh, surface_scores
+    from dreamtext.world.analytic import AnalyticScene, Part
+    from dreamtext.world.sdf import Cylinder
+
+    scene, truth = mug_surface
+    exact = sdf_mesh(scene.sdf, scene.bound, 192)
+    scores = surface_scores(mesh_surface_points(exact, 60_000), truth)
+    assert scores["fscore_002"] > 0.999 and scores["fscore_005"] == 1.0
+    assert scores["part_recall"] == {"glaze": 1.0, "body": 1.0, "handle": 1.0}
+
+    shifted = exact.copy()
+    shifted.apply_translation([0.03, 0.0, 0.0])  # off by more than 0.02 where a face looks along x, less than 0.05 anywhere
+    scores = surface_scores(mesh_surface_points(shifted, 60_000), truth)
+    assert scores["fscore_005"] == 1.0 and scores["fscore_002"] < 0.85
+
+    # A solid copy: the outside and the handle exactly, the hollow inside not at all. IoU cannot see the
+    # difference from a plain cylinder; the part recall can.
+    handle = next(part for part in scene.parts if part.name == "handle")
+    cylinder = Part(Cylinder((0, 0, 0), 0.25, 0.275), (1.0, 0.0, 0.0), "body")
+    solid = surface_scores(mesh_surface_points(sdf_mesh(AnalyticScene((cylinder, handle)).sdf, 1.0, 192), 60_000), truth)
+    plain = surface_scores(mesh_surface_points(sdf_mesh(AnalyticScene((cylinder,)).sdf, 1.0, 192), 60_000), truth)
+    assert solid["part_recall"]["glaze"] < 0.1 and solid["part_recall"]["handle"] == 1.0
+    assert plain["part_recall"]["handle"] < 0.2 and solid["part_recall"]["body"] == plain["part_recall"]["body"] == 1.0
+    # Recall at 0.05 reaches the inner wall (0.04 inside the outer one) but not the cavity's floor
+    assert 0.85 < solid["recall_005"] < 0.99 and solid["recall_002"] < 0.7
+    assert plain["fscore_005"] < solid["fscore_005"]
+
+
+def test_surface_scores_of_an_empty_reconstruction_are_zero(mug_surface):
+    import numpy as np
+
+    from dreamtext.metrics import surface_scores
+
+    scores = surface_scores(np.zeros((0, 3)), mug_surface[1])
+    assert scores["fscore_002"] == scores["fscore_005"] == scores["precision_005"] == 0.0
+    assert set(scores["part_recall"].values()) == {0.0}
+
+
+def test_nearest_distances_closed_form():
+    import numpy as np
+
+    from dreamtext.metrics import nearest_distances
+
+    grid = np.stack(np.meshgrid(np.arange(3.0), np.arange(3.0), np.arange(3.0), indexing="ij"), -1).reshape(-1, 3)
+    assert np.allclose(nearest_distances(np.array([[0.5, 0.0, 0.0], [1.0, 1.0, 1.3]]), grid), [0.5, 0.3])
+    assert np.isinf(nearest_distances(grid[:2], np.zeros((0, 3)))).all()

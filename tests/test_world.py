@@ -188,3 +188,21 @@ def test_lights_face_the_camera():
     lights = random_light_directions(to_camera, 0.3, torch.Generator().manual_seed(0))
     torch.testing.assert_close(lights.norm(dim=-1), torch.ones(500))
     assert (lights * to_camera).sum(-1).min() >= 0.3 - 1e-5
+
+
+def test_thin_parts_name_parts_of_their_nouns():
+    from dreamtext.world.objects import THIN_PARTS
+
+    for noun, names in THIN_PARTS.items():
+        parts = {part.name for part in build_parts(noun, GREY)}
+        assert set(names) <= parts, noun
+
+
+def test_a_caption_names_its_world_object():
+    from dreamtext.errors import DreamtextError
+    from dreamtext.world.world import attributes_from_caption
+
+    assert attributes_from_caption("a red mug") == Attributes("mug", "red")
+    assert attributes_from_caption("A small  striped blue cube") == Attributes("cube", "blue", "small", "striped")
+    with pytest.raises(DreamtextError, match="not a caption of the built-in world.*nouns: "):
+        attributes_from_caption("a red spaceship")

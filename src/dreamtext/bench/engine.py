@@ -8,8 +8,9 @@ Figures (all measured in one process, side by side):
 - on that fitted scene, a shaded training step (lambertian render + loss + backward) with normals at
   every sample and with normals only at visible samples (`RendererConfig.normals_min_weight`), taking
   turns, and the share of samples that got normals;
-- held-out PSNR and mesh IoU of fitting the built-in scene, with its wall time (training and
-  evaluation only: a benchmark exports nothing, no mesh, video or views);
+- held-out PSNR, mesh IoU and the surface F-score and part recall of the exported mesh against the true
+  surface (`metrics.surface_scores`), of fitting the built-in scene, with its wall time (training and
+  evaluation only: a benchmark writes no mesh, video or views);
 - peak memory (CUDA allocator peak, or the process's peak resident set on CPU).
 """
 
@@ -24,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ..methods.fit import BuiltinSceneConfig, FitConfig, Fitter, load_fit_data
-from ..metrics import field_iou
+from ..export.mesh import extract_mesh
+from ..metrics import field_iou, mesh_surface_points, scene_surface_samples, surface_scores
 from ..scene.cameras import sample_training_cameras
 from ..scene.field import FieldConfig, RadianceField
 from ..scene.hash_encoding import HashGridConfig, available_implementations
@@ -133,11 +135,14 @@ def fit_without_export(config: FitConfig, shaded_repeats: int = 5) -> dict:
         wall_seconds = time.perf_counter() - start
         heldout_psnr = fitter.evaluate()
         iou = field_iou(fitter.field, default_scene(), resolution=64, density_threshold=config.export.mesh.density_threshold)
+        surface = surface_scores(mesh_surface_points(extract_mesh(fitter.field, config.export.mesh)),
+                                 scene_surface_samples(default_scene()))
         return {
             "scene": "built-in red mug",
             "iters": fitter.step,
             "heldout_psnr": heldout_psnr,
             "mesh_iou": iou,
+            "surface": surface,
             "wall_seconds": wall_seconds,
             "occupancy_grid": samples_per_ray_with_and_without_grid(fitter),
             "visible_normals": shaded_step_with_and_without_visible_normals(fitter, shaded_repeats),

@@ -30,10 +30,10 @@ from ..methods.trained import load_trained
 from ..prior.clip_backends import load_clip_backend
 from ..utils.images import save_image
 from ..utils.workspace import CHECKPOINT_FILE
-from ..world.objects import ASYMMETRIC_NOUNS
+from ..world.objects import ASYMMETRIC_NOUNS, THIN_PARTS
 from ..world.world import Split
 from .truth_start import TruthFitConfig
-from .world_cases import WorldCase, benchmark_objects, run_text_case
+from .world_cases import WorldCase, benchmark_objects, caption_objects, run_text_case
 from .world_diversity import STUDIES
 from .world_image import IMAGE_CASE_RUNNERS, QUICK_IMAGE, TRAINED_FOLDERS, ImageBenchConfig
 from .world_metrics import QUICK_EVAL, CaptionCandidates, ClipScorer, WorldEvalConfig, evaluate_reconstruction
@@ -87,6 +87,7 @@ class WorldBenchConfig:
     cases: int = 8
     split: Split = "dev"
     nouns: tuple[str, ...] | None = None  # only the cases of these nouns ("asymmetric": ASYMMETRIC_NOUNS)
+    captions: tuple[str, ...] | None = None  # the world objects of these captions instead ("a red mug": the main command's)
     kinds: tuple[str, ...] = ("text",)
     preset: str = "builtin"
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -116,7 +117,7 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
         raise DreamtextError(f"--start must be {', '.join(starts[:-1])} or {starts[-1]}, got {config.start!r}")
     if config.start not in (None, "blob") and set(config.kinds) != {"text"}:
         raise DreamtextError(f"--start {config.start} applies to text-to-3D only; run it with --kinds text")
-    objects = benchmark_objects(config.cases, config.split)
+    objects = caption_objects(config.captions) if config.captions else benchmark_objects(config.cases, config.split)
     kinds = [kind for kind in config.kinds if kind in CASE_RUNNERS]
     cases = [WorldCase(kind, obj, index) for index, (kind, obj) in enumerate(itertools.product(kinds, objects))]
     if config.nouns is not None:  # a case keeps its number (and folder) among all of them
@@ -168,7 +169,7 @@ def world_case_task(case: WorldCase, root: str, config: WorldBenchConfig, device
     """`run_case` as an engine's task (a worker process or a Ray task): loads its own CLIP scorer."""
     if threads is not None:
         torch.set_num_threads(threads)
-    scorer = ClipScorer(load_clip_backend("builtin", torch.device(device)), CaptionCandidates.for_split(config.split))
+    scorer = ClipScorer(load_clip_backend("builtin", torch.device(device)), CaptionCandidates.for_split(config.split, config.captions))
     return {**run_case(case, Path(root), config, scorer, torch.device(device)), "task": case.folder_name}
 
 
@@ -177,7 +178,8 @@ def _finite_or_none(value):
     return None if isinstance(value, float) and value != value else value
 
 
-MEAN_KEYS = ("iou", "occupancy_precision", "occupancy_recall", "start_iou", "chamfer", "albedo_error",
+MEAN_KEYS = ("iou", "occupancy_precision", "occupancy_recall", "start_iou", "chamfer", "fscore_002", "fscore_005",
+             "precision_005", "recall_005", "albedo_error",
              "albedo_error_overlap", "clip_similarity", "r_precision_caption", "r_precision_noun", "r_precision_colour",
              "truth_clip_similarity", "truth_r_precision_caption", "truth_r_precision_noun", "truth_r_precision_colour",
              "reference_psnr", "wall_seconds")
@@ -189,6 +191,11 @@ def mean_figures(rows: list[dict]) -> dict:
     for key in MEAN_KEYS:
         values = [row[key] for row in rows if row.get(key) is not None]
         means[key] = statistics.fmean(values) if values else None
+    # Every named thin part of every case counts once (a teapot's spout and handle are two)
+    thin = [row["part_recall"][name] for row in rows for name in THIN_PARTS.get(row.get("noun", ""), ())
+            if name in row.get("part_recall", {})]
+    means["thin_part_recall"] = statistics.fmean(thin) if thin else None
+    means["thin_parts"] = len(thin)
     means["cases"] = len(rows)
     means["failed_cases"] = sum("error" in row for row in rows)
     # Janus (issue 30): the share of decided asymmetric cases whose front and back are where the truth's are
@@ -200,27 +207,30 @@ def mean_figures(rows: list[dict]) -> dict:
 
 
 def seed_spread(rows: list[dict]) -> dict:
-    """How much the runs of one case differ between seeds: the mean IoU of each seed's runs, and each
-    case's IoU per seed ("text: a cyan sphere": [0.70, 0.74])."""
+    """How much the runs of one case differ between seeds: the mean IoU and F@0.05 of each seed's runs, and
+    each case's per seed ("text: a cyan sphere": [0.70, 0.74])."""
     seeds = sorted({row["run_seed"] for row in rows})
-    by_case: dict[str, list] = {}
-    for row in rows:
-        by_case.setdefault(f"{row['kind']}: {row['caption']}", []).append(row.get("iou"))
-    return {"mean_iou_by_seed": [mean_figures([r for r in rows if r["run_seed"] == seed])["iou"] for seed in seeds],
-            "iou_by_case": by_case}
+    spread: dict = {}
+    for key in ("iou", "fscore_005"):
+        by_case: dict[str, list] = {}
+        for row in rows:
+            by_case.setdefault(f"{row['kind']}: {row['caption']}", []).append(row.get(key))
+        spread[f"mean_{key}_by_seed"] = [mean_figures([r for r in rows if r["run_seed"] == seed])[key] for seed in seeds]
+        spread[f"{key}_by_case"] = by_case
+    return spread
 
 
 def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
                 workspace: str | None = None, kinds: str | None = None, seeds: int | None = None, start: Start | None = None,
                 engine: BatchConfig = BatchConfig(gallery=False), overrides: dict | None = None,
-                nouns: tuple[str, ...] | None = None) -> dict:
+                nouns: tuple[str, ...] | None = None, captions: tuple[str, ...] | None = None) -> dict:
     """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures; `kinds`:
     comma-separated case kinds (default: text only); `nouns`: only the cases of these nouns; `seeds`: runs per case (default 1); `start`: None (the
     preset's), blob, prior_hull or truth (the diagnostic start, truth_start.py); `engine`: where the cases run."""
     engine.check()
     base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
     config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases,
-                     seeds=base.seeds if seeds is None else seeds, start=start, engine=engine, nouns=nouns,
+                     seeds=base.seeds if seeds is None else seeds, start=start, engine=engine, nouns=nouns, captions=captions,
                      overrides={**base.overrides, **(overrides or {})})
     if kinds is not None:
         config = replace(config, kinds=tuple(kind.strip() for kind in kinds.split(",") if kind.strip()))
@@ -230,7 +240,7 @@ def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: 
 def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "cpu", quick: bool = False) -> dict:
     device = torch.device(device)
     bench_cases = benchmark_cases(config)
-    scorer = ClipScorer(load_clip_backend("builtin", device), CaptionCandidates.for_split(config.split))
+    scorer = ClipScorer(load_clip_backend("builtin", device), CaptionCandidates.for_split(config.split, config.captions))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dreamtext-bench-world-") as tmp:
         root = Path(config.workspace) if config.workspace is not None else Path(tmp)

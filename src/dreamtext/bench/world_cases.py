@@ -15,7 +15,7 @@ from ..errors import DreamtextError
 from ..methods.presets import preset_config
 from ..methods.text_to_3d import TextTo3DTrainer, text_to_3d
 from ..metrics import field_iou
-from ..world.world import Split, WorldObject, build_object, sample_attributes, split_combinations
+from ..world.world import Split, WorldObject, attributes_from_caption, build_object, sample_attributes, split_combinations
 from .truth_start import truth_drawings, truth_start_trainer
 
 if TYPE_CHECKING:
@@ -39,6 +39,12 @@ class WorldCase:
         whatever the number of seeds)."""
         name = f"{self.index:02d}_{self.kind}_{re.sub(r'[^a-z0-9]+', '_', self.caption.lower()).strip('_')}"
         return name if self.seed == 0 else f"{name}_seed{self.seed}"
+
+
+def caption_objects(captions: tuple[str, ...]) -> list[WorldObject]:
+    """The world's objects named by `captions` ("a red mug"), each built from seed None (a caption's object
+    does not depend on a seed)."""
+    return [build_object(attributes_from_caption(caption)) for caption in captions]
 
 
 def benchmark_objects(count: int, split: Split = "dev") -> list[WorldObject]:

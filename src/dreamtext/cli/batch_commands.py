@@ -56,6 +56,8 @@ class BenchCommand:
     """world: how many objects (one per noun; None: 8, 1 with --quick)."""
     nouns: tuple[str, ...] | None = None
     """world: only the cases of these nouns among them ("asymmetric": the nouns with a front and a back)."""
+    captions: tuple[str, ...] | None = None
+    """world: the world's objects of these captions instead of the dev list ("a red mug": the main command's)."""
     workspace: str | None = None
     """world: keep the runs in this folder (one subfolder per case; an interrupted benchmark resumes)."""
     kinds: str | None = None
@@ -86,7 +88,8 @@ class BenchCommand:
             engine = BatchConfig(engine=self.engine or "local", workers=self.workers, address=self.address, gallery=False)
         run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, split=self.split,
                       cases=self.cases, workspace=self.workspace, kinds=self.kinds, seeds=self.seeds, start=self.start,
-                      engine=engine, overrides=parse_settings(self.set) if self.set else None, nouns=self.nouns)
+                      engine=engine, overrides=parse_settings(self.set) if self.set else None, nouns=self.nouns,
+                      captions=self.captions)
 
 
 def parse_settings(pairs: tuple[str, ...]) -> dict:

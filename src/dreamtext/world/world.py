@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
+from ..errors import DreamtextError
 from ..scene.cameras import view_prompt
 from .analytic import AnalyticScene, Part
 from .objects import CENTRING_OFFSETS, Paint, build_parts
@@ -132,6 +133,21 @@ def split_combinations(split: Split) -> tuple[Attributes, ...]:
     return tuple(a for a in combos if is_dev(a) == (split == "dev"))
 
 
+@lru_cache(maxsize=1)
+def _attributes_by_caption() -> dict[str, Attributes]:
+    return {a.caption(): a for a in itertools.starmap(Attributes, itertools.product(NOUNS, COLOURS, SIZES, PATTERNS))}
+
+
+def attributes_from_caption(caption: str) -> Attributes:
+    """The words of a world caption ("a small striped blue cube"; no view suffix); a one-line error naming
+    the world's nouns otherwise."""
+    attributes = _attributes_by_caption().get(" ".join(caption.lower().split()))
+    if attributes is None:
+        raise DreamtextError(f"{caption!r} is not a caption of the built-in world: write [a|an] [size] [pattern] colour "
+                             f"noun, e.g. \"a red mug\" (nouns: {', '.join(NOUNS)})")
+    return attributes
+
+
 def sample_attributes(seed: int, split: Split = "train", config: WorldConfig = WorldConfig()) -> Attributes:
     """Words drawn by seed: uniform noun and colour, weighted size and pattern, inside the split."""
     size_weights, pattern_weights = dict(config.size_weights), dict(config.pattern_weights)
@@ -162,6 +178,6 @@ def dev_objects(count: int, config: WorldConfig = WorldConfig()) -> list[WorldOb
 
 __all__ = [
     "Attributes", "WorldObject", "WorldConfig", "DEV_FRACTION", "OBJECT_BOUND",
-    "build_object", "dev_objects", "is_dev", "sample_attributes", "sample_object",
+    "attributes_from_caption", "build_object", "dev_objects", "is_dev", "sample_attributes", "sample_object",
     "split_combinations",
 ]
