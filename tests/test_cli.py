@@ -15,7 +15,7 @@ import tyro
 
 from dreamtext.batch import BatchConfig
 from dreamtext.cli.batch_commands import BatchCommand
-from dreamtext.cli.defaults import first_positional
+from dreamtext.cli.defaults import choose_parts, first_positional
 from dreamtext.cli.image_commands import DescribeCommand, DescriptorCommand, ImageCommand, ReconstructCommand
 from dreamtext.cli.main import COMMANDS, load_command, main, parse_command
 from dreamtext.cli.prior_commands import EvalPriorCommand, SampleCommand
@@ -29,7 +29,7 @@ from dreamtext.methods.fit import FitConfig
 from dreamtext.methods.sample import SampleConfig
 from dreamtext.methods.text_to_3d import TextTo3DConfig
 from dreamtext.prior.small.evaluate import PriorEvalConfig
-from dreamtext.utils.config import config_to_dict
+from dreamtext.utils.config import config_to_dict, kinds
 from dreamtext.utils.io import atomic_write_json
 from dreamtext.viewer.server import ViewerConfig
 
@@ -44,6 +44,8 @@ def leaf_settings(config_type, prefix: str = "") -> list[str]:
             if any(marker is tyro.conf.Suppress for marker in typing.get_args(hint)[1:]):
                 continue
             hint = typing.get_args(hint)[0]
+        if kinds(hint):  # a part chosen by its kind: the default's settings (the first kind's)
+            hint = next(iter(kinds(hint).values()))
         if dataclasses.is_dataclass(hint):
             names += leaf_settings(hint, f"{prefix}{field.name}.")
         else:
@@ -54,7 +56,8 @@ def leaf_settings(config_type, prefix: str = "") -> list[str]:
 def option_strings(command, args: list[str], capsys) -> list[str]:
     """The flags `--help` lists, each where it is defined (the start of its line)."""
     with pytest.raises(SystemExit):
-        tyro.cli(command, args=[*args, "--help"], default=command.defaults(args) if hasattr(command, "defaults") else None)
+        tyro.cli(command, args=[*args, "--help"], default=choose_parts(command.defaults(args), args) if hasattr(command, "defaults") else None,
+                 config=(tyro.conf.AvoidSubcommands,))
     text = capsys.readouterr().out
     options = []
     for line in text.splitlines():
@@ -62,6 +65,25 @@ def option_strings(command, args: list[str], capsys) -> list[str]:
         if definition:
             options += re.findall(r"(?:^|, )(--[a-z][\w.-]*)", definition.group(1))
     return options
+
+
+def test_a_part_is_chosen_by_its_kind_and_its_settings_are_flags(tmp_path, capsys):
+    from dreamtext.scene.hash_encoding import HashGridConfig
+    from dreamtext.scene.triplane import TriplaneConfig
+
+    command = parse_command(["text", "a mug", "--field.encoding.features", "4", "--field.encoding.kind", "triplane"])
+    assert command.config.field.encoding == TriplaneConfig(features=4)
+    assert parse_command(["text", "a mug"]).config.field.encoding == HashGridConfig(log2_hashmap_size=16, max_resolution=128)
+    options = option_strings(TextCommand, ["--field.encoding.kind", "triplane"], capsys)
+    assert {"--field.encoding.features", "--field.encoding.aggregate"} <= set(options)
+    assert "--field.encoding.log2-hashmap-size" not in options
+    # A saved run's part is the default of --resume; another kind given now replaces it
+    workspace = tmp_path / "w"
+    workspace.mkdir()
+    atomic_write_json(workspace / "config.json", {"method": "text", "config": config_to_dict(command.config)})
+    resumed = parse_command(["text", "a mug", "--workspace", str(workspace), "--resume"])
+    assert resumed.config.field.encoding == TriplaneConfig(features=4)
+    assert main(["text", "a mug", "--field.encoding.kind", "voxels", "--iters", "1"]) == 2
 
 
 @pytest.mark.parametrize("command, config_type", [

@@ -186,11 +186,11 @@ def test_bound_scales_the_blob_and_the_grid_mapping():
 def test_parameter_groups_train_the_hash_grid_ten_times_faster():
     field = RadianceField(FieldConfig(encoding=SMALL_GRID))
     groups = {group["name"]: group for group in field.parameter_groups(lr=2e-3)}
-    assert groups["hash_grid"]["lr"] == pytest.approx(2e-2)
+    assert groups["encoding"]["lr"] == pytest.approx(2e-2)
     assert groups["mlp"]["lr"] == pytest.approx(2e-3)
     grouped = [id(p) for group in groups.values() for p in group["params"]]
     assert sorted(grouped) == sorted(id(p) for p in field.parameters())  # each parameter exactly once
-    assert [id(p) for p in groups["hash_grid"]["params"]] == [id(field.encoding.table)]
+    assert [id(p) for p in groups["encoding"]["params"]] == [id(field.encoding.table)]
 
 
 def test_field_fits_a_coloured_ball_in_200_steps():
@@ -300,3 +300,77 @@ def test_background_config_rejects_bad_values():
         BackgroundConfig(color=(1.5, 0.0, 0.0))
     with pytest.raises(DreamtextError, match="random_range"):
         BackgroundConfig(random_range=(0.9, 0.2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tri-plane encoding and the encoding choice
+# ---------------------------------------------------------------------------------------------
+
+
+def test_triplane_reads_each_plane_at_the_points_two_coordinates():
+    from dreamtext.scene.triplane import TriplaneConfig
+
+    encoding = TriplaneConfig(resolutions=(5,), features=2, aggregate="sum").setup()
+    with torch.no_grad():
+        planes = encoding.planes[0]
+        planes.zero_()
+        planes[0, 0, 3, 1] = 1.0  # plane xy: row y = 3, column x = 1
+        planes[1, 1, 2, 4] = 2.0  # plane xz: row z = 2, column x = 4
+    # Texel i sits at i / (R - 1) (its corners on the cube's faces)
+    at = torch.tensor([[1 / 4, 3 / 4, 0.5], [1.0, 0.0, 0.5], [1 / 8, 3 / 4, 0.0]])
+    features = encoding(at)
+    assert features.shape == (3, 2) and encoding.output_dim == 2
+    torch.testing.assert_close(features[0], torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(features[1], torch.tensor([0.0, 2.0]))
+    torch.testing.assert_close(features[2], torch.tensor([0.5, 0.0]))  # half way between texels x = 0 and 1
+
+
+def test_triplane_product_is_large_only_where_all_three_planes_agree_and_trains():
+    from dreamtext.scene.triplane import TriplaneConfig
+
+    encoding = TriplaneConfig(resolutions=(4, 8), features=3).setup()
+    assert encoding.output_dim == 6 and all(0.1 <= p.min() and p.max() <= 0.5 for p in encoding.planes)
+    with torch.no_grad():
+        for planes in encoding.planes:
+            planes.fill_(2.0)
+        encoding.planes[0][2].fill_(0.5)  # plane yz of the coarse scale
+    features = encoding(torch.rand(10, 3))
+    torch.testing.assert_close(features[:, :3], torch.full((10, 3), 2.0 * 2.0 * 0.5))
+    torch.testing.assert_close(features[:, 3:], torch.full((10, 3), 8.0))
+    features.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoding.planes)
+
+
+def test_field_on_triplanes_fits_a_coloured_ball():
+    from dreamtext.scene.triplane import TriplaneConfig
+
+    field = RadianceField(FieldConfig(encoding=TriplaneConfig(resolutions=(16, 32)), hidden_dim=32, num_blocks=1, mlp="plain"))
+    optimizer = torch.optim.Adam(field.parameter_groups(lr=5e-3), betas=(0.9, 0.99), eps=1e-15)
+    centre, radius = torch.tensor([0.25, 0.1, -0.15]), 0.4
+    for _ in range(300):
+        points = torch.rand(512, 3) * 2 - 1
+        inside = (points - centre).norm(dim=-1) < radius
+        loss = F.mse_loss(torch.log1p(field(points).density), torch.log1p(20.0 * inside.float()))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        points = torch.rand(20000, 3) * 2 - 1
+        accuracy = ((field.density(points) > 1.0) == ((points - centre).norm(dim=-1) < radius)).float().mean()
+    assert accuracy > 0.97
+
+
+def test_the_encoding_is_chosen_by_its_kind_and_saved_configs_load_either():
+    from dreamtext.scene.triplane import TriplaneConfig
+    from dreamtext.utils.config import config_from_dict, config_to_dict, set_dotted
+
+    config = set_dotted(FieldConfig(), "encoding.kind", "triplane")
+    assert config.encoding == TriplaneConfig()
+    assert set_dotted(config, "encoding.kind", "triplane") is config  # the same kind keeps its settings
+    assert config_from_dict(FieldConfig, config_to_dict(config)) == config
+    saved_before_kinds = config_to_dict(FieldConfig(encoding=SMALL_GRID))
+    del saved_before_kinds["encoding"]["kind"]
+    assert config_from_dict(FieldConfig, saved_before_kinds).encoding == SMALL_GRID
+    with pytest.raises(AttributeError, match="hash_grid, triplane"):
+        set_dotted(FieldConfig(), "encoding.kind", "voxels")
+    assert isinstance(RadianceField(FieldConfig(encoding=TriplaneConfig(), mlp="plain", num_blocks=1)).mlp, torch.nn.Sequential)

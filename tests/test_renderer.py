@@ -515,3 +515,57 @@ def test_cpu_and_gpu_agree_on_grid_and_render():
     assert (grid_cpu.occupied != grid_gpu.occupied.cpu()).float().mean() < 1e-3
     assert torch.allclose(out_cpu.rgb, out_gpu.rgb.cpu(), atol=1e-3)
     assert abs(out_cpu.samples_per_ray - out_gpu.samples_per_ray) < 0.01 * out_cpu.samples_per_ray
+
+
+# -- deferred shading: one normal a ray ------------------------------------------------------------
+
+
+def _interior_shading_error(scene, shade_at: str) -> float:
+    """Mean absolute error of a lambertian volume render against the sphere-traced truth, on the pixels both
+    cover fully, over four sides of the scene (a headlight each)."""
+    from dreamtext.world.analytic import AnalyticScene  # noqa: F401  (the scenes come from the caller)
+
+    errors = []
+    for side in range(4):
+        camera = orbit_cameras(1, 48, 48, radius=1.3, polar_deg=70, fovy_deg=50, start_azimuth_deg=90.0 * side).cameras
+        light = torch.nn.functional.normalize(camera.origins[0], dim=0)
+        truth = scene.render_sphere_traced(camera, shading="lambertian", light_dir=light.tolist(), background=(1, 1, 1),
+                                           supersample=1, ambient=0.2)
+        renderer = VolumeRenderer(RendererConfig(num_samples=192, use_occupancy_grid=False, shade_at=shade_at))
+        out = renderer.render(scene, camera, background=torch.ones(3), shading="lambertian", light_dirs=light[None], ambient=0.2)
+        covered = (truth["alpha"][..., 0] > 0.999) & (out.opacity[..., 0] > 0.99)
+        errors.append((out.rgb - truth["rgb"]).abs()[covered].mean(-1))
+    return float(torch.cat(errors).mean())
+
+
+def test_deferred_shading_is_as_close_to_the_exact_surface_as_shading_every_sample():
+    from dreamtext.world.analytic import default_scene, sphere_scene
+
+    # A sphere: one surface a ray, both ways agree with the truth to the volume surface's offset.
+    assert _interior_shading_error(sphere_scene(), "surface") < 0.012
+    # The hollow mug: shading every sample mixes the normals of the thin wall's two sides, one normal at the
+    # ray's strongest sample does not (measured 0.041 against 0.025 at 64 px).
+    assert _interior_shading_error(default_scene(), "surface") < 0.8 * _interior_shading_error(default_scene(), "samples")
+
+
+def test_deferred_shading_evaluates_normals_once_a_ray_and_trains_the_geometry():
+    field = sharp_learned_field()
+    counts = {}
+    for shade_at in ("samples", "surface"):
+        field.points_with_normals = 0
+        renderer = VolumeRenderer(RendererConfig(num_samples=24, use_occupancy_grid=False, shade_at=shade_at,
+                                                 normals_min_weight=0.0))
+        cameras = orbit_cameras(1, 12, 12, radius=1.5).cameras
+        out = renderer.render(field, cameras, background=torch.ones(3), shading="textureless", requires_grad=True)
+        counts[shade_at] = field.points_with_normals
+        field.zero_grad()
+        out.rgb.mean().backward()
+        # Textureless shading has no albedo: its gradient reaches the field only through the normals' densities
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in field.parameters())
+    rays = 12 * 12
+    assert counts["surface"] <= rays < counts["samples"]
+    assert out.sample_normals is None and out.normals.shape == (1, 12, 12, 3)
+    # The ray normals are unit where the ray is opaque, faded with its opacity like the composited ones
+    lengths = out.normals.norm(dim=-1)
+    opaque = out.opacity[..., 0] > 0.999
+    assert opaque.any() and torch.allclose(lengths[opaque], torch.ones_like(lengths[opaque]), atol=1e-3)

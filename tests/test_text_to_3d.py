@@ -312,6 +312,21 @@ def test_regularizers_closed_forms():
     torch.testing.assert_close(orientation_loss(weights, normals, direction), torch.tensor(0.25))
 
 
+def test_orientation_of_a_deferred_render_is_its_opacity_times_the_ray_normals_facing_away():
+    from dreamtext.scene.renderer import RenderOutputs
+
+    # Two rays, one normal each (faded with opacity 0.5 and 1): the first faces away at 60 degrees
+    opacity = torch.tensor([[0.5], [1.0]])
+    normals = torch.tensor([[0.0, 0.5 * 3**0.5 / 2, 0.5 * 0.5], [0.0, 0.0, -1.0]], requires_grad=True)
+    out = RenderOutputs(rgb=torch.zeros(2, 3), opacity=opacity, depth=torch.ones(2, 1), weights=None, t_values=None,
+                        normals=normals)
+    total, terms = regularization(out, torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]), RegularizerWeights(orientation=2.0))
+    torch.testing.assert_close(terms["orientation"], torch.tensor(0.5 * 0.25 / 2))
+    torch.testing.assert_close(total, 2.0 * terms["orientation"])
+    total.backward()
+    assert normals.grad[0].abs().sum() > 0 and normals.grad[1].abs().sum() == 0
+
+
 def test_opacity_penalty_is_its_weight_times_the_mean_opacity_and_lowers_the_density(tiny_model, tmp_path):
     trainer = TextTo3DTrainer(small_config(tiny_model, iters=1), Workspace(tmp_path))
     cameras = orbit_cameras(2, 8, 8, radius=1.3).cameras

@@ -12,7 +12,8 @@ import json
 import typing
 from pathlib import Path
 
-from ..utils.config import config_from_dict
+from ..errors import DreamtextError
+from ..utils.config import config_from_dict, kinds, set_dotted
 from ..utils.workspace import CONFIG_FILE
 
 
@@ -34,6 +35,34 @@ def saved_config(workspace: str, like):
         return config_from_dict(type(like), json.loads(path.read_text())["config"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _fields(cls, flag_prefix: str = "", path_prefix: str = ""):
+    """(flag, dotted path, type) of every field of dataclass `cls`, nested ones included (a field marked
+    tyro.conf.arg(name="") adds nothing to its fields' flags)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for item in dataclasses.fields(cls):
+        kind, flattened = hints[item.name], False
+        while typing.get_origin(kind) is typing.Annotated:
+            kind, *marks = typing.get_args(kind)
+            flattened |= any(getattr(mark, "name", None) == "" for mark in marks)  # tyro.conf.arg(name="")
+        flag = flag_prefix if flattened else f"{flag_prefix}{item.name.replace('_', '-')}"
+        yield flag, f"{path_prefix}{item.name}", kind
+        if dataclasses.is_dataclass(kind):
+            yield from _fields(kind, flag if flattened else f"{flag}.", f"{path_prefix}{item.name}.")
+
+
+def choose_parts(command, args: list[str]):
+    """`command` (a dataclass instance of defaults) with each part the command line names in place: a
+    `--field.encoding.kind triplane` puts the tri-plane encoding with its defaults where the default part
+    stood, so that its own settings (`--field.encoding.features`) are the ones tyro then parses."""
+    for flag, path, kind in list(_fields(type(command))):
+        chosen = flag_value(args, f"--{flag}.kind")
+        if kinds(kind) and chosen is not None:
+            if chosen not in kinds(kind):
+                raise DreamtextError(f"--{flag}.kind must be one of {', '.join(kinds(kind))}, got {chosen!r}")
+            command = set_dotted(command, f"{path}.kind", chosen)
+    return command
 
 
 def _switches(cls, prefix: str = "") -> set[str]:

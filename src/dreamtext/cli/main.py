@@ -115,10 +115,14 @@ def parse_command(args: list[str]):
     config's defaults depend on a preset, a method or a saved run) is parsed over those defaults."""
     import tyro  # already imported with the command's module; named here so that `--help` stays torch- and tyro-free
 
+    from .defaults import choose_parts
+
     name, rest = args[0], args[1:]
     command = load_command(name)
-    default = command.defaults(rest) if hasattr(command, "defaults") else None
-    return tyro.cli(command, args=rest, prog=f"dreamtext {name}", default=default)
+    default = choose_parts(command.defaults(rest), rest) if hasattr(command, "defaults") else None
+    # A part (a field's encoding) is chosen by its `kind` flag (`choose_parts`), not by a tyro subcommand: its
+    # settings stay flags like every other (`--field.encoding.features 8`), in any order.
+    return tyro.cli(command, args=rest, prog=f"dreamtext {name}", default=default, config=(tyro.conf.AvoidSubcommands,))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,12 @@ section 2 (stable-dreamfusion, March 2023, the code the thesis forked).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from ..errors import DreamtextError
 from ..prior import PromptConfig
 from ..prior.loading import is_builtin_model
+from ..utils.config import set_dotted
 from .text_to_3d import ITERS_PER_EPOCH, TextTo3DConfig
 
 # Stable DreamFusion as the thesis started from it.
@@ -127,21 +127,14 @@ def default_preset(model: str | None) -> str:
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-    """A copy of the (nested, possibly frozen) dataclass `config` with dotted keys set."""
-    nested: dict[str, dict[str, Any]] = {}
-    direct: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(config)}
+    """A copy of the (nested, possibly frozen) dataclass `config` with dotted keys set, in order (a part's
+    `kind` before its own settings)."""
     for key, value in overrides.items():
-        head, _, rest = key.partition(".")
-        if head not in names:
-            raise DreamtextError(f"{type(config).__name__} has no setting {head!r} (in {key!r})")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            direct[head] = value
-    for head, inner in nested.items():
-        direct[head] = apply_overrides(direct.get(head, getattr(config, head)), inner)
-    return dataclasses.replace(config, **direct)
+        try:
+            config = set_dotted(config, key, value)
+        except (AttributeError, TypeError) as error:
+            raise DreamtextError(f"{error} (in {key!r})") from None
+    return config
 
 
 def preset_config(name: str, prompt: str, overrides: dict[str, Any] | None = None, negative_prompt: str = "") -> TextTo3DConfig:

@@ -15,7 +15,9 @@
 - entropy: binary entropy of each sample's weight, pushing samples to be empty or opaque
   (stable-dreamfusion's lambda_entropy, 1e-4 in March 2023), against semi-transparent fog.
 - orientation: Ref-NeRF's sum_i w_i max(0, n_i . d)^2, penalising visible normals that face away from
-  the camera (stable-dreamfusion's lambda_orient, 1e-2); only defined where normals were computed.
+  the camera (stable-dreamfusion's lambda_orient, 1e-2); only defined where normals were computed. A
+  deferred-shading render has one normal a ray (scene/renderer.py): there the term is opacity max(0, n . d)^2,
+  the same sum for an opaque surface whose samples share its normal.
 """
 
 from __future__ import annotations
@@ -138,7 +140,11 @@ def regularization(
         terms["opacity"] = opacity_loss(out.opacity, weights.opacity_inner_radius, weights.opacity_inner_weight, free_fraction)
     if weights.entropy > 0 and out.weights is not None:
         terms["entropy"] = entropy_loss(out.weights)
-    if weights.orientation > 0 and out.sample_normals is not None and out.weights is not None and directions is not None:
-        terms["orientation"] = orientation_loss(out.weights, out.sample_normals, directions)
+    if weights.orientation > 0 and directions is not None:
+        if out.sample_normals is not None and out.weights is not None:
+            terms["orientation"] = orientation_loss(out.weights, out.sample_normals, directions)
+        elif out.normals is not None:  # deferred shading: one normal a ray, faded with its opacity
+            unit = torch.nn.functional.normalize(out.normals, dim=-1, eps=1e-12)
+            terms["orientation"] = orientation_loss(out.opacity, unit[..., None, :], directions)
     total = sum((getattr(weights, name) * value for name, value in terms.items()), torch.zeros((), device=out.rgb.device))
     return total, {name: value.detach() for name, value in terms.items()}

@@ -36,6 +36,8 @@ Implementation = Literal["auto", "torch", "triton"]
 
 @dataclass(frozen=True)
 class HashGridConfig:
+    kind: Literal["hash_grid"] = "hash_grid"
+    """the encoding: hash_grid, or triplane (naming the other puts it here, with its own settings; scene/encodings.py)"""
     num_levels: int = 6  # thesis 6.1.3: "6 resolution layers"
     features_per_level: int = 2  # Instant-NGP F = 2 (thesis 3.2.4)
     log2_hashmap_size: int = 19  # stable-dreamfusion / Instant-NGP T = 2^19
@@ -48,6 +50,9 @@ class HashGridConfig:
     training run starts with; the finer ones fade in one after another until `all_levels_at`.
     None: every level from the start (Instant-NGP, the thesis)."""
     all_levels_at: float = 0.5  # the run's progress by which every level is on
+
+    def setup(self) -> "HashGridEncoding":
+        return HashGridEncoding(self)
 
     @property
     def coarse_to_fine(self) -> bool:

@@ -21,7 +21,14 @@ All random draws (jitter) happen before and outside the checkpointed queries, so
 sees the same samples and the gradients are those of the plain render.
 
 Normals cost more than the rest of the field (finite differences evaluate six extra densities per
-point), yet only samples near the visible surface show them. So shaded renders run in two passes:
+point), yet only samples near the visible surface show them. With `RendererConfig.shade_at = "surface"`
+(deferred shading, ours) a shaded render composites the albedo alone and then shades each ray once, with
+the field's normal at the ray's surface point x_s, its sample of the largest weight (detached: the normal's
+gradient reaches the field through the densities around x_s, not through where x_s lies):
+    rgb = opacity * shade(albedo / opacity, n(x_s)) + (1 - opacity) * background,
+six density queries a ray instead of six a visible sample. For an opaque surface this is the per-sample
+shading; where a ray sees two surfaces (a silhouette's edge) or fog, their mean colour is lit with one normal.
+With `shade_at = "samples"` (the thesis's) shaded renders run in two passes:
 density and albedo at every sample, then normals only where the compositing weight (from the first
 pass's densities, detached) reaches `RendererConfig.normals_min_weight`. The other samples are shaded
 with a zero normal (ambient light only); together they carry less than that weight per sample, so the
@@ -31,7 +38,7 @@ image changes by at most their summed weight times their colour, and the gradien
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Union
+from typing import Callable, Literal, Union
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +81,9 @@ class RendererConfig:
     chunk_rays: int = 8192  # ours: rays per chunk in `render`, bounds memory of large renders
     max_samples_per_chunk: int = 2**16  # ours: training-memory budget, see the class doc
     normals_min_weight: float = 1e-4  # ours: normals only at samples of at least this weight (module doc); 0: everywhere
+    shade_at: Literal["samples", "surface"] = "samples"
+    """samples: every sample is shaded with its own normal, then composited (stable-dreamfusion, the thesis);
+    surface: deferred shading, one normal a ray at its expected surface point (module doc)."""
 
 
 @dataclass
@@ -317,12 +327,15 @@ class VolumeRenderer(nn.Module):
         colour = points.new_zeros(count * num_samples, 3)
         normals = points.new_zeros(count * num_samples, 3) if with_normals else None
         deltas = sample_deltas(t_values, samples.far)
+        if light_dirs is None:
+            light_dirs = origins / origins.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        deferred = with_normals and self.config.shade_at == "surface"
         if samples.count > 0:
-            if light_dirs is None:
-                light_dirs = origins / origins.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             sample_points = points.reshape(-1, 3)[flat_index]
             sample_lights = light_dirs[flat_index // num_samples]
-            if with_normals and self.config.normals_min_weight > 0:
+            if deferred:
+                queried = _query_field(field, sample_points, sample_lights, "albedo", ambient, False, query_chunk)
+            elif with_normals and self.config.normals_min_weight > 0:
                 queried = self._query_normals_where_visible(
                     field, flat_index, deltas, sample_points, sample_lights, shading, ambient, query_chunk
                 )
@@ -330,27 +343,52 @@ class VolumeRenderer(nn.Module):
                 queried = _query_field(field, sample_points, sample_lights, shading, ambient, with_normals, query_chunk)
             density = density.index_copy(0, flat_index, queried.density.to(density.dtype))
             colour = colour.index_copy(0, flat_index, queried.colour.to(colour.dtype))
-            if with_normals:
+            if with_normals and not deferred:
                 normals = normals.index_copy(0, flat_index, queried.normals.to(normals.dtype))
 
         weights = compositing_weights(density.view(count, num_samples), deltas)
         opacity = weights.sum(dim=-1, keepdim=True)
         rgb = (weights[..., None] * colour.view(count, num_samples, 3)).sum(dim=1)
-        rgb = rgb + (1.0 - opacity) * _background_rgb(background, directions)
         depth_sum = (weights * t_values).sum(dim=-1, keepdim=True)
         depth = torch.where(opacity > _EMPTY_OPACITY, depth_sum / opacity.clamp_min(_EMPTY_OPACITY), torch.zeros_like(opacity))
-        sample_normals = None if normals is None else normals.view(count, num_samples, 3)
+        ray_normals = None
+        if deferred:
+            ray_normals = self._surface_normals(field, origins, directions, weights, t_values, opacity)
+            surface_albedo = rgb / opacity.clamp_min(_EMPTY_OPACITY)
+            rgb = opacity * shade(surface_albedo, ray_normals, light_dirs, shading, ambient)
+        rgb = rgb + (1.0 - opacity) * _background_rgb(background, directions)
+        sample_normals = None if normals is None or deferred else normals.view(count, num_samples, 3)
+        if sample_normals is not None:
+            ray_normals = (weights[..., None] * sample_normals).sum(dim=1)
+        elif ray_normals is not None:
+            ray_normals = opacity * ray_normals  # faded with opacity, as the composited per-sample normals are
         return RenderOutputs(
             rgb=rgb,
             opacity=opacity,
             depth=depth,
             weights=weights,
             t_values=t_values,
-            normals=None if sample_normals is None else (weights[..., None] * sample_normals).sum(dim=1),
+            normals=ray_normals,
             sample_normals=sample_normals,
             samples_evaluated=samples.count,
             num_rays=count,
         )
+
+    def _surface_normals(self, field: Field, origins: Tensor, directions: Tensor, weights: Tensor, t_values: Tensor,
+                         opacity: Tensor) -> Tensor:
+        """[R, 3] the field's unit normal at each ray's surface point (deferred shading): the sample of the largest
+        compositing weight, which lies on a surface even where a ray grazes one and meets another behind it (the
+        expected depth would fall in the empty space between). Zero on rays that see less than
+        `normals_min_weight` of opacity (nothing there to shade)."""
+        normals = origins.new_zeros(origins.shape[0], 3)
+        seen = (opacity[:, 0].detach() >= max(self.config.normals_min_weight, _EMPTY_OPACITY)).nonzero().squeeze(1)
+        if seen.numel() > 0:
+            strongest = weights[seen].detach().argmax(dim=-1, keepdim=True)
+            depth = t_values[seen].gather(1, strongest)
+            surface = (origins[seen] + directions[seen] * depth).detach()
+            found = field(surface, with_normals=True).normals
+            normals = normals.index_copy(0, seen, found.to(normals.dtype))
+        return normals
 
     def _query_normals_where_visible(
         self, field: Field, flat_index: Tensor, deltas: Tensor, sample_points: Tensor, sample_lights: Tensor,

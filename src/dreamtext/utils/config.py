@@ -1,4 +1,10 @@
-"""Configs are dataclasses: saved as JSON in each workspace and rebuilt from it exactly."""
+"""Configs are dataclasses: saved as JSON in each workspace and rebuilt from it exactly.
+
+A setting that is one of several parts (a field's encoding: a hash grid or tri-planes) is a union of
+dataclasses, each with a `kind` field whose default names it: `field.encoding.kind` chooses the part (set
+from a preset, a command line or a saved config), and the other keys under `field.encoding` are that
+part's own settings.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +20,42 @@ def config_to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
+def _strip_annotated(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def kinds(tp: Any) -> dict[str, type]:
+    """{kind: dataclass} of a union of dataclasses that each name their `kind` (empty for any other type)."""
+    tp = _strip_annotated(tp)
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return {}
+    members = {}
+    for option in map(_strip_annotated, typing.get_args(tp)):
+        kind = next((f.default for f in dataclasses.fields(option) if f.name == "kind"), None) if dataclasses.is_dataclass(option) else None
+        if isinstance(kind, str):
+            members[kind] = option
+    return members
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls, include_extras=True)[name]
+
+
 def _build(tp: Any, value: Any) -> Any:
+    tp = _strip_annotated(tp)
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
         return config_from_dict(tp, value)
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        for option in options:
+        members = kinds(tp)
+        if isinstance(value, dict) and value.get("kind") in members:
+            return config_from_dict(members[value["kind"]], value)
+        options = [a for a in map(_strip_annotated, typing.get_args(tp)) if a is not type(None)]
+        for option in options:  # a config saved before its part had a kind: the first part that has its keys
             if dataclasses.is_dataclass(option) and isinstance(value, dict):
                 return config_from_dict(option, value)
         return _build(options[0], value) if len(options) == 1 else value
@@ -66,10 +99,18 @@ def get_dotted(config: Any, key: str) -> Any:
 
 
 def set_dotted(config: T, key: str, value: Any) -> T:
-    """A copy of a (nested, possibly frozen) dataclass config with one dotted key set."""
+    """A copy of a (nested, possibly frozen) dataclass config with one dotted key set. Setting the `kind` of a
+    part (`field.encoding.kind`) to another part's name puts that part, with its defaults, in its place."""
     head, _, rest = key.partition(".")
     if not any(f.name == head for f in dataclasses.fields(config)):
         raise AttributeError(f"{type(config).__name__} has no setting {head!r}")
+    if rest == "kind":
+        members = kinds(_field_type(type(config), head))
+        if members:
+            if value not in members:
+                raise AttributeError(f"{head}.kind must be one of {', '.join(members)}, got {value!r}")
+            current = getattr(config, head)
+            return config if getattr(current, "kind", None) == value else dataclasses.replace(config, **{head: members[value]()})
     return dataclasses.replace(config, **{head: set_dotted(getattr(config, head), rest, value) if rest else value})
 
 
