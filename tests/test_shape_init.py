@@ -151,6 +151,7 @@ def test_run_starts_from_the_hull_of_its_drawings(tiny_model, tmp_path, monkeypa
     assert field_iou(trainer.field, scene, resolution=32) < 0.3  # the blob
     record = trainer.initialise_shape()
     assert record["init"] == "prior_hull" and 0.01 < record["hull_fraction"] < 0.05  # a 0.3 ball: 1.4% of the cube
+    assert set(record["start_seconds"]) == {"drawings", "hull", "start_fit"} and min(record["start_seconds"].values()) > 0
     assert field_iou(trainer.field, scene, resolution=32) > 0.5  # the test's tiny field (16 wide) fits it roughly
     assert (tmp_path / "init" / "drawings.png").is_file()
 
@@ -283,7 +284,7 @@ def test_a_faithful_redraw_keeps_the_hull_and_carves_it_from_known_cameras(monke
     hull = hull_of_drawings(drawings_of(scene, config), config, CameraSamplerConfig())
     calls = []
 
-    def faithful(prior, images, cond, uncond, noise, strength, steps, guidance, cameras):  # a prior that redraws what it sees
+    def faithful(prior, images, cond, uncond, noise, strength, steps, guidance, cameras, camera_guidance=0.0):  # a prior that redraws what it sees
         calls.append((noise.shape, strength, steps))
         return images
 

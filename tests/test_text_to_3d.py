@@ -64,6 +64,8 @@ def test_end_to_end_run_writes_every_output(tiny_model, tmp_path):
     metrics = json.loads((ws / "metrics.json").read_text())
     assert metrics["iters"] == 4 and metrics["skipped_steps"] == 0 and metrics["final_loss"] > 0
     assert (ws / "mesh.glb").is_file() or "mesh_error" in metrics
+    # where the wait went, stage by stage (this run starts from the blob: no drawings)
+    assert {"training", "turntable", "views"} <= set(metrics["stage_seconds"]) and min(metrics["stage_seconds"].values()) > 0
     saved = json.loads((ws / "config.json").read_text())
     assert saved["method"] == "text" and saved["config"]["prompt"]["prompt"] == "a red mug"
     assert saved["config"]["sds"]["cfg_formula"] == "sdf_2023"

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..errors import DreamtextError
 from ..scene.cameras import NAMED_VIEWS, Cameras
-from ..utils.progress import stage
+from ..utils.progress import stage, timed
 from .field_query import field_device, visible_surface_normals
 from .formats import save_mesh
 from .mesh import MeshExportConfig, extract_mesh
@@ -101,13 +101,15 @@ def write_mesh(field: "Field", config: ExportConfig, path: str | Path, fmt: str,
 
 def export_all(field: "Field", renderer: "VolumeRenderer", workspace: "Workspace", config: ExportConfig,
                background: "Background", progress: bool = False) -> dict:
-    """Write mesh(es), turntable and named views into the workspace; return figures for metrics.json.
-    progress: show each stage's progress."""
+    """Write mesh(es), turntable and named views into the workspace; return figures for metrics.json (with
+    each stage's wall time in `stage_seconds`). progress: show each stage's progress."""
     stats: dict = {}
+    seconds: dict[str, float] = {}
     files: list[Path] = []
     for fmt in config.formats:
         try:
-            written, stats = write_mesh(field, config, workspace.path(f"mesh.{fmt}"), fmt, progress)
+            with timed(seconds, "mesh"):
+                written, stats = write_mesh(field, config, workspace.path(f"mesh.{fmt}"), fmt, progress)
         except DreamtextError as error:
             # A run's training is never lost to an export problem: report it and write the rest.
             print(f"dreamtext: warning: no mesh written: {error}", file=sys.stderr)
@@ -115,11 +117,14 @@ def export_all(field: "Field", renderer: "VolumeRenderer", workspace: "Workspace
             break
         files += written
     render = display_render_fn(field, renderer, background)
-    files += write_turntable(render, workspace.path("turntable.mp4"), config.video_frames, config.video_size, config,
-                             progress)
-    files += save_named_views(render, workspace.path("views"), names=config.views, size=config.views_size,
-                              progress=progress, **config.cameras())
+    with timed(seconds, "turntable"):
+        files += write_turntable(render, workspace.path("turntable.mp4"), config.video_frames, config.video_size, config,
+                                 progress)
+    with timed(seconds, "views"):
+        files += save_named_views(render, workspace.path("views"), names=config.views, size=config.views_size,
+                                  progress=progress, **config.cameras())
     stats["files"] = sorted(str(f.relative_to(workspace.root)) for f in files)
+    stats["stage_seconds"] = seconds
     return stats
 
 

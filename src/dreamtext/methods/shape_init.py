@@ -139,6 +139,8 @@ class ShapeInitConfig:
         sample spacing of the builtin preset's renders (48 samples across the cube); the relaxation's
         width in coverage (a point covered by 30% or 70% of the drawings weighs 0.4).
     redraw: prior_hull only: the hull redrawn by the prior from known cameras (`RedrawConfig`).
+    camera_guidance: ours: the scale of the prior's camera classifier's guidance (`prior.camera_classifier`)
+        towards the camera each drawing is placed at (0: none; a prior without a classifier has none).
     """
 
     kind: Literal["blob", "prior_hull"] = "blob"
@@ -160,6 +162,7 @@ class ShapeInitConfig:
     hold_spacing: float = 0.04
     hold_margin: float = 0.2
     redraw: RedrawConfig = field(default_factory=RedrawConfig)
+    camera_guidance: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("blob", "prior_hull"):
@@ -255,7 +258,7 @@ def draw_views(prior, embeddings, config: ShapeInitConfig, seed: int,
             done = index * config.steps
             drawings.append(ddim_sample(prior, embeddings.conditional(view_id), embeddings.unconditional(1), noise,
                                         config.steps, config.guidance, on_step=lambda k, done=done: bar.update(done + k),
-                                        cameras=camera.to(prior.device)).cpu())
+                                        cameras=camera.to(prior.device), camera_guidance=config.camera_guidance).cpu())
     return drawings
 
 
@@ -332,7 +335,7 @@ def redraw_hull(prior, embeddings, hull: SoftVisualHull, colour: Tensor, config:
             noise = initial_noise(prior, [seed + 1000 * (index + 1) + 100000 * round_index + i for i in range(redraw.drawings)])
             images = ddim_redraw(prior, sketches, embeddings.conditional(label.view(1).repeat(redraw.drawings)),
                                  embeddings.unconditional(1), noise, redraw.strength, config.steps, config.guidance,
-                                 cameras=camera).cpu()
+                                 cameras=camera, camera_guidance=config.camera_guidance).cpu()
             masks.append(drawing_masks(images, config))
             redrawn.append(images)
         # The redrawn views join the hull's: they only carve. Alone, each redraw's softer outline (about a pixel

@@ -34,6 +34,7 @@ from ..scene.shading import ShadingScheduleConfig, light_directions_near_camera
 from ..utils.device import PRECISION_DTYPES, Device, Precision, precision_dtype, precision_name, resolve_device
 from ..utils.ema import update_ema
 from ..utils.images import save_image
+from ..utils.progress import timed
 from ..utils.workspace import Workspace
 from .adan import Adan
 from .lifecycle import check_schedule, start_run, train_loop
@@ -63,6 +64,7 @@ class SDSSettings:
         (stable-dreamfusion from 30 March 2023: 2 -> 8); None: no clamp (the thesis's fork).
     sample_posterior: stable-dreamfusion encodes with a sample of the VAE posterior.
     noise_samples: ours: draws of (t, noise) per render, their gradients averaged (1: DreamFusion).
+    camera_guidance: ours: the prior's camera classifier's guidance towards each render's camera (0: none).
     """
 
     guidance: float = 100.0
@@ -78,6 +80,7 @@ class SDSSettings:
     grad_clamp_end: float | None = None
     sample_posterior: bool = True
     noise_samples: int = 1
+    camera_guidance: float = 0.0
     guidance_form: Literal["cfg", "perp_neg"] = "cfg"
     """cfg: classifier-free guidance with the camera's view prompt; perp_neg: Perp-Neg (prior/perp_neg.py), the
     other views' prompts as negatives made perpendicular to it, against Janus (one UNet call on 4 rows a render)."""
@@ -102,7 +105,7 @@ class SDSSettings:
         return SDSConfig(
             timesteps=timesteps, guidance=guidance, cfg_formula=self.cfg_formula,
             weighting=self.weighting, grad_clamp=clamp, sample_posterior=self.sample_posterior,
-            noise_samples=self.noise_samples,
+            noise_samples=self.noise_samples, camera_guidance=self.camera_guidance,
         )
 
 
@@ -143,8 +146,12 @@ class TextTo3DConfig:
     precision: Precision = "auto"
     """The prior's dtype: auto = fp16 on CUDA (the thesis ran fp16), fp32 on CPU."""
     prior_camera: bool = True
-    """Tell the prior each render's camera when it can take one (the built-in prior's camera-aware UNet);
-    False: its text-only UNet, which hears the view only through the prompt's view suffix."""
+    """Tell the prior each render's camera when its folder has a camera-aware UNet (`camera_unet/`, trained with
+    `train-prior unet --camera`; the built-in prior ships none); False: the text-only UNet, which hears the view
+    only through the prompt's view suffix."""
+    camera_classifier: str | None = None
+    """A camera classifier folder (`train-prior camera`) whose guidance `--sds.camera-guidance` and
+    `--init.camera-guidance` scale; None: the model folder's own `camera_classifier/`, if it has one."""
     sds: SDSSettings = dataclasses.field(default_factory=SDSSettings)
     render_size: int = 64  # thesis table (Stable DreamFusion: 64 px; FitFusion 256)
     iters: int = 100 * ITERS_PER_EPOCH  # thesis: 100 epochs of 100 iterations (Stable DreamFusion)
@@ -201,7 +208,8 @@ class TextTo3DTrainer:
         self.device = resolve_device(config.device)
         if prior is None:
             prior = load_prior(config.model, device=self.device, dtype=precision_dtype(config.precision),
-                               config=config.model_config, camera=config.prior_camera)
+                               config=config.model_config, camera=config.prior_camera,
+                               camera_classifier=config.camera_classifier)
         self.prior = prior
         # Every prompt and view embedding is computed now; the text encoder is not needed after.
         self.embeddings = embeddings if embeddings is not None else PromptEmbeddings(prior, config.prompt, free_encoder=True)
@@ -411,7 +419,8 @@ class TextTo3DTrainer:
         init = self.config.init
         if init.kind == "blob":
             return {"init": "blob"}
-        drawings, redrawn, hull, fraction = self._prior_hull(progress)
+        seconds: dict[str, float] = {}
+        drawings, redrawn, hull, fraction = self._prior_hull(progress, seconds)
         save_image(self.workspace.path("init/drawings.png"), contact_sheet(torch.cat(drawings), columns=init.drawings_per_view))
         if redrawn is not None:
             save_image(self.workspace.path("init/redrawn.png"), contact_sheet(torch.cat(redrawn), columns=2 * init.redraw.drawings))
@@ -421,21 +430,25 @@ class TextTo3DTrainer:
             return {"init": "blob", "hull_fraction": 0.0}
         self.hull = hull
         targets = hull_targets(hull, mean_object_colour(drawings + (redrawn or []), hull), init)  # the images of its masks
-        fit_field(self.field, targets, self.field.bound, init.fit, seed=self.config.seed, progress=progress)
+        with timed(seconds, "start_fit"):
+            fit_field(self.field, targets, self.field.bound, init.fit, seed=self.config.seed, progress=progress)
         if self.ema_field is not None:
             self.ema_field.load_state_dict(self.field.state_dict())
-        return {"init": "prior_hull", "hull_fraction": fraction}
+        return {"init": "prior_hull", "hull_fraction": fraction, "start_seconds": seconds}
 
-    def _prior_hull(self, progress: bool = False):
+    def _prior_hull(self, progress: bool = False, seconds: dict[str, float] | None = None):
         """The prior's drawings, their hull's redraws when `init.redraw` asks for them (else None), the visual
         hull of all of them on the run's device (None when empty) and its share of the cube; the same for a
-        seed, so a resumed run rebuilds the hull that holds it."""
+        seed, so a resumed run rebuilds the hull that holds it. `seconds`: each part's wall time is added there."""
         init = self.config.init
+        seconds = {} if seconds is None else seconds
         draw = self.drawings or draw_views
-        drawings = draw(self.prior, self.embeddings, init, seed=self.config.seed, cameras=self.config.cameras,
-                        progress=progress)
-        hull = hull_of_drawings(drawings, init, self.config.cameras)
-        fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
+        with timed(seconds, "drawings"):
+            drawings = draw(self.prior, self.embeddings, init, seed=self.config.seed, cameras=self.config.cameras,
+                            progress=progress)
+        with timed(seconds, "hull"):
+            hull = hull_of_drawings(drawings, init, self.config.cameras)
+            fraction = hull_volume_fraction(hull, init.threshold, self.field.bound)
         redrawn = None
         if init.redraw.strength > 0 and fraction > 0.0:
             hull, redrawn = redraw_hull(self.prior, self.embeddings, hull, mean_object_colour(drawings, hull), init,
@@ -508,7 +521,9 @@ def text_to_3d(
     ws.create().save_config(config, method="text")
     if run.resuming:
         trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
-    trainer.train(progress=progress)
+    seconds: dict[str, float] = {}
+    with timed(seconds, "training"):  # this process's share: a resumed run counts only what it trained
+        trainer.train(progress=progress)
 
     trainer.validate(save_as="validation/final.png")
     finite = [v for v in trainer.losses if v == v]
@@ -522,7 +537,12 @@ def text_to_3d(
         **(trainer.init_record or {}),
     }
     trainer.background.eval()
-    metrics.update(export_all(trainer.shown_field, trainer.renderer, ws, config.export, background=trainer.background,
-                              progress=progress))
+    exported = export_all(trainer.shown_field, trainer.renderer, ws, config.export, background=trainer.background,
+                          progress=progress)
+    start_seconds = metrics.pop("start_seconds", {})
+    metrics.update(exported)
+    # where a user's wait went: the start (drawings, hull, its fit), the SDS steps, the exports
+    seconds["training"] -= sum(start_seconds.values()) if trainer.init_record is not None and not run.resuming else 0.0
+    metrics["stage_seconds"] = {**start_seconds, **seconds, **exported["stage_seconds"]}
     ws.write_metrics(metrics)
     return TextTo3DResult(workspace=ws.root, metrics=metrics)

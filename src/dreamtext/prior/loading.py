@@ -26,6 +26,7 @@ from ..errors import DreamtextError
 from ..utils.device import use_fast_cpu_math
 from .builtin import BUILTIN_PIPELINE_DIR, require_builtin_prior
 from .camera import CAMERA_UNET_FOLDER, takes_camera
+from .camera_classifier import CAMERA_CLASSIFIER_FOLDER, CameraClassifier
 
 # Issue 3 / thesis 6.1.3: the thesis's prior is Stable Diffusion 2.1-base.
 DEFAULT_MODEL_ID = "stabilityai/stable-diffusion-2-1-base"
@@ -43,6 +44,7 @@ class Prior:
     scheduler: Any  # a diffusers noise scheduler (its alphas_cumprod define the noise levels)
     device: torch.device
     dtype: torch.dtype
+    camera_classifier: Any | None = None  # prior.camera_classifier.CameraClassifier, for camera guidance
 
     @classmethod
     def from_pipeline(cls, pipeline: Any, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> "Prior":
@@ -229,12 +231,15 @@ def load_prior(
     dtype: torch.dtype | None = None,
     config: str | os.PathLike | None = None,
     camera: bool = True,
+    camera_classifier: str | os.PathLike | None = None,
 ) -> Prior:
     """Load a Stable Diffusion prior offline; see the module docstring for what `model` may be.
 
     config: only for a single `.safetensors` file: where its component configurations come from.
     camera: a folder with a camera-aware UNet (`prior.camera.CAMERA_UNET_FOLDER`, the built-in prior) is
         loaded with it in place of its text-only `unet`; False keeps the text-only one.
+    camera_classifier: a camera classifier folder (`prior.camera_classifier`) for camera guidance; None: the
+        model folder's own `camera_classifier/` when it has one (the built-in prior does), else none.
     """
     model = resolve_model(model)
     use_fast_cpu_math(torch.device(device))
@@ -265,7 +270,12 @@ def load_prior(
         pipeline = _load_from_pretrained(text, "model (hub id, local cache only)", dtype)
     else:
         raise DreamtextError(f"model path {text!r} does not exist")
-    return Prior.from_pipeline(pipeline, device=device, dtype=dtype)
+    prior = Prior.from_pipeline(pipeline, device=device, dtype=dtype)
+    if camera_classifier is None and path.is_dir() and (path / CAMERA_CLASSIFIER_FOLDER / "config.json").is_file():
+        camera_classifier = path / CAMERA_CLASSIFIER_FOLDER
+    if camera_classifier is not None:
+        prior.camera_classifier = CameraClassifier.from_pretrained(camera_classifier, prior.device)
+    return prior
 
 
 BUILTIN_MODEL = "builtin"

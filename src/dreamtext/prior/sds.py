@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DreamtextError
-from ..scene.cameras import Cameras
+from ..scene.cameras import Cameras, cartesian_to_spherical
 from .camera import camera_labels
+from .camera_classifier import guided_noise_shift
 from .latents import images_to_latents
 from .perp_neg import perp_neg_direction
 from .loading import Prior
@@ -51,6 +52,9 @@ class SDSConfig:
     noise_samples: ours: K draws of (t, noise) per render, their gradients averaged. The same expected
         gradient with 1/K of the variance the draws add, for one render and one backward pass: K
         UNet evaluations instead of one. 1: DreamFusion's single draw.
+    camera_guidance: ours: the scale of the prior's camera classifier's guidance (`prior.camera_classifier`)
+        towards each render's own camera, added to the guided noise: the score then asks the render to look
+        as the object does from that camera. 0: none (and a prior without a classifier has none).
     """
 
     timesteps: TimestepSchedule = field(default_factory=UniformTimesteps)
@@ -61,6 +65,7 @@ class SDSConfig:
     latent_mode: bool = False
     sample_posterior: bool = True
     noise_samples: int = 1
+    camera_guidance: float = 0.0
 
     def __post_init__(self):
         if self.noise_samples < 1:
@@ -211,6 +216,10 @@ class ScoreDistillation:
 
         scale = config.guidance(step_progress, generator)
         eps_hat = guided_noise(eps_cond, eps_uncond, scale, config.cfg_formula, direction)
+        if config.camera_guidance > 0 and self.prior.camera_classifier is not None and repeated_cameras is not None:
+            _, polar, azimuth = cartesian_to_spherical(repeated_cameras.origins.float())
+            eps_hat = eps_hat + guided_noise_shift(self.prior.camera_classifier, noisy, timesteps, self.alphas_cumprod,
+                                                   polar, azimuth, config.camera_guidance)
         weight = sds_weight(alphabar.view(-1), config.weighting)
         grad = torch.nan_to_num(weight.view(-1, 1, 1, 1) * (eps_hat - noise), nan=0.0, posinf=0.0, neginf=0.0)
         if draws > 1:

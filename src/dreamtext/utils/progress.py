@@ -114,6 +114,16 @@ class Progress:
 
 
 @contextmanager
+def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the block to `seconds[name]` (a run's `stage_seconds` in metrics.json)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@contextmanager
 def stage(description: str, enabled: bool = True) -> Iterator[None]:
     """A stage with no steps to count: a spinner on a terminal, else a line at its start; its time at the end."""
     if not enabled:

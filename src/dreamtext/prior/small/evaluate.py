@@ -74,6 +74,11 @@ class PriorEvalConfig:
     """Silhouettes as the builtin preset cuts them (`ShapeInitConfig`)."""
     mask_closing: int = 9
     """Silhouettes as the builtin preset cuts them (`ShapeInitConfig`)."""
+    camera_guidance: float = 0.0
+    """The pose drawings' guidance by the prior's camera classifier towards their cameras (0: none;
+    `prior.camera_classifier`)."""
+    camera_classifier: str | None = None
+    """A camera classifier folder for that guidance (None: the pipeline folder's own, if it has one)."""
     alike_iou: float = 0.9
     """A wrong pose still counts when the true object's silhouettes from it and from the true camera agree this
     much (a sphere has no pose to get wrong; ours)."""
@@ -101,7 +106,8 @@ def _draw(prior, captions: list[str], seeds: list[int], config: PriorEvalConfig,
         stop = min(start + config.batch_size, len(captions))
         batch_cameras = None if cameras is None else cameras[torch.arange(start, stop)].to(prior.device)
         images.append(ddim_sample(prior, cache.encode(captions[start:stop]), uncond, initial_noise(prior, seeds[start:stop]),
-                                  config.steps, config.guidance, cameras=batch_cameras).cpu())
+                                  config.steps, config.guidance, cameras=batch_cameras,
+                                  camera_guidance=config.camera_guidance if cameras is not None else 0.0).cpu())
     return torch.cat(images)
 
 
@@ -158,7 +164,7 @@ def evaluate_prior(pipeline_dir: str | os.PathLike, clip_dir: str | os.PathLike,
     from transformers import CLIPModel
 
     device = torch.device(device)
-    prior = load_prior(pipeline_dir, device)
+    prior = load_prior(pipeline_dir, device, camera_classifier=config.camera_classifier)
     if (Path(clip_dir) / CLIP_WEIGHTS).is_file():  # the shipped layout: the text tower is the pipeline's text encoder
         clip = load_builtin_clip(device, clip_dir, Path(pipeline_dir) / "text_encoder")
     else:
@@ -190,6 +196,7 @@ def evaluate_prior(pipeline_dir: str | os.PathLike, clip_dir: str | os.PathLike,
                             "colour_top1": float(torch.cat(render_colour).float().mean())},
         "per_noun": per_noun, "count": config.count, "steps": config.steps, "guidance": config.guidance,
         "camera_aware": takes_camera(prior.unet),
+        "camera_guidance": config.camera_guidance if prior.camera_classifier is not None else 0.0,
     }
     if config.pose_count > 0:
         def draw(pose_objects, captions, cameras):
