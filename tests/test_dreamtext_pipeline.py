@@ -197,7 +197,7 @@ def test_image_command_runs_every_stage_and_resumes_where_it_stopped(tmp_path, t
     again = image_to_3d(photo, ws, config, progress=False, clip=clip, text_overrides=TOY_TEXT_TO_3D)
     assert again.prompt == straight.prompt and calls["describe"] == 1
     other = tmp_path / "other.png"
-    save_image(other, torch.rand(8, 8, 3))
+    save_image(other, torch.rand(24, 24, 3))
     with pytest.raises(DreamtextError, match="another --workspace"):
         image_to_3d(other, ws, config, progress=False, clip=clip)
     with pytest.raises(DreamtextError, match="--method dreamtext"):
@@ -295,3 +295,19 @@ def test_a_bad_image_does_not_block_its_workspace_and_text_runs_keep_out(tmp_pat
     assert result.workspace == ws and (ws / "describe.json").is_file()
     assert main(["text", "a mug", "--workspace", str(ws), "--model", tiny_model, "--quiet"]) == 2
     assert "image-to-3D workspace" in capsys.readouterr().err
+
+
+def test_a_bad_image_is_refused_before_anything_is_written_and_a_text_workspace_is_left_alone(tmp_path, tiny_model):
+    """Issue 40: inputs are checked before the workspace and its stage file exist."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DreamtextError, match="broken.png"):
+        image_to_3d(broken, tmp_path / "ws", toy_image_config(tiny_model), progress=False)
+    assert not (tmp_path / "ws").exists()
+    text_run = Workspace(tmp_path / "text")
+    text_run.save_config(ImageTo3DConfig(), method="text")
+    photo = tmp_path / "photo.png"
+    save_image(photo, torch.rand(32, 32, 3))
+    with pytest.raises(DreamtextError, match="holds a 'text' run, not an image-to-3D one"):
+        image_to_3d(photo, text_run.root, toy_image_config(tiny_model), progress=False)
+    assert sorted(path.name for path in text_run.root.iterdir()) == ["config.json"]

@@ -247,3 +247,29 @@ def test_the_gallery_copies_only_files_inside_each_workspace(runs, tmp_path, cap
     build_gallery([run], site)
     copied = [p for p in (site / "runs").rglob("*") if p.is_file()]
     assert all(b"not for the gallery" not in p.read_bytes() and b"root:" not in p.read_bytes() for p in copied)
+
+
+def test_the_gallery_reads_no_json_from_outside_a_workspace(runs, tmp_path, capsys):
+    """Issue 40: a metrics.json or config.json linking out of the workspace is neither copied nor shown."""
+    import shutil
+
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"api_key": "do-not-publish", "iters": 424242}))
+    run = tmp_path / "linked"
+    shutil.copytree(runs[0], run)
+    (run / "metrics.json").unlink(missing_ok=True)
+    (run / "metrics.json").symlink_to(secret)
+    summary = summarize_run(run)
+    assert summary.metrics is None and "skipping" in capsys.readouterr().err
+    (run / "config.json").unlink()
+    (run / "config.json").symlink_to(secret)
+    with pytest.raises(DreamtextError, match="no config.json"):
+        summarize_run(run)  # what is left is not a workspace the gallery can show
+    site = tmp_path / "site"
+    other = tmp_path / "other"
+    shutil.copytree(runs[0], other)
+    (other / "metrics.json").unlink(missing_ok=True)
+    (other / "metrics.json").symlink_to(secret)
+    build_gallery([other], site)
+    texts = [p.read_bytes() for p in site.rglob("*") if p.is_file()]
+    assert all(b"do-not-publish" not in text and b"424242" not in text for text in texts)

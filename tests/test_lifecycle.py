@@ -61,9 +61,14 @@ def wait_for_step(workspace: Path, process: subprocess.Popen, at_least: int, tim
 
 
 def same_outputs(a: Path, b: Path) -> None:
-    """Every output of two finished runs is the same file (metrics, mesh, videos, views) and so is the state."""
-    for name in ("metrics.json", "mesh.glb", "turntable.gif", "views/front.png", "validation/final.png"):
+    """Every output of two finished runs is the same file (mesh, videos, views), so are the metrics (all but the
+    wall times of the stages) and the state."""
+    for name in ("mesh.glb", "turntable.gif", "views/front.png", "validation/final.png"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    results = [json.loads((run / "metrics.json").read_text()) for run in (a, b)]
+    for metrics in results:
+        assert metrics.pop("stage_seconds")["training"] > 0
+    assert results[0] == results[1]
     first, second = Workspace(a).load_checkpoint(), Workspace(b).load_checkpoint()
     assert first["step"] == second["step"] == ITERS and first["losses"] == second["losses"]
     for key, value in first["field"].items():
@@ -136,3 +141,48 @@ def test_resume_of_a_finished_run_whose_last_checkpoint_is_damaged_trains_its_la
     assert "training its last steps again from previous.pt" in resumed.stderr
     assert Workspace(workspace).load_checkpoint(latest_only=True)["step"] == ITERS  # whole again
     same_outputs(straight, workspace)
+
+
+HOLD_LOCK = """
+import fcntl, json, os, sys, time
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX)
+handle.truncate(0)
+handle.write(json.dumps({"pid": os.getpid(), "host": "elsewhere", "since": time.time()}))
+handle.flush()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_workspace_held_by_another_run_is_refused_and_freed_when_that_run_dies(tiny_model, tmp_path):
+    """Issue 40: two runs on one workspace must not mix their checkpoints. The lock dies with its process."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workspace / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = subprocess.run(command(tiny_model, workspace, "--iters", "2"), capture_output=True, text=True)
+        assert second.returncode == 2
+        assert f"in use by another dreamtext run (pid {holder.pid} on elsewhere" in second.stderr
+        assert sorted(path.name for path in workspace.iterdir()) == [".lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    finished = subprocess.run(command(tiny_model, workspace, "--iters", "2"), capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert Workspace(workspace).load_checkpoint()["step"] == 2
+
+
+def test_holding_a_workspace_is_reentrant_in_one_process_and_exclusive_across_processes(tmp_path):
+    workspace = Workspace(tmp_path / "ws", create=False, must_exist=False)
+    with workspace.held():
+        with workspace.held():  # an image run holds its folder while its stages write into it
+            pass
+        probe = subprocess.run([sys.executable, "-c", "import sys; from dreamtext.utils.workspace import Workspace; "
+                                "Workspace(sys.argv[1]).check_free()", str(workspace.root)], capture_output=True, text=True)
+        assert probe.returncode != 0 and f"pid {__import__('os').getpid()}" in probe.stderr
+        workspace.check_free()  # this process's own hold is no obstacle
+    probe = subprocess.run([sys.executable, "-c", "import sys; from dreamtext.utils.workspace import Workspace; "
+                            "Workspace(sys.argv[1]).check_free()", str(workspace.root)], capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr

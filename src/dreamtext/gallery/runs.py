@@ -37,8 +37,9 @@ class RunSummary:
     validation: Path | None = None
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
+def _read_json(root: Path, path: Path) -> dict | None:
+    """A JSON file of the workspace `root`, read only when `_file` lets it be shown (its values reach the page)."""
+    if _file(root, path) is None:
         return None
     try:
         data = json.loads(path.read_text())
@@ -48,9 +49,10 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _file(root: Path, path: Path) -> Path | None:
-    """`path` when it is a file inside the workspace `root` (links followed); None when it is missing.
-    A file outside (an absolute path in describe.json, a link out of the folder) is skipped with a
-    warning: a gallery of someone else's workspace must not publish this machine's files."""
+    """`path` when it is a file inside the workspace `root`, its links resolved; None when it is missing. A
+    file outside (an absolute path in describe.json, a link out of the folder) is skipped with a warning:
+    every file the gallery reads (config.json, metrics.json: their values reach the page) or copies passes
+    here, and a gallery of someone else's workspace must not publish this machine's files."""
     if not path.is_file():
         return None
     real, base = path.resolve(), root.resolve()
@@ -89,8 +91,8 @@ def summarize_run(workspace: str | Path) -> RunSummary:
     root = Path(workspace)
     if not root.is_dir():
         raise DreamtextError(f"{root} is not a folder; pass the workspaces of finished or running dreamtext runs")
-    saved = _read_json(root / CONFIG_FILE)
-    described = _read_json(root / DESCRIBE_FILE)
+    saved = _read_json(root, root / CONFIG_FILE)
+    described = _read_json(root, root / DESCRIBE_FILE)
     if saved is None and described is None:
         raise DreamtextError(f"{root} has no {CONFIG_FILE}; is it a dreamtext workspace?")
     method = (saved or {}).get("method", "image")
@@ -108,6 +110,6 @@ def summarize_run(workspace: str | Path) -> RunSummary:
     return RunSummary(
         root=root, method=method, title=title, prompt=prompt, inputs=inputs,
         turntable_mp4=_file(root, root / "turntable.mp4"), turntable_gif=_file(root, root / "turntable.gif"), views=views,
-        mesh=_file(root, root / "mesh.glb"), metrics=_read_json(root / "metrics.json"),
+        mesh=_file(root, root / "mesh.glb"), metrics=_read_json(root, root / "metrics.json"),
         validation=_file(root, root / "validation" / "final.png"),
     )

@@ -219,22 +219,25 @@ def fit(config: FitConfig, workspace: str | Path, resume: bool = False, progress
     # The user's images are checked before anything is written, so bad input leaves no trace.
     posed = load_fit_data(config) if config.data is not None else None
     run = start_run(workspace, "fit", config, resume, FIT_RESUMABLE_KEYS)
-    ws, config = run.workspace.create(), run.config
-    if posed is None:
-        posed = load_fit_data(config, ws)
-    config = dataclasses.replace(config, export=framed_like(config.export, posed.cameras))
-    ws.save_config(config, method="fit")
-    fitter = Fitter(config, ws, posed)
-    if run.resuming:
-        fitter.load_state_dict(ws.load_checkpoint(map_location=fitter.device))
-    fitter.train(progress=progress)
+    with run.workspace.held() as ws:  # created and locked: a second run on this workspace is refused meanwhile
+        config = run.config
+        if posed is None:
+            posed = load_fit_data(config, ws)
+        config = dataclasses.replace(config, export=framed_like(config.export, posed.cameras))
+        ws.save_config(config, method="fit")
+        fitter = Fitter(config, ws, posed)
+        if run.resuming:
+            fitter.load_state_dict(ws.load_checkpoint(map_location=fitter.device))
+        fitter.train(progress=progress)
 
-    heldout_psnr = fitter.evaluate(save_as="validation/final.png")
-    metrics = {"heldout_psnr": heldout_psnr, "iters": fitter.step, "train_views": len(fitter.train_set), "heldout_views": len(fitter.heldout_set)}
-    metrics.update(export_all(fitter.field, fitter.renderer, ws, config.export, background=fitter.background, progress=progress))
-    if config.data is None:
-        metrics.update(_builtin_scene_metrics(fitter, config))
-    ws.write_metrics(metrics)
+        heldout_psnr = fitter.evaluate(save_as="validation/final.png")
+        metrics = {"heldout_psnr": heldout_psnr, "iters": fitter.step, "train_views": len(fitter.train_set),
+                   "heldout_views": len(fitter.heldout_set)}
+        metrics.update(export_all(fitter.field, fitter.renderer, ws, config.export, background=fitter.background,
+                                  progress=progress))
+        if config.data is None:
+            metrics.update(_builtin_scene_metrics(fitter, config))
+        ws.write_metrics(metrics)
     return FitResult(workspace=ws.root, heldout_psnr=heldout_psnr, metrics=metrics)
 
 

@@ -82,6 +82,7 @@ def start_run(root: str | Path, method: str, config: C, resume: bool, taken: Seq
     """Check that `root` may hold this run and work out the config it runs with (see the module docstring);
     `taken`: the settings a resumed run takes as requested (`resumed_config`)."""
     workspace = Workspace(root, create=False, must_exist=False)
+    workspace.check_free()  # another process's run holds it: refused before anything loads
     foreign = [name for name in FOREIGN_MARKERS if (workspace.root / name).is_file()]
     if foreign:
         raise DreamtextError(f"{workspace.root} holds an image-to-3D workspace ({foreign[0]}), not a {method} run; "

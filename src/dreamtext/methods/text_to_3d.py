@@ -518,8 +518,14 @@ def text_to_3d(
         # (no prior to load, nothing to train).
         return TextTo3DResult(workspace=ws.root, metrics=run.finished)
     trainer = make_trainer(config, ws, prior=prior)  # loads the prior: a bad model fails before anything is written
-    ws.create().save_config(config, method="text")
-    if run.resuming:
+    with ws.held():  # created and locked: a second run on this workspace is refused while this one trains
+        ws.save_config(config, method="text")
+        return _train_and_export(trainer, config, ws, run.resuming, progress)
+
+
+def _train_and_export(trainer: TextTo3DTrainer, config: TextTo3DConfig, ws: Workspace, resuming: bool,
+                      progress: bool) -> TextTo3DResult:
+    if resuming:
         trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
     seconds: dict[str, float] = {}
     with timed(seconds, "training"):  # this process's share: a resumed run counts only what it trained
@@ -542,7 +548,7 @@ def text_to_3d(
     start_seconds = metrics.pop("start_seconds", {})
     metrics.update(exported)
     # where a user's wait went: the start (drawings, hull, its fit), the SDS steps, the exports
-    seconds["training"] -= sum(start_seconds.values()) if trainer.init_record is not None and not run.resuming else 0.0
+    seconds["training"] -= sum(start_seconds.values()) if trainer.init_record is not None and not resuming else 0.0
     metrics["stage_seconds"] = {**start_seconds, **seconds, **exported["stage_seconds"]}
     ws.write_metrics(metrics)
     return TextTo3DResult(workspace=ws.root, metrics=metrics)

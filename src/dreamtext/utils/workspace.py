@@ -10,16 +10,25 @@ Layout (documented in README.md):
     mesh.glb             exported mesh (other formats via `dreamtext export`)
     turntable.mp4/.gif   turntable video
     views/               named views as PNG
+    .lock                held (an advisory lock) by the run that trains in the workspace
+
+One run at a time: a training run holds the workspace's lock while it writes (`Workspace.held`), and a
+second run on the same folder is refused with who holds it. The lock is the operating system's (flock):
+it dies with its process, however that process ends, so a killed run never leaves a stale lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -32,6 +41,21 @@ CHECKPOINT_FILE = "checkpoints/last.pt"
 PREVIOUS_CHECKPOINT_FILE = "checkpoints/previous.pt"
 PROGRESS_FILE = "progress.json"
 METRICS_FILE = "metrics.json"
+LOCK_FILE = ".lock"
+
+# The locks this process holds: {resolved workspace: [open lock file, how many holders]}. flock locks belong
+# to an open file, so a second open in the same process would be refused by the first: holders share one.
+_HELD: dict[Path, list] = {}
+
+
+def _holder(lock_path: Path) -> str:
+    """Who holds a workspace's lock, as its holder wrote it ("pid 4242 on host, since 14:03:10")."""
+    try:
+        info = json.loads(lock_path.read_text())
+        since = time.strftime("%H:%M:%S", time.localtime(info["since"]))
+        return f"pid {info['pid']} on {info['host']}, since {since}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
 
 
 class Workspace:
@@ -72,6 +96,49 @@ class Workspace:
 
     def path(self, relative: str) -> Path:
         return self.root / relative
+
+    def check_free(self) -> None:
+        """A one-line error when another process's run holds this workspace (nothing is held or written)."""
+        lock_path = self.root / LOCK_FILE
+        if self.root.resolve() in _HELD or not lock_path.is_file():
+            return
+        with open(lock_path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DreamtextError(f"{self.root} is in use by another dreamtext run ({_holder(lock_path)}); wait for it "
+                                     "to end or stop it, or choose another --workspace") from None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator["Workspace"]:
+        """The workspace created and locked for this run while the block runs (`check_free`'s error if another
+        process holds it); nested holds in one process share the lock."""
+        self.create()
+        key = self.root.resolve()
+        if key not in _HELD:
+            lock_path = self.root / LOCK_FILE
+            handle = open(lock_path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise DreamtextError(f"{self.root} is in use by another dreamtext run ({_holder(lock_path)}); wait for it "
+                                     "to end or stop it, or choose another --workspace") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+            handle.flush()
+            _HELD[key] = [handle, 0]
+        _HELD[key][1] += 1
+        try:
+            yield self
+        finally:
+            _HELD[key][1] -= 1
+            if _HELD[key][1] == 0:
+                handle = _HELD.pop(key)[0]
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
 
     @property
     def checkpoint_path(self) -> Path:

@@ -362,14 +362,15 @@ def train_descriptor(
         return keep_plain_sentence(root, config, described, template, prior)
     # Loads the prior: a bad model fails before anything is written.
     trainer = DescriptorTrainer(config, root, prior=prior, described=described)
-    ws.create().save_config(config, method=METHOD)
-    if run.resuming:
-        trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
-    trainer.train(progress=progress)
-    learned = trainer.finish()
-    finite = [real + config.base_loss_weight * base for real, base in trainer.losses if real == real]
-    metrics = descriptor_metrics(config, learned, trainer.step, trainer.skipped_steps, finite, trainer.prior.dtype)
-    ws.write_metrics(metrics)
+    with ws.held():  # created and locked: a second run on this workspace is refused while this one trains
+        ws.save_config(config, method=METHOD)
+        if run.resuming:
+            trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
+        trainer.train(progress=progress)
+        learned = trainer.finish()
+        finite = [real + config.base_loss_weight * base for real, base in trainer.losses if real == real]
+        metrics = descriptor_metrics(config, learned, trainer.step, trainer.skipped_steps, finite, trainer.prior.dtype)
+        ws.write_metrics(metrics)
     return DescriptorResult(workspace=root, learned=learned, metrics=metrics)
 
 

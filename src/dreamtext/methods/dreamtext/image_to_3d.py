@@ -24,6 +24,7 @@ from ...errors import DreamtextError
 from ...utils.config import config_to_dict
 from ...utils.io import atomic_write_json
 from ...utils.workspace import Workspace
+from ...data.input_image import load_input_image
 from ..describe.describe import DESCRIBE_FILE, DescribeConfig, describe_image
 from ..presets import apply_overrides
 from .descriptor import DescriptorConfig, train_descriptor
@@ -103,8 +104,13 @@ def image_to_3d(
     image = Path(image).expanduser().resolve()
     if not image.is_file():
         raise DreamtextError(f"{image}: no such image file; check the path")
-    root = Workspace(workspace).root
+    load_input_image(image, config.describe.image)  # a bad image is refused before anything is written
+    space = Workspace(workspace, create=False, must_exist=False)
+    space.check_free()
+    root = space.root
     saved = read_stage_file(root)
+    if saved is None and space.has_config():
+        raise DreamtextError(f"{root} holds a {space.method()!r} run, not an image-to-3D one; choose another --workspace")
     if saved is not None and saved.get("stages", {}).get("describe") != "done" and not (root / DESCRIBE_FILE).exists():
         saved = None  # a run that failed before describing anything: nothing to keep, the folder is free again
     continuing = saved is not None
@@ -126,24 +132,25 @@ def image_to_3d(
         atomic_write_json(root / STAGE_FILE, state)
 
     descriptor_metrics: dict = saved.get("descriptor_metrics", {}) if continuing else {}
-    for stage in STAGES:
-        if state["stages"].get(stage) == "done":
-            continue
-        resume = state["stages"].get(stage) == "running"
-        if resume and progress:
-            print(f"dreamtext: resuming the {stage} stage in {root}", file=sys.stderr)
-        mark(stage, "running")
-        if stage == "describe":
-            describe_image(image, root, config.describe, backend=clip)
-            mark(stage, "done")
-        elif stage == "descriptor":
-            result = train_descriptor(root, config.descriptor, resume=resume, progress=progress, prior=prior)
-            descriptor_metrics = result.metrics
-            mark(stage, "done", prompt=result.learned.prompt, descriptor_metrics=result.metrics)
-        else:
-            reconstruction = reconstruct(root, config.reconstruct, resume=resume, progress=progress, prior=prior,
-                                         text_overrides=text_overrides)
-            mark(stage, "done", reconstruction_metrics=_jsonable(reconstruction.metrics))
+    with space.held():  # created and locked for the whole pipeline: a second run here is refused meanwhile
+        for stage in STAGES:
+            if state["stages"].get(stage) == "done":
+                continue
+            resume = state["stages"].get(stage) == "running"
+            if resume and progress:
+                print(f"dreamtext: resuming the {stage} stage in {root}", file=sys.stderr)
+            mark(stage, "running")
+            if stage == "describe":
+                describe_image(image, root, config.describe, backend=clip)
+                mark(stage, "done")
+            elif stage == "descriptor":
+                result = train_descriptor(root, config.descriptor, resume=resume, progress=progress, prior=prior)
+                descriptor_metrics = result.metrics
+                mark(stage, "done", prompt=result.learned.prompt, descriptor_metrics=result.metrics)
+            else:
+                reconstruction = reconstruct(root, config.reconstruct, resume=resume, progress=progress, prior=prior,
+                                             text_overrides=text_overrides)
+                mark(stage, "done", reconstruction_metrics=_jsonable(reconstruction.metrics))
     return ImageTo3DResult(
         workspace=root, prompt=state.get("prompt", ""), descriptor_metrics=descriptor_metrics,
         reconstruction_metrics=state.get("reconstruction_metrics", {}),
