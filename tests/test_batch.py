@@ -98,6 +98,10 @@ def test_prompt_lists_and_json_lines_give_stable_named_jobs(tmp_path):
     ('{"prompt": "  "}', "line 2: a text job needs a non-empty \"prompt\""),
     ('{"prompt": "a mug", "preset": "fast"}', "line 2: unknown preset 'fast'"),
     ('{"prompt": "a mug", "colour": "red"}', "line 2: unknown keys ['colour']"),
+    ('{"prompt": "a mug", "overrides": {"iters": 0}}', "line 2: --iters must be at least 1"),
+    ('{"prompt": "a mug", "seeds": [-1]}', "line 2: --seed must be an integer from 0"),
+    ('{"kind": "image", "image": "x.png", "overrides": {"descriptor.iters": 0}}', "line 2: --iters must be at least 1"),
+    ('{"kind": "image", "image": "x.png", "overrides": {"reconstruct.render_size": 2}}', "line 2: --render-size must be at least 8"),
 ])
 def test_bad_job_files_are_one_line_errors_naming_the_line_before_anything_runs(tmp_path, line, message, capsys):
     jobs = tmp_path / "jobs.jsonl"
@@ -198,3 +202,61 @@ def test_a_killed_batch_resumes_and_ends_as_an_uninterrupted_one(tmp_path, tiny_
     assert [bool(r.get("skipped")) for r in resumed["jobs"]] == [True, False]
     for a, b in zip(straight["jobs"], resumed["jobs"]):
         assert a["metrics"]["final_loss"] == b["metrics"]["final_loss"] and _final_losses(a) == _final_losses(b)
+
+
+def test_sigterm_stops_the_batch_with_its_job_interrupted_and_a_rerun_resumes_it(tmp_path, tiny_model):
+    """Issue 40: SIGTERM to a batch stops the job in progress at a step boundary (with a checkpoint), records it
+    as interrupted, starts no other job and exits 143; the next run resumes it."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [text_job("a red mug", tiny_model, iters=60),
+                                                text_job("a blue chair", tiny_model, iters=2)])
+    out = tmp_path / "out"
+    first, second = read_jobs(jobs)
+    command = [sys.executable, "-m", "dreamtext.cli", "batch", str(jobs), "--workspace", str(out), "--no-gallery", "--quiet"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / first.name / "checkpoints" / "last.pt").is_file():
+            assert process.poll() is None and time.monotonic() < deadline, "the batch ended before it could be stopped"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert "SIGTERM: stopped after step" in stderr and "rerun it to resume" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [job["status"] for job in summary["jobs"]] == ["interrupted", "pending"]
+    assert summary["counts"] == {"done": 0, "failed": 0, "interrupted": 1, "pending": 1}
+    stopped_at = Workspace(out / first.name).load_checkpoint()["step"]
+    assert 0 < stopped_at < 60 and not (out / second.name).exists()
+    resumed = run_batch(jobs, out, BatchConfig(gallery=False), progress=False)
+    assert resumed["counts"] == {"done": 2, "failed": 0} and resumed["jobs"][0]["metrics"]["iters"] == 60
+
+
+def test_batch_settings_reach_every_job_and_a_rerun_of_the_same_list_warns_of_nothing(tmp_path, tiny_model, capsys):
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [text_job("a red mug", tiny_model, iters=2), text_job("a blue chair", tiny_model, iters=2)])
+    everyone = BatchConfig(gallery=False, set=("iters=3", "sds.guidance=20"))
+    assert [job.overrides["iters"] for job in read_jobs(jobs, settings={"iters": 3})] == [3, 3]
+    summary = run_batch(jobs, tmp_path / "out", everyone, progress=False)
+    assert [record["metrics"]["iters"] for record in summary["jobs"]] == [3, 3]
+    saved = [json.loads((tmp_path / "out" / record["name"] / "config.json").read_text())["config"] for record in summary["jobs"]]
+    assert [config["sds"]["guidance"] for config in saved] == [20, 20]
+    capsys.readouterr()
+    again = run_batch(jobs, tmp_path / "out", everyone, progress=False)
+    assert again["skipped"] == 2 and "warning" not in capsys.readouterr().err
+    with pytest.raises(DreamtextError, match="--set 'iters': write KEY=VALUE"):
+        run_batch(jobs, tmp_path / "out", BatchConfig(set=("iters",)), progress=False)
+
+
+def test_settings_given_as_json_lists_compare_equal_to_the_saved_tuples(capsys):
+    """Issue 40: a job file's `"export.views": ["front"]` is a list; the run saves (and reloads) a tuple; resuming
+    must not warn that the setting changed."""
+    from dreamtext.methods.lifecycle import resumed_config
+    from dreamtext.methods.presets import preset_config
+    from dreamtext.methods.text_to_3d import TextTo3DConfig
+    from dreamtext.utils.config import config_from_dict, config_to_dict
+
+    requested = preset_config("dreamfusion", "a red mug", {**TOY, "export.views": ["front"], "iters": 3})
+    assert requested.export.views == ("front",)
+    saved = config_from_dict(TextTo3DConfig, json.loads(json.dumps(config_to_dict(requested))))
+    assert resumed_config(saved, requested) == requested and capsys.readouterr().err == ""

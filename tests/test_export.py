@@ -237,9 +237,11 @@ def test_module_fields_are_queried_on_their_device(sphere_field, device):
 
 
 def test_empty_or_saturated_fields_raise_a_helpful_error():
-    with pytest.raises(DreamtextError, match="lower --density-threshold"):
+    # Issue 40: the advice names flags that exist (`export --density-threshold`, a run's --export.mesh.density-threshold)
+    with pytest.raises(DreamtextError, match=r"export again below .*export WORKSPACE --density-threshold X; a new run: "
+                                             r"--export.mesh.density-threshold X"):
         extract_mesh(ConstantField(0.0), MeshExportConfig(resolution=16))
-    with pytest.raises(DreamtextError, match="raise --density-threshold"):
+    with pytest.raises(DreamtextError, match="export again above it .*--density-threshold X"):
         extract_mesh(ConstantField(100.0), MeshExportConfig(resolution=16))
     with pytest.raises(DreamtextError):
         MeshExportConfig(density_threshold=0.0)

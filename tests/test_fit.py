@@ -179,6 +179,16 @@ def test_render_and_export_commands_on_a_fitted_workspace(fitted, capsys):
     assert main(["export", str(ws), "--format", "ply", "--resolution", "32"]) == 0
     ply = trimesh.load(ws / "mesh.ply", force="mesh")
     assert len(ply.faces) > 0 and ply.volume > 0
+    # A lower density threshold draws the surface further out: a larger mesh (issue 40: export has the setting)
+    assert main(["export", str(ws), "--format", "ply", "--resolution", "32", "--density-threshold", "2",
+                 "--out", str(ws / "low.ply")]) == 0
+    assert trimesh.load(ws / "low.ply", force="mesh").volume > ply.volume
+    # A textured export goes beside the run's own mesh, never over it, and says where
+    before = (ws / "mesh.glb").read_bytes()
+    capsys.readouterr()
+    assert main(["export", str(ws), "--texture", "--resolution", "32"]) == 0
+    assert (ws / "mesh.glb").read_bytes() == before and (ws / "mesh_textured.glb").is_file()
+    assert f"wrote {ws / 'mesh_textured.glb'}" in capsys.readouterr().out
     assert main(["export", str(ws), "--format", "obj", "--resolution", "32", "--out", str(ws / "obj" / "mesh.obj")]) == 0
     first_vertex = next(line for line in (ws / "obj" / "mesh.obj").read_text().splitlines() if line.startswith("v "))
     assert len(first_vertex.split()) == 7  # untextured OBJ carries per-vertex colours: v x y z r g b

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dreamtext.errors import DreamtextError
-from dreamtext.methods.lifecycle import EXIT_SIGTERM
+from dreamtext.utils.preemption import EXIT_SIGTERM
 from dreamtext.utils.workspace import Workspace
 from tiny_sd import build_tiny_sd_pipeline
 

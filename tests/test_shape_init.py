@@ -364,3 +364,30 @@ def test_a_resumed_run_takes_its_start_and_hull_from_the_checkpoint(tiny_model, 
     assert drawn == [0] and resumed.init_record == first.init_record and resumed.step == config.iters + 1
     for a, b in zip(resumed.hull.masks, first.hull.masks):
         assert torch.equal(a.cpu(), b.cpu())
+
+
+def test_sigterm_during_the_drawings_stops_the_run_cleanly_and_a_resume_starts_over(tiny_model, tmp_path, monkeypatch):
+    """Issue 40: every stage stops cleanly on SIGTERM, the start's drawings too (exit status 143, no checkpoint,
+    the run resumable)."""
+    import os
+    import signal
+
+    import dreamtext.methods.shape_init as shape_init_module
+    from dreamtext.errors import RunInterrupted
+    from dreamtext.methods.text_to_3d import text_to_3d
+
+    real = shape_init_module.ddim_sample
+    sent = []
+
+    def signalled(*args, **kwargs):
+        if not sent:  # the first drawing: a SIGTERM arrives while it is drawn
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shape_init_module, "ddim_sample", signalled)
+    with pytest.raises(RunInterrupted, match="SIGTERM: stopped during the drawings") as stopped:
+        text_to_3d(hull_config(tiny_model), tmp_path / "ws", progress=False)
+    assert stopped.value.exit_code == 143 and not (tmp_path / "ws" / "checkpoints").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the run's handler is gone with it
+    result = text_to_3d(hull_config(tiny_model), tmp_path / "ws", resume=True, progress=False)
+    assert result.metrics["iters"] == 2 and result.metrics["init"] == "prior_hull"

@@ -476,3 +476,34 @@ def test_bad_numbers_are_one_line_errors_before_anything_loads(flags, tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("dreamtext: error:") and err.count("\n") == 1 and "no-such-model" not in err, err
     assert not ws.exists()
+
+
+def test_a_disk_that_fills_while_a_checkpoint_is_written_names_the_checkpoint_and_stops_the_run(tiny_model, tmp_path, monkeypatch):
+    """Issue 40: torch.save reports a full disk as RuntimeError; the error must name the checkpoint (not
+    progress.json), leave no temporary file behind and mark the run stopped."""
+    import shutil
+    from collections import namedtuple
+
+    from dreamtext.utils import io as io_module
+
+    real_save, real_usage = torch.save, shutil.disk_usage
+
+    def cut_short(obj, handle, *args, **kwargs):
+        if isinstance(obj, dict) and "field" in obj:  # a training checkpoint
+            handle.write(b"PK\x03\x04 half a checkpoint")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/3: file write failed")
+        return real_save(obj, handle, *args, **kwargs)
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(io_module.torch, "save", cut_short)
+    monkeypatch.setattr(io_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 4096))
+    with pytest.raises(DreamtextError) as raised:
+        text_to_3d(small_config(tiny_model, iters=3, checkpoint_every=1), tmp_path / "ws", progress=False)
+    message = str(raised.value)
+    assert "checkpoints/last.pt" in message and "the disk is full" in message and "progress.json" not in message
+    leftovers = [p.name for p in (tmp_path / "ws").rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert json.loads((tmp_path / "ws" / "progress.json").read_text())["running"] is False
+    monkeypatch.setattr(io_module.shutil, "disk_usage", real_usage)
+    with pytest.raises(DreamtextError, match="cannot write .*last.pt: .*PytorchStreamWriter failed"):
+        text_to_3d(small_config(tiny_model, iters=3, checkpoint_every=1), tmp_path / "other", progress=False)

@@ -32,12 +32,14 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import DreamtextError
+from ..errors import DreamtextError, RunInterrupted
 from ..methods.dreamtext.diverse import DiverseConfig, diverse
-from ..methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig, image_to_3d, with_stage_settings
+from ..methods.dreamtext.descriptor import check_config as check_descriptor_config
+from ..methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig, image_to_3d, method_config, with_stage_settings
+from ..methods.dreamtext.reconstruct import check_reconstruct_config
 from ..methods.presets import PRESETS, apply_overrides, default_preset, preset_config
 from ..methods.sample import SampleConfig
-from ..methods.text_to_3d import TextTo3DConfig, text_to_3d
+from ..methods.text_to_3d import check_text_config, text_to_3d
 from ..utils.io import atomic_write_json
 
 Kind = Literal["text", "image", "diverse"]
@@ -86,20 +88,28 @@ def job_name(kind: str, subject: str, seed: int | None, spec: dict) -> str:
 
 
 def _check_settings(kind: str, job: Job, where: str) -> None:
-    """Apply the job's settings to its config now, so an unknown name fails before anything runs."""
-    if kind == "text":
-        preset = job.preset or default_preset(job.overrides.get("model"))
-        if preset not in PRESETS:
-            raise DreamtextError(f"{where}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-        preset_config(preset, job.prompt or "x", {**job.overrides, **job.text_overrides})
-        return
-    if job.method is not None and job.method not in METHODS:
-        raise DreamtextError(f"{where}: unknown method {job.method!r}; known: {', '.join(METHODS)}")
-    apply_overrides(ImageTo3DConfig(), job.overrides)
-    apply_overrides(TextTo3DConfig(), job.text_overrides)
+    """Build and check the job's config now, so an unknown name or a value that cannot run (`"iters": 0`) fails
+    with its line before any job runs."""
+    try:
+        if kind == "text":
+            preset = job.preset or default_preset(job.overrides.get("model"))
+            if preset not in PRESETS:
+                raise DreamtextError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+            check_text_config(preset_config(preset, job.prompt or "x", {**job.overrides, **job.text_overrides,
+                                                                          **({} if job.seed is None else {"seed": job.seed})}))
+            return
+        if job.method is not None and job.method not in METHODS:
+            raise DreamtextError(f"unknown method {job.method!r}; known: {', '.join(METHODS)}")
+        config = method_config(apply_overrides(ImageTo3DConfig(method=job.method or "dreamtext"), job.overrides))
+        if job.seed is not None:
+            config = with_stage_settings(config, seed=job.seed)
+        check_descriptor_config(config.descriptor)
+        check_reconstruct_config(config.reconstruct, job.text_overrides)
+    except DreamtextError as error:
+        raise DreamtextError(f"{where}: {error}") from None
 
 
-def _parse_line(data: Any, number: int, path: Path, seeds: list[int] | None) -> list[Job]:
+def _parse_line(data: Any, number: int, path: Path, seeds: list[int] | None, settings: dict[str, Any]) -> list[Job]:
     where = f"{path.name} line {number}"
     if not isinstance(data, dict):
         raise DreamtextError(f"{where}: a job is a JSON object, got {type(data).__name__}")
@@ -125,7 +135,7 @@ def _parse_line(data: Any, number: int, path: Path, seeds: list[int] | None) -> 
         raise DreamtextError(f"{where}: \"n\" (images of a diverse job) is a positive integer, got {n!r}")
     if image is not None and not Path(image).is_absolute():
         image = str((path.parent / image).resolve())
-    overrides = {_setting_name(k): v for k, v in data.get("overrides", {}).items()}
+    overrides = {**{_setting_name(k): v for k, v in data.get("overrides", {}).items()}, **settings}
     text_overrides = {_setting_name(k): v for k, v in data.get("text_overrides", {}).items()}
     jobs = []
     for seed in (line_seeds or [None]):
@@ -139,8 +149,9 @@ def _parse_line(data: Any, number: int, path: Path, seeds: list[int] | None) -> 
     return jobs
 
 
-def read_jobs(path: str | Path, seeds: list[int] | None = None) -> list[Job]:
-    """Every job of a job file (format: the module docstring), checked; `seeds` expands lines without their own."""
+def read_jobs(path: str | Path, seeds: list[int] | None = None, settings: dict[str, Any] | None = None) -> list[Job]:
+    """Every job of a job file (format: the module docstring), checked; `seeds` expands lines without their own;
+    `settings` (dotted names, `batch --set`) go on top of every job's overrides."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -160,7 +171,7 @@ def read_jobs(path: str | Path, seeds: list[int] | None = None) -> list[Job]:
                 raise DreamtextError(f"{path.name} line {number}: not JSON ({error.msg} at column {error.colno})") from None
         else:
             data = {"kind": "text", "prompt": line}
-        jobs.extend(_parse_line(data, number, path, seeds))
+        jobs.extend(_parse_line(data, number, path, seeds, settings or {}))
     if not jobs:
         raise DreamtextError(f"job file {path} holds no jobs; write one prompt per line, or JSON Lines")
     names = [job.name for job in jobs]
@@ -205,6 +216,12 @@ def run_job(job_data: dict, root: str, progress: bool = False, *, threads: int |
     start = time.perf_counter()
     try:
         metrics = _run(job, workspace, progress)
+    except RunInterrupted as error:  # SIGTERM or Ctrl-C: the job stopped cleanly, and so does the batch
+        record.update(status="interrupted", error=str(error), wall_s=round(time.perf_counter() - start, 3))
+        if workspace.is_dir():
+            atomic_write_json(workspace / JOB_FILE, record)
+        error.record = record
+        raise
     except DreamtextError as error:
         record.update(status="failed", error=str(error), wall_s=round(time.perf_counter() - start, 3))
     else:

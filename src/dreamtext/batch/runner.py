@@ -20,15 +20,18 @@ from their checkpoints, and retries the failed ones.
 from __future__ import annotations
 
 import os
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
-from ..errors import DreamtextError
+from ..errors import DreamtextError, RunInterrupted
 from ..gallery import build_gallery
+from ..utils.config import parse_settings
 from ..utils.io import atomic_write_json
+from ..utils.preemption import Preemption, preemption_handlers, raise_if_stopped, stop_requested
 from ..utils.progress import Progress
 from .jobs import Job, parse_shard, read_jobs, run_job, shard
 
@@ -36,6 +39,8 @@ Engine = Literal["local", "ray"]
 SUMMARY_FILE = "summary.json"
 GALLERY_DIR = "gallery"
 RAY_RETRIES = 3  # ours: a job whose worker died is run again up to this often (it resumes from its checkpoint)
+_STOPPED = Preemption()
+_STOPPED.signal = signal.SIGTERM  # a worker stopped by a signal sent to it alone: reported as SIGTERM
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,10 @@ class BatchConfig:
     """INDEX/COUNT: only this share of the jobs (Slurm arrays: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)."""
     gallery: bool = True
     """Write DIR/gallery with every finished job."""
+    set: tuple[str, ...] = ()
+    """KEY=VALUE settings for every job, by config name, on top of each job's own (e.g. iters=600; a text job's
+    TextTo3DConfig, an image job's ImageTo3DConfig); values read as JSON, else as text. They are part of each
+    job's name: a batch run with other settings makes other workspaces."""
 
     def shard_index_count(self) -> tuple[int, int] | None:
         return None if self.shard is None else parse_shard(self.shard)
@@ -81,7 +90,8 @@ def run_batch(jobs_file: str | Path, workspace: str | Path, config: BatchConfig 
     """Run every job (or the shard's share) of `jobs_file`; write DIR/summary.json (and the gallery)."""
     config.check()
     root = Path(workspace)
-    jobs = jobs if jobs is not None else read_jobs(jobs_file, list(config.seeds) if config.seeds else None)
+    jobs = jobs if jobs is not None else read_jobs(jobs_file, list(config.seeds) if config.seeds else None,
+                                                   parse_settings(config.set))
     share = config.shard_index_count()
     if share is not None:
         jobs = shard(jobs, *share)
@@ -92,21 +102,38 @@ def run_batch(jobs_file: str | Path, workspace: str | Path, config: BatchConfig 
                   {"name": job.name, "kind": job.kind, "prompt": job.prompt, "image": job.image, "seed": job.seed,
                    "line": job.line, "workspace": str(root / job.name)})
              for job in jobs]
-    with Progress(total=len(jobs), description="batch", log_every=1, enabled=progress,
-                  status_path=root / "progress.json") as bar:
-        for record in execute(tasks, config, root):
-            records[record["name"]] = record
-            failed = sum(r["status"] == "failed" for r in records.values())
-            bar.update(len(records), failed=failed)
-            if record["status"] == "failed" and progress:
-                bar.log(f"batch: {record['name']} failed: {record['error']}")
-    ordered = [records[job.name] for job in jobs]
-    summary = {
-        "jobs_file": str(jobs_file), "engine": config.engine, "wall_s": round(time.perf_counter() - start, 3),
-        "counts": {status: sum(r["status"] == status for r in ordered) for status in ("done", "failed")},
-        "skipped": sum(bool(r.get("skipped")) for r in ordered), "jobs": ordered,
-    }
     name = SUMMARY_FILE if share is None else f"summary-shard-{share[0]}-of-{share[1]}.json"
+    pending = {job.name: {**task.fallback, "status": "pending"} for job, task in zip(jobs, tasks)}
+
+    def summary_of(records: dict[str, dict]) -> dict:
+        ordered = [records.get(job.name, pending[job.name]) for job in jobs]
+        counts = {status: sum(r["status"] == status for r in ordered) for status in ("done", "failed", "interrupted", "pending")}
+        return {
+            "jobs_file": str(jobs_file), "engine": config.engine, "wall_s": round(time.perf_counter() - start, 3),
+            "counts": {status: n for status, n in counts.items() if n or status in ("done", "failed")},
+            "skipped": sum(bool(r.get("skipped")) for r in ordered), "jobs": ordered,
+        }
+
+    # SIGTERM or Ctrl-C stops the job in progress at its step boundary (with a checkpoint) and the batch after
+    # it: the summary records it as interrupted, and a rerun resumes it.
+    with preemption_handlers(), Progress(total=len(jobs), description="batch", log_every=1, enabled=progress,
+                                         status_path=root / "progress.json", stop_between_steps=False) as bar:
+        try:
+            for record in execute(tasks, config, root):
+                records[record["name"]] = record
+                failed = sum(r["status"] == "failed" for r in records.values())
+                bar.update(len(records), failed=failed)
+                if record["status"] == "failed" and progress:
+                    bar.log(f"batch: {record['name']} failed: {record['error']}")
+        except RunInterrupted as stop:
+            for record in getattr(stop, "records", [getattr(stop, "record", None)]):
+                if record is not None:
+                    records[record["name"]] = record
+            atomic_write_json(root / name, summary_of(records))
+            raise RunInterrupted(f"{stop}; the batch stopped with it (summary in {root / name}); rerun it to resume",
+                                 stop.exit_code) from None
+    summary = summary_of(records)
+    ordered = summary["jobs"]
     atomic_write_json(root / name, summary)
     if config.gallery and share is None:
         summary["gallery"] = _gallery(root, ordered)
@@ -155,6 +182,7 @@ def _run_locally(tasks: list[Task], config: BatchConfig, root: Path) -> Iterator
     workers = config.workers or 1
     if workers == 1:
         for task in tasks:
+            raise_if_stopped("the batch")  # a stop that came between two jobs
             yield task.function(*task.args, threads=None)
         return
     import multiprocessing
@@ -162,9 +190,34 @@ def _run_locally(tasks: list[Task], config: BatchConfig, root: Path) -> Iterator
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: the parent may hold torch's thread pools or a CUDA context.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(task.function, *task.args, threads=threads) for task in tasks]
-        for future in as_completed(futures):
-            yield future.result()
+        futures = {pool.submit(task.function, *task.args, threads=threads): task for task in tasks}
+        interrupted: list[dict] = []
+        forwarded = False
+        remaining = set(futures)
+        while remaining:
+            done, remaining = wait(remaining, timeout=1.0, return_when=FIRST_COMPLETED)
+            request = stop_requested()
+            if request is not None and not forwarded:  # the workers stop their jobs at a step boundary too
+                forwarded = True
+                for future in remaining:
+                    future.cancel()
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    if process.is_alive():
+                        os.kill(process.pid, request.signal)
+            for future in done:
+                if future.cancelled():
+                    continue
+                try:
+                    yield future.result()
+                except RunInterrupted as stop:
+                    interrupted.append(getattr(stop, "record", None) or {**futures[future].fallback, "status": "interrupted"})
+            remaining = {future for future in remaining if not future.cancelled()}
+        request = stop_requested()
+        if request is not None or interrupted:
+            stop = RunInterrupted(f"{(request or _STOPPED).name}: {len(interrupted)} job(s) stopped with a checkpoint",
+                                  (request or _STOPPED).exit_code)
+            stop.records = interrupted
+            raise stop
 
 
 def _import_ray():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,7 +10,7 @@ import tyro
 
 from ..batch import BatchConfig, run_batch
 from ..bench import SUITES, run_benchmark
-from ..errors import DreamtextError
+from ..utils.config import parse_settings
 from ..utils.device import Device
 from .positionals import JobsFile
 
@@ -92,16 +91,3 @@ class BenchCommand:
                       captions=self.captions)
 
 
-def parse_settings(pairs: tuple[str, ...]) -> dict:
-    """KEY=VALUE pairs as dotted settings; a VALUE is JSON where it parses (numbers, true, lists), else text."""
-    settings = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise DreamtextError(f"--set {pair!r}: write KEY=VALUE, e.g. sds.guidance_form=perp_neg")
-        name = key.strip().lstrip("-").replace("-", "_")
-        try:
-            settings[name] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[name] = value
-    return settings

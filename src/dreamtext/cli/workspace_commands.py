@@ -37,15 +37,21 @@ class ExportCommand:
     format: Literal["glb", "obj", "ply"] = "glb"
     resolution: int | None = None
     """Marching-cubes grid resolution (None: the run's export config)."""
+    density_threshold: float | None = None
+    """The density the surface is drawn at (None: the run's export config; lower it when the mesh comes out
+    empty or thin parts are missing)."""
     texture: bool = False
     """Bake a UV texture (xatlas) instead of vertex colours (without it: as the run's export config says)."""
     out: str | None = None
-    """Output path (None: WORKSPACE/mesh.FORMAT)."""
+    """Output path (None: WORKSPACE/mesh.FORMAT, or WORKSPACE/mesh_textured.FORMAT with --texture, beside the run's
+    own mesh)."""
 
     def run(self) -> None:
         trained = load_trained(self.workspace)
-        files = export_mesh(trained, self.out or str(Path(self.workspace) / f"mesh.{self.format}"), self.format,
-                            resolution=self.resolution, texture=True if self.texture else None, progress=True)
+        default = f"mesh_textured.{self.format}" if self.texture else f"mesh.{self.format}"
+        files = export_mesh(trained, self.out or str(Path(self.workspace) / default), self.format,
+                            resolution=self.resolution, texture=True if self.texture else None, progress=True,
+                            density_threshold=self.density_threshold)
         print("wrote " + ", ".join(str(f) for f in files))
 
 

@@ -49,7 +49,7 @@ class MeshExportConfig:
         if self.resolution < 8:
             raise DreamtextError(f"mesh resolution must be at least 8, got {self.resolution}")
         if not self.density_threshold > 0:
-            raise DreamtextError(f"--density-threshold must be positive, got {self.density_threshold}")
+            raise DreamtextError(f"the mesh's density threshold must be positive, got {self.density_threshold}")
         if self.decimate_target is not None and self.decimate_target < 100:
             raise DreamtextError(f"--decimate-target must be at least 100 faces, got {self.decimate_target}")
 
@@ -134,14 +134,16 @@ def extract_mesh(field: Field, config: MeshExportConfig = MeshExportConfig()) ->
     inside = grid > config.density_threshold
     if not bool(inside.any()):
         raise DreamtextError(
-            f"mesh export found nothing: the density never exceeds --density-threshold "
+            f"mesh export found nothing: the density never exceeds the mesh's density threshold "
             f"{config.density_threshold:g} (its maximum on the {config.resolution}^3 grid is {float(grid.max()):.3g}); "
-            "lower --density-threshold below that maximum, or the field is empty (check the renders: training may have collapsed)"
+            "export again below that maximum (dreamtext export WORKSPACE --density-threshold X; a new run: "
+            "--export.mesh.density-threshold X), or the field is empty (check the renders: training may have collapsed)"
         )
     if bool(inside.all()):
         raise DreamtextError(
-            f"mesh export found only a box: the density exceeds --density-threshold {config.density_threshold:g} "
-            f"everywhere in the bound (its minimum is {float(grid.min()):.3g}); raise --density-threshold above it"
+            f"mesh export found only a box: the density exceeds the mesh's density threshold {config.density_threshold:g} "
+            f"everywhere in the bound (its minimum is {float(grid.min()):.3g}); export again above it (dreamtext export "
+            "WORKSPACE --density-threshold X; a new run: --export.mesh.density-threshold X)"
         )
 
     vertices, faces = _march_within_budget(grid, field.bound, config.density_threshold, config.decimate_target)

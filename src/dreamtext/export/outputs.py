@@ -137,10 +137,12 @@ def render_outputs(trained: "TrainedScene", folder: Path, frames: int, size: int
 
 
 def export_mesh(trained: "TrainedScene", path: str, fmt: str, resolution: int | None = None, texture: bool | None = None,
-                progress: bool = False) -> list[Path]:
+                progress: bool = False, density_threshold: float | None = None) -> list[Path]:
     config = trained.export
     if resolution is not None:
         config = replace(config, mesh=replace(config.mesh, resolution=resolution))
+    if density_threshold is not None:
+        config = replace(config, mesh=replace(config.mesh, density_threshold=density_threshold))
     if texture is not None:
         config = replace(config, texture=texture)
     files, _ = write_mesh(trained.field, config, path, fmt, progress)

@@ -29,9 +29,10 @@ from ..scene.occupancy import OccupancyGridConfig
 from ..scene.renderer import RendererConfig, VolumeRenderer
 from ..utils.device import Device, resolve_device
 from ..utils.images import save_image
+from ..utils.preemption import preemption_handlers
 from ..utils.workspace import Workspace
 from ..world.analytic import default_scene, write_scene_views
-from .lifecycle import RESUMABLE_KEYS, check_schedule, start_run, train_loop
+from .lifecycle import RESUMABLE_KEYS, check_schedule, check_seed, start_run, train_loop
 
 
 @dataclass
@@ -213,13 +214,15 @@ FIT_RESUMABLE_KEYS = (*RESUMABLE_KEYS, "data", "export.camera_radius", "export.c
 def fit(config: FitConfig, workspace: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
     """Fit a field to posed images; write checkpoints, validation renders, metrics, a mesh and videos."""
     check_schedule(config.iters, config.checkpoint_every, config.checkpoint_minutes, config.eval_every)
+    check_seed(config.seed)
     if config.batch_rays < 1 or not config.lr > 0 or config.holdout_every < 0:
         raise DreamtextError(f"--batch-rays must be at least 1, --lr positive and --holdout-every at least 0; got "
                              f"{config.batch_rays}, {config.lr}, {config.holdout_every}")
     # The user's images are checked before anything is written, so bad input leaves no trace.
     posed = load_fit_data(config) if config.data is not None else None
     run = start_run(workspace, "fit", config, resume, FIT_RESUMABLE_KEYS)
-    with run.workspace.held() as ws:  # created and locked: a second run on this workspace is refused meanwhile
+    # created and locked (a second run here is refused meanwhile); SIGTERM or Ctrl-C stops any stage cleanly
+    with run.workspace.held() as ws, preemption_handlers():
         config = run.config
         if posed is None:
             posed = load_fit_data(config, ws)

@@ -8,25 +8,23 @@ A method's trainer has `step`, `train_step()` (its losses; nan for a skipped ste
   run already finished. It creates nothing: a run that fails to start (a bad model, a bad image) leaves
   no workspace behind (`Workspace.create` comes after the method's own checks and loads).
 - `train_loop`: progress with ETA, evaluation and checkpoint cadence (every `checkpoint_every` steps, every
-  `checkpoint_minutes` of wall time, and at the end), and preemption: SIGTERM (what Slurm and Ray send)
-  and a first Ctrl-C end the run at the end of the current step with a checkpoint and `RunInterrupted`
-  (exit status 143 or 130); `--resume` then continues bit-identically.
+  `checkpoint_minutes` of wall time, and at the end), and preemption (utils/preemption.py): SIGTERM (what
+  Slurm and Ray send) and a first Ctrl-C end the run at the end of the current step with a checkpoint and
+  `RunInterrupted` (exit status 143 or 130); `--resume` then continues bit-identically.
 - checkpoints themselves are rotated and verified by `utils.workspace.Workspace`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 from ..errors import DreamtextError, RunInterrupted
 from ..utils.config import config_from_dict, config_to_dict, differing_keys, get_dotted, set_dotted
+from ..utils.preemption import preemption_handlers
 from ..utils.progress import Progress
 from ..utils.workspace import Workspace
 
@@ -38,7 +36,6 @@ RESUMABLE_KEYS: tuple[str, ...] = (
 )
 # Files that mark a folder as an image-to-3D workspace, which a text or fit run must not move into.
 FOREIGN_MARKERS = ("stage.json", "describe.json")
-EXIT_SIGTERM, EXIT_SIGINT = 128 + signal.SIGTERM, 128 + signal.SIGINT  # the shell's convention: 143, 130
 
 
 class Trainer(Protocol):
@@ -109,35 +106,6 @@ def start_run(root: str | Path, method: str, config: C, resume: bool, taken: Seq
     return RunStart(workspace, config, resuming=True, finished=done)
 
 
-class _Preemption:
-    """SIGTERM, or a first Ctrl-C, asks the loop to stop at the end of the current step; a second Ctrl-C
-    stops at once (KeyboardInterrupt)."""
-
-    def __init__(self):
-        self.signal: int | None = None
-
-    def handle(self, number, frame) -> None:
-        if number == signal.SIGINT and self.signal == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = number
-
-
-@contextmanager
-def preemption_handlers() -> Iterator[_Preemption]:
-    """Install the handlers for the duration of a training loop (main thread only: Python delivers
-    signals there; elsewhere the loop runs without them)."""
-    state = _Preemption()
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-    previous = {number: signal.signal(number, state.handle) for number in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield state
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 def train_loop(trainer: Trainer, workspace: Workspace, iters: int, description: str, progress: bool,
                checkpoint_every: int, checkpoint_minutes: float, eval_every: int | None = None,
                scalars: Callable[[Any], dict[str, float]] = lambda loss: {"loss": loss}) -> None:
@@ -147,7 +115,7 @@ def train_loop(trainer: Trainer, workspace: Workspace, iters: int, description: 
     scalars: names what `train_step` returns for the progress line (default: one loss)."""
     last_save = time.monotonic()
     with Progress(total=iters, start=trainer.step, description=description, enabled=progress,
-                  status_path=workspace.progress_path) as bar, preemption_handlers() as preempted:
+                  status_path=workspace.progress_path, stop_between_steps=False) as bar, preemption_handlers() as preempted:
         while trainer.step < iters:
             shown = scalars(trainer.train_step())
             step = trainer.step
@@ -161,10 +129,8 @@ def train_loop(trainer: Trainer, workspace: Workspace, iters: int, description: 
                 workspace.save_checkpoint(trainer.state_dict())
                 last_save = time.monotonic()
             if preempted.signal is not None and step < iters:
-                name = "SIGTERM" if preempted.signal == signal.SIGTERM else "Ctrl-C"
-                code = EXIT_SIGTERM if preempted.signal == signal.SIGTERM else EXIT_SIGINT
-                raise RunInterrupted(f"{name}: stopped after step {step} of {iters} with a checkpoint; continue with --resume",
-                                     code)
+                raise RunInterrupted(f"{preempted.name}: stopped after step {step} of {iters} with a checkpoint; "
+                                     "continue with --resume", preempted.exit_code)
 
 
 def check_schedule(iters: int, checkpoint_every: int, checkpoint_minutes: float, eval_every: int | None = None) -> None:
@@ -177,3 +143,13 @@ def check_schedule(iters: int, checkpoint_every: int, checkpoint_minutes: float,
         raise DreamtextError(f"checkpoint_minutes must be positive (minutes of wall time between checkpoints), got {checkpoint_minutes}")
     if eval_every is not None and eval_every < 1:
         raise DreamtextError(f"eval_every must be at least 1 step, got {eval_every}")
+
+
+# torch seeds generators with any integer in [0, 2^64); a negative one wraps around (-1 becomes 2^64 - 1), so a
+# run's config would not say the seed it ran with.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise DreamtextError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed}")

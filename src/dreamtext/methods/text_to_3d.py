@@ -34,10 +34,11 @@ from ..scene.shading import ShadingScheduleConfig, light_directions_near_camera
 from ..utils.device import PRECISION_DTYPES, Device, Precision, precision_dtype, precision_name, resolve_device
 from ..utils.ema import update_ema
 from ..utils.images import save_image
+from ..utils.preemption import preemption_handlers
 from ..utils.progress import timed
 from ..utils.workspace import Workspace
 from .adan import Adan
-from .lifecycle import check_schedule, start_run, train_loop
+from .lifecycle import check_schedule, check_seed, start_run, train_loop
 from .regularizers import RegularizerWeights, regularization
 from .sample import contact_sheet
 from .shape_init import (DrawingSource, ShapeInitConfig, SoftVisualHull, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
@@ -150,8 +151,8 @@ class TextTo3DConfig:
     `train-prior unet --camera`; the built-in prior ships none); False: the text-only UNet, which hears the view
     only through the prompt's view suffix."""
     camera_classifier: str | None = None
-    """A camera classifier folder (`train-prior camera`) whose guidance `--sds.camera-guidance` and
-    `--init.camera-guidance` scale; None: the model folder's own `camera_classifier/`, if it has one."""
+    """A camera classifier folder (`train-prior camera`) for camera guidance (its scales: sds.camera_guidance,
+    init.camera_guidance); None: the model folder's own `camera_classifier/`, if it has one."""
     sds: SDSSettings = dataclasses.field(default_factory=SDSSettings)
     render_size: int = 64  # thesis table (Stable DreamFusion: 64 px; FitFusion 256)
     iters: int = 100 * ITERS_PER_EPOCH  # thesis: 100 epochs of 100 iterations (Stable DreamFusion)
@@ -479,6 +480,7 @@ def check_text_config(config: TextTo3DConfig) -> None:
     if not config.prompt.prompt.strip():
         raise DreamtextError("the prompt is empty: describe the object to create, e.g. dreamtext text \"a red mug\"")
     check_schedule(config.iters, config.checkpoint_every, config.checkpoint_minutes, config.eval_every)
+    check_seed(config.seed)
     problems = [
         (config.render_size >= 8, f"--render-size must be at least 8 pixels, got {config.render_size}"),
         (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
@@ -518,7 +520,9 @@ def text_to_3d(
         # (no prior to load, nothing to train).
         return TextTo3DResult(workspace=ws.root, metrics=run.finished)
     trainer = make_trainer(config, ws, prior=prior)  # loads the prior: a bad model fails before anything is written
-    with ws.held():  # created and locked: a second run on this workspace is refused while this one trains
+    # created and locked (a second run on this workspace is refused while this one trains); SIGTERM or Ctrl-C
+    # stops any stage cleanly (utils/preemption.py)
+    with ws.held(), preemption_handlers():
         ws.save_config(config, method="text")
         return _train_and_export(trainer, config, ws, run.resuming, progress)
 

@@ -9,9 +9,12 @@ part's own settings.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from typing import Any, TypeVar
+
+from ..errors import DreamtextError
 
 T = TypeVar("T")
 
@@ -111,6 +114,8 @@ def set_dotted(config: T, key: str, value: Any) -> T:
                 raise AttributeError(f"{head}.kind must be one of {', '.join(members)}, got {value!r}")
             current = getattr(config, head)
             return config if getattr(current, "kind", None) == value else dataclasses.replace(config, **{head: members[value]()})
+    if not rest and isinstance(value, (list, dict)):  # as JSON gives it (a job file, --set): a tuple, a nested config
+        value = _build(_field_type(type(config), head), value)
     return dataclasses.replace(config, **{head: set_dotted(getattr(config, head), rest, value) if rest else value})
 
 
@@ -121,3 +126,19 @@ def changed_from(config: T, reference: T, base: T) -> T:
     for key in differing_keys(config_to_dict(config), config_to_dict(reference)):
         result = set_dotted(result, key, get_dotted(config, key))
     return result
+
+
+def parse_settings(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs (`--set`) as dotted settings; a VALUE is JSON where it parses (numbers, true, lists),
+    else text."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DreamtextError(f"--set {pair!r}: write KEY=VALUE, e.g. sds.guidance_form=perp_neg")
+        name = key.strip().lstrip("-").replace("-", "_")
+        try:
+            settings[name] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[name] = value
+    return settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -34,8 +35,9 @@ def staging_folder(target: Path) -> Path:
     return staging
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` and move the result over `path` in one rename.
+def atomic_write(path: str | Path, write: Callable[[Path], None], shown_as: str | Path | None = None) -> Path:
+    """Call `write(tmp_path)` and move the result over `path` in one rename; an error names `shown_as` (the file
+    a staged write stands for) or `path`.
 
     The temporary file lives in the destination folder so the rename never crosses file systems. The file
     gets the mode a plain write would (mkstemp's are 0600, which the rename would keep), so a workspace
@@ -52,11 +54,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         tmp_path.chmod(default_mode())
         os.replace(tmp_path, path)
     except OSError as error:  # a full disk, a lost mount, no permission: one line, the old file untouched
-        raise DreamtextError(write_error(path, error)) from None
+        raise DreamtextError(write_error(Path(shown_as or path), error)) from None
+    except RuntimeError as error:  # torch.save's writer reports a failed write as RuntimeError
+        raise DreamtextError(write_error(Path(shown_as or path), _as_os_error(path, error))) from None
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
     return path
+
+
+def _as_os_error(path: Path, error: RuntimeError) -> OSError:
+    """The OSError a failed write reported as a RuntimeError stands for: a full disk when (almost) nothing is
+    left on it, else an I/O error with the writer's words."""
+    try:
+        full = shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        full = False
+    return OSError(errno.ENOSPC, "No space left on device") if full else OSError(errno.EIO, str(error).splitlines()[0])
 
 
 def write_error(path: Path, error: OSError) -> str:
@@ -80,5 +94,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_torch_save(path: str | Path, obj: Any) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+def atomic_torch_save(path: str | Path, obj: Any, shown_as: str | Path | None = None) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # closed even when the write fails, so deleting it frees its space
+            torch.save(obj, handle)
+
+    return atomic_write(path, write, shown_as)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .io import atomic_write_json
+from .preemption import raise_if_stopped
 
 
 def format_duration(seconds: float) -> str:
@@ -40,6 +41,9 @@ class Progress:
     enabled: bool = True
     status_path: str | Path | None = None
     status_every_s: float = 1.0  # ours: fresh enough for a viewer, negligible next to any training step
+    stop_between_steps: bool = True
+    """A stop request (SIGTERM, Ctrl-C; utils/preemption.py) ends the stage at its next update; False for a
+    loop that stops by itself after a checkpoint (the training loop)."""
     _t0: float = field(default=0.0, init=False)
     _status_written: float = field(default=-math.inf, init=False)
     _live: object = field(default=None, init=False)
@@ -60,10 +64,16 @@ class Progress:
             self._task = self._live.add_task(self.description, total=self.total, completed=self.start, rate="", scalars="")
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, error, traceback) -> None:
         if self._live is not None:
             self._live.stop()
-        self._write_status(running=False)
+        try:
+            self._write_status(running=False)
+        except Exception:
+            if kind is None:
+                raise
+            # best effort while another error ends the run (a full disk): that error is the one to report
+            print(f"dreamtext: warning: could not mark {self.status_path} stopped", file=sys.stderr)
 
     @property
     def rate(self) -> float:
@@ -78,7 +88,9 @@ class Progress:
         return (self.total - self._last.get("step", self.start)) / rate if rate > 0 else float("nan")
 
     def update(self, step: int, **scalars: float) -> None:
-        """Report that `step` steps are done."""
+        """Report that `step` steps are done (and stop the stage here if a stop was requested)."""
+        if self.stop_between_steps:
+            raise_if_stopped(f"the {self.description} (step {step} of {self.total})")
         self._last = {"step": step, **scalars}
         if self.status_path is not None and (time.monotonic() - self._status_written >= self.status_every_s or step == self.total):
             self._write_status(running=True)

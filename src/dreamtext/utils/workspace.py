@@ -191,7 +191,7 @@ class Workspace:
         (test_utils kills the save at each rename)."""
         last, previous = self.checkpoint_path, self.previous_checkpoint_path
         staged = last.with_name(f".{last.name}.new")
-        atomic_torch_save(staged, state)
+        atomic_torch_save(staged, state, shown_as=last)
         atomic_write_text(_sidecar(staged), checkpoint_fingerprint(staged))
         _sidecar(previous).unlink(missing_ok=True)  # previous.pt is about to be replaced
         if last.is_file():

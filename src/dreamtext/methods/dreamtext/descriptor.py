@@ -37,9 +37,10 @@ from ...prior import Prior, load_prior
 from ...prior.camera import camera_labels
 from ...prior.latents import images_to_latents
 from ...utils.device import PRECISION_DTYPES, Device, Precision, resolve_device
+from ...utils.preemption import preemption_handlers
 from ...utils.progress import Progress
 from ...utils.workspace import Workspace
-from ..lifecycle import check_schedule, start_run, train_loop
+from ..lifecycle import check_schedule, check_seed, start_run, train_loop
 from .augment import AugmentConfig, augment
 from .inputs import workspace_input
 from .learned import EMBEDDINGS_DIR, LearnedSentence
@@ -83,6 +84,7 @@ class DescriptorConfig:
 
 def check_config(config: DescriptorConfig) -> None:
     check_schedule(config.iters, config.checkpoint_every, config.checkpoint_minutes)
+    check_seed(config.seed)
     if config.batch_size < 1 or not config.lr > 0 or not 0.0 <= config.t_min <= config.t_max <= 1.0:
         raise DreamtextError("descriptor training needs --batch-size >= 1, a positive --lr and 0 <= t_min <= t_max <= 1; got "
                              f"{config.batch_size}, {config.lr}, {config.t_min}, {config.t_max}")
@@ -362,7 +364,7 @@ def train_descriptor(
         return keep_plain_sentence(root, config, described, template, prior)
     # Loads the prior: a bad model fails before anything is written.
     trainer = DescriptorTrainer(config, root, prior=prior, described=described)
-    with ws.held():  # created and locked: a second run on this workspace is refused while this one trains
+    with ws.held(), preemption_handlers():  # locked for this run; SIGTERM or Ctrl-C stops it cleanly
         ws.save_config(config, method=METHOD)
         if run.resuming:
             trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))

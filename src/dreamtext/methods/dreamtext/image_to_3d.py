@@ -23,6 +23,7 @@ from typing import Any, Literal
 from ...errors import DreamtextError
 from ...utils.config import config_to_dict
 from ...utils.io import atomic_write_json
+from ...utils.preemption import preemption_handlers
 from ...utils.workspace import Workspace
 from ...data.input_image import load_input_image
 from ..describe.describe import DESCRIBE_FILE, DescribeConfig, describe_image
@@ -132,7 +133,9 @@ def image_to_3d(
         atomic_write_json(root / STAGE_FILE, state)
 
     descriptor_metrics: dict = saved.get("descriptor_metrics", {}) if continuing else {}
-    with space.held():  # created and locked for the whole pipeline: a second run here is refused meanwhile
+    # created and locked for the whole pipeline (a second run here is refused meanwhile); SIGTERM or Ctrl-C
+    # stops any stage cleanly and the next run resumes it
+    with space.held(), preemption_handlers():
         for stage in STAGES:
             if state["stages"].get(stage) == "done":
                 continue

@@ -30,7 +30,7 @@ from ...prior.prompts import PromptConfig
 from ...scene.cameras import Cameras, look_at, spherical_to_cartesian
 from ...utils.device import Device, Precision, precision_dtype, resolve_device
 from ..presets import preset_config
-from ..text_to_3d import TextTo3DConfig, TextTo3DResult, TextTo3DTrainer, text_to_3d
+from ..text_to_3d import TextTo3DConfig, TextTo3DResult, TextTo3DTrainer, check_text_config, text_to_3d
 from .descriptor import encode_prompts
 from .inputs import workspace_input
 from .learned import EMBEDDINGS_DIR, LearnedSentence
@@ -137,6 +137,18 @@ def text_config_for(learned: LearnedSentence, config: ReconstructConfig, overrid
     """The text-to-3D config of a reconstruction: the preset, the thesis's size and length, the learned prompt.
     `overrides` come last but for the start, which is always the density blob (the benchmark's image cases
     pass the whole text preset, hull start included)."""
+    text = reconstruction_text_config(learned.prompt, config, overrides)
+    if learned.conditioning is not None:  # one trained embedding for every view: no view suffixes
+        text = dataclasses.replace(text, prompt=PromptConfig(prompt=learned.prompt, view_dependent=False))
+    return text
+
+
+def check_reconstruct_config(config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> None:
+    """One-line errors for reconstruction settings that cannot run, before any stage does."""
+    check_text_config(reconstruction_text_config("a placeholder sentence", config, overrides))
+
+
+def reconstruction_text_config(prompt: str, config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> TextTo3DConfig:
     values = {
         "iters": config.iters, "render_size": config.render_size, "sds.guidance": config.guidance, "seed": config.seed,
         "device": config.device, "model": config.model, "precision": config.precision, **(overrides or {}),
@@ -144,10 +156,7 @@ def text_config_for(learned: LearnedSentence, config: ReconstructConfig, overrid
         # `init`) were measured for text-to-3D only.
         "init.kind": "blob",
     }
-    text = preset_config(config.preset, learned.prompt, values)
-    if learned.conditioning is not None:  # one trained embedding for every view: no view suffixes
-        text = dataclasses.replace(text, prompt=PromptConfig(prompt=learned.prompt, view_dependent=False))
-    return text
+    return preset_config(config.preset, prompt, values)
 
 
 def reconstruct(
