@@ -94,7 +94,9 @@ def test_a_part_is_chosen_by_its_kind_and_its_settings_are_flags(tmp_path, capsy
 def test_every_setting_has_exactly_one_flag(command, config_type, capsys):
     options = option_strings(command, [], capsys)
     assert len(options) == len(set(options)), "a flag appears twice"
-    for name in leaf_settings(config_type):
+    # a stage command spells its settings as `image` does (issue 40: one spelling for a setting across commands)
+    prefix = {DescriptorCommand: "descriptor.", ReconstructCommand: "reconstruct.", DescribeCommand: "describe."}.get(command, "")
+    for name in leaf_settings(config_type, prefix):
         flag = "--" + name.replace("_", "-")
         matches = [option for option in options if option == flag]
         assert len(matches) == 1, f"{name}: {matches}"
@@ -141,19 +143,21 @@ def test_overview_version_and_unknown_commands_answer_without_importing_torch():
 def test_image_commands_take_their_method_defaults_wherever_the_workspace_stands(tmp_path):
     """descriptor / reconstruct / image defaults are the method's (--method, else the workspace's stage file);
     the workspace is found among the flags, whether they take a value or not."""
-    assert first_positional(DescriptorCommand, ["--iters", "5", "--resume", "--sample-posterior", "W", "--lr", "1"]) == "W"
-    assert first_positional(DescriptorCommand, ["--iters=5", "W"]) == "W" and first_positional(DescriptorCommand, ["--iters", "5"]) is None
+    assert first_positional(DescriptorCommand, ["--descriptor.iters", "5", "--resume", "--descriptor.sample-posterior", "W",
+                                                "--descriptor.lr", "1"]) == "W"
+    assert first_positional(DescriptorCommand, ["--descriptor.iters=5", "W"]) == "W"
+    assert first_positional(DescriptorCommand, ["--descriptor.iters", "5"]) is None
 
-    command = parse_command(["descriptor", "--iters", "5", str(tmp_path), "--method", "realfusion"])
+    command = parse_command(["descriptor", "--descriptor.iters", "5", str(tmp_path), "--method", "realfusion"])
     assert (command.config.iters, command.config.trainable, command.config.base_loss_weight) == (5, "noun", 0.0)
     atomic_write_json(tmp_path / "stage.json", {"method": "realfusion"})
-    command = parse_command(["reconstruct", "--render-size", "64", str(tmp_path)])
+    command = parse_command(["reconstruct", "--reconstruct.render-size", "64", str(tmp_path)])
     assert command.config.render_size == 64 and command.config.reference.rgb_weight > 0  # the workspace's method
     assert parse_command(["reconstruct", str(tmp_path), "--method", "dreamtext"]).config.reference.rgb_weight == 0
 
     saved = DescriptorConfig(iters=77, lr=1e-3)
     atomic_write_json(tmp_path / "descriptor" / "config.json", {"method": "descriptor", "config": config_to_dict(saved)})
-    resumed = parse_command(["descriptor", str(tmp_path), "--resume", "--lr", "2e-3"]).config
+    resumed = parse_command(["descriptor", str(tmp_path), "--resume", "--descriptor.lr", "2e-3"]).config
     assert (resumed.iters, resumed.lr) == (77, 2e-3)  # the saved run's values, the options given on top
 
     image = parse_command(["image", "photo.png", "--method", "sentence", "--device", "cpu", "--descriptor.iters", "3",

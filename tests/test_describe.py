@@ -373,7 +373,8 @@ def test_describe_command_with_a_trained_clip_and_its_bad_input(tmp_path, traine
     vocab.mkdir()
     (vocab / "nouns.txt").write_text("\n".join(TRAINED_NOUNS))
     (vocab / "adjectives.txt").write_text("\n".join(TRAINED_COLOURS))
-    args = ["--workspace", str(tmp_path / "ws"), "--clip", str(folder), "--vocabulary", str(vocab), "--image.size", "64", "--device", "cpu"]
+    args = ["--workspace", str(tmp_path / "ws"), "--describe.clip", str(folder), "--describe.vocabulary", str(vocab),
+            "--describe.image.size", "64", "--describe.device", "cpu"]
     assert main(["describe", str(rgba_file(tmp_path / "in.png")), *args, "--noun", "cube"]) == 0
     record = json.loads((tmp_path / "ws" / "describe.json").read_text())
     assert record["noun"] == "cube" and record["noun_given"] and record["clip"]["kind"] == "small"

@@ -263,20 +263,20 @@ def test_diverse_makes_k_objects_and_a_contact_sheet(tmp_path, tiny_model):
 
 def test_descriptor_cli_trains_and_bad_input_is_one_line(tmp_path, tiny_model, capsys):
     root = write_described_workspace(tmp_path / "ws")
-    assert main(["descriptor", str(root), "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet"]) == 0
+    assert main(["descriptor", str(root), "--descriptor.model", tiny_model, "--descriptor.iters", "2", "--descriptor.device", "cpu", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "<dt-red>" in out and (root / "embeddings" / "sentence.json").is_file()
-    assert main(["descriptor", str(root), "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet"]) == 2
+    assert main(["descriptor", str(root), "--descriptor.model", tiny_model, "--descriptor.iters", "2", "--descriptor.device", "cpu", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--resume" in err and len(err.strip().splitlines()) == 1
     # A sentence without descriptor words is not an error: kept as it is, one warning line.
     plain = write_described_workspace(tmp_path / "plain", {**SENTENCE, "sentence": "An image of a mug", "descriptors": []})
-    assert main(["descriptor", str(plain), "--model", tiny_model, "--iters", "2", "--device", "cpu", "--quiet"]) == 0
+    assert main(["descriptor", str(plain), "--descriptor.model", tiny_model, "--descriptor.iters", "2", "--descriptor.device", "cpu", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert '"An image of a mug" after 0 iterations' in captured.out and len(captured.err.strip().splitlines()) == 1
-    assert main(["descriptor", str(tmp_path / "nothing"), "--model", tiny_model, "--device", "cpu"]) == 2
+    assert main(["descriptor", str(tmp_path / "nothing"), "--descriptor.model", tiny_model, "--descriptor.device", "cpu"]) == 2
     assert "dreamtext describe" in capsys.readouterr().err
-    assert main(["reconstruct", str(tmp_path / "nothing"), "--model", tiny_model, "--device", "cpu"]) == 2
+    assert main(["reconstruct", str(tmp_path / "nothing"), "--reconstruct.model", tiny_model, "--reconstruct.device", "cpu"]) == 2
     assert "dreamtext descriptor" in capsys.readouterr().err
     assert main(["image", str(tmp_path / "missing.png"), "--workspace", str(tmp_path / "w"), "--device", "cpu"]) == 2
     assert "no such image" in capsys.readouterr().err

@@ -37,19 +37,27 @@ def saved_config(workspace: str, like):
         return None
 
 
+def _flag_name(item: dataclasses.Field, hint) -> tuple[str, object]:
+    """A field's flag name (its own, or the one tyro.conf.arg(name=...) gives it: "" adds nothing to its
+    fields' flags) and its type without annotations."""
+    name = item.name.replace("_", "-")
+    while typing.get_origin(hint) is typing.Annotated:
+        hint, *marks = typing.get_args(hint)
+        for mark in marks:
+            if isinstance(getattr(mark, "name", None), str):  # tyro.conf.arg(name=...)
+                name = mark.name
+    return name, hint
+
+
 def _fields(cls, flag_prefix: str = "", path_prefix: str = ""):
-    """(flag, dotted path, type) of every field of dataclass `cls`, nested ones included (a field marked
-    tyro.conf.arg(name="") adds nothing to its fields' flags)."""
+    """(flag, dotted path, type) of every field of dataclass `cls`, nested ones included."""
     hints = typing.get_type_hints(cls, include_extras=True)
     for item in dataclasses.fields(cls):
-        kind, flattened = hints[item.name], False
-        while typing.get_origin(kind) is typing.Annotated:
-            kind, *marks = typing.get_args(kind)
-            flattened |= any(getattr(mark, "name", None) == "" for mark in marks)  # tyro.conf.arg(name="")
-        flag = flag_prefix if flattened else f"{flag_prefix}{item.name.replace('_', '-')}"
+        name, kind = _flag_name(item, hints[item.name])
+        flag = f"{flag_prefix}{name}"
         yield flag, f"{path_prefix}{item.name}", kind
         if dataclasses.is_dataclass(kind):
-            yield from _fields(kind, flag if flattened else f"{flag}.", f"{path_prefix}{item.name}.")
+            yield from _fields(kind, f"{flag}." if name else flag_prefix, f"{path_prefix}{item.name}.")
 
 
 def choose_parts(command, args: list[str]):
@@ -65,20 +73,13 @@ def choose_parts(command, args: list[str]):
     return command
 
 
-def _switches(cls, prefix: str = "") -> set[str]:
+def _switches(cls) -> set[str]:
     """The flags of dataclass `cls` that take no value: its booleans (`--x` and `--no-x`, nested ones dotted)."""
     switches = set()
-    hints = typing.get_type_hints(cls, include_extras=True)
-    for item in dataclasses.fields(cls):
-        kind, flattened = hints[item.name], False
-        while typing.get_origin(kind) is typing.Annotated:
-            kind, *marks = typing.get_args(kind)
-            flattened |= any(getattr(mark, "name", None) == "" for mark in marks)  # tyro.conf.arg(name="")
-        name = item.name.replace("_", "-")
+    for flag, _, kind in _fields(cls):
         if kind is bool:
-            switches |= {f"--{prefix}{name}", f"--{prefix}no-{name}", f"--no-{prefix}{name}"}
-        elif dataclasses.is_dataclass(kind):
-            switches |= _switches(kind, prefix if flattened else f"{prefix}{name}.")
+            head, _, last = flag.rpartition(".")
+            switches |= {f"--{flag}", f"--{head}.no-{last}" if head else f"--no-{last}", f"--no-{flag}"}
     return switches
 
 

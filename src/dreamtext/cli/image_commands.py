@@ -52,12 +52,13 @@ class DescribeCommand:
     CLIP picks the noun, then words are put in front of it while the image-text similarity rises.
     Writes WORKSPACE/input.png (square, on white), input_mask.png (when the image has transparency) and
     describe.json (the sentence, its words and every step's score), which `dreamtext descriptor` reads.
-    Every setting is an option by its config name (`--clip`, `--sentence.noun watch`, `--image.size`, ...).
+    Every setting is an option named as `dreamtext image` names it: describe.clip, describe.sentence.noun
+    (also --noun), describe.image.size, ...
     """
 
     image: ImageFile
     workspace: str = "out/image"
-    config: Annotated[DescribeConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=DescribeConfig)
+    config: Annotated[DescribeConfig, tyro.conf.arg(name="describe")] = dataclasses.field(default_factory=DescribeConfig)
 
     def run(self) -> None:
         selection = describe_image(self.image, self.workspace, self.config)
@@ -70,8 +71,8 @@ class DescriptorCommand:
 
     Reads WORKSPACE/describe.json and input.png (`dreamtext describe`); writes WORKSPACE/descriptor/ (config,
     checkpoints, metrics) and WORKSPACE/embeddings/ (one diffusers textual-inversion file per token + sentence.json).
-    Every setting is an option by its config name (`--iters`, `--augment.scale-min`, ...); the defaults are
-    the method's, or with --resume the saved run's.
+    Every setting is an option named as `dreamtext image` names it (descriptor.iters, descriptor.augment.scale_min,
+    ...); the defaults are the method's, or with --resume the saved run's.
     """
 
     workspace: WorkspaceDir
@@ -80,7 +81,7 @@ class DescriptorCommand:
     resume: bool = False
     """Continue the training saved in the workspace."""
     quiet: bool = False
-    config: Annotated[DescriptorConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=DescriptorConfig)
+    config: Annotated[DescriptorConfig, tyro.conf.arg(name="descriptor")] = dataclasses.field(default_factory=DescriptorConfig)
 
     @classmethod
     def defaults(cls, args: list[str]) -> DescriptorCommand:
@@ -100,8 +101,9 @@ class ReconstructCommand:
     """Reconstruct the object of a workspace in 3D from its learned sentence (thesis 5.2.3).
 
     Writes WORKSPACE/reconstruction/, a text-to-3D workspace (config, checkpoints, validation renders, mesh,
-    turntable, views): `dreamtext render` and `export` work on it. Every setting is an option by its config
-    name (`--render-size`, `--reference.rgb-weight`, ...); the defaults are the method's.
+    turntable, views): `dreamtext render` and `export` work on it. Every setting is an option named as
+    `dreamtext image` names it (reconstruct.render_size, reconstruct.reference.rgb_weight, ...); the defaults are
+    the method's.
     """
 
     workspace: WorkspaceDir
@@ -109,7 +111,7 @@ class ReconstructCommand:
     """Switches the reference-view losses (None: the workspace's method, else dreamtext)."""
     resume: bool = False
     quiet: bool = False
-    config: Annotated[ReconstructConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ReconstructConfig)
+    config: Annotated[ReconstructConfig, tyro.conf.arg(name="reconstruct")] = dataclasses.field(default_factory=ReconstructConfig)
 
     @classmethod
     def defaults(cls, args: list[str]) -> ReconstructCommand:

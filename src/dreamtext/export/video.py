@@ -146,7 +146,7 @@ def save_turntable(
     radius: float = 1.3,
     polar_deg: float = 70.0,
     fovy_deg: float = 50.0,
-    chunk_frames: int = 8,
+    chunk_frames: int = 1,
     gif: bool = True,
     mp4: bool = True,
     progress: bool = False,
@@ -155,8 +155,9 @@ def save_turntable(
     (each unless turned off by `mp4` / `gif`).
 
     Defaults: 120 frames at 30 fps is a 4 s turn (ours); the orbit's radius, polar angle and field of
-    view are `orbit_cameras`'s. Frames are rendered `chunk_frames` at a time; only uint8 frames and
-    float depth stay in memory. Returns the files written.
+    view are `orbit_cameras`'s. Frames are rendered `chunk_frames` at a time (ours: one, so progress moves
+    with every frame; the renderer batches each frame's rays itself); only uint8 frames and float depth stay in
+    memory. Returns the files written.
     """
     if n_frames < 1:
         raise DreamtextError(f"a turntable needs at least one frame, got {n_frames}")
@@ -181,7 +182,7 @@ def save_named_views(
     *,
     radius: float = 1.3,
     fovy_deg: float = 50.0,
-    chunk_frames: int = 4,
+    chunk_frames: int = 1,
     progress: bool = False,
 ) -> list[Path]:
     """One PNG per named view (scene/cameras.py's NAMED_VIEWS), `folder/<name>.png`, kinds side by side.

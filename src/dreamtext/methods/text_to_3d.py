@@ -24,6 +24,7 @@ from ..prior import (
     AnnealedTimesteps, ConstantValue, CosineTimesteps, CosineValue, ExponentialValue, LinearTimesteps, LinearValue, PromptConfig, PromptEmbeddings,
     ScalarSchedule, SDSConfig, ScoreDistillation, UniformTimesteps, load_prior,
 )
+from ..prior.loading import locate_model
 from ..prior.perp_neg import PerpNegConfig
 from ..scene.background import Background, BackgroundConfig
 from ..scene.cameras import CameraSamplerConfig, orbit_cameras, sample_training_cameras
@@ -35,7 +36,7 @@ from ..utils.device import PRECISION_DTYPES, Device, Precision, precision_dtype,
 from ..utils.ema import update_ema
 from ..utils.images import save_image
 from ..utils.preemption import preemption_handlers
-from ..utils.progress import timed
+from ..utils.progress import stage, timed
 from ..utils.workspace import Workspace
 from .adan import Adan
 from .lifecycle import check_schedule, check_seed, start_run, train_loop
@@ -201,21 +202,14 @@ class TextTo3DTrainer:
         `conditional(view_ids)` and `unconditional(batch)`, as `PromptEmbeddings`).
         drawings: where a hull start's drawings come from, called as `shape_init.draw_views` is (its
         default: the prior draws them); `bench world --start truth_hull` hands in exact renders."""
-        if not 0.0 <= config.ema_decay < 1.0:
-            raise DreamtextError(f"ema_decay must lie in [0, 1) (0 turns the moving average off), got {config.ema_decay}")
+        check_text_config(config)
         self.config = config
         self.workspace = workspace
         self.drawings = drawings
         self.device = resolve_device(config.device)
-        if prior is None:
-            prior = load_prior(config.model, device=self.device, dtype=precision_dtype(config.precision),
-                               config=config.model_config, camera=config.prior_camera,
-                               camera_classifier=config.camera_classifier)
-        self.prior = prior
+        self.prior = prior = prior if prior is not None else load_run_prior(config)
         # Every prompt and view embedding is computed now; the text encoder is not needed after.
         self.embeddings = embeddings if embeddings is not None else PromptEmbeddings(prior, config.prompt, free_encoder=True)
-        if config.sds.guidance_form not in ("cfg", "perp_neg"):
-            raise DreamtextError(f"sds.guidance_form must be cfg or perp_neg, got {config.sds.guidance_form!r}")
         if config.sds.guidance_form == "perp_neg" and not hasattr(self.embeddings, "perp_neg"):
             raise DreamtextError("Perp-Neg guidance needs view prompts; this run's conditioning is one fixed embedding")
         self.sds = ScoreDistillation(prior, config.sds.build())
@@ -475,6 +469,16 @@ class TextTo3DTrainer:
         self._set_field_progress(1.0)  # the finished field is shown and exported with every level
 
 
+def load_run_prior(config: TextTo3DConfig, progress: bool = False):
+    """The prior a text-to-3D config asks for (its model, precision, camera input and classifier), with a line
+    saying so while it loads (a Stable Diffusion checkpoint takes a while); a model that cannot be one is refused
+    before that line."""
+    locate_model(config.model)
+    with stage(f"loading the prior ({config.model or 'default'})", progress):
+        return load_prior(config.model, device=resolve_device(config.device), dtype=precision_dtype(config.precision),
+                          config=config.model_config, camera=config.prior_camera, camera_classifier=config.camera_classifier)
+
+
 def check_text_config(config: TextTo3DConfig) -> None:
     """One-line errors for settings that cannot run, before anything loads or is written."""
     if not config.prompt.prompt.strip():
@@ -495,6 +499,10 @@ def check_text_config(config: TextTo3DConfig) -> None:
                                                                        "--validation-views at least 1"),
         (config.max_nonfinite_steps >= 1, f"--max-nonfinite-steps must be at least 1, got {config.max_nonfinite_steps}"),
         (config.light_std >= 0, f"--light-std must be >= 0, got {config.light_std}"),
+        (0.0 <= config.ema_decay < 1.0, f"ema_decay must lie in [0, 1) (0 turns the moving average off), got {config.ema_decay}"),
+        (config.sds.guidance_form in ("cfg", "perp_neg"), f"sds.guidance_form must be cfg or perp_neg, got {config.sds.guidance_form!r}"),
+        (config.sds.camera_guidance >= 0 and config.init.camera_guidance >= 0,
+         "--sds.camera-guidance and --init.camera-guidance must be >= 0 (0: no camera guidance)"),
     ]
     for ok, message in problems:
         if not ok:
@@ -519,7 +527,9 @@ def text_to_3d(
         # Resuming a finished run: metrics.json is written after every export, so all is on disk
         # (no prior to load, nothing to train).
         return TextTo3DResult(workspace=ws.root, metrics=run.finished)
-    trainer = make_trainer(config, ws, prior=prior)  # loads the prior: a bad model fails before anything is written
+    if prior is None:  # a bad model fails here, before anything is written
+        prior = load_run_prior(config, progress)
+    trainer = make_trainer(config, ws, prior=prior)
     # created and locked (a second run on this workspace is refused while this one trains); SIGTERM or Ctrl-C
     # stops any stage cleanly (utils/preemption.py)
     with ws.held(), preemption_handlers():

@@ -241,10 +241,31 @@ def load_prior(
     camera_classifier: a camera classifier folder (`prior.camera_classifier`) for camera guidance; None: the
         model folder's own `camera_classifier/` when it has one (the built-in prior does), else none.
     """
-    model = resolve_model(model)
+    kind, source = locate_model(model)
     use_fast_cpu_math(torch.device(device))
     dtype = resolve_dtype(torch.device(device), dtype)
-    text = os.fspath(model)
+    path = Path(source)
+    if kind == "folder":
+        pipeline = _load_from_pretrained(source, "folder", dtype)
+        if camera and (path / CAMERA_UNET_FOLDER / "config.json").is_file():
+            pipeline.unet = _load_camera_unet(path, dtype)
+    elif kind == "file":
+        pipeline = _load_single_file(path, None if config is None else os.fspath(config), dtype)
+    else:
+        pipeline = _load_from_pretrained(source, "model (hub id, local cache only)", dtype)
+    prior = Prior.from_pipeline(pipeline, device=device, dtype=dtype)
+    if camera_classifier is None and path.is_dir() and (path / CAMERA_CLASSIFIER_FOLDER / "config.json").is_file():
+        camera_classifier = path / CAMERA_CLASSIFIER_FOLDER
+    if camera_classifier is not None:
+        prior.camera_classifier = CameraClassifier.from_pretrained(camera_classifier, prior.device)
+    return prior
+
+
+def locate_model(model: str | os.PathLike | None) -> tuple[str, str]:
+    """("folder" | "file" | "hub", where) of a model the module docstring accepts, checked without loading it:
+    a one-line error for a pickle file, a folder that is not a (whole) diffusers pipeline, a damaged
+    .safetensors file, a path that does not exist or a hub id not in the local cache."""
+    text = os.fspath(resolve_model(model))
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
@@ -253,29 +274,20 @@ def load_prior(
         if not (path / "model_index.json").is_file():
             raise DreamtextError(f"{text!r} is not a diffusers model folder (no model_index.json)")
         check_pipeline_folder(path)
-        pipeline = _load_from_pretrained(str(path), "folder", dtype)
-        if camera and (path / CAMERA_UNET_FOLDER / "config.json").is_file():
-            pipeline.unet = _load_camera_unet(path, dtype)
-    elif path.is_file():
+        return "folder", str(path)
+    if path.is_file():
         if suffix != ".safetensors":
             raise DreamtextError(f"{text!r} is not a .safetensors checkpoint or a diffusers folder")
         check_safetensors(path)
-        pipeline = _load_single_file(path, None if config is None else os.fspath(config), dtype)
-    elif _is_hub_id(text):
+        return "file", str(path)
+    if _is_hub_id(text):
         if not is_cached_hub_model(text):
             raise DreamtextError(
                 f"{text!r} is not in the local Hugging Face cache (local cache only: dreamtext never downloads); fetch it "
                 f"on a connected machine (huggingface-cli download {text}) and copy the cache here, or pass --model with a "
                 "diffusers folder or a .safetensors file")
-        pipeline = _load_from_pretrained(text, "model (hub id, local cache only)", dtype)
-    else:
-        raise DreamtextError(f"model path {text!r} does not exist")
-    prior = Prior.from_pipeline(pipeline, device=device, dtype=dtype)
-    if camera_classifier is None and path.is_dir() and (path / CAMERA_CLASSIFIER_FOLDER / "config.json").is_file():
-        camera_classifier = path / CAMERA_CLASSIFIER_FOLDER
-    if camera_classifier is not None:
-        prior.camera_classifier = CameraClassifier.from_pretrained(camera_classifier, prior.device)
-    return prior
+        return "hub", text
+    raise DreamtextError(f"model path {text!r} does not exist")
 
 
 BUILTIN_MODEL = "builtin"

@@ -41,6 +41,9 @@ class Progress:
     enabled: bool = True
     status_path: str | Path | None = None
     status_every_s: float = 1.0  # ours: fresh enough for a viewer, negligible next to any training step
+    log_seconds: float = 30.0
+    """Off a terminal, a line also when this long has passed since the last one (ours: a log shows a slow
+    stage moving at least twice a minute)."""
     stop_between_steps: bool = True
     """A stop request (SIGTERM, Ctrl-C; utils/preemption.py) ends the stage at its next update; False for a
     loop that stops by itself after a checkpoint (the training loop)."""
@@ -49,9 +52,10 @@ class Progress:
     _live: object = field(default=None, init=False)
     _task: object = field(default=None, init=False)
     _last: dict = field(default_factory=dict, init=False)
+    _line_written: float = field(default=0.0, init=False)
 
     def __enter__(self) -> "Progress":
-        self._t0 = time.perf_counter()
+        self._t0 = self._line_written = time.perf_counter()
         if self.enabled and sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
 
@@ -99,9 +103,10 @@ class Progress:
         text = " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
         if self._live is not None:
             self._live.update(self._task, completed=step, rate=f"{self.rate:.1f} it/s", scalars=text)
-        elif step % self.log_every == 0 or step == self.total:
+        elif step % self.log_every == 0 or step == self.total or time.perf_counter() - self._line_written >= self.log_seconds:
             eta = format_duration(self.eta_seconds) if self.rate > 0 else "?"
             print(f"{self.description} {step}/{self.total} {self.rate:.1f} it/s ETA {eta} {text}", file=sys.stderr, flush=True)
+            self._line_written = time.perf_counter()
 
     def _write_status(self, running: bool) -> None:
         """The run's progress as JSON; `pid` and `host` let a reader tell a live run from a killed one."""

@@ -74,7 +74,7 @@ def encode_pool(vae, pool: WorldRenderPool, batch_size: int = 256, progress: boo
             latents.append(images_to_latents(vae, images, next(vae.parameters()).dtype).cpu())
             bar.update(min(start + batch_size, len(pool)))
     asymmetric = torch.isin(pool.words[:, 0], torch.tensor(ASYMMETRIC_IDS))
-    return PoseLatents(torch.cat(latents), pool.cameras[:, 0].float(), pool.cameras[:, 1].float(), asymmetric)
+    return PoseLatents(torch.cat(latents), pool.cameras[:, 0].float().clone(), pool.cameras[:, 1].float().clone(), asymmetric)
 
 
 def noised(latents: Tensor, timesteps: Tensor, alphas_cumprod: Tensor, generator: torch.Generator) -> Tensor:
