@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..errors import DreamtextError
 from ..scene.protocols import Field
-from .field_query import albedo_at, evaluate_in_chunks, field_device, to_rgba8
+from .field_query import evaluate_in_chunks, field_device, surface_albedo, to_rgba8
 
 
 @dataclass(frozen=True)
@@ -156,5 +156,5 @@ def extract_mesh(field: Field, config: MeshExportConfig = MeshExportConfig()) ->
         mesh.invert()
     mesh = _select_components(mesh, config)
 
-    colors = to_rgba8(albedo_at(field, mesh.vertices, config.chunk_size))
+    colors = to_rgba8(surface_albedo(field, mesh.vertices, mesh.vertex_normals, config.chunk_size))
     return trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, vertex_colors=colors, process=False)

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..scene.protocols import Field
-from .field_query import albedo_at
+from .field_query import surface_albedo
 
 
 @dataclass(frozen=True)
@@ -147,12 +147,15 @@ def dilate(image: Tensor, filled: Tensor, rings: int) -> tuple[Tensor, Tensor]:
 
 
 def bake_albedo(field: Field, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, config: TextureBakeConfig = TextureBakeConfig()) -> BakedTexture:
-    """The field's albedo at the surface point under every texel of a UV layout, charts dilated."""
+    """The field's colour as its renders show it (`field_query.surface_albedo`) at the surface point under every
+    texel of a UV layout, charts dilated."""
     size = config.size
     raster = rasterize_uv(uvs, faces, size, config.texel_budget)
-    triangle_corners = torch.as_tensor(vertices, dtype=torch.float64)[torch.as_tensor(faces)[raster.face]]  # [M, 3, 3]
-    surface_points = (raster.barycentric[..., None] * triangle_corners).sum(dim=1)
-    albedo = torch.from_numpy(albedo_at(field, surface_points.float(), config.chunk_size))
+    corners = torch.as_tensor(faces)[raster.face]  # [M, 3]
+    vertex_normals = torch.as_tensor(trimesh.Trimesh(vertices=vertices, faces=faces, process=False).vertex_normals.copy())
+    surface_points = (raster.barycentric[..., None] * torch.as_tensor(vertices, dtype=torch.float64)[corners]).sum(dim=1)
+    surface_normals = (raster.barycentric[..., None] * vertex_normals[corners]).sum(dim=1)
+    albedo = torch.from_numpy(surface_albedo(field, surface_points.float(), surface_normals.float(), config.chunk_size))
 
     image = torch.zeros(size * size, 3)
     covered = torch.zeros(size * size, dtype=torch.bool)
