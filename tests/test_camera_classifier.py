@@ -3,6 +3,7 @@ folder, its training on world latents, and where the samplers and score distilla
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -145,3 +146,25 @@ def _generator_after_timesteps(sds: ScoreDistillation, images: torch.Tensor) -> 
     generator = torch.Generator().manual_seed(3)
     sds.config.timesteps(0.5, generator, images.shape[0], sds.prior.num_train_timesteps, device=images.device)
     return generator
+
+
+def test_the_camera_stage_trains_a_classifier_a_pipeline_folder_then_carries(tmp_path):
+    """`train-prior camera` on a pipeline's own latents; the folder it writes, put beside the UNet, is loaded with
+    the prior (and a prior folder without one loads none)."""
+    import shutil
+
+    from dreamtext.cli.main import main
+    from dreamtext.prior.loading import load_prior
+    from tiny_sd import build_tiny_sd_pipeline
+
+    pipeline = tmp_path / "pipeline"
+    build_tiny_sd_pipeline(seed=0).save_pretrained(pipeline, safe_serialization=True)
+    assert load_prior(str(pipeline)).camera_classifier is None
+    assert main(["train-prior", "camera", "--out", str(tmp_path / "out"), "--init-unet", str(pipeline), "--pool-size", "64",
+                 "--steps", "5", "--batch-size", "8", "--workers", "1", "--device", "cpu", "--quiet"]) == 0
+    folder = tmp_path / "out" / "camera_classifier"
+    metrics = json.loads((folder / "training_metrics.json").read_text())
+    assert metrics["steps"] == 5 and metrics["train_renders"] == 64 and set(metrics["heldout_azimuth_within_30"]) == {"20", "200", "500", "800"}
+    shutil.copytree(folder, pipeline / "camera_classifier")
+    prior = load_prior(str(pipeline))
+    assert isinstance(prior.camera_classifier, CameraClassifier) and prior.camera_classifier.config == CameraClassifier.from_pretrained(folder).config

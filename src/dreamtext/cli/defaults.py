@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import DreamtextError
 from ..utils.config import config_from_dict, kinds, set_dotted
-from ..utils.workspace import CONFIG_FILE
+from ..utils.workspace_files import CONFIG_FILE
 
 
 def flag_value(args: list[str], flag: str) -> str | None:

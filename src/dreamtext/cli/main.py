@@ -17,6 +17,7 @@ import textwrap
 from typing import NamedTuple
 
 from ..errors import EXIT_BAD_INPUT, DreamtextError, RunInterrupted
+from .defaults import choose_parts
 
 
 class CommandEntry(NamedTuple):
@@ -114,8 +115,6 @@ def parse_command(args: list[str]):
     """The command a command line asks for (its first word names it). A command with `defaults(args)` (its
     config's defaults depend on a preset, a method or a saved run) is parsed over those defaults."""
     import tyro  # already imported with the command's module; named here so that `--help` stays torch- and tyro-free
-
-    from .defaults import choose_parts
 
     name, rest = args[0], args[1:]
     command = load_command(name)

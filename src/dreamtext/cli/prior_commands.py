@@ -41,10 +41,13 @@ class SampleCommand:
 class TrainPriorCommand:
     """Train the built-in prior on world renders, one stage at a time (clip, vae, unet, assemble) or all.
 
-    Stages write DIR/clip, DIR/vae, DIR/unet and, with assemble, the Stable Diffusion folder DIR/pipeline.
+    Stages write DIR/clip, DIR/vae, DIR/unet and, with assemble, the Stable Diffusion folder DIR/pipeline. The
+    camera stage trains a camera classifier on a pipeline's latents (--init-unet names the pipeline; builtin by
+    default) into DIR/camera_classifier, for camera guidance (copy it into the pipeline folder, or pass it as
+    --camera-classifier).
     """
 
-    stage: tyro.conf.Positional[Literal["clip", "vae", "unet", "assemble", "all"]]
+    stage: tyro.conf.Positional[Literal["clip", "vae", "unet", "assemble", "all", "camera"]]
     out: str = "out/prior"
     """Folder that receives every stage's output."""
     device: Device = "auto"

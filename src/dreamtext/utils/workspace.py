@@ -36,12 +36,9 @@ from ..errors import DreamtextError
 from .config import config_to_dict
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_FILE = "checkpoints/last.pt"
-PREVIOUS_CHECKPOINT_FILE = "checkpoints/previous.pt"
-PROGRESS_FILE = "progress.json"
-METRICS_FILE = "metrics.json"
-LOCK_FILE = ".lock"
+from .workspace_files import (  # noqa: F401  (the names live there, importable without torch)
+    CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, METRICS_FILE, PREVIOUS_CHECKPOINT_FILE, PROGRESS_FILE,
+)
 
 # The locks this process holds: {resolved workspace: [open lock file, how many holders]}. flock locks belong
 # to an open file, so a second open in the same process would be refused by the first: holders share one.

@@ -54,9 +54,13 @@ from .diffusion import (
     with_attention_heads,
 )
 from .render_pool import PoolSpec, WorldRenderPool, cached_world_pool, render_world_pool
+from .train_camera import CameraTrainConfig, encode_pool, train_camera_classifier
 
-Stage = Literal["clip", "vae", "unet", "assemble", "all"]
+Stage = Literal["clip", "vae", "unet", "assemble", "all", "camera"]
 STAGE_FOLDERS = {"clip": "clip", "vae": "vae", "unet": "unet", "assemble": "pipeline"}
+# ours: the camera classifier's renders on CPU (about 20 minutes of tracing on 2 cores, cached): its held-out
+# accuracy was still climbing with data (shared/notes/camera-classifier-probe.md), and tracing is cheap.
+CAMERA_POOL_SIZE, CAMERA_HELDOUT_SIZE = 24576, 2048
 
 
 @dataclass(frozen=True)
@@ -462,6 +466,9 @@ def train_prior(
     root = Path(out_root)
     if root.exists() and not root.is_dir():
         raise DreamtextError(f"--out {str(root)!r} is a file; give a folder for the prior's stages")
+    if stage == "camera":
+        return {"camera": train_camera_stage(root, init_unet or BUILTIN_MODEL, resolve_device(device), steps, seed,
+                                             batch_size, pool_size, workers, progress)}
     if init_unet is not None and stage != "unet":
         raise DreamtextError(f"--init-unet continues a UNet; it applies to the unet stage, not {stage!r}")
     if (camera or attention_head_dim is not None) and init_unet is None:
@@ -530,3 +537,31 @@ def train_prior(
         if current in ("vae", "unet"):  # the CLIP stage writes its own training_metrics.json
             atomic_write_json(folders[current] / "training_metrics.json", results[current])
     return results
+
+
+def train_camera_stage(root: Path, pipeline: str, device: torch.device, steps: int | None, seed: int,
+                       batch_size: int | None, pool_size: int | None, workers: int | None, progress: bool) -> dict:
+    """`train-prior camera`: the camera classifier of `pipeline` ("builtin" or a pipeline folder), on its frozen
+    VAE's latents of a cached pool of world renders (train split) and a held-out one (dev split); writes
+    `root`/camera_classifier (copy it into the pipeline folder, or pass it as --camera-classifier) and its
+    training_metrics.json."""
+    source = pipeline_to_continue(pipeline)
+    resolution = pipeline_image_size(source)
+    vae = load_frozen_vae(source / "vae", device)
+    size = pool_size or CAMERA_POOL_SIZE
+    pools = [cached_world_pool(root / "renders", PoolSpec(count, seed * 2 + offset, resolution, split=split), workers, progress)
+             for count, offset, split in ((size, 0, "train"), (min(CAMERA_HELDOUT_SIZE, size), 1, "dev"))]
+    train, heldout = (encode_pool(vae, pool, progress=progress) for pool in pools)
+    config = CameraTrainConfig(seed=seed)
+    config = replace(config, steps=steps or config.steps, batch_size=batch_size or config.batch_size)
+    summary = train_camera_classifier(train, heldout, _pipeline_scheduler(source).alphas_cumprod, root, config, progress=progress)
+    summary["pipeline"] = str(source)
+    summary["out_dir"] = summary["folder"]
+    atomic_write_json(Path(summary["folder"]) / "training_metrics.json", summary)
+    return summary
+
+
+def _pipeline_scheduler(source: Path):
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_pretrained(source, subfolder="scheduler")

@@ -38,8 +38,8 @@ class CameraTrainConfig:
     renders). t_range: the SDS range of thesis 6.1.3 (20 to 980 of 1000), where guidance is asked for.
     eval_timesteps: the noise levels the held-out accuracy is reported at."""
 
-    steps: int = 6000
-    batch_size: int = 256
+    steps: int = 4000
+    batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
     t_range: tuple[int, int] = (20, 980)
