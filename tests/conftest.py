@@ -23,3 +23,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A tiny random Stable Diffusion pipeline saved as a diffusers folder (tests/tiny_sd.py), built once."""
+    from tiny_sd import build_tiny_sd_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny_sd")
+    build_tiny_sd_pipeline(seed=0, tokenizer_cache=str(tmp_path_factory.mktemp("tokenizer"))).save_pretrained(
+        folder, safe_serialization=True)
+    return str(folder)

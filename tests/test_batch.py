@@ -18,7 +18,6 @@ from dreamtext.cli.main import main
 from dreamtext.errors import DreamtextError
 from dreamtext.utils.images import save_image
 from dreamtext.utils.workspace import Workspace
-from tiny_sd import build_tiny_sd_pipeline
 
 # Toy sizes for a text-to-3D run, by the config's own dotted names (what a job file holds).
 TOY = {
@@ -28,13 +27,6 @@ TOY = {
     "export.mesh.resolution": 24, "export.mesh.density_threshold": 5.0, "export.video_frames": 2, "export.video_size": 16,
     "export.views": ["front"], "export.views_size": 16,
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("tiny_sd")
-    build_tiny_sd_pipeline(seed=0).save_pretrained(folder, safe_serialization=True)
-    return str(folder)
 
 
 def text_job(prompt: str, model: str, iters: int = 3, **extra) -> dict:

@@ -28,14 +28,6 @@ from dreamtext.utils.images import save_image
 from dreamtext.utils.workspace import Workspace
 
 from dreamtext_fixtures import SENTENCE, TOY_TEXT_TO_3D, ScriptedClip, red_mug_picture, tiny_prior, write_described_workspace
-from tiny_sd import build_tiny_sd_pipeline
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("tiny_sd")
-    build_tiny_sd_pipeline(tokenizer_cache=str(tmp_path_factory.mktemp("tokenizer"))).save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture
@@ -139,9 +131,29 @@ def test_methods_are_switches_over_the_same_config():
     both = method_config(ImageTo3DConfig(method="dreamtext+reference"))
     assert both.descriptor == dreamtext.descriptor and both.reconstruct.reference.enabled
     assert method_config(ImageTo3DConfig(method="sentence")).descriptor.trainable == "sentence"
-    assert set(METHODS) == {"dreamtext", "realfusion", "sentence", "dreamtext+reference"}
-    # Thesis defaults of the stages.
-    assert (dreamtext.descriptor.iters, dreamtext.descriptor.lr, dreamtext.reconstruct.iters, dreamtext.reconstruct.render_size) == (10_000, 3e-4, 10_000, 256)
+    plain = method_config(ImageTo3DConfig(method="plain"))
+    assert plain.descriptor.trainable == "none" and not plain.reconstruct.reference.enabled
+    assert set(METHODS) == {"dreamtext", "realfusion", "sentence", "plain", "dreamtext+reference"}
+
+
+def test_stage_lengths_and_sizes_are_the_priors_own_unless_given(tiny_model):
+    """Issue 39: the thesis's GPU settings for Stable Diffusion, the builtin preset's on the built-in prior."""
+    from dreamtext.methods.dreamtext.descriptor import BUILTIN_DESCRIPTOR_ITERS, with_prior_defaults
+    from dreamtext.methods.dreamtext.reconstruct import reconstruction_text_config
+    from dreamtext.methods.presets import BUILTIN
+
+    config = method_config(ImageTo3DConfig())
+    sd = dataclasses.replace(config.descriptor, model=tiny_model)
+    assert (with_prior_defaults(sd).iters, with_prior_defaults(sd).lr) == (10_000, 3e-4)  # thesis 6.3.3, 6.1.10
+    assert with_prior_defaults(dataclasses.replace(config.descriptor, model="builtin")).iters == BUILTIN_DESCRIPTOR_ITERS
+    assert with_prior_defaults(dataclasses.replace(sd, iters=7)).iters == 7
+    thesis = reconstruction_text_config("a mug", dataclasses.replace(config.reconstruct, model=tiny_model))
+    assert (thesis.iters, thesis.render_size, thesis.sds.guidance) == (10_000, 256, 100.0)  # thesis 8.1: Stable DreamFusion
+    builtin = reconstruction_text_config("a mug", dataclasses.replace(config.reconstruct, model="builtin"))
+    assert (builtin.iters, builtin.render_size, builtin.model) == (BUILTIN["iters"], BUILTIN["render_size"], "builtin")
+    assert builtin.init.kind == "blob"  # the reference view shapes a reconstruction, not the prior's hull
+    given = reconstruction_text_config("a mug", dataclasses.replace(config.reconstruct, model="builtin", iters=50, render_size=48))
+    assert (given.iters, given.render_size) == (50, 48)
 
 
 def test_image_command_runs_every_stage_and_resumes_where_it_stopped(tmp_path, tiny_model, photo, monkeypatch):

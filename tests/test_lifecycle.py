@@ -16,7 +16,6 @@ import torch
 from dreamtext.errors import DreamtextError
 from dreamtext.utils.preemption import EXIT_SIGTERM
 from dreamtext.utils.workspace import Workspace
-from tiny_sd import build_tiny_sd_pipeline
 
 ITERS = 40
 TOY_FLAGS = [
@@ -26,13 +25,6 @@ TOY_FLAGS = [
     "--export.mesh.resolution", "24", "--export.mesh.density-threshold", "5", "--export.video-frames", "2",
     "--export.video-size", "16", "--export.views", "front", "--export.views-size", "16", "--quiet",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("tiny_sd")
-    build_tiny_sd_pipeline(seed=0).save_pretrained(folder, safe_serialization=True)
-    return str(folder)
 
 
 def command(model: str, workspace: Path, *extra: str) -> list[str]:

@@ -122,7 +122,7 @@ def test_bad_init_settings_are_one_line_errors():
 
 pytest.importorskip("diffusers")
 
-from test_text_to_3d import small_config, tiny_model  # noqa: E402,F401  (the tiny pipeline fixture)
+from test_text_to_3d import small_config  # noqa: E402
 
 from dreamtext.methods import text_to_3d as text_to_3d_module  # noqa: E402
 from dreamtext.methods.shape_init import draw_views  # noqa: E402

@@ -30,14 +30,6 @@ from dreamtext.scene.hash_encoding import HashGridConfig
 from dreamtext.scene.renderer import VolumeRenderer
 from dreamtext.utils.workspace import Workspace
 
-from tiny_sd import build_tiny_sd_pipeline
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("tiny_sd")
-    build_tiny_sd_pipeline(tokenizer_cache=str(tmp_path_factory.mktemp("tokenizer"))).save_pretrained(folder)
-    return str(folder)
 
 
 def small_config(model: str, iters: int = 4, **overrides):

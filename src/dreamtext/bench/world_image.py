@@ -8,6 +8,7 @@ reconstruct, `methods.dreamtext.image_to_3d`) with one of its methods:
     dreamtext      the thesis's DreamText (learned descriptor words, no reference losses)
     realfusion     RealFusion mode (noun-only textual inversion + reference-view RGB and mask losses)
     dreamtext_ref  DreamText plus the reference-view losses
+    plain_sentence the chosen sentence as it is (nothing learned): what the learning adds
 
 The reconstruction's schedule is the benchmark's text-to-3D preset (the same field, renders and
 iterations as the text cases), and the descriptor trains as many iterations (the thesis runs about 10k
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
     from .world import WorldBenchConfig, WorldCase
 
 # case kind -> the pipeline's method (methods/dreamtext/image_to_3d.py METHODS)
-IMAGE_KINDS: dict[str, str] = {"dreamtext": "dreamtext", "realfusion": "realfusion", "dreamtext_ref": "dreamtext+reference"}
+IMAGE_KINDS: dict[str, str] = {"dreamtext": "dreamtext", "realfusion": "realfusion", "dreamtext_ref": "dreamtext+reference",
+                               "plain_sentence": "plain"}
 INPUT_FILE = "input.png"  # describe's own name for the prepared image: the render is already prepared
 PSNR_CAP_DB = 100.0  # ours: an identical image has infinite PSNR, which strict JSON cannot hold
 

@@ -36,6 +36,7 @@ from ...errors import DreamtextError
 from ...prior import Prior, load_prior
 from ...prior.camera import camera_labels
 from ...prior.latents import images_to_latents
+from ...prior.loading import is_builtin_model
 from ...utils.device import PRECISION_DTYPES, Device, Precision, resolve_device
 from ...utils.preemption import preemption_handlers
 from ...utils.progress import Progress
@@ -49,6 +50,10 @@ from .tokens import TokenSplice, add_tokens, set_token_rows, unique_tokens, word
 
 DESCRIPTOR_DIR = "descriptor"
 METHOD = "descriptor"
+THESIS_DESCRIPTOR_ITERS = 10_000  # thesis 6.3.3: about 10k iterations
+# ours: the built-in prior's descriptor length (docs/experiments.md, image to 3D): as many steps as its
+# text-to-3D preset takes, a few minutes on 2 CPU cores.
+BUILTIN_DESCRIPTOR_ITERS = 1200
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,11 @@ class DescriptorConfig:
 
     trainable: Trainable = "descriptors"
     """descriptors: DreamText (thesis 5.2.2); noun: RealFusion-style textual inversion (thesis 6.3.1);
-    sentence: the whole conditioning embedding (thesis 6.3.1, "embedding training")."""
+    sentence: the whole conditioning embedding (thesis 6.3.1, "embedding training"); none: nothing (the plain
+    sentence, a baseline)."""
     base_loss_weight: float = 1.0  # thesis eq. 5.4: L_real + L_base, equal weights (RealFusion mode: 0)
-    iters: int = 10_000  # thesis 6.3.3: about 10k iterations
+    iters: int | None = None
+    """None: thesis 6.3.3's about 10k on Stable Diffusion; BUILTIN_DESCRIPTOR_ITERS on the built-in prior."""
     lr: float = 3e-4  # thesis 6.1.10: Adam, lr 3e-4, PyTorch's default betas and eps, no weight decay
     batch_size: int = 1  # ours: the thesis does not say; one augmented copy per step
     t_min: float = 0.0  # thesis eq. 5.2: t ~ U(0, 1) over the prior's training timesteps
@@ -82,7 +89,16 @@ class DescriptorConfig:
     max_nonfinite_steps: int = 20  # ours: consecutive non-finite steps before giving up with advice
 
 
+def with_prior_defaults(config: DescriptorConfig) -> DescriptorConfig:
+    """`config` with the settings left to the prior (None) filled in: the thesis's for Stable Diffusion, ours for the
+    built-in prior."""
+    if config.iters is not None:
+        return config
+    return dataclasses.replace(config, iters=BUILTIN_DESCRIPTOR_ITERS if is_builtin_model(config.model) else THESIS_DESCRIPTOR_ITERS)
+
+
 def check_config(config: DescriptorConfig) -> None:
+    config = with_prior_defaults(config)
     check_schedule(config.iters, config.checkpoint_every, config.checkpoint_minutes)
     check_seed(config.seed)
     if config.batch_size < 1 or not config.lr > 0 or not 0.0 <= config.t_min <= config.t_max <= 1.0:
@@ -93,8 +109,8 @@ def check_config(config: DescriptorConfig) -> None:
 
 
 def nothing_to_learn(template: SentenceTemplate, trainable: Trainable) -> bool:
-    """True for a token mode whose sentence has no slot (DreamText on a sentence without descriptor words);
-    the whole-sentence mode always trains its embedding."""
+    """True for a token mode whose sentence has no slot (DreamText on a sentence without descriptor words) and for
+    the plain sentence (`none`); the whole-sentence mode always trains its embedding."""
     return trainable != "sentence" and not template.words
 
 
@@ -355,6 +371,7 @@ def train_descriptor(
     prior: an already loaded prior (tests, the one-command pipeline); it gains the learned tokens.
     """
     root = Path(workspace)
+    config = with_prior_defaults(config)
     check_config(config)
     run = start_run(root / DESCRIPTOR_DIR, METHOD, config, resume)
     ws, config = run.workspace, run.config
@@ -387,17 +404,19 @@ def keep_plain_sentence(
     if ws.has_checkpoint():
         raise DreamtextError(f"{ws.checkpoint_path} was trained for another sentence; delete it to start over")
     check_config(config)
-    print(f"dreamtext: warning: the sentence {described.sentence!r} has no descriptor words; "
-          "nothing to train, the reconstruction uses it as it is", file=sys.stderr)
+    if config.trainable != "none":
+        print(f"dreamtext: warning: the sentence {described.sentence!r} has no descriptor words; "
+              "nothing to train, the reconstruction uses it as it is", file=sys.stderr)
     ws.save_config(config, method=METHOD)
     with Progress(total=0, description="descriptor", enabled=False, status_path=ws.progress_path):
         pass  # the viewer's status file: 0 of 0 steps, finished
     learned = LearnedSentence(trainable=config.trainable, template=template.template, words=(), tokens=(),
                               base_sentence=described.base_sentence)
     learned.save(root / EMBEDDINGS_DIR)
+    why = "the plain sentence was asked for" if config.trainable == "none" else "the sentence has no descriptor words"
     metrics = {
         **descriptor_metrics(config, learned, 0, 0, [], None if prior is None else prior.dtype),
-        "note": "the sentence has no descriptor words: nothing was trained; the reconstruction uses it as it is",
+        "note": f"{why}: nothing was trained; the reconstruction uses it as it is",
     }
     ws.write_metrics(metrics)
     return DescriptorResult(workspace=root, learned=learned, metrics=metrics)

@@ -8,6 +8,7 @@ The baselines are configuration switches over the same code (`METHODS`):
     dreamtext            descriptor tokens, L_real + L_base, no reference losses (the thesis)
     realfusion           noun-only textual inversion (L_real alone) + reference-view RGB and mask losses
     sentence             the whole conditioning embedding trained (the thesis's first approach)
+    plain                the chosen sentence as it is, nothing trained (a baseline: what the learning adds)
     dreamtext+reference  DreamText plus RealFusion's reference-view losses (beyond the thesis)
 """
 
@@ -34,7 +35,7 @@ from .reconstruct import REFERENCE_MASK_WEIGHT, REFERENCE_RGB_WEIGHT, RECONSTRUC
 STAGE_FILE = "stage.json"
 STAGES = ("describe", "descriptor", "reconstruct")
 
-Method = Literal["dreamtext", "realfusion", "sentence", "dreamtext+reference"]
+Method = Literal["dreamtext", "realfusion", "sentence", "plain", "dreamtext+reference"]
 
 _REFERENCE_ON = {"reconstruct.reference.rgb_weight": REFERENCE_RGB_WEIGHT, "reconstruct.reference.mask_weight": REFERENCE_MASK_WEIGHT}
 _REFERENCE_OFF = {"reconstruct.reference.rgb_weight": 0.0, "reconstruct.reference.mask_weight": 0.0}
@@ -45,6 +46,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "realfusion": {"descriptor.trainable": "noun", "descriptor.base_loss_weight": 0.0, **_REFERENCE_ON},
     # thesis 6.3.1 "embedding training": the whole conditioning of the sentence, loss eq. 5.4
     "sentence": {"descriptor.trainable": "sentence", "descriptor.base_loss_weight": 1.0, **_REFERENCE_OFF},
+    # ours, a baseline: CLIP's sentence as it is, the reconstruction from its plain words
+    "plain": {"descriptor.trainable": "none", "descriptor.base_loss_weight": 1.0, **_REFERENCE_OFF},
     # ours: DreamText with RealFusion's reference-view losses (the thesis saw the mask loss help against Janus)
     "dreamtext+reference": {"descriptor.trainable": "descriptors", "descriptor.base_loss_weight": 1.0, **_REFERENCE_ON},
 }
@@ -56,8 +59,8 @@ class ImageTo3DConfig:
 
     method: Method = "dreamtext"
     """dreamtext: descriptor words trained (the thesis); realfusion: noun-only textual inversion plus reference-view
-    RGB and mask losses; sentence: the whole sentence embedding trained (the thesis's first approach);
-    dreamtext+reference: DreamText plus the reference-view losses."""
+    RGB and mask losses; sentence: the whole sentence embedding trained (the thesis's first approach); plain: the
+    chosen sentence as it is (a baseline); dreamtext+reference: DreamText plus the reference-view losses."""
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     descriptor: DescriptorConfig = field(default_factory=DescriptorConfig)
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)

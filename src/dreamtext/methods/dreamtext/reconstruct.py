@@ -29,7 +29,7 @@ from ...prior import Prior, load_prior
 from ...prior.prompts import PromptConfig
 from ...scene.cameras import Cameras, look_at, spherical_to_cartesian
 from ...utils.device import Device, Precision, precision_dtype, resolve_device
-from ..presets import preset_config
+from ..presets import default_preset, preset_config
 from ..text_to_3d import TextTo3DConfig, TextTo3DResult, TextTo3DTrainer, check_text_config, text_to_3d
 from .descriptor import encode_prompts
 from .inputs import workspace_input
@@ -59,14 +59,22 @@ class ReferenceViewConfig:
         return self.rgb_weight > 0 or self.mask_weight > 0
 
 
+# Thesis 8.1 (`main.py -O --h 256 --w 256 --iters 10100 --load_token 1`) and 6.3.3 (about 10k iterations): the
+# reconstruction's size and length on a Stable Diffusion preset.
+THESIS_RECONSTRUCTION: dict[str, Any] = {"render_size": 256, "iters": 10_000}
+
+
 @dataclass(frozen=True)
 class ReconstructConfig:
-    """Reconstruction settings on top of a text-to-3D preset; defaults follow the thesis's DreamText run
-    (seed 8.1: `main.py -O --h 256 --w 256 --iters 10100 --load_token 1`, Stable DreamFusion otherwise)."""
+    """Reconstruction settings on top of a text-to-3D preset: the thesis's DreamText run on Stable Diffusion
+    (8.1: Stable DreamFusion at 256 px for 10k iterations), the builtin preset as it is on the built-in prior."""
 
-    preset: Literal["dreamfusion", "fitfusion"] = "dreamfusion"  # thesis 8.1: no --g, so Stable DreamFusion's guidance
-    render_size: int = 256  # thesis 8.1: --h 256 --w 256
-    iters: int = 10_000  # thesis 6.3.3: about 10k iterations (8.1: --iters 10100)
+    preset: Literal["builtin", "dreamfusion", "fitfusion"] | None = None
+    """None: builtin for the built-in prior, else dreamfusion (thesis 8.1: no --g, so Stable DreamFusion's guidance)."""
+    render_size: int | None = None
+    """None: thesis 8.1's 256 on a Stable Diffusion preset, the builtin preset's own (32) on builtin."""
+    iters: int | None = None
+    """None: thesis 6.3.3's 10k on a Stable Diffusion preset, the builtin preset's own (1200) on builtin."""
     guidance: float | None = None  # None: the preset's (100 for dreamfusion)
     reference: ReferenceViewConfig = dataclasses.field(default_factory=ReferenceViewConfig)
     model: str | None = None
@@ -149,14 +157,17 @@ def check_reconstruct_config(config: ReconstructConfig, overrides: dict[str, Any
 
 
 def reconstruction_text_config(prompt: str, config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> TextTo3DConfig:
+    preset = config.preset or default_preset(config.model)
+    given = {"iters": config.iters, "render_size": config.render_size, "sds.guidance": config.guidance, "seed": config.seed,
+             "device": config.device, "model": config.model, "precision": config.precision}
     values = {
-        "iters": config.iters, "render_size": config.render_size, "sds.guidance": config.guidance, "seed": config.seed,
-        "device": config.device, "model": config.model, "precision": config.precision, **(overrides or {}),
+        **({} if preset == "builtin" else THESIS_RECONSTRUCTION),
+        **{key: value for key, value in given.items() if value is not None}, **(overrides or {}),
         # The reference view shapes a reconstruction; the prior's hull start and hold (a text-to-3D preset's
         # `init`) were measured for text-to-3D only.
         "init.kind": "blob",
     }
-    return preset_config(config.preset, prompt, values)
+    return preset_config(preset, prompt, values)
 
 
 def reconstruct(

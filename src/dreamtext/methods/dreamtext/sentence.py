@@ -21,7 +21,7 @@ DESCRIBE_FILE = "describe.json"
 SENTENCE_PREFIX = "An image of"  # thesis 5.2.1: sentences start with "An image of"
 DEFAULT_QUANTIFIER = "a"  # thesis 5.2.2: the base sentence is "An image of a <noun>"
 
-Trainable = Literal["descriptors", "noun", "sentence"]
+Trainable = Literal["descriptors", "noun", "sentence", "none"]
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,12 @@ def training_template(described: DescribedImage, trainable: Trainable) -> Senten
         noun a slot.
     sentence: the thesis's first approach (6.3.1 "embedding training"): no slots, the whole conditioning
         embedding of the full sentence is trained instead.
+    none: the plain sentence (a baseline): no slots, nothing trained, the sentence used as it is.
     """
     if trainable == "descriptors":
         return slot_words(described.sentence, described.descriptors)
     if trainable == "noun":
         return slot_words(described.base_sentence, (described.noun,), from_end=True)
-    if trainable == "sentence":
+    if trainable in ("sentence", "none"):
         return SentenceTemplate(template=_escape(described.sentence), words=())
-    raise DreamtextError(f"unknown trainable part {trainable!r}; use descriptors, noun or sentence")
+    raise DreamtextError(f"unknown trainable part {trainable!r}; use descriptors, noun, sentence or none")
