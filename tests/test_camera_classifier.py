@@ -144,7 +144,7 @@ def test_score_distillation_adds_the_guidance_towards_each_renders_camera(prior_
 def _generator_after_timesteps(sds: ScoreDistillation, images: torch.Tensor) -> torch.Generator:
     """The generator as `sds.loss` leaves it right before it draws the noise: the same seed, the timesteps drawn."""
     generator = torch.Generator().manual_seed(3)
-    sds.config.timesteps(0.5, generator, images.shape[0], sds.prior.num_train_timesteps, device=images.device)
+    sds.timesteps(0.5, generator, images.shape[0], sds.prior.num_train_timesteps, device=images.device)
     return generator
 
 
@@ -168,3 +168,31 @@ def test_the_camera_stage_trains_a_classifier_a_pipeline_folder_then_carries(tmp
     shutil.copytree(folder, pipeline / "camera_classifier")
     prior = load_prior(str(pipeline))
     assert isinstance(prior.camera_classifier, CameraClassifier) and prior.camera_classifier.config == CameraClassifier.from_pretrained(folder).config
+
+
+def test_packaging_ships_the_classifier_and_keeps_it_only_beside_the_vae_it_reads(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from dreamtext.prior.builtin import package_prior
+    from tiny_sd import build_tiny_sd_pipeline
+
+    shipped = tmp_path / "shipped"
+    build_tiny_sd_pipeline(seed=0).save_pretrained(shipped / "pipeline", safe_serialization=True)
+    trained = tmp_path / "trained"
+    CameraClassifier(SMALL).save_pretrained(trained / "camera_classifier")
+    package_prior(trained, shipped)  # the classifier alone
+    folder = shipped / "pipeline" / "camera_classifier"
+    assert all(v.dtype == torch.float16 for v in load_file(str(folder / "model.safetensors")).values())
+    assert CameraClassifier.from_pretrained(folder).config == SMALL
+    # A new pipeline on the same VAE (a continued UNet) keeps it; one on another VAE does not
+    same = tmp_path / "same"
+    shutil.copytree(shipped / "pipeline", same / "pipeline", ignore=shutil.ignore_patterns("camera_classifier"))
+    package_prior(same, shipped)
+    assert (folder / "config.json").is_file()
+    other = tmp_path / "other"
+    build_tiny_sd_pipeline(seed=1).save_pretrained(other / "pipeline", safe_serialization=True)
+    shutil.copytree(shipped / "pipeline" / "text_encoder", other / "pipeline" / "text_encoder", dirs_exist_ok=True)
+    package_prior(other, shipped)
+    assert not folder.exists()

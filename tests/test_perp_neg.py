@@ -86,7 +86,9 @@ def test_perp_neg_sds_is_one_unet_call_on_four_rows_a_render_and_cfg_without_wei
     zero_loss, zero_grad = loss(negatives=negatives, negative_weights=torch.zeros(2, 2))
     assert counting.rows == [8]  # Perp-Neg: one call, 4 rows a render
     torch.testing.assert_close(zero_loss, plain_loss, rtol=1e-5, atol=0)  # the same numbers, batched otherwise
-    torch.testing.assert_close(zero_grad, plain_grad, rtol=1e-4, atol=1e-7)
+    # float rounding of a batch twice as large (oneDNN picks its convolution blocking by batch): measured up to
+    # 1e-5 of a gradient whose largest entry is about 1e-2 on some CPUs
+    torch.testing.assert_close(zero_grad, plain_grad, rtol=1e-4, atol=1e-3 * float(plain_grad.abs().max()))
     pushed_loss, _ = loss(negatives=negatives, negative_weights=weights)
     assert not torch.isclose(pushed_loss, plain_loss)
 

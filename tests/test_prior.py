@@ -152,7 +152,7 @@ def test_latent_gradient_is_weighted_noise_residual_for_both_cfg_formulas(prior,
     uncond = _embeddings(prior, [""])
     grads = {}
     for formula in ("standard", "sdf_2023"):
-        config = SDSConfig(guidance=ConstantValue(7.5), cfg_formula=formula, weighting=weighting, sample_posterior=False)
+        config = SDSConfig(guidance=7.5, cfg_formula=formula, weighting=weighting, sample_posterior=False)
         images = _images()
         loss, info, latents = _run_sds(prior, config, images, cond, uncond, seed=5)
         expected, difference, t = _expected_sds_grad(
@@ -172,7 +172,7 @@ def test_latent_gradient_is_weighted_noise_residual_for_both_cfg_formulas(prior,
 def test_several_noise_draws_average_their_residuals(prior):
     cond = _embeddings(prior, ["a cat, front view", "a cat, back view"])
     uncond = _embeddings(prior, [""])
-    config = SDSConfig(guidance=ConstantValue(7.5), cfg_formula="sdf_2023", sample_posterior=False, noise_samples=3)
+    config = SDSConfig(guidance=7.5, cfg_formula="sdf_2023", sample_posterior=False, noise_samples=3)
     loss, info, latents = _run_sds(prior, config, _images(), cond, uncond, seed=5)
     # The same draws by hand: 3 x 2 timesteps, then noise for the 3 x 2 copies (draw k of render b at 2k + b).
     generator = torch.Generator().manual_seed(5)
@@ -202,11 +202,11 @@ def test_no_gradient_reaches_the_frozen_prior(prior):
 
 def test_gradient_clamp_and_weightings(prior):
     cond, uncond = _embeddings(prior, ["a cat"]), _embeddings(prior, [""])
-    base = dict(guidance=ConstantValue(100.0), sample_posterior=False)
+    base = dict(guidance=100.0, sample_posterior=False)
     _, free_info, free = _run_sds(prior, SDSConfig(**base), _images(batch=1), cond, uncond, seed=3)
     bound = 0.05
     assert free.grad.abs().max() > bound  # the clamp below is active
-    _, _, clamped = _run_sds(prior, SDSConfig(**base, grad_clamp=ConstantValue(bound)), _images(batch=1), cond, uncond, seed=3)
+    _, _, clamped = _run_sds(prior, SDSConfig(**base, grad_clamp=bound), _images(batch=1), cond, uncond, seed=3)
     torch.testing.assert_close(clamped.grad, free.grad.clamp(-bound, bound))
     # Weightings only rescale the same residual: uniform / (1 - alphabar) = 1 / (1 - alphabar_t).
     _, _, uniform = _run_sds(prior, SDSConfig(**base, weighting="uniform"), _images(batch=1), cond, uncond, seed=3)
@@ -293,7 +293,7 @@ def test_scalar_schedules_at_documented_progress():
 
 
 def test_sds_follows_the_guidance_schedule(prior):
-    config = SDSConfig(guidance=LinearValue(10.0, 30.0), timesteps=LinearTimesteps())
+    config = SDSConfig(guidance=10.0, guidance_end=30.0, guidance_schedule="linear", t_schedule="linear")
     sds = ScoreDistillation(prior, config)
     cond, uncond = _embeddings(prior, ["a cat"]), _embeddings(prior, [""])
     _, info = sds.loss(_images(batch=1), cond, uncond, 0.5)

@@ -254,8 +254,7 @@ def test_presets_resolve_to_documented_values_and_flags_override():
     assert dreamfusion.iters == 10_000 and (dreamfusion.sds.t_min, dreamfusion.sds.t_max) == (0.02, 0.98)
     assert dreamfusion.cameras.radius_range == (1.0, 1.5) and dreamfusion.optimizer.kind == "adan"
     assert dreamfusion.optimizer.lr == 5e-3 and dreamfusion.field.grid_lr_multiplier == 10.0
-    sds = dreamfusion.sds.build()
-    assert sds.timesteps(0.5, torch.Generator().manual_seed(0), 1000).min() >= 20
+    assert dreamfusion.sds.timestep_values()(0.5, torch.Generator().manual_seed(0), 1000).min() >= 20
     fitfusion = preset_config("fitfusion", "a mug")
     assert (fitfusion.render_size, fitfusion.sds.guidance, fitfusion.iters) == (256, 1000.0, 20_000)
     assert {k: v for k, v in FITFUSION.items() if k not in ("render_size", "sds.guidance", "iters")} == {
@@ -272,8 +271,8 @@ def test_presets_resolve_to_documented_values_and_flags_override():
     assert dreamfusion.regularizers.opacity == 0.0
     assert (builtin.field.normal_eps, dreamfusion.field.normal_eps) == (0.03, 0.01)  # a 32 px pixel's footprint
     assert builtin.optimizer.lr_factor()(1.0) == pytest.approx(0.1) and dreamfusion.optimizer.lr_schedule == "constant"
-    annealed = preset_config("builtin", "a mug", {"sds.t_schedule": "annealed", "sds.t_max_end": 0.4}).sds.build()
-    assert annealed.timesteps(1.0, torch.Generator().manual_seed(0), 1000).max().item() == 400
+    annealed = preset_config("builtin", "a mug", {"sds.t_schedule": "annealed", "sds.t_max_end": 0.4}).sds
+    assert annealed.timestep_values()(1.0, torch.Generator().manual_seed(0), 1000).max().item() == 400
     with pytest.raises(DreamtextError):
         preset_config("nope", "a mug")
 

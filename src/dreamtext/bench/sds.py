@@ -231,7 +231,7 @@ def bench_preset(preset: str, device: torch.device, dtype: torch.dtype | None, p
 def prior_alone_step(trainer: TextTo3DTrainer) -> Callable[[], None]:
     """One SDS loss + backward on a random render of the preset's size: the prior's share of a step."""
     config, device = trainer.config, trainer.device
-    sds = ScoreDistillation(trainer.prior, config.sds.build())
+    sds = ScoreDistillation(trainer.prior, config.sds)
     generator = torch.Generator(device=device).manual_seed(0)
     size = config.render_size
     images = torch.rand(config.batch_size, 3, size, size, device=device, generator=generator, requires_grad=True)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..errors import DreamtextError
 from ..metrics import occupancy_grid
-from ..prior.sampling import ddim_redraw, ddim_sample, initial_noise
+from ..prior.sampling import best_at_cameras, ddim_redraw, ddim_sample, initial_noise
 from ..scene.cameras import VIEW_LABELS, CameraSamplerConfig, Cameras, orbit_cameras, view_label_ids
 from ..scene.rays import ray_aabb_intersect
 from ..scene.renderer import stratified_t_values
@@ -141,6 +141,8 @@ class ShapeInitConfig:
     redraw: prior_hull only: the hull redrawn by the prior from known cameras (`RedrawConfig`).
     camera_guidance: ours: the scale of the prior's camera classifier's guidance (`prior.camera_classifier`)
         towards the camera each drawing is placed at (0: none; a prior without a classifier has none).
+    camera_candidates: ours: each drawing the best of this many (different noise) for its view's camera, as the
+        prior's camera classifier judges them (1: the one drawing; a prior without a classifier draws one).
     """
 
     kind: Literal["blob", "prior_hull"] = "blob"
@@ -163,8 +165,11 @@ class ShapeInitConfig:
     hold_margin: float = 0.2
     redraw: RedrawConfig = field(default_factory=RedrawConfig)
     camera_guidance: float = 0.0
+    camera_candidates: int = 1
 
     def __post_init__(self):
+        if self.camera_candidates < 1:
+            raise DreamtextError(f"init.camera_candidates must be at least 1 (drawings to choose each one from), got {self.camera_candidates}")
         if self.kind not in ("blob", "prior_hull"):
             raise DreamtextError(f"init.kind must be blob or prior_hull, got {self.kind!r}")
         unknown = [view[0] for view in self.views if view[0] not in VIEW_LABELS]
@@ -245,20 +250,31 @@ class DrawingSource(Protocol):
 def draw_views(prior, embeddings, config: ShapeInitConfig, seed: int,
                cameras: CameraSamplerConfig = CameraSamplerConfig(), progress: bool = False) -> list[Tensor]:
     """Each view's drawings [drawings_per_view, 3, H, W]; drawing i of view v starts from the noise of
-    seed + 1000 v + i. embeddings: `PromptEmbeddings` (or anything with `conditional` / `unconditional`).
-    A camera-aware prior draws each view from the very camera the hull places it at (`view_cameras`);
-    a text-only one only hears the view's label."""
+    seed + 1000 v + i (its other candidates from + 100 k). embeddings: `PromptEmbeddings` (or anything with
+    `conditional` / `unconditional`). A camera-aware prior draws each view from the very camera the hull places
+    it at (`view_cameras`); a text-only one hears the view's label, and with a camera classifier is steered
+    towards that camera (`camera_guidance`) and its drawings chosen for it (`camera_candidates`)."""
+    if config.drawings_per_view > 100 or config.camera_candidates > 10:
+        raise DreamtextError("init.drawings_per_view above 100 or init.camera_candidates above 10 would reuse another "
+                             "drawing's noise; draw fewer")
     size = prior.image_size
+    candidates = config.camera_candidates if prior.camera_classifier is not None else 1
     drawings = []
     with Progress(total=len(config.views) * config.steps, description="drawings", log_every=config.steps,
                   enabled=progress) as bar:
         for index, ((label, _, _), camera) in enumerate(zip(config.views, view_cameras(config, cameras, size))):
             view_id = torch.tensor([VIEW_LABELS.index(label)])
-            noise = initial_noise(prior, [seed + 1000 * index + i for i in range(config.drawings_per_view)])
+            # drawing i of the view from seed + 1000 v + i (candidate k of it: + 100 k, beyond any view's own count)
+            noise = initial_noise(prior, [seed + 1000 * index + i + 100 * k for i in range(config.drawings_per_view)
+                                          for k in range(candidates)])
             done = index * config.steps
-            drawings.append(ddim_sample(prior, embeddings.conditional(view_id), embeddings.unconditional(1), noise,
-                                        config.steps, config.guidance, on_step=lambda k, done=done: bar.update(done + k),
-                                        cameras=camera.to(prior.device), camera_guidance=config.camera_guidance).cpu())
+            drawn = ddim_sample(prior, embeddings.conditional(view_id), embeddings.unconditional(1), noise, config.steps,
+                                config.guidance, on_step=lambda k, done=done: bar.update(done + k),
+                                cameras=camera.to(prior.device), camera_guidance=config.camera_guidance)
+            if candidates > 1:
+                drawn = best_at_cameras(prior, drawn, camera.to(prior.device)[torch.zeros(config.drawings_per_view, dtype=torch.long)],
+                                        candidates)
+            drawings.append(drawn.cpu())
     return drawings
 
 

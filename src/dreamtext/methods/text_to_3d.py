@@ -21,11 +21,10 @@ import torch
 from ..errors import DreamtextError
 from ..export.outputs import ExportConfig, export_all
 from ..prior import (
-    AnnealedTimesteps, ConstantValue, CosineTimesteps, CosineValue, ExponentialValue, LinearTimesteps, LinearValue, PromptConfig, PromptEmbeddings,
-    ScalarSchedule, SDSConfig, ScoreDistillation, UniformTimesteps, load_prior,
+    ConstantValue, CosineValue, ExponentialValue, PromptConfig, PromptEmbeddings,
+    ScalarSchedule, SDSConfig, ScoreDistillation, load_prior,
 )
 from ..prior.loading import locate_model
-from ..prior.perp_neg import PerpNegConfig
 from ..scene.background import Background, BackgroundConfig
 from ..scene.cameras import CameraSamplerConfig, orbit_cameras, sample_training_cameras
 from ..scene.field import FieldConfig, RadianceField
@@ -46,69 +45,6 @@ from .shape_init import (DrawingSource, ShapeInitConfig, SoftVisualHull, draw_vi
                          hull_volume_fraction, mean_object_colour, redraw_hull)
 
 ITERS_PER_EPOCH = 100  # thesis 6.1: an epoch is 100 iterations
-
-
-@dataclass(frozen=True)
-class SDSSettings:
-    """Score distillation settings as plain values (the CLI sets them, config.json stores them exactly);
-    `build()` turns them into the prior's `SDSConfig`. Defaults: Stable DreamFusion (March 2023), which
-    the thesis started from (REFERENCE.md 1 and 2).
-
-    guidance, guidance_end, guidance_schedule: the CFG scale, constant (100, thesis 6.1.3) or moving
-        from `guidance` to `guidance_end` linearly or along a cosine over the run.
-    cfg_formula: "sdf_2023" = cond + s (cond - uncond), the form stable-dreamfusion used in March 2023
-        and hence the form the thesis's guidance values (100, 1000) are written in.
-    t_min, t_max: thesis 6.1.3, t in [20, 980] of 1000; t_schedule: uniform draws (thesis), or linearly
-        or cosine-decreasing t (explored in thesis 6.1.9), or "annealed": uniform draws below an upper
-        bound that moves from t_max to t_max_end over the run (threestudio's max_step_percent schedule).
-    weighting: w(t) = 1 - alphabar_t (thesis 6.1.3).
-    grad_clamp, grad_clamp_end: optional bound on |grad| moving linearly from one to the other
-        (stable-dreamfusion from 30 March 2023: 2 -> 8); None: no clamp (the thesis's fork).
-    sample_posterior: stable-dreamfusion encodes with a sample of the VAE posterior.
-    noise_samples: ours: draws of (t, noise) per render, their gradients averaged (1: DreamFusion).
-    camera_guidance: ours: the prior's camera classifier's guidance towards each render's camera (0: none).
-    """
-
-    guidance: float = 100.0
-    guidance_end: float | None = None
-    guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    cfg_formula: Literal["standard", "sdf_2023"] = "sdf_2023"
-    t_min: float = 0.02
-    t_max: float = 0.98
-    t_schedule: Literal["uniform", "annealed", "linear", "cosine"] = "uniform"
-    t_max_end: float = 0.5
-    weighting: Literal["1-alphabar", "sqrt_alphabar_1m", "sqrt_1m_alphabar", "uniform"] = "1-alphabar"
-    grad_clamp: float | None = None
-    grad_clamp_end: float | None = None
-    sample_posterior: bool = True
-    noise_samples: int = 1
-    camera_guidance: float = 0.0
-    guidance_form: Literal["cfg", "perp_neg"] = "cfg"
-    """cfg: classifier-free guidance with the camera's view prompt; perp_neg: Perp-Neg (prior/perp_neg.py), the
-    other views' prompts as negatives made perpendicular to it, against Janus (one UNet call on 4 rows a render)."""
-    perp_neg: PerpNegConfig = dataclasses.field(default_factory=PerpNegConfig)
-
-    def build(self) -> SDSConfig:
-        end = self.guidance if self.guidance_end is None else self.guidance_end
-        guidance = {
-            "constant": ConstantValue(self.guidance),
-            "linear": LinearValue(self.guidance, end),
-            "cosine": CosineValue(self.guidance, end),
-        }[self.guidance_schedule]
-        timesteps = {
-            "uniform": UniformTimesteps(self.t_min, self.t_max),
-            "annealed": AnnealedTimesteps(self.t_min, self.t_max, self.t_max_end),
-            "linear": LinearTimesteps(self.t_min, self.t_max),
-            "cosine": CosineTimesteps(self.t_min, self.t_max),
-        }[self.t_schedule]
-        clamp = None
-        if self.grad_clamp is not None:
-            clamp = LinearValue(self.grad_clamp, self.grad_clamp if self.grad_clamp_end is None else self.grad_clamp_end)
-        return SDSConfig(
-            timesteps=timesteps, guidance=guidance, cfg_formula=self.cfg_formula,
-            weighting=self.weighting, grad_clamp=clamp, sample_posterior=self.sample_posterior,
-            noise_samples=self.noise_samples, camera_guidance=self.camera_guidance,
-        )
 
 
 @dataclass(frozen=True)
@@ -154,7 +90,7 @@ class TextTo3DConfig:
     camera_classifier: str | None = None
     """A camera classifier folder (`train-prior camera`) for camera guidance (its scales: sds.camera_guidance,
     init.camera_guidance); None: the model folder's own `camera_classifier/`, if it has one."""
-    sds: SDSSettings = dataclasses.field(default_factory=SDSSettings)
+    sds: SDSConfig = dataclasses.field(default_factory=SDSConfig)
     render_size: int = 64  # thesis table (Stable DreamFusion: 64 px; FitFusion 256)
     iters: int = 100 * ITERS_PER_EPOCH  # thesis: 100 epochs of 100 iterations (Stable DreamFusion)
     batch_size: int = 1  # stable-dreamfusion and threestudio: one camera per step
@@ -212,7 +148,7 @@ class TextTo3DTrainer:
         self.embeddings = embeddings if embeddings is not None else PromptEmbeddings(prior, config.prompt, free_encoder=True)
         if config.sds.guidance_form == "perp_neg" and not hasattr(self.embeddings, "perp_neg"):
             raise DreamtextError("Perp-Neg guidance needs view prompts; this run's conditioning is one fixed embedding")
-        self.sds = ScoreDistillation(prior, config.sds.build())
+        self.sds = ScoreDistillation(prior, config.sds)
         self.lr_factor = config.optimizer.lr_factor()
 
         torch.manual_seed(config.seed)  # parameter initialisation

@@ -77,6 +77,29 @@ def ddim_sample(prior: Prior, cond: Tensor, uncond: Tensor, latents: Tensor, ste
 
 
 @torch.no_grad()
+def camera_log_prob(prior: Prior, images: Tensor, cameras: Cameras) -> Tensor:
+    """log p(camera | image) [N] of finished drawings [N, 3, H, W] for their cameras (N, or 1 for all), by the
+    prior's camera classifier on their clean latents (its most accurate noise level)."""
+    if prior.camera_classifier is None:
+        raise ValueError("this prior has no camera classifier")
+    latents = images_to_latents(prior.vae, images.to(prior.device), prior.dtype)
+    _, polar, azimuth = cartesian_to_spherical(cameras.origins.float().to(prior.device))
+    count = latents.shape[0]
+    polar, azimuth = polar.expand(count), azimuth.expand(count)
+    steps = torch.zeros(count, dtype=torch.long, device=prior.device)
+    classifier = prior.camera_classifier
+    return classifier.log_prob(latents.to(next(classifier.parameters()).dtype), steps, polar, azimuth).float()
+
+
+def best_at_cameras(prior: Prior, drawings: Tensor, cameras: Cameras, candidates: int) -> Tensor:
+    """From drawings [B * candidates, 3, H, W] (drawing k of camera b at b * candidates + k), the one per camera
+    [B, 3, H, W] that the prior's camera classifier finds the most likely seen from it (best of K)."""
+    scores = camera_log_prob(prior, drawings, cameras[torch.arange(len(cameras)).repeat_interleave(candidates)])
+    best = scores.view(-1, candidates).argmax(dim=1)
+    return drawings.view(-1, candidates, *drawings.shape[1:])[torch.arange(best.shape[0]), best.cpu()]
+
+
+@torch.no_grad()
 def ddim_redraw(prior: Prior, images: Tensor, cond: Tensor, uncond: Tensor, noise: Tensor, strength: float, steps: int,
                 guidance: float, cameras: Cameras | None = None, camera_guidance: float = 0.0) -> Tensor:
     """SDEdit (Meng et al. 2022): `images` [B, 3, H, W] in [0, 1] noised to `strength` of the schedule with

@@ -24,9 +24,10 @@ from ..scene.cameras import Cameras, cartesian_to_spherical
 from .camera import camera_labels
 from .camera_classifier import guided_noise_shift
 from .latents import images_to_latents
-from .perp_neg import perp_neg_direction
+from .perp_neg import PerpNegConfig, perp_neg_direction
 from .loading import Prior
-from .schedules import ConstantValue, ScalarSchedule, TimestepSchedule, UniformTimesteps
+from .schedules import (AnnealedTimesteps, ConstantValue, CosineTimesteps, CosineValue, LinearTimesteps, LinearValue,
+                        ScalarSchedule, TimestepSchedule, UniformTimesteps)
 
 CfgFormula = Literal["standard", "sdf_2023"]
 Weighting = Literal["1-alphabar", "sqrt_alphabar_1m", "sqrt_1m_alphabar", "uniform"]
@@ -34,42 +35,76 @@ Weighting = Literal["1-alphabar", "sqrt_alphabar_1m", "sqrt_1m_alphabar", "unifo
 
 @dataclass(frozen=True)
 class SDSConfig:
-    """Score distillation settings; defaults are Stable DreamFusion's as the thesis started from.
+    """Score distillation settings as plain values (the CLI sets them, config.json stores them exactly); defaults
+    are Stable DreamFusion's (March 2023), which the thesis started from (REFERENCE.md 1 and 2).
 
-    timesteps: thesis 6.1.3 / stable-dreamfusion, t uniform in [20, 980] of 1000.
-    guidance: classifier-free guidance scale; 100 is stable-dreamfusion's (thesis 6.1.3; FitFusion 1000).
-    cfg_formula: "standard" = uncond + s (cond - uncond) (Ho & Salimans, threestudio);
-        "sdf_2023" = cond + s (cond - uncond), stable-dreamfusion's March 2023 form, i.e. the standard
-        form with s + 1. Ours: default "standard" so that a scale means what it means elsewhere.
+    guidance, guidance_end, guidance_schedule: the CFG scale, constant (100, thesis 6.1.3) or moving from
+        `guidance` to `guidance_end` linearly or along a cosine over the run.
+    cfg_formula: "sdf_2023" = cond + s (cond - uncond), stable-dreamfusion's March 2023 form, in which the
+        thesis's guidance values (100, 1000) are written; "standard" = uncond + s (cond - uncond) (Ho & Salimans,
+        threestudio), the same with s - 1.
+    t_min, t_max: thesis 6.1.3, t in [20, 980] of 1000; t_schedule: uniform draws (thesis), or linearly or
+        cosine-decreasing t (explored in thesis 6.1.9), or "annealed": uniform draws below an upper bound that
+        moves from t_max to t_max_end over the run (threestudio's max_step_percent schedule).
     weighting: w(t). "1-alphabar" = 1 - alphabar_t (thesis 6.1.3, DreamFusion); "sqrt_alphabar_1m" =
-        sqrt(alphabar_t) (1 - alphabar_t) (Fantasia3D/threestudio); "sqrt_1m_alphabar" =
-        sqrt(1 - alphabar_t) (sigma_t); "uniform" = 1.
-    grad_clamp: optional bound on |grad| per element, a schedule of progress (stable-dreamfusion's
-        30 March 2023 version: LinearValue(2, 8)). None: ours, the thesis does not clamp.
-    latent_mode: stable-dreamfusion's latent warm-up: the render's 4 channels in [0, 1] are resized to
-        the UNet's latent size and mapped to [-1, 1] as latents; no VAE. Off by default (thesis).
+        sqrt(alphabar_t) (1 - alphabar_t) (Fantasia3D/threestudio); "sqrt_1m_alphabar" = sqrt(1 - alphabar_t)
+        (sigma_t); "uniform" = 1.
+    grad_clamp, grad_clamp_end: optional bound on |grad| per element moving linearly from one to the other
+        (stable-dreamfusion from 30 March 2023: 2 -> 8); None: no clamp (the thesis's fork).
     sample_posterior: encode with a sample of the VAE posterior (stable-dreamfusion) rather than its mean.
     noise_samples: ours: K draws of (t, noise) per render, their gradients averaged. The same expected
-        gradient with 1/K of the variance the draws add, for one render and one backward pass: K
-        UNet evaluations instead of one. 1: DreamFusion's single draw.
+        gradient with 1/K of the variance the draws add, for one render and one backward pass: K UNet
+        evaluations instead of one. 1: DreamFusion's single draw.
     camera_guidance: ours: the scale of the prior's camera classifier's guidance (`prior.camera_classifier`)
         towards each render's own camera, added to the guided noise: the score then asks the render to look
         as the object does from that camera. 0: none (and a prior without a classifier has none).
+    guidance_form: cfg: classifier-free guidance with the camera's view prompt; perp_neg: Perp-Neg
+        (prior/perp_neg.py), the other views' prompts as negatives made perpendicular to it, against Janus (one
+        UNet call on 4 rows a render; `perp_neg` holds its settings).
+    latent_mode: stable-dreamfusion's latent warm-up: the render's 4 channels in [0, 1] are resized to the
+        UNet's latent size and mapped to [-1, 1] as latents; no VAE. Off (thesis).
     """
 
-    timesteps: TimestepSchedule = field(default_factory=UniformTimesteps)
-    guidance: ScalarSchedule = field(default_factory=lambda: ConstantValue(100.0))
-    cfg_formula: CfgFormula = "standard"
+    guidance: float = 100.0
+    guidance_end: float | None = None
+    guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    cfg_formula: CfgFormula = "sdf_2023"
+    t_min: float = 0.02
+    t_max: float = 0.98
+    t_schedule: Literal["uniform", "annealed", "linear", "cosine"] = "uniform"
+    t_max_end: float = 0.5
     weighting: Weighting = "1-alphabar"
-    grad_clamp: ScalarSchedule | None = None
-    latent_mode: bool = False
+    grad_clamp: float | None = None
+    grad_clamp_end: float | None = None
     sample_posterior: bool = True
     noise_samples: int = 1
     camera_guidance: float = 0.0
+    guidance_form: Literal["cfg", "perp_neg"] = "cfg"
+    perp_neg: PerpNegConfig = field(default_factory=PerpNegConfig)
+    latent_mode: bool = False
 
     def __post_init__(self):
         if self.noise_samples < 1:
             raise DreamtextError(f"SDS noise_samples must be at least 1 (draws of t and noise per render), got {self.noise_samples}")
+
+    def guidance_values(self) -> ScalarSchedule:
+        """The CFG scale over the run."""
+        end = self.guidance if self.guidance_end is None else self.guidance_end
+        return {"constant": ConstantValue(self.guidance), "linear": LinearValue(self.guidance, end),
+                "cosine": CosineValue(self.guidance, end)}[self.guidance_schedule]
+
+    def timestep_values(self) -> TimestepSchedule:
+        """How t is drawn over the run."""
+        return {"uniform": UniformTimesteps(self.t_min, self.t_max),
+                "annealed": AnnealedTimesteps(self.t_min, self.t_max, self.t_max_end),
+                "linear": LinearTimesteps(self.t_min, self.t_max),
+                "cosine": CosineTimesteps(self.t_min, self.t_max)}[self.t_schedule]
+
+    def clamp_values(self) -> ScalarSchedule | None:
+        """The gradient's bound over the run (None: no clamp)."""
+        if self.grad_clamp is None:
+            return None
+        return LinearValue(self.grad_clamp, self.grad_clamp if self.grad_clamp_end is None else self.grad_clamp_end)
 
 
 def sds_weight(alphas_cumprod_t: Tensor, weighting: Weighting) -> Tensor:
@@ -120,6 +155,7 @@ class ScoreDistillation:
             raise DreamtextError(f"SDS needs an epsilon or v-prediction prior, this one predicts {prediction!r}")
         self.prior = prior
         self.config = config
+        self.timesteps, self.guidance, self.grad_clamp = config.timestep_values(), config.guidance_values(), config.clamp_values()
         self.prediction_type = prediction
         self.alphas_cumprod = prior.scheduler.alphas_cumprod.to(prior.device, torch.float32)
 
@@ -192,7 +228,7 @@ class ScoreDistillation:
         config = self.config
         batch, draws = images.shape[0], config.noise_samples
         latents = self.encode(images, generator)
-        timesteps = config.timesteps(
+        timesteps = self.timesteps(
             step_progress, generator, draws * batch, self.prior.num_train_timesteps, device=latents.device
         )
         repeated = latents.detach().float()
@@ -214,7 +250,7 @@ class ScoreDistillation:
             direction = perp_neg_direction(eps_cond, eps_uncond, torch.stack(eps[2:], dim=1),
                                            negative_weights.to(noisy.device).repeat(draws, 1))
 
-        scale = config.guidance(step_progress, generator)
+        scale = self.guidance(step_progress, generator)
         eps_hat = guided_noise(eps_cond, eps_uncond, scale, config.cfg_formula, direction)
         if config.camera_guidance > 0 and self.prior.camera_classifier is not None and repeated_cameras is not None:
             _, polar, azimuth = cartesian_to_spherical(repeated_cameras.origins.float())
@@ -224,8 +260,8 @@ class ScoreDistillation:
         grad = torch.nan_to_num(weight.view(-1, 1, 1, 1) * (eps_hat - noise), nan=0.0, posinf=0.0, neginf=0.0)
         if draws > 1:
             grad = grad.reshape(draws, *latents.shape).mean(dim=0)
-        if config.grad_clamp is not None:
-            bound = config.grad_clamp(step_progress, generator)
+        if self.grad_clamp is not None:
+            bound = self.grad_clamp(step_progress, generator)
             grad = grad.clamp(-bound, bound)
 
         target = (latents.float() - grad).detach()

@@ -3,7 +3,9 @@ the small CLIP trained on the procedural world.
 
 Layout (package data):
 - `pipeline/`: a diffusers Stable Diffusion folder (fp16 safetensors); any code that loads a real
-  checkpoint loads it, diffusers' own `from_pretrained` included.
+  checkpoint loads it, diffusers' own `from_pretrained` included. Beside its components (outside
+  model_index.json), `camera_classifier/`: the camera classifier of its latents (`prior/camera_classifier.py`,
+  `train-prior camera`: 12k steps on 24k renders, held-out azimuth within 30 degrees 75% of the time at t=20).
 - `clip/`: the small CLIP's config and every weight except its text tower. The text tower is the
   pipeline's text encoder (Stable Diffusion's frozen CLIP text model), so it is stored once and
   `load_builtin_clip` puts the two together.
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ...errors import DreamtextError
+from ..camera_classifier import CAMERA_CLASSIFIER_FOLDER
 from ..small.assemble import write_directory_atomically
 
 BUILTIN_DIR = Path(__file__).resolve().parent
@@ -99,22 +102,45 @@ def package_prior(trained_root: str | os.PathLike, out_dir: str | os.PathLike = 
     A root with clip/ only (`train-prior clip --init-clip builtin`) replaces the CLIP alone, and one with
     pipeline/ only (`train-prior unet --init-unet builtin`) the pipeline alone; the part's text tower must
     then be the one `out_dir` already ships, since the part left in place was trained with that tower.
+    A camera classifier (`root`/camera_classifier, `train-prior camera`) goes into pipeline/camera_classifier
+    (fp16); without one, the classifier shipped before stays only if the new pipeline has the same VAE (it
+    reads that VAE's latents). A root with camera_classifier/ alone replaces just the classifier.
     """
     from safetensors.torch import load_file, save_file
 
     root, out_dir = Path(trained_root), Path(out_dir)
-    pipeline, clip = root / "pipeline", root / "clip"
+    pipeline, clip, classifier = root / "pipeline", root / "clip", root / CAMERA_CLASSIFIER_FOLDER
     with_pipeline, with_clip = (pipeline / "model_index.json").is_file(), (clip / "config.json").is_file()
-    if not (with_pipeline or with_clip):
-        raise DreamtextError(f"{str(root)!r} holds no trained prior (clip/ or pipeline/); run `dreamtext train-prior all` first")
+    with_classifier = (classifier / "config.json").is_file()
+    if not (with_pipeline or with_clip or with_classifier):
+        raise DreamtextError(f"{str(root)!r} holds no trained prior (clip/, pipeline/ or camera_classifier/); run "
+                             "`dreamtext train-prior all` first")
+    shipped_classifier = out_dir / "pipeline" / CAMERA_CLASSIFIER_FOLDER
+    same_vae = (out_dir / "pipeline" / "vae").is_dir() and all(
+        (pipeline / "vae" / file.name).is_file() and (pipeline / "vae" / file.name).read_bytes() == file.read_bytes()
+        for file in (out_dir / "pipeline" / "vae").iterdir())
+    if with_classifier:
+        classifier_source = classifier
+    elif with_pipeline and same_vae and (shipped_classifier / "config.json").is_file():
+        classifier_source = shipped_classifier
+    else:
+        classifier_source = None
     shipped_text = out_dir / "pipeline" / "text_encoder" / "model.safetensors"
-    if not with_pipeline:
+    if with_clip and not with_pipeline:
         _require_text_tower(clip / "model.safetensors", shipped_text, "CLIP")
-    if not with_clip:
+    if with_pipeline and not with_clip:
         _require_text_tower(pipeline / "text_encoder" / "model.safetensors", shipped_text, "pipeline")
+
+    def write_classifier(staging: Path) -> None:
+        weights = load_file(str(classifier_source / "model.safetensors"))
+        save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(staging / "model.safetensors"))
+        shutil.copy(classifier_source / "config.json", staging / "config.json")
 
     def write_pipeline(staging: Path) -> None:
         shutil.copytree(pipeline, staging, dirs_exist_ok=True)
+        if classifier_source is not None:
+            (staging / CAMERA_CLASSIFIER_FOLDER).mkdir(exist_ok=True)
+            write_classifier(staging / CAMERA_CLASSIFIER_FOLDER)
 
     def write_clip(staging: Path) -> None:
         weights = load_file(str(clip / "model.safetensors"))
@@ -128,6 +154,8 @@ def package_prior(trained_root: str | os.PathLike, out_dir: str | os.PathLike = 
 
     if with_pipeline:
         write_directory_atomically(out_dir / "pipeline", write_pipeline)
+    elif with_classifier:
+        write_directory_atomically(shipped_classifier, write_classifier)
     if with_clip:
         write_directory_atomically(out_dir / "clip", write_clip)
     for path in (out_dir / "pipeline", out_dir / "clip", *(out_dir / "pipeline").rglob("*"), *(out_dir / "clip").rglob("*")):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +40,7 @@ from ..builtin import CLIP_WEIGHTS, load_builtin_clip
 from ..camera import takes_camera
 from ..loading import load_prior
 from ..prompts import TextEmbeddingCache
-from ..sampling import ddim_sample, initial_noise
+from ..sampling import best_at_cameras, ddim_sample, initial_noise
 from ..tokenizer import build_clip_tokenizer
 from .clip import COLOUR_NAMES, colour_prompts, noun_prompts, rank_captions
 
@@ -79,6 +79,9 @@ class PriorEvalConfig:
     `prior.camera_classifier`)."""
     camera_classifier: str | None = None
     """A camera classifier folder for that guidance (None: the pipeline folder's own, if it has one)."""
+    camera_candidates: int = 1
+    """Each pose drawing the best of this many (different noise), chosen by the camera classifier for its camera
+    (1: the one drawing)."""
     alike_iou: float = 0.9
     """A wrong pose still counts when the true object's silhouettes from it and from the true camera agree this
     much (a sphere has no pose to get wrong; ours)."""
@@ -98,7 +101,15 @@ def _accuracy(model, tokenizer, images: Tensor, objects: list) -> tuple[Tensor, 
 
 
 def _draw(prior, captions: list[str], seeds: list[int], config: PriorEvalConfig, cameras=None) -> Tensor:
-    """Images [N, 3, H, W] of `captions` (image i from the noise of seeds[i], at cameras[i] if given)."""
+    """Images [N, 3, H, W] of `captions` (image i from the noise of seeds[i], at cameras[i] if given; with several
+    camera candidates, the best of drawings from seeds[i] * candidates + k)."""
+    candidates = config.camera_candidates if cameras is not None and prior.camera_classifier is not None else 1
+    if candidates > 1:
+        index = torch.arange(len(captions)).repeat_interleave(candidates)
+        drawn = _draw(prior, [captions[i] for i in index.tolist()], [seeds[i] * candidates + k for i in range(len(captions))
+                                                                     for k in range(candidates)],
+                      replace(config, camera_candidates=1), cameras[index])
+        return best_at_cameras(prior, drawn, cameras, candidates)
     cache = TextEmbeddingCache(prior)
     uncond = cache.encode([""])
     images = []

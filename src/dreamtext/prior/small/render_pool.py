@@ -130,11 +130,18 @@ def render_world_pool(spec: PoolSpec, workers: int | None = None, progress: bool
     with Progress(total=spec.count, description="rendering world", log_every=max(1, len(chunks) // 20), enabled=progress) as bar:
         done = 0
         if workers == 1:
-            results = (_render_chunk(spec, i, n) for i, n in chunks)
-            for (i, n), (chunk_images, chunk_words, chunk_cameras) in zip(chunks, results):
-                images[i], words[i], cameras[i] = chunk_images, chunk_words, chunk_cameras
-                done += n
-                bar.update(done)
+            # One thread here too, as in the workers: tracing is many small ops, and torch's threads then spin
+            # against each other and against any other process (measured while a training ran beside it: 0.6
+            # renders a second with the default 2 threads, 20 with one).
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                for i, n in chunks:
+                    images[i], words[i], cameras[i] = _render_chunk(spec, i, n)
+                    done += n
+                    bar.update(done)
+            finally:
+                torch.set_num_threads(threads)
         else:
             # spawn, not fork: the parent may already hold CUDA or torch thread pools.
             context = multiprocessing.get_context("spawn")
