@@ -29,10 +29,9 @@ from ..scene.occupancy import OccupancyGridConfig
 from ..scene.renderer import RendererConfig, VolumeRenderer
 from ..utils.device import Device, resolve_device
 from ..utils.images import save_image
-from ..utils.preemption import preemption_handlers
 from ..utils.workspace import Workspace
 from ..world.analytic import default_scene, write_scene_views
-from .lifecycle import RESUMABLE_KEYS, check_schedule, check_seed, start_run, train_loop
+from .lifecycle import RESUMABLE_KEYS, check_schedule, check_seed, start_run, train_loop, train_run
 
 
 @dataclass
@@ -221,27 +220,26 @@ def fit(config: FitConfig, workspace: str | Path, resume: bool = False, progress
     # The user's images are checked before anything is written, so bad input leaves no trace.
     posed = load_fit_data(config) if config.data is not None else None
     run = start_run(workspace, "fit", config, resume, FIT_RESUMABLE_KEYS)
-    # created and locked (a second run here is refused meanwhile); SIGTERM or Ctrl-C stops any stage cleanly
-    with run.workspace.held() as ws, preemption_handlers():
-        config = run.config
-        if posed is None:
-            posed = load_fit_data(config, ws)
-        config = dataclasses.replace(config, export=framed_like(config.export, posed.cameras))
-        ws.save_config(config, method="fit")
-        fitter = Fitter(config, ws, posed)
-        if run.resuming:
-            fitter.load_state_dict(ws.load_checkpoint(map_location=fitter.device))
-        fitter.train(progress=progress)
 
+    def make(ws: Workspace) -> tuple[FitConfig, Fitter]:
+        data = posed if posed is not None else load_fit_data(run.config, ws)  # the built-in scene: rendered there
+        framed = dataclasses.replace(run.config, export=framed_like(run.config.export, data.cameras))
+        return framed, Fitter(framed, ws, data)
+
+    def finish(fitter: Fitter, config: FitConfig, ws: Workspace, training_seconds: float) -> dict:
         heldout_psnr = fitter.evaluate(save_as="validation/final.png")
         metrics = {"heldout_psnr": heldout_psnr, "iters": fitter.step, "train_views": len(fitter.train_set),
                    "heldout_views": len(fitter.heldout_set)}
-        metrics.update(export_all(fitter.field, fitter.renderer, ws, config.export, background=fitter.background,
-                                  progress=progress))
+        exported = export_all(fitter.field, fitter.renderer, ws, config.export, background=fitter.background,
+                              progress=progress)
+        metrics.update(exported)
+        metrics["stage_seconds"] = {"training": training_seconds, **exported["stage_seconds"]}
         if config.data is None:
             metrics.update(_builtin_scene_metrics(fitter, config))
-        ws.write_metrics(metrics)
-    return FitResult(workspace=ws.root, heldout_psnr=heldout_psnr, metrics=metrics)
+        return metrics
+
+    metrics = train_run(run, "fit", make, finish, progress)
+    return FitResult(workspace=run.workspace.root, heldout_psnr=metrics["heldout_psnr"], metrics=metrics)
 
 
 def framed_like(export: ExportConfig, cameras) -> ExportConfig:

@@ -3,6 +3,9 @@
 A method's trainer has `step`, `train_step()` (its losses; nan for a skipped step),
 `state_dict()` / `load_state_dict()`, and may have `evaluate_at(step)` for periodic validation. Around it:
 
+- `train_run`: the rest of every training run once it has started (the one driver fit, text-to-3D and the
+  descriptor share): the workspace created and held, the config saved, a checkpoint resumed, the training,
+  the method's own outputs, metrics.json with each stage's time.
 - `start_run`: the workspace guard (a workspace holds one run of one method; an existing run is continued
   only with `resume`), the resumed config (`resumed_config`, one rule for every method), and whether the
   run already finished. It creates nothing: a run that fails to start (a bad model, a bad image) leaves
@@ -25,7 +28,7 @@ from typing import Any, Callable, Protocol, Sequence, TypeVar
 from ..errors import DreamtextError, RunInterrupted
 from ..utils.config import config_from_dict, config_to_dict, differing_keys, get_dotted, set_dotted
 from ..utils.preemption import preemption_handlers
-from ..utils.progress import Progress
+from ..utils.progress import Progress, timed
 from ..utils.workspace import Workspace
 
 C = TypeVar("C")
@@ -104,6 +107,30 @@ def start_run(root: str | Path, method: str, config: C, resume: bool, taken: Seq
               "training its last steps again from previous.pt", file=sys.stderr)
         done = None
     return RunStart(workspace, config, resuming=True, finished=done)
+
+
+def train_run(run: RunStart, method: str, make: Callable[[Workspace], tuple[Any, Trainer]],
+              finish: Callable[[Trainer, Any, Workspace, float], dict], progress: bool) -> dict:
+    """Train a started run to its end and return its metrics (also written to metrics.json).
+
+    make(workspace) -> (config, trainer): what trains, built once the workspace is held (a method may still
+        complete its config there: fit frames its views by the data it renders into the workspace); a method
+        that loads models builds them before (`start_run` to here writes nothing).
+    finish(trainer, config, workspace, training_seconds) -> metrics: the method's outputs (renders, mesh,
+        embeddings) and figures, given the wall time this process trained for.
+    The workspace is held for the whole run (a second run on it is refused) and SIGTERM or Ctrl-C stops any
+    stage cleanly (utils/preemption.py)."""
+    with run.workspace.held() as workspace, preemption_handlers():
+        config, trainer = make(workspace)
+        workspace.save_config(config, method=method)
+        if run.resuming:
+            trainer.load_state_dict(workspace.load_checkpoint(map_location=trainer.device))
+        seconds: dict[str, float] = {}
+        with timed(seconds, "training"):  # this process's share: a resumed run counts only what it trained
+            trainer.train(progress=progress)
+        metrics = finish(trainer, config, workspace, seconds["training"])
+        workspace.write_metrics(metrics)
+    return metrics
 
 
 def train_loop(trainer: Trainer, workspace: Workspace, iters: int, description: str, progress: bool,

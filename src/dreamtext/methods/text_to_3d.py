@@ -34,11 +34,10 @@ from ..scene.shading import ShadingScheduleConfig, light_directions_near_camera
 from ..utils.device import PRECISION_DTYPES, Device, Precision, precision_dtype, precision_name, resolve_device
 from ..utils.ema import update_ema
 from ..utils.images import save_image
-from ..utils.preemption import preemption_handlers
 from ..utils.progress import stage, timed
 from ..utils.workspace import Workspace
 from .adan import Adan
-from .lifecycle import check_schedule, check_seed, start_run, train_loop
+from .lifecycle import check_schedule, check_seed, start_run, train_loop, train_run
 from .regularizers import RegularizerWeights, regularization
 from .sample import contact_sheet
 from .shape_init import (DrawingSource, ShapeInitConfig, SoftVisualHull, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
@@ -466,21 +465,16 @@ def text_to_3d(
     if prior is None:  # a bad model fails here, before anything is written
         prior = load_run_prior(config, progress)
     trainer = make_trainer(config, ws, prior=prior)
-    # created and locked (a second run on this workspace is refused while this one trains); SIGTERM or Ctrl-C
-    # stops any stage cleanly (utils/preemption.py)
-    with ws.held(), preemption_handlers():
-        ws.save_config(config, method="text")
-        return _train_and_export(trainer, config, ws, run.resuming, progress)
+    metrics = train_run(run, "text", lambda _: (config, trainer),
+                        lambda trainer, config, ws, seconds: finish_text_run(trainer, config, ws, seconds, run.resuming, progress),
+                        progress)
+    return TextTo3DResult(workspace=ws.root, metrics=metrics)
 
 
-def _train_and_export(trainer: TextTo3DTrainer, config: TextTo3DConfig, ws: Workspace, resuming: bool,
-                      progress: bool) -> TextTo3DResult:
-    if resuming:
-        trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
-    seconds: dict[str, float] = {}
-    with timed(seconds, "training"):  # this process's share: a resumed run counts only what it trained
-        trainer.train(progress=progress)
-
+def finish_text_run(trainer: TextTo3DTrainer, config: TextTo3DConfig, ws: Workspace, training_seconds: float,
+                    resuming: bool, progress: bool) -> dict:
+    """A trained run's validation strip, exports and metrics (with where the wait went: the start's drawings,
+    hull and fit, the SDS steps, the exports)."""
     trainer.validate(save_as="validation/final.png")
     finite = [v for v in trainer.losses if v == v]
     metrics = {
@@ -497,8 +491,7 @@ def _train_and_export(trainer: TextTo3DTrainer, config: TextTo3DConfig, ws: Work
                           progress=progress)
     start_seconds = metrics.pop("start_seconds", {})
     metrics.update(exported)
-    # where a user's wait went: the start (drawings, hull, its fit), the SDS steps, the exports
-    seconds["training"] -= sum(start_seconds.values()) if trainer.init_record is not None and not resuming else 0.0
-    metrics["stage_seconds"] = {**start_seconds, **seconds, **exported["stage_seconds"]}
-    ws.write_metrics(metrics)
-    return TextTo3DResult(workspace=ws.root, metrics=metrics)
+    started_here = trainer.init_record is not None and not resuming  # the start ran inside the training's time
+    training = training_seconds - (sum(start_seconds.values()) if started_here else 0.0)
+    metrics["stage_seconds"] = {**start_seconds, "training": training, **exported["stage_seconds"]}
+    return metrics

@@ -38,10 +38,9 @@ from ...prior.camera import camera_labels
 from ...prior.latents import images_to_latents
 from ...prior.loading import is_builtin_model
 from ...utils.device import PRECISION_DTYPES, Device, Precision, resolve_device
-from ...utils.preemption import preemption_handlers
 from ...utils.progress import Progress
 from ...utils.workspace import Workspace
-from ..lifecycle import check_schedule, check_seed, start_run, train_loop
+from ..lifecycle import check_schedule, check_seed, start_run, train_loop, train_run
 from .augment import AugmentConfig, augment
 from .inputs import workspace_input
 from .learned import EMBEDDINGS_DIR, LearnedSentence
@@ -374,23 +373,22 @@ def train_descriptor(
     config = with_prior_defaults(config)
     check_config(config)
     run = start_run(root / DESCRIPTOR_DIR, METHOD, config, resume)
-    ws, config = run.workspace, run.config
+    config = run.config
     described = read_described_image(root)
     template = training_template(described, config.trainable)
     if nothing_to_learn(template, config.trainable):
         return keep_plain_sentence(root, config, described, template, prior)
     # Loads the prior: a bad model fails before anything is written.
     trainer = DescriptorTrainer(config, root, prior=prior, described=described)
-    with ws.held(), preemption_handlers():  # locked for this run; SIGTERM or Ctrl-C stops it cleanly
-        ws.save_config(config, method=METHOD)
-        if run.resuming:
-            trainer.load_state_dict(ws.load_checkpoint(map_location=trainer.device))
-        trainer.train(progress=progress)
-        learned = trainer.finish()
+
+    def finish(trainer: DescriptorTrainer, config: DescriptorConfig, ws: Workspace, training_seconds: float) -> dict:
+        learned = trainer.finish()  # the embeddings written, the tokens in the prior's text encoder
         finite = [real + config.base_loss_weight * base for real, base in trainer.losses if real == real]
-        metrics = descriptor_metrics(config, learned, trainer.step, trainer.skipped_steps, finite, trainer.prior.dtype)
-        ws.write_metrics(metrics)
-    return DescriptorResult(workspace=root, learned=learned, metrics=metrics)
+        return {**descriptor_metrics(config, learned, trainer.step, trainer.skipped_steps, finite, trainer.prior.dtype),
+                "stage_seconds": {"training": training_seconds}}
+
+    metrics = train_run(run, METHOD, lambda _: (config, trainer), finish, progress)
+    return DescriptorResult(workspace=root, learned=trainer.learned(), metrics=metrics)
 
 
 def keep_plain_sentence(
