@@ -277,7 +277,7 @@ def test_truth_drawings_carve_a_hull_that_holds_the_whole_object():
     so their hull holds the whole object (recall 1) and is as tight as four views can be."""
     from dreamtext.bench.truth_start import truth_drawings
     from dreamtext.methods.presets import preset_config
-    from dreamtext.methods.shape_init import hull_of_drawings
+    from dreamtext.methods.text_to_3d.start import hull_of_drawings
     from dreamtext.metrics import occupancy_grid, voxel_overlap
 
     sphere = benchmark_objects(4)[3]

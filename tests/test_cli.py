@@ -22,9 +22,9 @@ from dreamtext.cli.prior_commands import EvalPriorCommand, SampleCommand
 from dreamtext.cli.scene_commands import FitCommand, TextCommand
 from dreamtext.cli.workspace_commands import ViewCommand
 from dreamtext.methods.describe import DescribeConfig
-from dreamtext.methods.dreamtext.descriptor import DescriptorConfig
-from dreamtext.methods.dreamtext.image_to_3d import ImageTo3DConfig
-from dreamtext.methods.dreamtext.reconstruct import ReconstructConfig
+from dreamtext.methods.image_to_3d.descriptor import DescriptorConfig
+from dreamtext.methods.image_to_3d.pipeline import ImageTo3DConfig
+from dreamtext.methods.image_to_3d.reconstruct import ReconstructConfig
 from dreamtext.methods.fit import FitConfig
 from dreamtext.methods.sample import SampleConfig
 from dreamtext.methods.text_to_3d import TextTo3DConfig
@@ -164,3 +164,11 @@ def test_image_commands_take_their_method_defaults_wherever_the_workspace_stands
                            "--reconstruct.render-size", "32", "--describe.sentence.noun", "mug"]).settings.image_config()
     assert (image.method, image.descriptor.trainable, image.descriptor.iters, image.reconstruct.render_size) == ("sentence", "sentence", 3, 32)
     assert image.describe.sentence.noun == "mug" and {image.describe.device, image.descriptor.device, image.reconstruct.device} == {"cpu"}
+
+
+def test_repeated_set_flags_keep_every_setting():
+    """A repeated --set must never drop the earlier ones silently (tyro's default keeps the last)."""
+    bench = parse_command(["bench", "world", "--json", "--set", "iters=1", "--set", "init.camera_candidates=4"])
+    assert bench.set == ("iters=1", "init.camera_candidates=4")
+    batch = parse_command(["batch", "jobs.txt", "--set", "iters=600", "--set", "seed=2"])
+    assert batch.config.set == ("iters=600", "seed=2")

@@ -337,7 +337,7 @@ def rgba_file(path: Path) -> Path:
 
 
 def test_describe_writes_the_image_mask_and_a_record_descriptor_training_reads(tmp_path):
-    from dreamtext.methods.dreamtext.sentence import read_described_image
+    from dreamtext.methods.image_to_3d.sentence import read_described_image
 
     workspace = tmp_path / "ws"
     backend = ScriptedClip(bag_of_words_score)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from dreamtext.methods.dreamtext.augment import (
+from dreamtext.methods.image_to_3d.augment import (
     LUMA, NO_AUGMENTATION, AugmentConfig, adjust_contrast, adjust_hue, augment, color_jitter, crop, draw,
     gaussian_blur, gaussian_kernels, hsv_to_rgb, rgb_to_hsv, rotate, white_fraction,
 )

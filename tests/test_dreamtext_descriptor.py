@@ -13,13 +13,13 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from dreamtext.errors import DreamtextError
-from dreamtext.methods.dreamtext.augment import NO_AUGMENTATION
-from dreamtext.methods.dreamtext.descriptor import (
+from dreamtext.methods.image_to_3d.augment import NO_AUGMENTATION
+from dreamtext.methods.image_to_3d.descriptor import (
     DescriptorConfig, DescriptorTrainer, encode_prompts, train_descriptor,
 )
-from dreamtext.methods.dreamtext.learned import EMBEDDINGS_DIR, LearnedSentence
-from dreamtext.methods.dreamtext.sentence import DescribedImage, slot_words, training_template
-from dreamtext.methods.dreamtext.tokens import token_for, unique_tokens
+from dreamtext.methods.image_to_3d.learned import EMBEDDINGS_DIR, LearnedSentence
+from dreamtext.methods.image_to_3d.sentence import DescribedImage, slot_words, training_template
+from dreamtext.methods.image_to_3d.tokens import token_for, unique_tokens
 from dreamtext.utils.workspace import Workspace
 
 from dreamtext_fixtures import SENTENCE, tiny_prior, write_described_workspace

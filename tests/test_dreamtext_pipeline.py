@@ -14,11 +14,11 @@ pytest.importorskip("transformers")
 
 from dreamtext.cli.main import main
 from dreamtext.errors import DreamtextError
-from dreamtext.methods.dreamtext import image_to_3d as pipeline_module
-from dreamtext.methods.dreamtext.descriptor import DescriptorConfig, DescriptorTrainer, encode_prompts, train_descriptor
-from dreamtext.methods.dreamtext.diverse import diverse, DiverseConfig
-from dreamtext.methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig, image_to_3d, method_config
-from dreamtext.methods.dreamtext.reconstruct import (
+from dreamtext.methods.image_to_3d import pipeline as pipeline_module
+from dreamtext.methods.image_to_3d.descriptor import DescriptorConfig, DescriptorTrainer, encode_prompts, train_descriptor
+from dreamtext.methods.image_to_3d.diverse import diverse, DiverseConfig
+from dreamtext.methods.image_to_3d.pipeline import METHODS, ImageTo3DConfig, image_to_3d, method_config
+from dreamtext.methods.image_to_3d.reconstruct import (
     FixedConditioning, ImageTo3DTrainer, ReconstructConfig, ReferenceViewConfig, reconstruct, reference_camera,
 )
 from dreamtext.methods.sample import SampleConfig
@@ -104,8 +104,8 @@ def test_reference_view_losses_pull_the_input_camera_render_towards_the_image(tm
     assert float(radius) == pytest.approx(1.25) and float(polar) == pytest.approx(90.0) and float(azimuth) % 360 == pytest.approx(0.0, abs=1e-4)
     assert int(view_label_ids(polar, azimuth)) == 0  # "front"
 
-    from dreamtext.methods.dreamtext.reconstruct import text_config_for
-    from dreamtext.methods.dreamtext.learned import LearnedSentence
+    from dreamtext.methods.image_to_3d.reconstruct import text_config_for
+    from dreamtext.methods.image_to_3d.learned import LearnedSentence
 
     learned = LearnedSentence.load(root / "embeddings")
     text = text_config_for(learned, ReconstructConfig(iters=30, render_size=16, device="cpu", reference=reference), TOY_TEXT_TO_3D)
@@ -138,8 +138,8 @@ def test_methods_are_switches_over_the_same_config():
 
 def test_stage_lengths_and_sizes_are_the_priors_own_unless_given(tiny_model):
     """Issue 39: the thesis's GPU settings for Stable Diffusion, the builtin preset's on the built-in prior."""
-    from dreamtext.methods.dreamtext.descriptor import BUILTIN_DESCRIPTOR_ITERS, with_prior_defaults
-    from dreamtext.methods.dreamtext.reconstruct import reconstruction_text_config
+    from dreamtext.methods.image_to_3d.descriptor import BUILTIN_DESCRIPTOR_ITERS, with_prior_defaults
+    from dreamtext.methods.image_to_3d.reconstruct import reconstruction_text_config
     from dreamtext.methods.presets import BUILTIN
 
     config = method_config(ImageTo3DConfig())

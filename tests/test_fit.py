@@ -16,7 +16,8 @@ from dreamtext.metrics import field_iou
 from dreamtext.scene.field import FieldConfig
 from dreamtext.scene.hash_encoding import HashGridConfig
 from dreamtext.utils.workspace import Workspace
-from dreamtext.world.analytic import two_tone_test_scene, write_scene_views
+from dreamtext.world.analytic import two_tone_test_scene
+from dreamtext.world.posed_views import write_scene_views
 
 # A fitted field's density has no fixed scale; the mesh is cut where it reaches this value
 # (about optical depth 0.15 across one 64^3 voxel of the [-1, 1] cube).

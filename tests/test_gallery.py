@@ -22,7 +22,8 @@ from dreamtext.gallery import build_gallery, summarize_run
 from dreamtext.gallery.site import MARKER_FILE, STATIC_FILES
 from dreamtext.scene.renderer import RendererConfig, VolumeRenderer
 from dreamtext.utils.workspace import Workspace
-from dreamtext.world.analytic import sphere_scene, two_tone_test_scene, write_scene_views
+from dreamtext.world.analytic import sphere_scene, two_tone_test_scene
+from dreamtext.world.posed_views import write_scene_views
 
 PROMPT = 'a red <ball> & "sphere"'
 PAGE_BACKGROUND = np.array([243, 244, 246])  # glb-viewer.js's clear colour (#f3f4f6)

@@ -1,5 +1,5 @@
 """The package's shape: no import cycles, and no module importing upwards across the layers README's package
-layout names (imports that only type checkers run, under TYPE_CHECKING, do not count)."""
+layout names; both with the imports that only type checkers run (under TYPE_CHECKING) counted too."""
 
 from __future__ import annotations
 
@@ -20,18 +20,14 @@ def module_name(path: Path) -> str:
 
 
 def runtime_imports() -> dict[str, set[str]]:
-    """Every in-package module each module imports when it runs (functions' imports included)."""
+    """Every in-package module each module imports (functions' imports and those under TYPE_CHECKING included)."""
     modules = {module_name(path): path for path in ROOT.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text())
-        typing_only = {id(sub) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                       for inner in node.body for sub in ast.walk(inner)}
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         targets: set[str] = set()
         for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
             if isinstance(node, ast.Import):
                 candidates = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dreamtext.errors import DreamtextError
-from dreamtext.methods.shape_init import (
+from dreamtext.methods.text_to_3d.start import (
     FieldFitConfig, RedrawConfig, ShapeInitConfig, SoftVisualHull, fit_field, hull_hold_loss, hull_of_drawings, hull_silhouettes, hull_targets, hull_volume_fraction, mean_object_colour, project, redraw_hull,
 )
 from dreamtext.utils.images import close_masks, foreground_masks
@@ -124,8 +124,8 @@ pytest.importorskip("diffusers")
 
 from test_text_to_3d import small_config  # noqa: E402
 
-from dreamtext.methods import text_to_3d as text_to_3d_module  # noqa: E402
-from dreamtext.methods.shape_init import draw_views  # noqa: E402
+from dreamtext.methods.text_to_3d import trainer as text_to_3d_module  # noqa: E402
+from dreamtext.methods.text_to_3d.start import draw_views  # noqa: E402
 from dreamtext.methods.text_to_3d import TextTo3DTrainer  # noqa: E402
 from dreamtext.utils.workspace import Workspace  # noqa: E402
 
@@ -157,7 +157,7 @@ def test_run_starts_from_the_hull_of_its_drawings(tiny_model, tmp_path, monkeypa
 
 
 def test_a_redrawing_run_starts_from_the_redrawn_hull(tiny_model, tmp_path, monkeypatch):
-    import dreamtext.methods.shape_init as sample_module  # where the start draws from the prior
+    import dreamtext.methods.text_to_3d.start as sample_module  # where the start draws from the prior
 
     scene = sphere_scene(radius=0.3, albedo=(0.9, 0.1, 0.1), center=(0.15, 0.0, 0.0))
     monkeypatch.setattr(text_to_3d_module, "draw_views", lambda prior, embeddings, config, seed, cameras, progress: drawings_of(scene, config))
@@ -277,7 +277,7 @@ class FakeEmbeddings:
 
 
 def test_a_faithful_redraw_keeps_the_hull_and_carves_it_from_known_cameras(monkeypatch):
-    import dreamtext.methods.shape_init as sample_module  # where the start draws from the prior
+    import dreamtext.methods.text_to_3d.start as sample_module  # where the start draws from the prior
 
     scene = sphere_scene(radius=0.3, center=(0.15, 0.0, -0.1))
     config = ShapeInitConfig(kind="prior_hull", redraw=RedrawConfig(strength=0.5, azimuths=8, drawings=2))
@@ -372,7 +372,7 @@ def test_sigterm_during_the_drawings_stops_the_run_cleanly_and_a_resume_starts_o
     import os
     import signal
 
-    import dreamtext.methods.shape_init as shape_init_module
+    import dreamtext.methods.text_to_3d.start as shape_init_module
     from dreamtext.errors import RunInterrupted
     from dreamtext.methods.text_to_3d import text_to_3d
 

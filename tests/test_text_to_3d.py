@@ -17,10 +17,10 @@ from dreamtext.errors import DreamtextError
 from dreamtext.export.mesh import MeshExportConfig
 from dreamtext.export.outputs import ExportConfig
 from dreamtext.export.video import mp4_writer_available
-from dreamtext.methods.adan import Adan
+from dreamtext.utils.adan import Adan
 from dreamtext.methods.presets import DREAMFUSION, FITFUSION, preset_config
 from dreamtext.methods.trained import load_trained
-from dreamtext.methods.regularizers import (
+from dreamtext.methods.text_to_3d.regularizers import (
     RegularizerWeights, border_weights, entropy_loss, opacity_loss, orientation_loss, regularization,
 )
 from dreamtext.methods.text_to_3d import TextTo3DTrainer, text_to_3d

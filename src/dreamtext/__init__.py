@@ -24,11 +24,13 @@ Package layout (lower layers never import higher ones):
     utils, errors   files written atomically, progress, configs as data
     scene           cameras, rays, hash-grid field, background, occupancy grid, shading, renderer
     world           the built-in procedural world: SDF objects with ground truth, their renders
-    prior           the 2D prior: Stable Diffusion loading, the camera input, sampling, SDS;
-                    prior/small: the project's own small CLIP and diffusion model and their training
+    prior           the 2D prior: Stable Diffusion loading, the camera input and classifier, sampling, SDS;
+                    prior/small: the project's own small CLIP, diffusion model and camera classifier and their
+                    training; prior/builtin: the shipped weights
     data            user inputs (posed image sets, input images)
     export          meshes (GLB/OBJ/PLY), textures, turntable videos, named views
-    methods         the jobs that train a field: fit, text-to-3D, image-to-3D, their presets and lifecycle
+    methods         the jobs that train a field and the one run driver (lifecycle): fit, text_to_3d/ (trainer,
+                    start shapes, regularisers), image_to_3d/ (DreamText's stages), presets
     bench, viewer, gallery, cli   benchmarks (JSON), the browser viewer, the static gallery, the command
 """
 
@@ -40,8 +42,8 @@ _API = {
     "text_to_3d": ("dreamtext.methods.text_to_3d", "text_to_3d"),
     "TextTo3DConfig": ("dreamtext.methods.text_to_3d", "TextTo3DConfig"),
     "preset_config": ("dreamtext.methods.presets", "preset_config"),
-    "image_to_3d": ("dreamtext.methods.dreamtext.image_to_3d", "image_to_3d"),
-    "ImageTo3DConfig": ("dreamtext.methods.dreamtext.image_to_3d", "ImageTo3DConfig"),
+    "image_to_3d": ("dreamtext.methods.image_to_3d.pipeline", "image_to_3d"),
+    "ImageTo3DConfig": ("dreamtext.methods.image_to_3d.pipeline", "ImageTo3DConfig"),
     "load_trained": ("dreamtext.methods.trained", "load_trained"),
     "render_workspace": ("dreamtext.methods.trained", "render_workspace"),
     "export_workspace": ("dreamtext.methods.trained", "export_workspace"),

@@ -33,10 +33,10 @@ from typing import Any, Literal
 import torch
 
 from ..errors import DreamtextError, RunInterrupted
-from ..methods.dreamtext.diverse import DiverseConfig, diverse
-from ..methods.dreamtext.descriptor import check_config as check_descriptor_config
-from ..methods.dreamtext.image_to_3d import METHODS, ImageTo3DConfig, image_to_3d, method_config, with_stage_settings
-from ..methods.dreamtext.reconstruct import check_reconstruct_config
+from ..methods.image_to_3d.diverse import DiverseConfig, diverse
+from ..methods.image_to_3d.descriptor import check_config as check_descriptor_config
+from ..methods.image_to_3d.pipeline import METHODS, ImageTo3DConfig, image_to_3d, method_config, with_stage_settings
+from ..methods.image_to_3d.reconstruct import check_reconstruct_config
 from ..methods.presets import PRESETS, apply_overrides, default_preset, preset_config
 from ..methods.sample import SampleConfig
 from ..methods.text_to_3d import check_text_config, text_to_3d

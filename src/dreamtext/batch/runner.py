@@ -25,7 +25,9 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Annotated, Callable, Iterator, Literal
+
+import tyro
 
 from ..errors import DreamtextError, RunInterrupted
 from ..gallery import build_gallery
@@ -64,10 +66,10 @@ class BatchConfig:
     """INDEX/COUNT: only this share of the jobs (Slurm arrays: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)."""
     gallery: bool = True
     """Write DIR/gallery with every finished job."""
-    set: tuple[str, ...] = ()
-    """KEY=VALUE settings for every job, by config name, on top of each job's own (e.g. iters=600; a text job's
-    TextTo3DConfig, an image job's ImageTo3DConfig); values read as JSON, else as text. They are part of each
-    job's name: a batch run with other settings makes other workspaces."""
+    set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """A KEY=VALUE setting for every job, by config name, on top of each job's own (e.g. iters=600; a text job's
+    TextTo3DConfig, an image job's ImageTo3DConfig); the value read as JSON, else as text; repeat --set for
+    several. They are part of each job's name: a batch run with other settings makes other workspaces."""
 
     def shard_index_count(self) -> tuple[int, int] | None:
         return None if self.shard is None else parse_shard(self.shard)

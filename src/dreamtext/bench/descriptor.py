@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..methods.dreamtext.descriptor import DescriptorConfig, DescriptorTrainer, prior_dtype
+from ..methods.image_to_3d.descriptor import DescriptorConfig, DescriptorTrainer, prior_dtype
 from ..utils.images import save_image
 from .engine import _peak_memory_mb, _sync
 from .sds import build_random_sd21_base, interleaved_seconds, prior_bench_header

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..methods.shape_init import FieldFitConfig, ShapeInitConfig, assumed_camera, fit_field
+from ..methods.text_to_3d.start import FieldFitConfig, ShapeInitConfig, assumed_camera, fit_field
 from ..methods.text_to_3d import TextTo3DTrainer
 from ..metrics import field_iou
 from ..scene.cameras import CameraSamplerConfig, orbit_cameras

@@ -17,9 +17,9 @@ import itertools
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Callable, get_args
 
 import torch
 
@@ -32,79 +32,11 @@ from ..utils.images import save_image
 from ..utils.workspace import CHECKPOINT_FILE
 from ..world.objects import ASYMMETRIC_NOUNS, THIN_PARTS
 from ..world.world import Split
-from .truth_start import TruthFitConfig
 from .world_cases import WorldCase, benchmark_objects, caption_objects, run_text_case
+from .world_config import QUICK_OVERRIDES, TARGET_MEAN_IOU, Start, WorldBenchConfig  # noqa: F401  (the suite's API)
 from .world_diversity import STUDIES
-from .world_image import IMAGE_CASE_RUNNERS, QUICK_IMAGE, TRAINED_FOLDERS, ImageBenchConfig
-from .world_metrics import QUICK_EVAL, CaptionCandidates, ClipScorer, WorldEvalConfig, evaluate_reconstruction
-
-TARGET_MEAN_IOU = 0.6  # issue 4: benchmark text-to-3D mean IoU >= 0.6, as a first target
-
-# ours: the quick run (tests, CI smoke): a few SDS steps and small exports, to check the plumbing only.
-QUICK_OVERRIDES: dict[str, Any] = {
-    "iters": 4,
-    "eval_every": 10**9,
-    "validation_views": 1,
-    "validation_size": 32,
-    "export.video_frames": 2,
-    "export.video_size": 32,
-    "export.views": ("front",),
-    "export.views_size": 32,
-    "export.mesh.resolution": 48,
-    # Below the untrained density blob's peak (about 10, scene/field.py), so a field after four steps
-    # still has a surface and every metric, Chamfer included, runs.
-    "export.mesh.density_threshold": 5.0,
-    # --start prior_hull: two drawings a view in a few DDIM steps, a short fit.
-    "init.drawings_per_view": 2,
-    "init.steps": 4,
-    "init.fit.steps": 100,
-    "init.fit.points": 4096,
-}
-
-QUICK_TRUTH_FIT = TruthFitConfig(steps=100, points=4096)  # ours: the quick run's plumbing check
-
-Start = Literal["blob", "prior_hull", "truth", "truth_hull"]
-
-
-@dataclass(frozen=True)
-class WorldBenchConfig:
-    """cases: issue 4's fixed list, ours 8 (one per noun; about 3 CPU minutes each with the builtin preset).
-    split: issue 4, the held-out dev split. kinds: what each object is run through ("text"; issue 5 adds
-    "dreamtext", "realfusion", "dreamtext_ref" and the "diversity" study; ours: text only by default, the
-    others take longer). preset: the built-in prior's CPU preset. overrides: dotted config keys on top of it.
-    workspace: a folder for the runs (one subfolder per case, resumed when present); None: a temporary
-    folder, deleted afterwards. seed: the runs' seed (ours: 0, as `dreamtext text`). seeds: runs per case,
-    with seeds `seed`, `seed` + 1, ... (ours: 1; a single case's IoU can move by 0.1 or more between seeds,
-    so comparing settings wants more). image: the image cases' and the diversity study's settings
-    (world_image.py). start: what text-to-3D starts from (text cases only): None, the preset's `init` (the
-    builtin preset's: the prior's hull, held); the density blob; the visual hull of the prior's drawings
-    (`init.kind` prior_hull, methods/shape_init.py); or, as diagnostics, the true object fitted with
-    `truth_fit`, or the prior hull carved from exact renders of the true object (truth_hull; both in
-    truth_start.py). A fitted start's IoU is reported as `start_iou`. engine: where the cases run
-    (`dreamtext batch`'s engines: in this process by default, or on worker processes or Ray tasks, each
-    case then loading its own scorer)."""
-
-    cases: int = 8
-    split: Split = "dev"
-    nouns: tuple[str, ...] | None = None  # only the cases of these nouns ("asymmetric": ASYMMETRIC_NOUNS)
-    captions: tuple[str, ...] | None = None  # the world objects of these captions instead ("a red mug": the main command's)
-    kinds: tuple[str, ...] = ("text",)
-    preset: str = "builtin"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    workspace: str | None = None
-    seed: int = 0
-    seeds: int = 1
-    evaluation: WorldEvalConfig = WorldEvalConfig()
-    image: ImageBenchConfig = ImageBenchConfig()
-    start: Start | None = None
-    truth_fit: TruthFitConfig = TruthFitConfig()
-    engine: BatchConfig = BatchConfig(gallery=False)
-
-    @classmethod
-    def quick(cls, **changes) -> "WorldBenchConfig":
-        return cls(**{"cases": 1, "overrides": dict(QUICK_OVERRIDES), "evaluation": QUICK_EVAL, "image": QUICK_IMAGE,
-                      "truth_fit": QUICK_TRUTH_FIT, **changes})
-
+from .world_image import IMAGE_CASE_RUNNERS, TRAINED_FOLDERS
+from .world_metrics import CaptionCandidates, ClipScorer, evaluate_reconstruction
 
 def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
     unknown = [kind for kind in config.kinds if kind not in CASE_RUNNERS and kind not in STUDIES]

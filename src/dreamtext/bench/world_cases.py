@@ -7,7 +7,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -17,9 +17,7 @@ from ..methods.text_to_3d import TextTo3DTrainer, text_to_3d
 from ..metrics import field_iou
 from ..world.world import Split, WorldObject, attributes_from_caption, build_object, sample_attributes, split_combinations
 from .truth_start import truth_drawings, truth_start_trainer
-
-if TYPE_CHECKING:
-    from .world import WorldBenchConfig
+from .world_config import WorldBenchConfig
 
 
 @dataclass(frozen=True)

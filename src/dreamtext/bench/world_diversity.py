@@ -17,24 +17,20 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ..errors import DreamtextError
-from ..methods.dreamtext.diverse import DiverseConfig, diverse
-from ..methods.dreamtext.reconstruct import reference_camera
+from ..methods.image_to_3d.diverse import DiverseConfig, diverse
+from ..methods.image_to_3d.reconstruct import reference_camera
 from ..methods.sample import SampleConfig
 from ..methods.trained import load_trained
 from ..metrics import occupancy_grid, voxel_iou
 from .world_cases import WorldCase, benchmark_objects, run_text_case
 from .world_image import describe_clip, image_pipeline_config
-from .world_metrics import field_views
-
-if TYPE_CHECKING:
-    from .world import WorldBenchConfig
-    from .world_metrics import ClipScorer
+from .world_config import WorldBenchConfig
+from .world_metrics import ClipScorer, field_views
 
 DIVERSITY_DIR = "diversity"
 

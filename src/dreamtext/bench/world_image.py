@@ -3,7 +3,7 @@
 Each case starts from a true render of the held-out object: sphere traced by the world's renderer,
 lambertian with a headlight on white, at the prior's native size, from a fixed front-ish camera. It is
 saved as the case's input.png and runs through the image-to-3D pipeline (describe -> descriptor ->
-reconstruct, `methods.dreamtext.image_to_3d`) with one of its methods:
+reconstruct, `methods.image_to_3d.pipeline`) with one of its methods:
 
     dreamtext      the thesis's DreamText (learned descriptor words, no reference losses)
     realfusion     RealFusion mode (noun-only textual inversion + reference-view RGB and mask losses)
@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -33,59 +32,29 @@ from torch import Tensor
 from ..export.field_query import field_device
 from ..methods.describe import SentenceConfig
 from ..methods.describe.describe import DESCRIBE_FILE
-from ..methods.dreamtext.image_to_3d import ImageTo3DConfig, with_stage_settings
-from ..methods.dreamtext.image_to_3d import image_to_3d
-from ..methods.dreamtext.reconstruct import RECONSTRUCTION_DIR, ReferenceViewConfig, reference_camera
+from ..methods.image_to_3d.pipeline import ImageTo3DConfig, with_stage_settings
+from ..methods.image_to_3d.pipeline import image_to_3d
+from ..methods.image_to_3d.reconstruct import RECONSTRUCTION_DIR, ReferenceViewConfig, reference_camera
 from ..methods.presets import PRESETS
 from ..methods.trained import load_trained
 from ..metrics import psnr
 from ..prior import load_prior
 from ..prior.clip_backends import load_clip_backend
+from .world_config import ImageBenchConfig, WorldBenchConfig
 from ..utils.images import save_image
 from ..utils.images import load_image
 
 if TYPE_CHECKING:
-    from ..methods.dreamtext.image_to_3d import ImageTo3DConfig
+    from ..methods.image_to_3d.pipeline import ImageTo3DConfig
     from ..world.world import WorldObject
-    from .world import WorldBenchConfig, WorldCase
+    from .world_cases import WorldCase
 
-# case kind -> the pipeline's method (methods/dreamtext/image_to_3d.py METHODS)
+# case kind -> the pipeline's method (methods/image_to_3d/pipeline.py METHODS)
 IMAGE_KINDS: dict[str, str] = {"dreamtext": "dreamtext", "realfusion": "realfusion", "dreamtext_ref": "dreamtext+reference",
                                "plain_sentence": "plain"}
 INPUT_FILE = "input.png"  # describe's own name for the prepared image: the render is already prepared
 PSNR_CAP_DB = 100.0  # ours: an identical image has infinite PSNR, which strict JSON cannot hold
 
-# ours: polar 70 as the evaluation views (20 degrees above the horizon: a front-ish view that shows the
-# top too; at the horizon a torus is a slab); radius 1.5, the far end of the training range [1.0, 1.5]
-# (thesis 6.1.5), so the largest world objects (the table) fit the 55-degree frame.
-BENCH_REFERENCE = ReferenceViewConfig(polar_deg=70.0, radius=1.5)
-
-
-@dataclass(frozen=True)
-class ImageBenchConfig:
-    """The image-to-3D cases' and the diversity study's settings.
-
-    reference: the input render's camera, also the reference-view losses' camera (BENCH_REFERENCE).
-    ambient: ours, 0.25, the middle of the world renders' ambient range [0.15, 0.35] (world/renders.py).
-    supersample: world/renders.py's 2x2 rays per pixel.
-    descriptor_iters: None: as many as the reconstruction (thesis 6.3.3 / 8.1: about 10k of each).
-    compile: descriptor torch.compile on CUDA; ours "off": the small prior's steps take milliseconds
-        eager, compiling takes minutes per case.
-    diversity_k: ours, 3 reconstructions per method for the diversity study (issue 5: K small).
-    sample_steps: the sample script's 50 DDIM steps (diffusers' default) for `diverse`'s images.
-    """
-
-    reference: ReferenceViewConfig = BENCH_REFERENCE
-    ambient: float = 0.25
-    supersample: int = 2
-    descriptor_iters: int | None = None
-    compile: Literal["off", "default", "reduce-overhead"] = "off"
-    diversity_k: int = 3
-    sample_steps: int = 50
-
-
-# ours: the quick run's diversity study, two results each and two DDIM steps: the plumbing only.
-QUICK_IMAGE = ImageBenchConfig(diversity_k=2, sample_steps=2)
 
 
 @lru_cache(maxsize=4)

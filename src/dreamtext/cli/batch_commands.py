@@ -77,9 +77,9 @@ class BenchCommand:
     """world: cases at once (local processes or Ray tasks)."""
     address: str | None = None
     """world, Ray: the cluster to join (None: start a local one)."""
-    set: tuple[str, ...] = ()
-    """world: KEY=VALUE text-to-3D settings on top of the preset, by config name (e.g. sds.guidance_form=perp_neg;
-    values read as JSON, else as text)."""
+    set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """world: a KEY=VALUE text-to-3D setting on top of the preset, by config name (e.g. sds.guidance_form=perp_neg;
+    the value read as JSON, else as text); repeat --set for several."""
 
     def run(self) -> None:
         engine = None

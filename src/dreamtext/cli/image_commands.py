@@ -13,11 +13,11 @@ import tyro
 
 from ..errors import DreamtextError
 from ..methods.describe import DescribeConfig, describe_image
-from ..methods.dreamtext.descriptor import DESCRIPTOR_DIR, DescriptorConfig, train_descriptor
-from ..methods.dreamtext.image_to_3d import (METHODS, ImageTo3DConfig, image_to_3d, method_config, read_stage_file,
+from ..methods.image_to_3d.descriptor import DESCRIPTOR_DIR, DescriptorConfig, train_descriptor
+from ..methods.image_to_3d.pipeline import (METHODS, ImageTo3DConfig, image_to_3d, method_config, read_stage_file,
                                              with_stage_settings)
-from ..methods.dreamtext.diverse import DiverseConfig, diverse
-from ..methods.dreamtext.reconstruct import ReconstructConfig, reconstruct
+from ..methods.image_to_3d.diverse import DiverseConfig, diverse
+from ..methods.image_to_3d.reconstruct import ReconstructConfig, reconstruct
 from ..methods.sample import SampleConfig
 from ..utils.device import Device, Precision
 from .defaults import first_positional, flag_value, saved_config

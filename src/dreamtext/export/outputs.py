@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from torch import Tensor
 
@@ -23,7 +23,6 @@ from .texture import TextureBakeConfig, texture_mesh
 from .video import RenderFn, mp4_writer_available, save_named_views, save_turntable
 
 if TYPE_CHECKING:
-    from ..methods.trained import TrainedScene
     from ..scene.protocols import Field
     from ..scene.renderer import Background, VolumeRenderer
     from ..utils.workspace import Workspace
@@ -51,6 +50,16 @@ class ExportConfig:
 
     def cameras(self) -> dict:
         return {"radius": self.camera_radius or 1.3, "fovy_deg": self.camera_fovy_deg or 50.0}
+
+
+class ShownScene(Protocol):
+    """What the exporters need of a trained scene (`methods.trained.TrainedScene` is one): the field, the renderer
+    that shows it, the background behind it and the run's export settings."""
+
+    field: "Field"
+    renderer: "VolumeRenderer"
+    background: "Background"
+    export: ExportConfig
 
 
 def display_render_fn(field: "Field", renderer: "VolumeRenderer", background: "Background", chunk: int = 2**16):
@@ -128,7 +137,7 @@ def export_all(field: "Field", renderer: "VolumeRenderer", workspace: "Workspace
     return stats
 
 
-def render_outputs(trained: "TrainedScene", folder: Path, frames: int, size: int, progress: bool = False) -> list[Path]:
+def render_outputs(trained: ShownScene, folder: Path, frames: int, size: int, progress: bool = False) -> list[Path]:
     config = trained.export
     render = display_render_fn(trained.field, trained.renderer, trained.background)
     files = write_turntable(render, folder / "turntable.mp4", frames, size, config, progress)
@@ -136,7 +145,7 @@ def render_outputs(trained: "TrainedScene", folder: Path, frames: int, size: int
                                     **config.cameras())
 
 
-def export_mesh(trained: "TrainedScene", path: str, fmt: str, resolution: int | None = None, texture: bool | None = None,
+def export_mesh(trained: ShownScene, path: str, fmt: str, resolution: int | None = None, texture: bool | None = None,
                 progress: bool = False, density_threshold: float | None = None) -> list[Path]:
     config = trained.export
     if resolution is not None:

@@ -30,7 +30,8 @@ from ..scene.renderer import RendererConfig, VolumeRenderer
 from ..utils.device import Device, resolve_device
 from ..utils.images import save_image
 from ..utils.workspace import Workspace
-from ..world.analytic import default_scene, write_scene_views
+from ..world.analytic import default_scene
+from ..world.posed_views import write_scene_views
 from .lifecycle import RESUMABLE_KEYS, check_schedule, check_seed, start_run, train_loop, train_run
 
 

@@ -6,18 +6,8 @@ this package stays cheap.
 
 from .loading import DEFAULT_MODEL_ID, Prior, load_prior
 from .prompts import PromptConfig, PromptEmbeddings, TextEmbeddingCache, VIEW_SUFFIXES, view_prompt, view_prompts
-from .schedules import (
-    AnnealedTimesteps,
-    ConstantValue,
-    CosineTimesteps,
-    CosineValue,
-    ExponentialValue,
-    LinearTimesteps,
-    LinearValue,
-    ScalarSchedule,
-    TimestepSchedule,
-    UniformTimesteps,
-)
+from ..utils.schedules import ConstantValue, CosineValue, ExponentialValue, LinearValue, ScalarSchedule
+from .schedules import AnnealedTimesteps, CosineTimesteps, LinearTimesteps, TimestepSchedule, UniformTimesteps
 from .sds import SDSConfig, SDSInfo, ScoreDistillation, guided_noise, sds_weight
 from .tokenizer import build_clip_tokenizer
 

@@ -1,5 +1,5 @@
-"""Schedules as data: the diffusion timestep and scalar settings (guidance scale, gradient clamp)
-as functions of training progress in [0, 1].
+"""Schedules as data: the diffusion timestep as a function of training progress in [0, 1] (the scalar
+settings' schedules, a guidance scale or a gradient bound, live in utils/schedules.py).
 
 Every schedule is a small frozen dataclass, so a run's config records it exactly and presets override
 it by value. Timestep schedules return integer training timesteps of the prior's noise scheduler;
@@ -8,23 +8,13 @@ their bounds are fractions of its `num_train_timesteps` (0.02 and 0.98 of 1000 =
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Union
 
 import torch
 from torch import Tensor
 
-
-def _check_progress(progress: float) -> float:
-    if not 0.0 <= progress <= 1.0:
-        raise ValueError(f"progress must lie in [0, 1], got {progress}")
-    return float(progress)
-
-
-def _cosine_ramp(progress: float) -> float:
-    """0 at progress 0, 1 at progress 1, following half a cosine (slow at both ends)."""
-    return (1.0 - math.cos(math.pi * progress)) / 2.0
+from ..utils.schedules import LinearValue, check_progress, cosine_ramp
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,7 +36,7 @@ class UniformTimesteps:
         self, progress: float, generator: torch.Generator | None = None, batch: int = 1,
         num_train_timesteps: int = 1000, device: torch.device | str = "cpu",
     ) -> Tensor:
-        _check_progress(progress)
+        check_progress(progress)
         low, high = round(self.t_min * num_train_timesteps), round(self.t_max * num_train_timesteps)
         return torch.randint(low, high + 1, (batch,), generator=generator, device=device)
 
@@ -82,7 +72,7 @@ class LinearTimesteps:
     t_max: float = 0.98
 
     def fraction(self, progress: float) -> float:
-        return self.t_max + (self.t_min - self.t_max) * _check_progress(progress)
+        return self.t_max + (self.t_min - self.t_max) * check_progress(progress)
 
     def __call__(
         self, progress: float, generator: torch.Generator | None = None, batch: int = 1,
@@ -100,67 +90,9 @@ class CosineTimesteps(LinearTimesteps):
     """
 
     def fraction(self, progress: float) -> float:
-        return self.t_max + (self.t_min - self.t_max) * _cosine_ramp(_check_progress(progress))
+        return self.t_max + (self.t_min - self.t_max) * cosine_ramp(check_progress(progress))
 
 
 TimestepSchedule = Union[UniformTimesteps, AnnealedTimesteps, LinearTimesteps, CosineTimesteps]
 
 
-# ---------------------------------------------------------------------------------------------
-# Scalars: guidance scale, gradient clamp, learning-rate factor
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConstantValue:
-    """The same value throughout. Default: stable-dreamfusion's guidance scale 100 (thesis 6.1.3)."""
-
-    value: float = 100.0
-
-    def __call__(self, progress: float, generator: torch.Generator | None = None) -> float:
-        _check_progress(progress)
-        return float(self.value)
-
-
-@dataclass(frozen=True)
-class LinearValue:
-    """From `start` at progress 0 to `end` at progress 1, linearly.
-
-    Example: stable-dreamfusion's (30 March 2023) gradient clamp 2 + 6 step/iters = LinearValue(2, 8).
-    """
-
-    start: float
-    end: float
-
-    def __call__(self, progress: float, generator: torch.Generator | None = None) -> float:
-        return self.start + (self.end - self.start) * _check_progress(progress)
-
-
-@dataclass(frozen=True)
-class CosineValue:
-    """From `start` at progress 0 to `end` at progress 1 along half a cosine."""
-
-    start: float
-    end: float
-
-    def __call__(self, progress: float, generator: torch.Generator | None = None) -> float:
-        return self.start + (self.end - self.start) * _cosine_ramp(_check_progress(progress))
-
-
-@dataclass(frozen=True)
-class ExponentialValue:
-    """From `start` at progress 0 to `end` at progress 1 geometrically: start (end / start)^progress.
-    Both must be positive. Example: a learning rate falling tenfold over a run, ExponentialValue(1, 0.1)."""
-
-    start: float
-    end: float
-
-    def __post_init__(self):
-        if not (self.start > 0 and self.end > 0):
-            raise ValueError(f"ExponentialValue needs positive start and end, got {self.start}, {self.end}")
-
-    def __call__(self, progress: float, generator: torch.Generator | None = None) -> float:
-        return self.start * (self.end / self.start) ** _check_progress(progress)
-
-
-ScalarSchedule = Union[ConstantValue, LinearValue, CosineValue, ExponentialValue]

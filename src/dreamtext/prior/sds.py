@@ -26,8 +26,8 @@ from .camera_classifier import guided_noise_shift
 from .latents import images_to_latents
 from .perp_neg import PerpNegConfig, perp_neg_direction
 from .loading import Prior
-from .schedules import (AnnealedTimesteps, ConstantValue, CosineTimesteps, CosineValue, LinearTimesteps, LinearValue,
-                        ScalarSchedule, TimestepSchedule, UniformTimesteps)
+from ..utils.schedules import ConstantValue, CosineValue, LinearValue, ScalarSchedule
+from .schedules import AnnealedTimesteps, CosineTimesteps, LinearTimesteps, TimestepSchedule, UniformTimesteps
 
 CfgFormula = Literal["standard", "sdf_2023"]
 Weighting = Literal["1-alphabar", "sqrt_alphabar_1m", "sqrt_1m_alphabar", "uniform"]

@@ -279,7 +279,3 @@ def two_tone_test_scene() -> AnalyticScene:
 def sphere_scene(radius: float = 0.4, albedo: RGB = (0.8, 0.8, 0.8), center: Sequence[float] = (0.0, 0.0, 0.0)) -> AnalyticScene:
     """One sphere: closed forms for silhouettes, depths and normals."""
     return AnalyticScene(parts=(Part(Sphere(tuple(center), radius), albedo, "sphere"),))
-
-
-# The posed-set writer lives in its own module; fitting code imports it from here with the scenes.
-from .posed_views import write_scene_views  # noqa: E402, F401  (re-exported; after AnalyticScene: no import cycle)

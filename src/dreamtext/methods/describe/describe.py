@@ -4,7 +4,7 @@ Writes into the workspace (all atomically):
 
     input.png        the prepared image: square, on white, `InputImageConfig.size` px
     input_mask.png   the object mask (grey PNG), only when the file had transparency
-    describe.json    the selection, read by descriptor training (methods/dreamtext/sentence.py)
+    describe.json    the selection, read by descriptor training (methods/image_to_3d/sentence.py)
 
 describe.json (version 1):
 

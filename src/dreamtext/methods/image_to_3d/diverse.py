@@ -28,7 +28,7 @@ from ...utils.images import load_image, save_image
 from ...utils.io import atomic_write_json
 from ...utils.workspace import Workspace
 from ..sample import CONTACT_SHEET, SAMPLES_DIR, SAMPLES_FILE, SampleConfig, contact_sheet, sample_to_workspace
-from .image_to_3d import ImageTo3DConfig, ImageTo3DResult, image_to_3d
+from .pipeline import ImageTo3DConfig, ImageTo3DResult, image_to_3d
 
 SHEET_FILE = "diverse_sheet.png"
 SUMMARY_FILE = "diverse.json"

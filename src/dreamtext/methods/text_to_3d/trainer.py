@@ -18,29 +18,29 @@ from typing import Literal
 
 import torch
 
-from ..errors import DreamtextError
-from ..export.outputs import ExportConfig, export_all
-from ..prior import (
+from ...errors import DreamtextError
+from ...export.outputs import ExportConfig, export_all
+from ...prior import (
     ConstantValue, CosineValue, ExponentialValue, PromptConfig, PromptEmbeddings,
     ScalarSchedule, SDSConfig, ScoreDistillation, load_prior,
 )
-from ..prior.loading import locate_model
-from ..scene.background import Background, BackgroundConfig
-from ..scene.cameras import CameraSamplerConfig, orbit_cameras, sample_training_cameras
-from ..scene.field import FieldConfig, RadianceField
-from ..scene.occupancy import OccupancyGridConfig
-from ..scene.renderer import RendererConfig, VolumeRenderer
-from ..scene.shading import ShadingScheduleConfig, light_directions_near_camera
-from ..utils.device import PRECISION_DTYPES, Device, Precision, precision_dtype, precision_name, resolve_device
-from ..utils.ema import update_ema
-from ..utils.images import save_image
-from ..utils.progress import stage, timed
-from ..utils.workspace import Workspace
-from .adan import Adan
-from .lifecycle import check_schedule, check_seed, start_run, train_loop, train_run
+from ...prior.loading import locate_model
+from ...scene.background import Background, BackgroundConfig
+from ...scene.cameras import CameraSamplerConfig, orbit_cameras, sample_training_cameras
+from ...scene.field import FieldConfig, RadianceField
+from ...scene.occupancy import OccupancyGridConfig
+from ...scene.renderer import RendererConfig, VolumeRenderer
+from ...scene.shading import ShadingScheduleConfig, light_directions_near_camera
+from ...utils.device import PRECISION_DTYPES, Device, Precision, precision_dtype, precision_name, resolve_device
+from ...utils.ema import update_ema
+from ...utils.images import save_image
+from ...utils.progress import stage, timed
+from ...utils.workspace import Workspace
+from ...utils.adan import Adan
+from ..lifecycle import check_schedule, check_seed, start_run, train_loop, train_run
 from .regularizers import RegularizerWeights, regularization
-from .sample import contact_sheet
-from .shape_init import (DrawingSource, ShapeInitConfig, SoftVisualHull, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
+from ..sample import contact_sheet
+from .start import (DrawingSource, ShapeInitConfig, SoftVisualHull, draw_views, fit_field, hull_hold_loss, hull_of_drawings, hull_targets,
                          hull_volume_fraction, mean_object_colour, redraw_hull)
 
 ITERS_PER_EPOCH = 100  # thesis 6.1: an epoch is 100 iterations

@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import DreamtextError
-from ..metrics import occupancy_grid
-from ..prior.sampling import best_at_cameras, ddim_redraw, ddim_sample, initial_noise
-from ..scene.cameras import VIEW_LABELS, CameraSamplerConfig, Cameras, orbit_cameras, view_label_ids
-from ..scene.rays import ray_aabb_intersect
-from ..scene.renderer import stratified_t_values
-from ..utils.images import close_masks, foreground_masks
-from ..utils.progress import Progress
+from ...errors import DreamtextError
+from ...metrics import occupancy_grid
+from ...prior.sampling import best_at_cameras, ddim_redraw, ddim_sample, initial_noise
+from ...scene.cameras import VIEW_LABELS, CameraSamplerConfig, Cameras, orbit_cameras, view_label_ids
+from ...scene.rays import ray_aabb_intersect
+from ...scene.renderer import stratified_t_values
+from ...utils.images import close_masks, foreground_masks
+from ...utils.progress import Progress
 
 # (density target [P], inside [P] bool, albedo target [P, 3], albedo weight [P]) at points [P, 3]
 Targets = Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]

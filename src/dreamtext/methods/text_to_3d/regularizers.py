@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import DreamtextError
-from ..prior.schedules import LinearValue
-from ..scene.renderer import RenderOutputs
+from ...errors import DreamtextError
+from ...utils.schedules import LinearValue
+from ...scene.renderer import RenderOutputs
 
 _EPS = 1e-5  # keeps log() finite at weights of exactly 0 or 1
 
