@@ -14,8 +14,8 @@ from dreamtext.world.analytic import (
     laplace_cdf,
     sphere_scene,
     two_tone_test_scene,
-    write_scene_views,
 )
+from dreamtext.world.posed_views import write_scene_views
 from dreamtext.world.sdf import (
     Box,
     CappedCone,

@@ -18,10 +18,8 @@ from dreamtext.bench.world import WorldBenchConfig, WorldCase, benchmark_cases, 
 from dreamtext.bench.world_diversity import (
     mean_pairwise_embedding_distance, mean_pairwise_occupancy_distance, run_diversity_study,
 )
-from dreamtext.bench.world_image import (
-    BENCH_REFERENCE, PSNR_CAP_DB, QUICK_IMAGE, ImageBenchConfig, capped_psnr, describe_clip, input_render, reference_psnr,
-    reference_view,
-)
+from dreamtext.bench.world_config import BENCH_REFERENCE, QUICK_IMAGE, ImageBenchConfig
+from dreamtext.bench.world_image import PSNR_CAP_DB, capped_psnr, describe_clip, input_render, reference_psnr, reference_view
 from dreamtext.bench.world_metrics import QUICK_EVAL
 from dreamtext.cli.main import main
 from dreamtext.errors import DreamtextError
