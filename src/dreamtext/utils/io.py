@@ -55,8 +55,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], shown_as: str 
         os.replace(tmp_path, path)
     except OSError as error:  # a full disk, a lost mount, no permission: one line, the old file untouched
         raise DreamtextError(write_error(Path(shown_as or path), error)) from None
-    except RuntimeError as error:  # torch.save's writer reports a failed write as RuntimeError
-        raise DreamtextError(write_error(Path(shown_as or path), _as_os_error(path, error))) from None
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
@@ -97,6 +95,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 def atomic_torch_save(path: str | Path, obj: Any, shown_as: str | Path | None = None) -> Path:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:  # closed even when the write fails, so deleting it frees its space
-            torch.save(obj, handle)
+            try:
+                torch.save(obj, handle)
+            except RuntimeError as error:  # torch.save's writer reports a failed write as RuntimeError
+                raise _as_os_error(tmp, error) from None
 
     return atomic_write(path, write, shown_as)
