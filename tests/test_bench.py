@@ -48,6 +48,30 @@ def test_step_benchmark_splits_a_builtin_step_into_its_parts(capsys):
     assert 0 < len(table) <= 15 and all(row["self_ms_per_step"] > 0 for row in table)
     assert [row["share"] for row in table] == sorted((row["share"] for row in table), reverse=True)
     assert 0 < sum(row["share"] for row in table) <= 1 + 1e-9
+    assert "variant" not in size and "stages" not in result  # no settings given; stages only without --quick
+
+
+def test_step_benchmark_measures_a_variant_beside_the_preset(capsys, monkeypatch):
+    """Issue 37: speed ratios side by side in one process; stage timings from short runs of the main command."""
+    from dreamtext.bench import step as step_module
+    from dreamtext.cli.main import main
+
+    monkeypatch.setattr(step_module, "STAGE_ITERS", 2)
+    small = {"export.video_frames": 2, "export.video_size": 32, "export.views": ("front",), "export.views_size": 32,
+             "export.mesh.resolution": 32, "init.drawings_per_view": 1, "init.steps": 2, "init.fit.steps": 5}
+    monkeypatch.setattr(step_module, "STAGE_SETTINGS", small)
+    monkeypatch.setattr(step_module, "bench_size", lambda *args, **kwargs: {"render_size": args[0], "stub": True})
+    assert main(["bench", "step", "--json", "--device", "cpu", "--set", "renderer.shade_at=surface",
+                 "--set", "export.video_frames=8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["variant"]["renderer.shade_at"] == "surface" and result["stages"]["stage_iters"] == 2
+    preset, variant = result["stages"]["preset"], result["stages"]["variant"]
+    assert {"drawings", "hull", "start_fit", "training", "mesh", "turntable", "views"} <= set(preset) and set(variant) == set(preset)
+    assert variant["turntable"] > preset["turntable"]  # 8 frames against 2
+    monkeypatch.undo()
+    assert main(["bench", "step", "--json", "--quick", "--device", "cpu", "--set", "renderer.shade_at=surface"]) == 0
+    (size,) = json.loads(capsys.readouterr().out)["sizes"]
+    assert size["variant"]["step_seconds"] > 0 and size["speedup"] == pytest.approx(size["step_seconds"] / size["variant"]["step_seconds"])
 
 
 def test_viewer_benchmark_visits_leave_no_browser_and_no_python_heap_behind(capsys):

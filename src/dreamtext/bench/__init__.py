@@ -18,7 +18,8 @@ SUITES: dict[str, Callable[..., dict]] = {"engine": bench_engine, "sds": bench_s
                                           "step": bench_step, "world": bench_world,
                                           "viewer": bench_viewer}
 # Settings beyond quick and device that a suite takes (CLI flags, e.g. `bench world --split dev`).
-SUITE_OPTIONS: dict[str, tuple[str, ...]] = {"world": ("split", "cases", "workspace", "kinds", "seeds", "start", "engine", "overrides", "nouns", "captions")}
+SUITE_OPTIONS: dict[str, tuple[str, ...]] = {"world": ("split", "cases", "workspace", "kinds", "seeds", "start", "engine", "overrides", "nouns", "captions"),
+                                             "step": ("overrides",)}
 
 
 def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto", **options) -> dict:

@@ -12,7 +12,13 @@ process with the parts taking turns (`sds.interleaved_seconds`), each part timed
   finite-difference normals add (the same render with flat albedo, subtracted);
 - `optimizer`: Adan's update of every group;
 - `other`: the rest (occupancy grid updates, camera sampling, regularisers, bookkeeping);
-- `profile_top_operators`: torch.profiler's table of whole steps, the operators taking the most time.
+- `profile_top_operators`: torch.profiler's table of whole steps, the operators taking the most time;
+- with `settings` (`--set KEY=VALUE`, dotted config names): the same step with them on top of the preset, taking
+  turns with the preset's (`variant`: its seconds and multiple of the prior, and `speedup`, side by side in one
+  process);
+- `stages` (not with --quick): where a user's wait goes in the main command (`dreamtext text` with the preset,
+  or the variant): each stage's wall time from a short run's metrics.json (the start's drawings, hull and fit,
+  `stage_iters` SDS steps, mesh, turntable and views), the two runs one after the other.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import tempfile
 import torch
 
 from ..methods.presets import preset_config
-from ..methods.text_to_3d import TextTo3DTrainer
+from ..methods.text_to_3d import TextTo3DTrainer, text_to_3d
 from ..scene.cameras import sample_training_cameras
 from ..scene.shading import light_directions_near_camera
 from ..utils.workspace import Workspace
@@ -78,12 +84,18 @@ def profile_operators(step, iterations: int, top: int = PROFILE_TOP) -> list[dic
             for event in events[:top]]
 
 
-def bench_size(size: int, iterations: int, warmup: int, device: torch.device, profile_steps: int = 0) -> dict:
+def bench_size(size: int, iterations: int, warmup: int, device: torch.device, profile_steps: int = 0,
+               settings: dict | None = None) -> dict:
     overrides = {"device": device.type, "render_size": size, "init.kind": "blob", "shading.albedo_only_epochs": 0}
     config = preset_config("builtin", BENCH_PROMPT, overrides)
     with tempfile.TemporaryDirectory(prefix="dreamtext-bench-step-") as tmp:
         trainer = TextTo3DTrainer(config, Workspace(tmp))
+        variant = None
+        if settings:
+            variant = TextTo3DTrainer(preset_config("builtin", BENCH_PROMPT, {**overrides, **settings}), Workspace(f"{tmp}/variant"),
+                                      prior=trainer.prior, embeddings=trainer.embeddings)  # the encoder is freed
         parts = {
+            **({"variant": variant.train_step} if variant is not None else {}),
             "step": trainer.train_step,
             "prior": prior_alone_step(trainer),
             "render_albedo_forward": _render(trainer, "albedo", backward=False),
@@ -96,8 +108,14 @@ def bench_size(size: int, iterations: int, warmup: int, device: torch.device, pr
     render_backward = max(0.0, times["render_forward_backward"] - times["render_forward"])
     normals = max(0.0, times["render_forward"] - times["render_albedo_forward"])
     known = times["prior"] + times["render_forward"] + render_backward + times["optimizer"]
+    compared = {}
+    if variant is not None:
+        compared = {"variant": {"step_seconds": times["variant"], "step_to_prior": times["variant"] / times["prior"],
+                                "iterations_per_second": 1.0 / times["variant"]},
+                    "speedup": times["step"] / times["variant"]}
     return {
         "render_size": size,
+        **compared,
         "step_seconds": times["step"],
         "iterations_per_second": 1.0 / times["step"],
         "prior_seconds": times["prior"],
@@ -114,16 +132,35 @@ def bench_size(size: int, iterations: int, warmup: int, device: torch.device, pr
     }
 
 
-def bench_step(quick: bool = False, device: torch.device | str = "cpu") -> dict:
+STAGE_ITERS = 30  # ours: SDS steps of the stage timings' short runs (their per-step time is `sizes`' business)
+STAGE_SETTINGS: dict = {}  # what both stage runs take besides the preset (tests shrink the exports)
+
+
+def stage_seconds(settings: dict, device: torch.device, iters: int = STAGE_ITERS) -> dict:
+    """Each stage's wall time (metrics.json's stage_seconds) of `dreamtext text "a red mug"` with the builtin
+    preset and `settings`, shortened to `iters` SDS steps."""
+    with tempfile.TemporaryDirectory(prefix="dreamtext-bench-stages-") as tmp:
+        config = preset_config("builtin", BENCH_PROMPT, {"device": device.type, "iters": iters, **STAGE_SETTINGS, **settings})
+        result = text_to_3d(config, f"{tmp}/run", progress=False)
+    return result.metrics["stage_seconds"]
+
+
+def bench_step(quick: bool = False, device: torch.device | str = "cpu", overrides: dict | None = None) -> dict:
+    """`overrides`: settings (dotted config names) measured as the variant beside the preset."""
     device = torch.device(device)
     iterations, warmup, profile_steps = (2, 1, 1) if quick else (20, 3, 5)
     sizes = (32,) if quick else (32, 64)
-    return {
+    result = {
         "suite": "step",
         "quick": quick,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "preset": "builtin",
+        **({"variant": overrides} if overrides else {}),
         "iterations_measured": iterations,
-        "sizes": [bench_size(size, iterations, warmup, device, profile_steps) for size in sizes],
+        "sizes": [bench_size(size, iterations, warmup, device, profile_steps, overrides) for size in sizes],
     }
+    if not quick:
+        result["stages"] = {"preset": stage_seconds({}, device), **({"variant": stage_seconds(overrides, device)} if overrides else {}),
+                            "stage_iters": STAGE_ITERS}
+    return result

@@ -78,8 +78,9 @@ class BenchCommand:
     address: str | None = None
     """world, Ray: the cluster to join (None: start a local one)."""
     set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """world: a KEY=VALUE text-to-3D setting on top of the preset, by config name (e.g. sds.guidance_form=perp_neg;
-    the value read as JSON, else as text); repeat --set for several."""
+    """world, step: a KEY=VALUE text-to-3D setting on top of the preset, by config name (e.g.
+    sds.guidance_form=perp_neg; the value read as JSON, else as text); repeat --set for several; step times the
+    preset and the preset with them side by side."""
 
     def run(self) -> None:
         engine = None
