@@ -89,3 +89,19 @@ def test_in_package_imports_stand_at_the_top_of_their_modules():
                 inside += [f"{name}.{function.name}:{node.lineno}" for node in ast.walk(function)
                            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("dreamtext"))]
     assert inside == []
+
+
+def test_the_layer_lists_in_the_readme_and_the_package_doc_are_the_checked_one():
+    """Issue 38: one layer list. README's package layout names the layers in LAYERS's order, and the package
+    docstring repeats LAYERS exactly."""
+    import re
+
+    import dreamtext
+
+    readme = (ROOT.parent.parent / "README.md").read_text()
+    block = readme.split("## Package layout", 1)[1].split("```", 2)[1]
+    entries = [re.split(r"\s{2,}", line.strip())[0] for line in block.splitlines() if re.match(r"  \S", line)]
+    order = [name for entry in entries for name in re.findall(r"([a-z_]+)(?:/|\.py)", entry) if name in LAYERS]
+    assert order == list(LAYERS)
+    listed = re.search(r"lists the layers \(([^)]*)\)", " ".join(dreamtext.__doc__.split())).group(1)
+    assert tuple(name.strip() for name in listed.split(",")) == LAYERS

@@ -20,18 +20,9 @@ Python API (each name is imported on first use, so `import dreamtext` stays ligh
 Every function writes into its workspace folder atomically, continues a killed run with resume=True, and
 raises `dreamtext.errors.DreamtextError` (one line) for bad input.
 
-Package layout (lower layers never import higher ones):
-    utils, errors   files written atomically, progress, configs as data
-    scene           cameras, rays, hash-grid field, background, occupancy grid, shading, renderer
-    world           the built-in procedural world: SDF objects with ground truth, their renders
-    prior           the 2D prior: Stable Diffusion loading, the camera input and classifier, sampling, SDS;
-                    prior/small: the project's own small CLIP, diffusion model and camera classifier and their
-                    training; prior/builtin: the shipped weights
-    data            user inputs (posed image sets, input images)
-    export          meshes (GLB/OBJ/PLY), textures, turntable videos, named views
-    methods         the jobs that train a field and the one run driver (lifecycle): fit, text_to_3d/ (trainer,
-                    start shapes, regularisers), image_to_3d/ (DreamText's stages), presets
-    bench, viewer, gallery, cli   benchmarks (JSON), the browser viewer, the static gallery, the command
+Package layout: README.md's "Package layout" lists the layers (errors, utils, scene, data, world, metrics,
+prior, export, methods, gallery, viewer, batch, bench, cli); none imports a later one, and
+tests/test_layout.py checks it against that order.
 """
 
 __version__ = "0.1.0"
