@@ -7,7 +7,7 @@ import torch
 
 from dreamtext.errors import DreamtextError
 from dreamtext.utils.config import config_from_dict, config_to_dict
-from dreamtext.utils.io import atomic_torch_save, atomic_write_text
+from dreamtext.utils.io import atomic_torch_save, atomic_write_text, read_json
 from dreamtext.utils.progress import Progress, format_duration
 from dreamtext.utils.workspace import Workspace
 
@@ -68,6 +68,19 @@ def test_workspace_errors_are_one_line(tmp_path):
     broken.checkpoint_path.write_bytes(b"garbage")
     with pytest.raises(DreamtextError, match="cannot be read"):
         broken.load_checkpoint()
+
+
+def test_read_json_names_the_file_the_fault_and_the_remedy(tmp_path):
+    good = atomic_write_text(tmp_path / "good.json", '{"a": [1, 2]}')
+    assert read_json(good, "unused") == {"a": [1, 2]}
+    bad = atomic_write_text(tmp_path / "bad.json", '{"a": 1,\n "b": }')
+    with pytest.raises(DreamtextError) as info:
+        read_json(bad, "delete it")
+    assert str(info.value) == f"{bad} is not valid JSON (Expecting value at line 2); delete it"
+    with pytest.raises(DreamtextError, match=r"missing.json is missing; run describe first$"):
+        read_json(tmp_path / "missing.json", "unused", missing="run describe first")
+    with pytest.raises(FileNotFoundError):  # no `missing`: the caller handles absence itself
+        read_json(tmp_path / "missing.json", "unused")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

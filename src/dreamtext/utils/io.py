@@ -92,6 +92,20 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | Path, remedy: str, missing: str | None = None) -> Any:
+    """The JSON in `path`, or a one-line DreamtextError naming the file, the fault and `remedy` (what to do);
+    a missing file says `missing` when given (else FileNotFoundError propagates)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        if missing is None:
+            raise
+        raise DreamtextError(f"{path} is missing; {missing}") from None
+    except json.JSONDecodeError as error:
+        raise DreamtextError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); {remedy}") from None
+
+
 def atomic_torch_save(path: str | Path, obj: Any, shown_as: str | Path | None = None) -> Path:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:  # closed even when the write fails, so deleting it frees its space

@@ -34,7 +34,7 @@ import torch
 
 from ..errors import DreamtextError
 from .config import config_to_dict
-from .io import atomic_torch_save, atomic_write_json, atomic_write_text
+from .io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
 
 from .workspace_files import (  # noqa: F401  (the names live there, importable without torch)
     CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, METRICS_FILE, PREVIOUS_CHECKPOINT_FILE, PROGRESS_FILE,
@@ -174,12 +174,7 @@ class Workspace:
 
     def load_config_dict(self) -> dict:
         path = self.root / CONFIG_FILE
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DreamtextError(f"{path} is missing; is {self.root} a dreamtext workspace?") from None
-        except json.JSONDecodeError as error:
-            raise DreamtextError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); restore or delete it") from None
+        return read_json(path, "restore or delete it", missing=f"is {self.root} a dreamtext workspace?")
 
     def save_checkpoint(self, state: dict) -> None:
         """Write `state` as last.pt, keeping the one before as previous.pt, each with a .sha256 sidecar

@@ -8,7 +8,6 @@ text encoder's output instead of tokens; it is kept in conditioning.safetensors 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ...errors import DreamtextError
-from ...utils.io import atomic_write, atomic_write_json
+from ...utils.io import atomic_write, atomic_write_json, read_json
 from .sentence import Trainable
 from .tokens import add_tokens, load_token_embedding, save_token_embedding, token_file_name
 
@@ -64,12 +63,7 @@ class LearnedSentence:
     def load(cls, folder: str | Path) -> "LearnedSentence":
         folder = Path(folder)
         path = folder / SENTENCE_FILE
-        if not path.is_file():
-            raise DreamtextError(f"{path} is missing; run `dreamtext descriptor` on the workspace first")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise DreamtextError(f"{path} is not valid JSON ({error.msg}); run `dreamtext descriptor` again") from None
+        data = read_json(path, "run `dreamtext descriptor` again", missing="run `dreamtext descriptor` on the workspace first")
         vectors = []
         for token, name in zip(data["tokens"], data["files"]):
             stored, vector = load_token_embedding(folder / name)

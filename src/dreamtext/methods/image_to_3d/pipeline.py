@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from ...errors import DreamtextError
 from ...utils.config import config_to_dict
-from ...utils.io import atomic_write_json
+from ...utils.io import atomic_write_json, read_json
 from ...utils.preemption import preemption_handlers
 from ...utils.workspace import Workspace
 from ...data.input_image import load_input_image
@@ -89,10 +89,7 @@ def read_stage_file(root: Path) -> dict | None:
     path = root / STAGE_FILE
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DreamtextError(f"{path} is not valid JSON ({error.msg}); delete it and the workspace's stages start over") from None
+    return read_json(path, "delete it and the workspace's stages start over")
 
 
 def image_to_3d(

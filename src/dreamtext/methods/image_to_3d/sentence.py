@@ -9,13 +9,13 @@ sentence becomes a template with one slot per trained word.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from ...errors import DreamtextError
+from ...utils.io import read_json
 
 DESCRIBE_FILE = "describe.json"
 SENTENCE_PREFIX = "An image of"  # thesis 5.2.1: sentences start with "An image of"
@@ -55,12 +55,7 @@ def _first(data: dict, *names: str):
 def read_described_image(workspace: str | Path) -> DescribedImage:
     """DIR/describe.json as a `DescribedImage`; a one-line error when it is missing or incomplete."""
     path = Path(workspace) / DESCRIBE_FILE
-    if not path.is_file():
-        raise DreamtextError(f"{path} is missing; run `dreamtext describe IMAGE --workspace {workspace}` first")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DreamtextError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); run describe again") from None
+    data = read_json(path, "run describe again", missing=f"run `dreamtext describe IMAGE --workspace {workspace}` first")
     sentence, noun = _first(data, "sentence", "full_sentence"), _first(data, "noun")
     words = _first(data, "descriptors", "descriptor_words", "words")
     if not isinstance(sentence, str) or not isinstance(noun, str) or not isinstance(words, list):
