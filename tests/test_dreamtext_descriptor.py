@@ -102,6 +102,35 @@ def test_loss_is_eq_5_4_and_noun_mode_starts_at_zero_base_loss(tmp_path):
     assert torch.equal(again, noisy) and 0 <= int(t) <= 999
 
 
+def test_the_fixed_noise_check_is_eqs_5_2_and_5_3_on_the_same_draws_every_time(tmp_path):
+    root = write_described_workspace(tmp_path / "ws")
+    prior = tiny_prior()
+    trainer = DescriptorTrainer(config(trainable="noun"), root, prior=prior)
+    words = trainer.fixed_noise_losses(trainer.initial, draws=8)
+    assert words["base"] < 1e-10  # the learned noun starts as the base sentence's own word
+    # By hand: the posterior's mean, 8 timesteps evenly over [0, 999], noise from the fixed seed.
+    with torch.no_grad():
+        latents = prior.vae.encode(trainer.image * 2 - 1).latent_dist.mean * prior.vae.config.scaling_factor
+        t = torch.linspace(0, 999, 8).round().long()
+        noise = torch.randn((8, *latents.shape[1:]), generator=torch.Generator().manual_seed(0))
+        a = trainer.alphas_cumprod[t].view(-1, 1, 1, 1)
+        eps = prior.unet(a.sqrt() * latents + (1 - a).sqrt() * noise, t,
+                         encoder_hidden_states=encode_prompts(prior, ["An image of a mug"]).expand(8, -1, -1)).sample
+    assert words["real"] == pytest.approx(float(F.mse_loss(eps, noise)), rel=1e-5)
+    moved = trainer.initial + torch.randn(trainer.initial.shape, generator=torch.Generator().manual_seed(1))
+    before = trainer.parameter.detach().clone()
+    shifted = trainer.fixed_noise_losses(moved, draws=8)
+    assert shifted["base"] > 1e-6 and torch.equal(trainer.parameter.detach(), before)  # scored, then restored
+    assert trainer.fixed_noise_losses(moved, draws=8) == shifted  # the same draws every time
+
+
+def test_training_reports_the_fixed_noise_check_before_and_after(tmp_path):
+    root = write_described_workspace(tmp_path / "ws")
+    metrics = train_descriptor(root, config(), progress=False, prior=tiny_prior()).metrics
+    words, learned = metrics["fixed_noise_loss"]["words"], metrics["fixed_noise_loss"]["learned"]
+    assert set(words) == set(learned) == {"real", "base"} and words != learned and words["base"] >= 0
+
+
 def test_gradient_reaches_only_the_learned_parameter(tmp_path):
     root = write_described_workspace(tmp_path / "ws")
     prior = tiny_prior()

@@ -53,6 +53,10 @@ THESIS_DESCRIPTOR_ITERS = 10_000  # thesis 6.3.3: about 10k iterations
 # ours: the built-in prior's descriptor length (docs/experiments.md, image to 3D): as many steps as its
 # text-to-3D preset takes, a few minutes on 2 CPU cores.
 BUILTIN_DESCRIPTOR_ITERS = 1200
+# ours: draws of the fixed-noise check (`fixed_noise_losses`); 64 timesteps evenly over the range keep its
+# figure steady to about 1% between noise seeds on the built-in prior.
+FIXED_NOISE_DRAWS = 64
+FIXED_NOISE_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,7 @@ class DescriptorTrainer:
             self.prompt_ids = tokenizer([self.prompt], padding="max_length", max_length=tokenizer.model_max_length,
                                         truncation=True, return_tensors="pt").input_ids.to(self.device)
         # Thesis 6.1.10: Adam with PyTorch's defaults (betas 0.9/0.999, eps 1e-8, no weight decay).
+        self.initial = self.parameter.detach().clone()  # the words' own embeddings: the fixed-noise check's baseline
         self.optimizer = torch.optim.Adam([self.parameter], lr=config.lr)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.step = 0
@@ -302,6 +307,36 @@ class DescriptorTrainer:
                 "lower --lr or run the prior in fp32 (--precision fp32)"
             )
 
+    @torch.no_grad()
+    def fixed_noise_losses(self, parameter: Tensor | None = None, draws: int = FIXED_NOISE_DRAWS) -> dict[str, float]:
+        """L_real and L_base (eqs. 5.2, 5.3) on the image as given (no augmentation, the posterior's mean) at
+        `draws` timesteps evenly over the training range, each with noise from one fixed seed: the same draws
+        for every run and step, so the figure before and after training says what the learned words gained.
+        `parameter`: the values to score (default: the current ones; `self.initial`: the words' own)."""
+        prior, config = self.prior, self.config
+        saved = self.parameter.detach().clone()
+        if parameter is not None:
+            self.parameter.copy_(parameter)
+        try:
+            latents = images_to_latents(prior.vae, self.image, prior.dtype, encode=prior.vae.encode)
+            last = prior.num_train_timesteps - 1
+            timesteps = torch.linspace(config.t_min * last, config.t_max * last, draws, device=self.device).round().long()
+            generator = torch.Generator(device=self.device).manual_seed(FIXED_NOISE_SEED)
+            noise = torch.randn((draws, *latents.shape[1:]), generator=generator, device=self.device, dtype=torch.float32)
+            alphabar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+            noisy = alphabar.sqrt() * latents + (1 - alphabar).sqrt() * noise
+            cond, base = self.conditioning(), self.base.to(self.parameter.dtype)
+            real = base_loss = 0.0
+            for chunk in torch.arange(draws, device=self.device).split(8):
+                n = len(chunk)
+                eps = predict_noise(prior, torch.cat([noisy[chunk]] * 2), torch.cat([timesteps[chunk]] * 2),
+                                    torch.cat([cond.expand(n, -1, -1), base.expand(n, -1, -1)]), self.alphas_cumprod)
+                real += F.mse_loss(eps[:n], noise[chunk], reduction="sum").item()
+                base_loss += F.mse_loss(eps[:n], eps[n:], reduction="sum").item()
+        finally:
+            self.parameter.copy_(saved)
+        return {"real": real / noise.numel(), "base": base_loss / noise.numel()}
+
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
@@ -382,10 +417,11 @@ def train_descriptor(
     trainer = DescriptorTrainer(config, root, prior=prior, described=described)
 
     def finish(trainer: DescriptorTrainer, config: DescriptorConfig, ws: Workspace, training_seconds: float) -> dict:
+        fixed_noise = {"words": trainer.fixed_noise_losses(trainer.initial), "learned": trainer.fixed_noise_losses()}
         learned = trainer.finish()  # the embeddings written, the tokens in the prior's text encoder
         finite = [real + config.base_loss_weight * base for real, base in trainer.losses if real == real]
         return {**descriptor_metrics(config, learned, trainer.step, trainer.skipped_steps, finite, trainer.prior.dtype),
-                "stage_seconds": {"training": training_seconds}}
+                "fixed_noise_loss": fixed_noise, "stage_seconds": {"training": training_seconds}}
 
     metrics = train_run(run, METHOD, lambda _: (config, trainer), finish, progress)
     return DescriptorResult(workspace=root, learned=trainer.learned(), metrics=metrics)
