@@ -157,6 +157,9 @@ def test_quick_realfusion_case_writes_sane_figures(quick_realfusion):
     assert 0.0 <= case["iou"] <= 1.0 and 0.0 < case["chamfer"] < 2.0 and 0.0 < case["albedo_error"] < 1.0
     assert 5.0 < case["reference_psnr"] < 40.0 and case["wall_seconds"] > 0 and case["resumed"] is False
     assert result["mean_by_kind"]["realfusion"]["reference_psnr"] == case["reference_psnr"]
+    metrics = json.loads((root / "00_realfusion_a_large_black_torus" / "descriptor" / "metrics.json").read_text())
+    assert case["descriptor_loss_words"] == metrics["fixed_noise_loss"]["words"]["real"] > 0  # the check's figures, carried
+    assert case["descriptor_loss_learned"] == metrics["fixed_noise_loss"]["learned"]["real"] > 0
     assert result["kinds"] == ["realfusion"] and "diversity" not in result and result["meets_target"] is False
 
     folder = root / "00_realfusion_a_large_black_torus"

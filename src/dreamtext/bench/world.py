@@ -114,7 +114,7 @@ MEAN_KEYS = ("iou", "occupancy_precision", "occupancy_recall", "start_iou", "cha
              "precision_005", "recall_005", "albedo_error",
              "albedo_error_overlap", "clip_similarity", "r_precision_caption", "r_precision_noun", "r_precision_colour",
              "truth_clip_similarity", "truth_r_precision_caption", "truth_r_precision_noun", "truth_r_precision_colour",
-             "reference_psnr", "wall_seconds")
+             "reference_psnr", "descriptor_loss_words", "descriptor_loss_learned", "wall_seconds")
 
 
 def mean_figures(rows: list[dict]) -> dict:

@@ -137,12 +137,14 @@ def run_image_case(case: "WorldCase", workspace: Path, config: "WorldBenchConfig
     trained = load_trained(result.reconstruction, device=device.type)
     reconstruction = result.reconstruction_metrics
     obj = case.object
+    fixed = result.descriptor_metrics.get("fixed_noise_loss") or {}  # absent when nothing was learned
     return {
         "method": method, "sentence": described["sentence"], "learned_prompt": result.prompt,
         "sentence_noun_correct": described["noun"] == obj.noun,
         "sentence_colour_correct": obj.colour in described["descriptors"],
         "descriptor_iters": result.descriptor_metrics.get("iters"), "iters": reconstruction.get("iters"),
         "final_loss": reconstruction.get("final_loss"),
+        "descriptor_loss_words": fixed.get("words", {}).get("real"), "descriptor_loss_learned": fixed.get("learned", {}).get("real"),
         "reference_psnr": reference_psnr(trained, load_image(image_path)[0], config.image.reference),
     }
 
