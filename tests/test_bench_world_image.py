@@ -108,6 +108,16 @@ def test_image_kinds_are_cases_per_object_and_diversity_is_a_study():
         benchmark_cases(WorldBenchConfig(kinds=("image",)))
 
 
+@needs_builtin
+def test_start_flag_reaches_the_image_cases_reconstruction():
+    from dreamtext.bench.world_image import image_pipeline_config
+
+    hull, text = image_pipeline_config("dreamtext", WorldBenchConfig(start="prior_hull"), torch.device("cpu"))
+    assert hull.reconstruct.start == "prior_hull" and text["init.kind"] == "prior_hull"  # the builtin preset's own
+    blob, _ = image_pipeline_config("dreamtext", WorldBenchConfig(), torch.device("cpu"))
+    assert blob.reconstruct.start == "blob"  # ReconstructConfig's default
+
+
 def test_kinds_flag_reaches_the_config(monkeypatch, capsys):
     seen = {}
 

@@ -47,7 +47,7 @@ def benchmark_cases(config: WorldBenchConfig) -> list[WorldCase]:
     starts = get_args(Start)
     if config.start is not None and config.start not in starts:
         raise DreamtextError(f"--start must be {', '.join(starts[:-1])} or {starts[-1]}, got {config.start!r}")
-    if config.start not in (None, "blob") and set(config.kinds) != {"text"}:
+    if config.start not in (None, "blob", "prior_hull") and set(config.kinds) != {"text"}:
         raise DreamtextError(f"--start {config.start} applies to text-to-3D only; run it with --kinds text")
     objects = caption_objects(config.captions) if config.captions else benchmark_objects(config.cases, config.split)
     kinds = [kind for kind in config.kinds if kind in CASE_RUNNERS]

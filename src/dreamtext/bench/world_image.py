@@ -113,7 +113,7 @@ def image_pipeline_config(method: str, config: "WorldBenchConfig", device: torch
     iters = settings.descriptor_iters if settings.descriptor_iters is not None else text["iters"]
     image.descriptor = dataclasses.replace(image.descriptor, iters=iters, compile=settings.compile)
     image.reconstruct = dataclasses.replace(image.reconstruct, iters=text["iters"], render_size=text["render_size"],
-                                            reference=settings.reference)
+                                            reference=settings.reference, start=config.start or image.reconstruct.start)
     return with_stage_settings(image, model=model, seed=config.seed, device=device.type), text
 
 
