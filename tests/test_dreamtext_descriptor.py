@@ -17,7 +17,8 @@ from dreamtext.methods.image_to_3d.augment import NO_AUGMENTATION
 from dreamtext.methods.image_to_3d.descriptor import (
     DescriptorConfig, DescriptorTrainer, encode_prompts, train_descriptor,
 )
-from dreamtext.methods.image_to_3d.learned import EMBEDDINGS_DIR, LearnedSentence
+from dreamtext.methods.image_to_3d.learned import LearnedSentence
+from dreamtext.utils.workspace_files import EMBEDDINGS_DIR
 from dreamtext.methods.image_to_3d.sentence import DescribedImage, slot_words, training_template
 from dreamtext.methods.image_to_3d.tokens import token_for, unique_tokens
 from dreamtext.utils.workspace import Workspace

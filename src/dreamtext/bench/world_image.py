@@ -31,10 +31,9 @@ from torch import Tensor
 
 from ..export.field_query import field_device
 from ..methods.describe import SentenceConfig
-from ..methods.describe.describe import DESCRIBE_FILE
 from ..methods.image_to_3d.pipeline import ImageTo3DConfig, with_stage_settings
 from ..methods.image_to_3d.pipeline import image_to_3d
-from ..methods.image_to_3d.reconstruct import RECONSTRUCTION_DIR, ReferenceViewConfig, reference_camera
+from ..methods.image_to_3d.reconstruct import ReferenceViewConfig, reference_camera
 from ..methods.presets import PRESETS
 from ..methods.trained import load_trained
 from ..metrics import psnr
@@ -43,6 +42,7 @@ from ..prior.clip_backends import load_clip_backend
 from .world_config import ImageBenchConfig, WorldBenchConfig
 from ..utils.images import save_image
 from ..utils.images import load_image
+from ..utils.workspace_files import DESCRIBE_FILE, RECONSTRUCTION_DIR
 
 if TYPE_CHECKING:
     from ..methods.image_to_3d.pipeline import ImageTo3DConfig

@@ -13,13 +13,14 @@ import tyro
 
 from ..errors import DreamtextError
 from ..methods.describe import DescribeConfig, describe_image
-from ..methods.image_to_3d.descriptor import DESCRIPTOR_DIR, DescriptorConfig, train_descriptor
+from ..methods.image_to_3d.descriptor import DescriptorConfig, train_descriptor
 from ..methods.image_to_3d.pipeline import (METHODS, ImageTo3DConfig, image_to_3d, method_config, read_stage_file,
                                              with_stage_settings)
 from ..methods.image_to_3d.diverse import DiverseConfig, diverse
 from ..methods.image_to_3d.reconstruct import ReconstructConfig, reconstruct
 from ..methods.sample import SampleConfig
 from ..utils.device import Device, Precision
+from ..utils.workspace_files import DESCRIPTOR_DIR
 from .defaults import first_positional, flag_value, saved_config
 from .positionals import ImageFile, Prompt, WorkspaceDir
 

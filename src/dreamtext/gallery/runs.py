@@ -14,10 +14,9 @@ from pathlib import Path
 from ..errors import DreamtextError
 from ..scene.cameras import NAMED_VIEWS
 from ..utils.images import find_image_file
-from ..utils.workspace import CONFIG_FILE
+from ..utils.workspace_files import CONFIG_FILE, DESCRIBE_FILE
 
 # image-to-3D's `dreamtext describe` records the prepared input image here, under one of these keys.
-DESCRIBE_FILE = "describe.json"
 INPUT_IMAGE_KEYS = ("image", "prepared_image", "input_image")
 MAX_INPUT_VIEWS = 4  # ours: a fit's first few training views say what it was fitted to
 

@@ -30,6 +30,7 @@ from ..utils.config import config_from_dict, config_to_dict, differing_keys, get
 from ..utils.preemption import preemption_handlers
 from ..utils.progress import Progress, timed
 from ..utils.workspace import Workspace
+from ..utils.workspace_files import IMAGE_WORKSPACE_MARKERS
 
 C = TypeVar("C")
 
@@ -38,7 +39,7 @@ RESUMABLE_KEYS: tuple[str, ...] = (
     "device", "model", "renderer.max_samples_per_chunk", "checkpoint_every", "checkpoint_minutes",
 )
 # Files that mark a folder as an image-to-3D workspace, which a text or fit run must not move into.
-FOREIGN_MARKERS = ("stage.json", "describe.json")
+FOREIGN_MARKERS = IMAGE_WORKSPACE_MARKERS
 
 
 class Trainer(Protocol):

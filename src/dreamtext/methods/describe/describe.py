@@ -42,10 +42,10 @@ from ...prior.clip_backends import load_clip_backend
 from ...utils.device import Device, resolve_device
 from ...utils.io import atomic_write_json
 from ...utils.workspace import Workspace
+from ...utils.workspace_files import DESCRIBE_FILE
 from .selection import Selection, SentenceConfig, select_sentence
 from .vocabulary import load_vocabulary
 
-DESCRIBE_FILE = "describe.json"
 IMAGE_FILE = "input.png"
 MASK_FILE = "input_mask.png"
 FORMAT_VERSION = 1

@@ -40,14 +40,14 @@ from ...prior.loading import is_builtin_model
 from ...utils.device import PRECISION_DTYPES, Device, Precision, resolve_device
 from ...utils.progress import Progress
 from ...utils.workspace import Workspace
+from ...utils.workspace_files import DESCRIPTOR_DIR, EMBEDDINGS_DIR
 from ..lifecycle import check_schedule, check_seed, start_run, train_loop, train_run
 from .augment import AugmentConfig, augment
 from .inputs import workspace_input
-from .learned import EMBEDDINGS_DIR, LearnedSentence
+from .learned import LearnedSentence
 from .sentence import DescribedImage, SentenceTemplate, Trainable, read_described_image, training_template
 from .tokens import TokenSplice, add_tokens, set_token_rows, unique_tokens, word_embedding
 
-DESCRIPTOR_DIR = "descriptor"
 METHOD = "descriptor"
 THESIS_DESCRIPTOR_ITERS = 10_000  # thesis 6.3.3: about 10k iterations
 # ours: the built-in prior's descriptor length (docs/experiments.md, image to 3D): as many steps as its

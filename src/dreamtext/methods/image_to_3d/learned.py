@@ -19,7 +19,6 @@ from ...utils.io import atomic_write, atomic_write_json, read_json
 from .sentence import Trainable
 from .tokens import add_tokens, load_token_embedding, save_token_embedding, token_file_name
 
-EMBEDDINGS_DIR = "embeddings"
 SENTENCE_FILE = "sentence.json"
 CONDITIONING_FILE = "conditioning.safetensors"
 

@@ -26,13 +26,13 @@ from ...utils.config import config_to_dict
 from ...utils.io import atomic_write_json, read_json
 from ...utils.preemption import preemption_handlers
 from ...utils.workspace import Workspace
+from ...utils.workspace_files import DESCRIBE_FILE, RECONSTRUCTION_DIR, STAGE_FILE
 from ...data.input_image import load_input_image
-from ..describe.describe import DESCRIBE_FILE, DescribeConfig, describe_image
+from ..describe.describe import DescribeConfig, describe_image
 from ..presets import apply_overrides
 from .descriptor import DescriptorConfig, train_descriptor
-from .reconstruct import REFERENCE_MASK_WEIGHT, REFERENCE_RGB_WEIGHT, RECONSTRUCTION_DIR, ReconstructConfig, reconstruct
+from .reconstruct import REFERENCE_MASK_WEIGHT, REFERENCE_RGB_WEIGHT, ReconstructConfig, reconstruct
 
-STAGE_FILE = "stage.json"
 STAGES = ("describe", "descriptor", "reconstruct")
 
 Method = Literal["dreamtext", "realfusion", "sentence", "plain", "dreamtext+reference"]

@@ -29,14 +29,14 @@ from ...prior import Prior, load_prior
 from ...prior.prompts import PromptConfig
 from ...scene.cameras import Cameras, look_at, spherical_to_cartesian
 from ...utils.device import Device, Precision, precision_dtype, resolve_device
+from ...utils.workspace_files import EMBEDDINGS_DIR, RECONSTRUCTION_DIR
 from ..presets import default_preset, preset_config
 from ..text_to_3d import TextTo3DConfig, TextTo3DResult, TextTo3DTrainer, check_text_config, text_to_3d
 from .descriptor import encode_prompts
 from .inputs import workspace_input
-from .learned import EMBEDDINGS_DIR, LearnedSentence
+from .learned import LearnedSentence
 from .sentence import read_described_image
 
-RECONSTRUCTION_DIR = "reconstruction"
 # stable-dreamfusion's image-conditioned defaults (lambda_rgb 1000, lambda_mask 500), on the same SDS
 # loss scale as ours (0.5 * sum of squares / batch): the weights RealFusion mode switches on.
 REFERENCE_RGB_WEIGHT = 1000.0
