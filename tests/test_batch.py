@@ -15,7 +15,8 @@ import torch
 
 from dreamtext.batch import BatchConfig, read_jobs, run_batch, shard
 from dreamtext.cli.main import main
-from dreamtext.errors import DreamtextError
+from dreamtext.batch.runner import Task, execute
+from dreamtext.errors import DreamtextError, RunInterrupted
 from dreamtext.utils.images import save_image
 from dreamtext.utils.workspace import Workspace
 
@@ -223,6 +224,21 @@ def test_sigterm_stops_the_batch_with_its_job_interrupted_and_a_rerun_resumes_it
     assert 0 < stopped_at < 60 and not (out / second.name).exists()
     resumed = run_batch(jobs, out, BatchConfig(gallery=False), progress=False)
     assert resumed["counts"] == {"done": 2, "failed": 0} and resumed["jobs"][0]["metrics"]["iters"] == 60
+
+
+def stopped_task(name: str, *, threads: int | None = None) -> dict:
+    """A job that a stop request ended in its worker (module level: a spawned worker imports it)."""
+    error = RunInterrupted(f"SIGTERM: stopped during {name}; continue with --resume", 143)
+    error.record = {"name": name, "status": "interrupted"}
+    raise error
+
+
+def test_a_job_stopped_on_a_local_worker_reaches_the_batch_as_interrupted(tmp_path):
+    """A RunInterrupted raised in a worker process crosses to the parent whole (it used to fail to unpickle, and
+    the pool reported itself broken instead of the job as interrupted)."""
+    with pytest.raises(RunInterrupted) as info:
+        list(execute([Task("a", stopped_task, ("a",), {"name": "a"})], BatchConfig(workers=2), tmp_path))
+    assert info.value.exit_code == 143 and info.value.records == [{"name": "a", "status": "interrupted"}]
 
 
 def test_batch_settings_reach_every_job_and_a_rerun_of_the_same_list_warns_of_nothing(tmp_path, tiny_model, capsys):

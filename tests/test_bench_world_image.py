@@ -22,7 +22,7 @@ from dreamtext.bench.world_config import BENCH_REFERENCE, QUICK_IMAGE, ImageBenc
 from dreamtext.bench.world_image import PSNR_CAP_DB, capped_psnr, describe_clip, input_render, reference_psnr, reference_view
 from dreamtext.bench.world_metrics import QUICK_EVAL
 from dreamtext.cli.main import main
-from dreamtext.errors import DreamtextError
+from dreamtext.errors import DreamtextError, RunInterrupted
 from dreamtext.scene.renderer import RendererConfig, VolumeRenderer
 from dreamtext.utils.images import load_image
 from dreamtext.world.analytic import sphere_scene
@@ -142,6 +142,23 @@ def test_a_failing_case_is_reported_and_left_out_of_the_means(monkeypatch, tmp_p
     assert row["error"].startswith("the sentence") and row["caption"] == "a large black torus" and row["resumed"] is False
     means = mean_figures([row, {"kind": "dreamtext", "iou": 0.4, "reference_psnr": 12.0}])
     assert means["failed_cases"] == 1 and means["iou"] == 0.4 and means["reference_psnr"] == 12.0 and means["cases"] == 2
+
+
+def test_a_stopped_case_stops_the_benchmark_instead_of_counting_as_failed(monkeypatch, tmp_path):
+    """SIGTERM during a case ends the benchmark with the exit status and how to resume; the cases after it do not run."""
+    ran = []
+
+    def stopped(case, workspace, config, device):
+        ran.append(case.folder_name)
+        raise RunInterrupted("SIGTERM: stopped after step 7; continue with --resume", 143)
+
+    monkeypatch.setitem(world_module.CASE_RUNNERS, "dreamtext", stopped)
+    monkeypatch.setattr(world_module, "ClipScorer", lambda *args, **kwargs: None)
+    monkeypatch.setattr(world_module, "load_clip_backend", lambda *args, **kwargs: None)
+    config = WorldBenchConfig.quick(cases=2, kinds=("dreamtext",), workspace=str(tmp_path))
+    with pytest.raises(RunInterrupted, match=f"rerun it with --workspace {tmp_path} to resume") as info:
+        world_module.run_world_benchmark(config, "cpu", quick=True)
+    assert info.value.exit_code == 143 and ran == ["00_dreamtext_a_large_black_torus"]
 
 
 # -- one quick case end to end ---------------------------------------------------------------------------

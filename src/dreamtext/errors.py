@@ -22,3 +22,8 @@ class RunInterrupted(DreamtextError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+    def __reduce__(self):
+        # A local batch's worker raises it into the parent: without this, unpickling it there fails (the exit
+        # code is a second argument) and the pool reports itself broken instead of the job as interrupted.
+        return type(self), (str(self), self.exit_code), self.__dict__

@@ -24,11 +24,12 @@ from typing import Any, Callable, get_args
 import torch
 
 from ..batch.runner import BatchConfig, Task, execute
-from ..errors import DreamtextError
+from ..errors import DreamtextError, RunInterrupted
 from ..methods.presets import PRESETS
 from ..methods.trained import load_trained
 from ..prior.clip_backends import load_clip_backend
 from ..utils.images import save_image
+from ..utils.preemption import preemption_handlers, raise_if_stopped
 from ..utils.workspace import CHECKPOINT_FILE
 from ..world.objects import ASYMMETRIC_NOUNS, THIN_PARTS
 from ..world.world import Split
@@ -82,6 +83,8 @@ def run_case(case: WorldCase, root: Path, config: WorldBenchConfig, scorer: Clip
     start = time.perf_counter()
     try:
         figures = CASE_RUNNERS[case.kind](case, workspace, replace(config, seed=case.seed), device)
+    except RunInterrupted:
+        raise  # a stop request ends the benchmark (a rerun resumes it), not this case alone
     except DreamtextError as error:  # a method that fails on one object (e.g. a sentence without descriptor words) is a result
         return {**row, "error": str(error), "wall_seconds": time.perf_counter() - start, "resumed": resumed}
     wall = time.perf_counter() - start
@@ -95,6 +98,22 @@ def run_case(case: WorldCase, root: Path, config: WorldBenchConfig, scorer: Clip
         **row, **figures, **{key: _finite_or_none(value) for key, value in evaluation.metrics.items()},
         "wall_seconds": wall, "eval_seconds": time.perf_counter() - start, "resumed": resumed,
     }
+
+
+def run_cases(bench_cases: list[WorldCase], root: Path, config: WorldBenchConfig, scorer: ClipScorer,
+              device: torch.device) -> list[dict]:
+    """Each case's row, in the cases' order: in this process, or on the configured engine's workers."""
+    if config.engine.engine == "local" and (config.engine.workers or 1) == 1:
+        rows = []
+        for case in bench_cases:
+            raise_if_stopped("the benchmark")  # a stop that came between two cases
+            rows.append(run_case(case, root, config, scorer, device))
+        return rows
+    tasks = [Task(case.folder_name, world_case_task, (case, str(root), config, device.type),
+                  {"kind": case.kind, "caption": case.caption, "run_seed": case.seed, "task": case.folder_name})
+             for case in bench_cases]
+    finished = {row.pop("task"): row for row in execute(tasks, config.engine, root)}
+    return [finished[case.folder_name] for case in bench_cases]
 
 
 def world_case_task(case: WorldCase, root: str, config: WorldBenchConfig, device: str, *, threads: int | None = None) -> dict:
@@ -176,14 +195,15 @@ def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dreamtext-bench-world-") as tmp:
         root = Path(config.workspace) if config.workspace is not None else Path(tmp)
-        if config.engine.engine == "local" and (config.engine.workers or 1) == 1:
-            rows = [run_case(case, root, config, scorer, device) for case in bench_cases]
-        else:
-            tasks = [Task(case.folder_name, world_case_task, (case, str(root), config, device.type),
-                          {"kind": case.kind, "caption": case.caption, "run_seed": case.seed, "task": case.folder_name})
-                     for case in bench_cases]
-            finished = {row.pop("task"): row for row in execute(tasks, config.engine, root)}
-            rows = [finished[case.folder_name] for case in bench_cases]
+        # SIGTERM or Ctrl-C stops the case in progress with a checkpoint (on every worker) and the benchmark
+        # with it; without the handlers here a killed benchmark left its worker processes running cases.
+        try:
+            with preemption_handlers():
+                rows = run_cases(bench_cases, root, config, scorer, device)
+        except RunInterrupted as stop:
+            where = (f"rerun it with --workspace {config.workspace} to resume" if config.workspace is not None
+                     else "its runs were in a temporary folder; pass --workspace to keep and resume them")
+            raise RunInterrupted(f"{stop}; the benchmark stopped with it: {where}", stop.exit_code) from None
         studies = {kind: STUDIES[kind](config, root, scorer, device) for kind in config.kinds if kind in STUDIES}
     means = mean_figures(rows)
     by_kind = {kind: mean_figures([row for row in rows if row["kind"] == kind]) for kind in config.kinds if kind in CASE_RUNNERS}
