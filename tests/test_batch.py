@@ -241,6 +241,31 @@ def test_a_job_stopped_on_a_local_worker_reaches_the_batch_as_interrupted(tmp_pa
     assert info.value.exit_code == 143 and info.value.records == [{"name": "a", "status": "interrupted"}]
 
 
+def marking_task(path: str, *, threads: int | None = None) -> dict:
+    Path(path).write_text("ran")
+    return {"name": Path(path).name, "status": "done"}
+
+
+def stopped_together_task(name: str, folder: str, *, threads: int | None = None) -> dict:
+    """Stopped once every task of this kind has started: each runs on a worker of its own."""
+    (Path(folder) / f"started-{name}").write_text("")
+    deadline = time.monotonic() + 60
+    while len(list(Path(folder).glob("started-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return stopped_task(name)
+
+
+def test_a_worker_whose_job_was_stopped_starts_no_other(tmp_path):
+    """Two workers, three tasks: both running tasks are stopped; the third, already queued to a worker, comes
+    back unstarted as pending instead of running whole (the stop request is forgotten when a run ends)."""
+    tasks = [Task(name, stopped_together_task, (name, str(tmp_path)), {"name": name}) for name in ("a", "b")]
+    tasks.append(Task("c", marking_task, (str(tmp_path / "c"),), {"name": "c"}))
+    with pytest.raises(RunInterrupted, match="2 job") as info:
+        list(execute(tasks, BatchConfig(workers=2), tmp_path))
+    assert sorted((r["name"], r["status"]) for r in info.value.records) == [("a", "interrupted"), ("b", "interrupted"), ("c", "pending")]
+    assert not (tmp_path / "c").exists()
+
+
 def test_batch_settings_reach_every_job_and_a_rerun_of_the_same_list_warns_of_nothing(tmp_path, tiny_model, capsys):
     jobs = write_jobs(tmp_path / "jobs.jsonl", [text_job("a red mug", tiny_model, iters=2), text_job("a blue chair", tiny_model, iters=2)])
     everyone = BatchConfig(gallery=False, set=("iters=3", "sds.guidance=20"))

@@ -44,6 +44,7 @@ GALLERY_DIR = "gallery"
 RAY_RETRIES = 3  # ours: a job whose worker died is run again up to this often (it resumes from its checkpoint)
 _STOPPED = Preemption()
 _STOPPED.signal = signal.SIGTERM  # a worker stopped by a signal sent to it alone: reported as SIGTERM
+_WORKER_STOPPED = False  # in a local worker process: a task of this process was stopped (see `_local_task`)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def _run_locally(tasks: list[Task], config: BatchConfig, root: Path) -> Iterator
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: the parent may hold torch's thread pools or a CUDA context.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(task.function, *task.args, threads=threads): task for task in tasks}
+        futures = {pool.submit(_local_task, task.function, task.args, threads, task.fallback): task for task in tasks}
         interrupted: list[dict] = []
         forwarded = False
         remaining = set(futures)
@@ -217,10 +218,27 @@ def _run_locally(tasks: list[Task], config: BatchConfig, root: Path) -> Iterator
             remaining = {future for future in remaining if not future.cancelled()}
         request = stop_requested()
         if request is not None or interrupted:
-            stop = RunInterrupted(f"{(request or _STOPPED).name}: {len(interrupted)} job(s) stopped with a checkpoint",
+            stopped = sum(record.get("status") == "interrupted" for record in interrupted)
+            stop = RunInterrupted(f"{(request or _STOPPED).name}: {stopped} job(s) stopped with a checkpoint",
                                   (request or _STOPPED).exit_code)
             stop.records = interrupted
             raise stop
+
+
+def _local_task(function: Callable[..., dict], args: tuple, threads: int, fallback: dict) -> dict:
+    """A task in a local worker process. Once a task of this process was stopped, the later ones it is handed
+    (the pool queues one beyond the running ones, and a queued task cannot be cancelled) come back unstarted,
+    as pending: the stop request itself is forgotten when a run ends, so they would otherwise run whole."""
+    global _WORKER_STOPPED
+    if _WORKER_STOPPED:
+        error = RunInterrupted(f"{fallback.get('name', 'a task')} not started: the run is stopping", _STOPPED.exit_code)
+        error.record = {**fallback, "status": "pending"}
+        raise error
+    try:
+        return function(*args, threads=threads)
+    except RunInterrupted:
+        _WORKER_STOPPED = True
+        raise
 
 
 def _import_ray():
