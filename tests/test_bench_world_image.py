@@ -114,8 +114,10 @@ def test_start_flag_reaches_the_image_cases_reconstruction():
 
     hull, text = image_pipeline_config("dreamtext", WorldBenchConfig(start="prior_hull"), torch.device("cpu"))
     assert hull.reconstruct.start == "prior_hull" and text["init.kind"] == "prior_hull"  # the builtin preset's own
-    blob, _ = image_pipeline_config("dreamtext", WorldBenchConfig(), torch.device("cpu"))
-    assert blob.reconstruct.start == "blob"  # ReconstructConfig's default
+    blob, _ = image_pipeline_config("dreamtext", WorldBenchConfig(start="blob"), torch.device("cpu"))
+    assert blob.reconstruct.start == "blob"
+    own, _ = image_pipeline_config("dreamtext", WorldBenchConfig(), torch.device("cpu"))
+    assert own.reconstruct.start is None  # the preset's own: the builtin preset's hull
 
 
 def test_kinds_flag_reaches_the_config(monkeypatch, capsys):

@@ -111,9 +111,9 @@ def test_reference_view_losses_pull_the_input_camera_render_towards_the_image(tm
     text = text_config_for(learned, ReconstructConfig(iters=30, render_size=16, device="cpu", reference=reference), TOY_TEXT_TO_3D)
     assert text.prompt.prompt == "An image of a <dt-mug>"
     held = text_config_for(learned, ReconstructConfig(device="cpu"), {**TOY_TEXT_TO_3D, "init.kind": "prior_hull"})
-    assert held.init.kind == "blob"  # the reconstruction's own start, whatever the text preset's
-    hull = text_config_for(learned, ReconstructConfig(device="cpu", start="prior_hull"), {**TOY_TEXT_TO_3D, "init.kind": "blob"})
-    assert hull.init.kind == "prior_hull" and hull.prompt.prompt == "An image of a <dt-mug>"  # drawn from the learned sentence
+    assert held.init.kind == "prior_hull" and held.prompt.prompt == "An image of a <dt-mug>"  # the text settings' start
+    blob = text_config_for(learned, ReconstructConfig(device="cpu", start="blob"), {**TOY_TEXT_TO_3D, "init.kind": "prior_hull"})
+    assert blob.init.kind == "blob"  # a given start wins over the text settings'
     trainer = ImageTo3DTrainer(text, Workspace(tmp_path / "rec"), prior=prior, reference=reference, workspace_root=root)
     image = trainer.reference_image
     assert image.image.shape == (3, 16, 16) and image.mask.shape == (1, 16, 16)
@@ -153,7 +153,7 @@ def test_stage_lengths_and_sizes_are_the_priors_own_unless_given(tiny_model):
     assert (thesis.iters, thesis.render_size, thesis.sds.guidance) == (10_000, 256, 100.0)  # thesis 8.1: Stable DreamFusion
     builtin = reconstruction_text_config("a mug", dataclasses.replace(config.reconstruct, model="builtin"))
     assert (builtin.iters, builtin.render_size, builtin.model) == (BUILTIN["iters"], BUILTIN["render_size"], "builtin")
-    assert builtin.init.kind == "blob"  # ReconstructConfig.start's default, not the text preset's hull
+    assert builtin.init.kind == "prior_hull" and thesis.init.kind == "blob"  # each preset's own start
     given = reconstruction_text_config("a mug", dataclasses.replace(config.reconstruct, model="builtin", iters=50, render_size=48))
     assert (given.iters, given.render_size) == (50, 48)
 

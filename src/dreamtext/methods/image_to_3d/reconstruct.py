@@ -76,9 +76,10 @@ class ReconstructConfig:
     iters: int | None = None
     """None: thesis 6.3.3's 10k on a Stable Diffusion preset, the builtin preset's own (1200) on builtin."""
     guidance: float | None = None  # None: the preset's (100 for dreamfusion)
-    start: Literal["blob", "prior_hull"] = "blob"
-    """blob: the density blob (thesis 8.1, Stable DreamFusion's start). prior_hull: the text-to-3D preset's start
-    from the visual hull of the prior's drawings, drawn from the learned sentence (methods/text_to_3d/start.py)."""
+    start: Literal["blob", "prior_hull"] | None = None
+    """None: the preset's own (the density blob on dreamfusion and fitfusion, thesis 8.1; on builtin the visual hull
+    of the prior's drawings, drawn from the learned sentence, methods/text_to_3d/start.py; docs/experiments.md,
+    image to 3D). blob or prior_hull: that start whatever the preset."""
     reference: ReferenceViewConfig = dataclasses.field(default_factory=ReferenceViewConfig)
     model: str | None = None
     precision: Precision = "auto"
@@ -146,8 +147,7 @@ class ImageTo3DTrainer(TextTo3DTrainer):
 
 def text_config_for(learned: LearnedSentence, config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> TextTo3DConfig:
     """The text-to-3D config of a reconstruction: the preset, the thesis's size and length, the learned prompt.
-    `overrides` come last but for the start, which is `config.start` (the benchmark's image cases pass the
-    whole text preset, whose start is the hull)."""
+    `overrides` come last but for the start, which `config.start` sets when given."""
     text = reconstruction_text_config(learned.prompt, config, overrides)
     if learned.conditioning is not None:  # one trained embedding for every view: no view suffixes
         text = dataclasses.replace(text, prompt=PromptConfig(prompt=learned.prompt, view_dependent=False))
@@ -166,7 +166,7 @@ def reconstruction_text_config(prompt: str, config: ReconstructConfig, overrides
     values = {
         **({} if preset == "builtin" else THESIS_RECONSTRUCTION),
         **{key: value for key, value in given.items() if value is not None}, **(overrides or {}),
-        "init.kind": config.start,
+        **({} if config.start is None else {"init.kind": config.start}),
     }
     return preset_config(preset, prompt, values)
 
@@ -178,7 +178,7 @@ def reconstruct(
     """Reconstruct the object of workspace DIR from its learned sentence into DIR/reconstruction.
 
     prior: an already loaded prior (it gains the learned tokens); text_overrides: dotted text-to-3D
-    config keys applied last (e.g. toy sizes in tests), but for `init.kind`: the start is `config.start`.
+    config keys applied last (e.g. toy sizes in tests), but for `init.kind` when `config.start` is given.
     """
     root = Path(workspace)
     learned = LearnedSentence.load(root / EMBEDDINGS_DIR)
