@@ -67,9 +67,10 @@ class BenchCommand:
     start: Literal["blob", "prior_hull", "truth", "truth_hull"] | None = None
     """world: what text-to-3D starts from (None: the preset's; builtin's is prior_hull, held near it;
     the image cases' reconstruction: its own, `--reconstruct.start`). blob: the density blob. prior_hull:
-    the visual hull of the prior's own drawings (as `text --init prior_hull`). Text cases only, diagnostics: truth, the field first fitted to the true object; truth_hull, the prior
-    hull carved from exact renders of the true object at the hull's assumed cameras. `start_iou` beside
-    the final IoU says how near the start was and whether the distillation keeps it."""
+    the visual hull of the prior's own drawings (as `text --init prior_hull`). Text cases only,
+    diagnostics: truth, the field first fitted to the true object; truth_hull, the prior hull carved
+    from exact renders of the true object at the hull's assumed cameras. `start_iou` beside the final IoU
+    says how near the start was and whether the distillation keeps it."""
 
     engine: Literal["local", "ray"] | None = None
     """world: where the cases run, as `dreamtext batch` runs jobs (None: one after another in this process)."""

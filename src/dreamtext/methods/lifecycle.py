@@ -38,8 +38,6 @@ C = TypeVar("C")
 RESUMABLE_KEYS: tuple[str, ...] = (
     "device", "model", "renderer.max_samples_per_chunk", "checkpoint_every", "checkpoint_minutes",
 )
-# Files that mark a folder as an image-to-3D workspace, which a text or fit run must not move into.
-FOREIGN_MARKERS = IMAGE_WORKSPACE_MARKERS
 
 
 class Trainer(Protocol):
@@ -84,7 +82,8 @@ def start_run(root: str | Path, method: str, config: C, resume: bool, taken: Seq
     `taken`: the settings a resumed run takes as requested (`resumed_config`)."""
     workspace = Workspace(root, create=False, must_exist=False)
     workspace.check_free()  # another process's run holds it: refused before anything loads
-    foreign = [name for name in FOREIGN_MARKERS if (workspace.root / name).is_file()]
+    # an image-to-3D workspace's files: a text or fit run must not move into it
+    foreign = [name for name in IMAGE_WORKSPACE_MARKERS if (workspace.root / name).is_file()]
     if foreign:
         raise DreamtextError(f"{workspace.root} holds an image-to-3D workspace ({foreign[0]}), not a {method} run; "
                              "choose another --workspace")

@@ -50,12 +50,10 @@ from .tokens import TokenSplice, add_tokens, set_token_rows, unique_tokens, word
 
 METHOD = "descriptor"
 THESIS_DESCRIPTOR_ITERS = 10_000  # thesis 6.3.3: about 10k iterations
-# ours: the built-in prior's descriptor length (docs/experiments.md, image to 3D): as many steps as its
-# text-to-3D preset takes, a few minutes on 2 CPU cores.
+# ours: the built-in prior's descriptor length: as many steps as its text-to-3D preset takes, a few minutes on
+# 2 CPU cores (its fixed-noise check gains within 300 of them: docs/experiments.md, image to 3D).
 BUILTIN_DESCRIPTOR_ITERS = 1200
-# ours: draws of the fixed-noise check (`fixed_noise_losses`); 64 timesteps evenly over the range keep its
-# figure steady to about 1% between noise seeds on the built-in prior.
-FIXED_NOISE_DRAWS = 64
+FIXED_NOISE_DRAWS = 64  # ours: the fixed-noise check's timesteps (`fixed_noise_losses`), evenly over the range
 FIXED_NOISE_SEED = 0
 
 
@@ -242,8 +240,12 @@ class DescriptorTrainer:
         low, high = round(config.t_min * last), round(config.t_max * last)
         timesteps = torch.randint(low, high + 1, (batch,), generator=generator, device=self.device)
         noise = torch.randn(latents.shape, generator=generator, device=self.device, dtype=torch.float32)
+        return self.noised(latents, timesteps, noise), timesteps, noise
+
+    def noised(self, latents: Tensor, timesteps: Tensor, noise: Tensor) -> Tensor:
+        """x_t = sqrt(alphabar_t) x + sqrt(1 - alphabar_t) eps (thesis eq. 5.2)."""
         alphabar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-        return alphabar.sqrt() * latents + (1 - alphabar).sqrt() * noise, timesteps, noise
+        return alphabar.sqrt() * latents + (1 - alphabar).sqrt() * noise
 
     def losses_of(self, noisy: Tensor, timesteps: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
         """(L_real, L_base) of eqs. 5.2 and 5.3 (mean squared errors), L_real differentiable.
@@ -323,8 +325,7 @@ class DescriptorTrainer:
             timesteps = torch.linspace(config.t_min * last, config.t_max * last, draws, device=self.device).round().long()
             generator = torch.Generator(device=self.device).manual_seed(FIXED_NOISE_SEED)
             noise = torch.randn((draws, *latents.shape[1:]), generator=generator, device=self.device, dtype=torch.float32)
-            alphabar = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-            noisy = alphabar.sqrt() * latents + (1 - alphabar).sqrt() * noise
+            noisy = self.noised(latents, timesteps, noise)
             cond, base = self.conditioning(), self.base.to(self.parameter.dtype)
             real = base_loss = 0.0
             for chunk in torch.arange(draws, device=self.device).split(8):

@@ -16,8 +16,8 @@ from typing import Literal
 
 from ...errors import DreamtextError
 from ...utils.io import read_json
+from ...utils.workspace_files import DESCRIBE_FILE
 
-DESCRIBE_FILE = "describe.json"
 SENTENCE_PREFIX = "An image of"  # thesis 5.2.1: sentences start with "An image of"
 DEFAULT_QUANTIFIER = "a"  # thesis 5.2.2: the base sentence is "An image of a <noun>"
 
