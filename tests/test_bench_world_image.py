@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from dreamtext.bench import SUITES
 from dreamtext.bench import world as world_module
 from dreamtext.bench import world_diversity as world_diversity_module
 from dreamtext.bench.world import WorldBenchConfig, WorldCase, benchmark_cases, benchmark_objects, mean_figures, run_case
@@ -127,7 +128,7 @@ def test_kinds_flag_reaches_the_config(monkeypatch, capsys):
         seen.update(config=config, quick=quick)
         return {"suite": "world"}
 
-    monkeypatch.setattr(world_module, "run_world_benchmark", fake_run)
+    monkeypatch.setitem(SUITES, "world", fake_run)
     assert main(["bench", "world", "--quick", "--device", "cpu", "--kinds", "dreamtext, realfusion,diversity"]) == 0
     assert seen["config"].kinds == ("dreamtext", "realfusion", "diversity") and seen["config"].image == QUICK_IMAGE
     assert main(["bench", "engine", "--quick", "--kinds", "text"]) == 2
@@ -159,7 +160,7 @@ def test_a_stopped_case_stops_the_benchmark_instead_of_counting_as_failed(monkey
     monkeypatch.setattr(world_module, "load_clip_backend", lambda *args, **kwargs: None)
     config = WorldBenchConfig.quick(cases=2, kinds=("dreamtext",), workspace=str(tmp_path))
     with pytest.raises(RunInterrupted, match=f"rerun it with --workspace {tmp_path} to resume") as info:
-        world_module.run_world_benchmark(config, "cpu", quick=True)
+        world_module.bench_world(config, "cpu", quick=True)
     assert info.value.exit_code == 143 and ran == ["00_dreamtext_a_large_black_torus"]
 
 
@@ -170,7 +171,7 @@ def test_a_stopped_case_stops_the_benchmark_instead_of_counting_as_failed(monkey
 def quick_realfusion(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench_world_image")
     config = WorldBenchConfig.quick(kinds=("realfusion",), workspace=str(root), evaluation=TEST_EVAL)
-    return root, world_module.run_world_benchmark(config, "cpu", quick=True)
+    return root, world_module.bench_world(config, "cpu", quick=True)
 
 
 @needs_builtin

@@ -24,6 +24,7 @@ from dreamtext.cli.workspace_commands import ViewCommand
 from dreamtext.methods.describe import DescribeConfig
 from dreamtext.methods.image_to_3d.descriptor import DescriptorConfig
 from dreamtext.methods.image_to_3d.pipeline import ImageTo3DConfig
+from dreamtext.utils.config import parse_settings
 from dreamtext.methods.image_to_3d.reconstruct import ReconstructConfig
 from dreamtext.methods.fit import FitConfig
 from dreamtext.methods.sample import SampleConfig
@@ -170,5 +171,7 @@ def test_repeated_set_flags_keep_every_setting():
     """A repeated --set must never drop the earlier ones silently (tyro's default keeps the last)."""
     bench = parse_command(["bench", "world", "--json", "--set", "iters=1", "--set", "init.camera_candidates=4"])
     assert bench.set == ("iters=1", "init.camera_candidates=4")
+    world = bench.world_config(parse_settings(bench.set))  # the world suite's config, whole, with the quick-free defaults
+    assert world.overrides == {"iters": 1, "init.camera_candidates": 4} and world.kinds == ("text",) and world.cases == 8
     batch = parse_command(["batch", "jobs.txt", "--set", "iters=600", "--set", "seed=2"])
     assert batch.config.set == ("iters=600", "seed=2")

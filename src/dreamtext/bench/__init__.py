@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from ..errors import DreamtextError
 from ..utils.device import resolve_device
 from .descriptor import bench_descriptor
 from .engine import bench_engine
@@ -13,23 +12,24 @@ from .sds import bench_sds
 from .step import bench_step
 from .viewer import bench_viewer
 from .world import bench_world
+from .world_config import WorldBenchConfig
 
 SUITES: dict[str, Callable[..., dict]] = {"engine": bench_engine, "sds": bench_sds, "descriptor": bench_descriptor,
                                           "step": bench_step, "world": bench_world,
                                           "viewer": bench_viewer}
-# Settings beyond quick and device that a suite takes (CLI flags, e.g. `bench world --split dev`).
-SUITE_OPTIONS: dict[str, tuple[str, ...]] = {"world": ("split", "cases", "workspace", "kinds", "seeds", "start", "engine", "overrides", "nouns", "captions"),
-                                             "step": ("overrides",)}
 
 
-def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto", **options) -> dict:
-    """Run a suite; `options` left at None are not passed on, others must be among the suite's own."""
-    given = {key: value for key, value in options.items() if value is not None}
-    foreign = [key for key in given if key not in SUITE_OPTIONS.get(suite, ())]
-    if foreign:
-        flags = ", ".join(f"--{key}" for key in foreign)
-        raise DreamtextError(f"{flags} does not apply to the {suite} suite; leave it out (the world suite takes --split, --cases, --nouns, --workspace, --kinds, --seeds, --start, --engine, --workers, --set)")
-    result = SUITES[suite](quick=quick, device=resolve_device(device), **given)
+def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto",
+                  world: WorldBenchConfig | None = None, overrides: dict | None = None) -> dict:
+    """Run a suite and print its figures. world: the world suite's whole config (None: the default, or
+    `WorldBenchConfig.quick()` when `quick`); overrides: the step suite's variant settings."""
+    resolved = resolve_device(device)
+    if suite == "world":
+        result = SUITES[suite](world or (WorldBenchConfig.quick() if quick else WorldBenchConfig()), resolved, quick=quick)
+    elif suite == "step":
+        result = SUITES[suite](quick=quick, device=resolved, overrides=overrides)
+    else:
+        result = SUITES[suite](quick=quick, device=resolved)
     if as_json:
         print(json.dumps(result, indent=2))
     else:

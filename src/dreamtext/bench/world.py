@@ -171,24 +171,9 @@ def seed_spread(rows: list[dict]) -> dict:
     return spread
 
 
-def bench_world(quick: bool = False, device: torch.device | str = "cpu", split: Split = "dev", cases: int | None = None,
-                workspace: str | None = None, kinds: str | None = None, seeds: int | None = None, start: Start | None = None,
-                engine: BatchConfig = BatchConfig(gallery=False), overrides: dict | None = None,
-                nouns: tuple[str, ...] | None = None, captions: tuple[str, ...] | None = None) -> dict:
-    """Run the benchmark (`WorldBenchConfig.quick()` when `quick`) and return its figures; `kinds`:
-    comma-separated case kinds (default: text only); `nouns`: only the cases of these nouns; `seeds`: runs per case (default 1); `start`: None (the
-    preset's), blob, prior_hull or truth (the diagnostic start, truth_start.py); `engine`: where the cases run."""
-    engine.check()
-    base = WorldBenchConfig.quick() if quick else WorldBenchConfig()
-    config = replace(base, split=split, workspace=workspace, cases=base.cases if cases is None else cases,
-                     seeds=base.seeds if seeds is None else seeds, start=start, engine=engine, nouns=nouns, captions=captions,
-                     overrides={**base.overrides, **(overrides or {})})
-    if kinds is not None:
-        config = replace(config, kinds=tuple(kind.strip() for kind in kinds.split(",") if kind.strip()))
-    return run_world_benchmark(config, device, quick=quick)
-
-
-def run_world_benchmark(config: WorldBenchConfig, device: torch.device | str = "cpu", quick: bool = False) -> dict:
+def bench_world(config: WorldBenchConfig, device: torch.device | str = "cpu", quick: bool = False) -> dict:
+    """Run the benchmark `config` describes (`WorldBenchConfig.quick()`: the plumbing check) and return its figures."""
+    config.engine.check()
     device = torch.device(device)
     bench_cases = benchmark_cases(config)
     scorer = ClipScorer(load_clip_backend("builtin", device), CaptionCandidates.for_split(config.split, config.captions))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -10,6 +10,8 @@ import tyro
 
 from ..batch import BatchConfig, run_batch
 from ..bench import SUITES, run_benchmark
+from ..bench.world_config import WorldBenchConfig
+from ..errors import DreamtextError
 from ..utils.config import parse_settings
 from ..utils.device import Device
 from .positionals import JobsFile
@@ -84,12 +86,29 @@ class BenchCommand:
     preset and the preset with them side by side."""
 
     def run(self) -> None:
-        engine = None
+        given = [name for name in WORLD_FLAGS if getattr(self, name) is not None]
+        if self.suite != "world" and given:
+            raise DreamtextError(f"{', '.join('--' + name for name in given)} does not apply to the {self.suite} suite; leave "
+                                 f"it out (these flags are the world suite's)")
+        if self.set and self.suite not in ("world", "step"):
+            raise DreamtextError(f"--set does not apply to the {self.suite} suite; leave it out (world and step take it)")
+        settings = parse_settings(self.set) if self.set else {}
+        world = self.world_config(settings) if self.suite == "world" else None
+        run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, world=world, overrides=settings or None)
+
+    def world_config(self, settings: dict) -> WorldBenchConfig:
+        """The world suite's config: its quick or full defaults with the flags given, each set by its own name."""
+        base = WorldBenchConfig.quick() if self.quick else WorldBenchConfig()
+        changes = {name: getattr(self, name) for name in ("split", "cases", "nouns", "captions", "workspace", "seeds", "start")
+                   if getattr(self, name) is not None}
+        if self.kinds is not None:
+            changes["kinds"] = tuple(kind.strip() for kind in self.kinds.split(",") if kind.strip())
         if self.engine is not None or self.workers is not None or self.address is not None:
-            engine = BatchConfig(engine=self.engine or "local", workers=self.workers, address=self.address, gallery=False)
-        run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, split=self.split,
-                      cases=self.cases, workspace=self.workspace, kinds=self.kinds, seeds=self.seeds, start=self.start,
-                      engine=engine, overrides=parse_settings(self.set) if self.set else None, nouns=self.nouns,
-                      captions=self.captions)
+            changes["engine"] = BatchConfig(engine=self.engine or "local", workers=self.workers, address=self.address, gallery=False)
+        return replace(base, **changes, overrides={**base.overrides, **settings})
+
+
+# The flags of BenchCommand that set the world suite's config (None: not given).
+WORLD_FLAGS = ("split", "cases", "nouns", "captions", "workspace", "kinds", "seeds", "start", "engine", "workers", "address")
 
 
