@@ -293,3 +293,16 @@ def test_settings_given_as_json_lists_compare_equal_to_the_saved_tuples(capsys):
     assert requested.export.views == ("front",)
     saved = config_from_dict(TextTo3DConfig, json.loads(json.dumps(config_to_dict(requested))))
     assert resumed_config(saved, requested) == requested and capsys.readouterr().err == ""
+
+
+def test_job_kinds_are_the_method_registrys():
+    """One list of batch job kinds: the registry's (methods/registry.py), which the `Kind` type spells out."""
+    from typing import get_args
+
+    from dreamtext.batch.jobs import KINDS, Kind
+    from dreamtext.methods.registry import BATCH_JOB_KINDS, METHODS, scene_loader
+
+    assert KINDS == BATCH_JOB_KINDS == get_args(Kind) == ("text", "image", "diverse")
+    assert scene_loader("text") is not None and scene_loader("fit") is not None
+    assert scene_loader("descriptor") is None and scene_loader("no such method") is None
+    assert all(METHODS[name].markers or METHODS[name].scene_loader for name in BATCH_JOB_KINDS)  # each one's workspace is known

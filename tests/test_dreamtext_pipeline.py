@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 from dreamtext.cli.main import main
 from dreamtext.errors import DreamtextError
 from dreamtext.methods.image_to_3d import pipeline as pipeline_module
+from dreamtext.methods.registry import scene_workspace, workspace_method
 from dreamtext.methods.image_to_3d.descriptor import DescriptorConfig, DescriptorTrainer, encode_prompts, train_descriptor
 from dreamtext.methods.image_to_3d.diverse import diverse, DiverseConfig
 from dreamtext.methods.image_to_3d.pipeline import METHODS, ImageTo3DConfig, image_to_3d, method_config
@@ -309,6 +310,11 @@ def test_a_bad_image_does_not_block_its_workspace_and_text_runs_keep_out(tmp_pat
     assert result.workspace == ws and (ws / "describe.json").is_file()
     assert main(["text", "a mug", "--workspace", str(ws), "--model", tiny_model, "--quiet"]) == 2
     assert "image-to-3D workspace" in capsys.readouterr().err
+    # render and export take the image workspace itself: its trained scene is its reconstruction's (methods/registry.py)
+    assert main(["export", str(ws), "--resolution", "24", "--out", str(tmp_path / "whole.ply")]) == 0  # the format from --out
+    assert (tmp_path / "whole.ply").is_file()
+    assert workspace_method(ws) == "image" and scene_workspace(ws) == ws / "reconstruction"
+    assert workspace_method(ws / "reconstruction") == "text" and scene_workspace(ws / "reconstruction") == ws / "reconstruction"
 
 
 def test_a_bad_image_is_refused_before_anything_is_written_and_a_text_workspace_is_left_alone(tmp_path, tiny_model):

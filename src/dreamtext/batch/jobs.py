@@ -37,13 +37,14 @@ from ..methods.image_to_3d.diverse import DiverseConfig, diverse
 from ..methods.image_to_3d.descriptor import check_config as check_descriptor_config
 from ..methods.image_to_3d.pipeline import METHODS, ImageTo3DConfig, image_to_3d, method_config, with_stage_settings
 from ..methods.image_to_3d.reconstruct import check_reconstruct_config
+from ..methods.registry import BATCH_JOB_KINDS
 from ..methods.presets import PRESETS, apply_overrides, default_preset, preset_config
 from ..methods.sample import SampleConfig
 from ..methods.text_to_3d import check_text_config, text_to_3d
 from ..utils.io import atomic_write_json
 
 Kind = Literal["text", "image", "diverse"]
-KINDS: tuple[str, ...] = ("text", "image", "diverse")
+KINDS: tuple[str, ...] = BATCH_JOB_KINDS  # the methods registry's job kinds (a test keeps `Kind` equal to them)
 JOB_FILE = "job.json"  # in each job's workspace: what it ran and how it ended
 _LINE_KEYS = {"kind", "prompt", "image", "preset", "method", "n", "overrides", "text_overrides", "seeds", "name"}
 

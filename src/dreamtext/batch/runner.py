@@ -35,7 +35,8 @@ from ..utils.config import parse_settings
 from ..utils.io import atomic_write_json
 from ..utils.preemption import Preemption, preemption_handlers, raise_if_stopped, stop_requested
 from ..utils.progress import Progress
-from ..utils.workspace_files import CONFIG_FILE, DESCRIBE_FILE, RECONSTRUCTION_DIR
+from ..methods.registry import scene_workspace
+from ..utils.workspace_files import CONFIG_FILE, DESCRIBE_FILE
 from .jobs import Job, parse_shard, read_jobs, run_job, shard
 
 Engine = Literal["local", "ray"]
@@ -155,10 +156,9 @@ def _gallery(root: Path, records: list[dict]) -> str | None:
 
 def _shown_workspace(workspace: Path) -> Path | None:
     """The folder the gallery shows: the run itself, or an image job's reconstruction (and its describe.json)."""
-    if (workspace / CONFIG_FILE).is_file():
-        return workspace
-    if (workspace / RECONSTRUCTION_DIR / CONFIG_FILE).is_file():
-        return workspace / RECONSTRUCTION_DIR
+    scene = scene_workspace(workspace)
+    if (scene / CONFIG_FILE).is_file():
+        return scene
     return workspace if (workspace / DESCRIBE_FILE).is_file() else None
 
 

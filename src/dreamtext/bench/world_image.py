@@ -35,6 +35,7 @@ from ..methods.image_to_3d.pipeline import ImageTo3DConfig, with_stage_settings
 from ..methods.image_to_3d.pipeline import image_to_3d
 from ..methods.image_to_3d.reconstruct import ReferenceViewConfig, reference_camera
 from ..methods.presets import PRESETS
+from ..methods.registry import METHODS
 from ..methods.trained import load_trained
 from ..metrics import psnr
 from ..prior import load_prior
@@ -42,7 +43,7 @@ from ..prior.clip_backends import load_clip_backend
 from .world_config import ImageBenchConfig, WorldBenchConfig
 from ..utils.images import save_image
 from ..utils.images import load_image
-from ..utils.workspace_files import DESCRIBE_FILE, RECONSTRUCTION_DIR
+from ..utils.workspace_files import DESCRIBE_FILE
 
 if TYPE_CHECKING:
     from ..methods.image_to_3d.pipeline import ImageTo3DConfig
@@ -150,5 +151,5 @@ def run_image_case(case: "WorldCase", workspace: Path, config: "WorldBenchConfig
 
 
 IMAGE_CASE_RUNNERS = {kind: run_image_case for kind in IMAGE_KINDS}
-TRAINED_FOLDERS = {kind: RECONSTRUCTION_DIR for kind in IMAGE_KINDS}  # where each kind's trained scene lives
+TRAINED_FOLDERS = {kind: METHODS["image"].scene_folder for kind in IMAGE_KINDS}  # where each kind's trained scene lives
 

@@ -34,7 +34,8 @@ class ExportCommand:
     """Export the mesh of a trained workspace."""
 
     workspace: WorkspaceDir
-    format: Literal["glb", "obj", "ply"] = "glb"
+    format: Literal["glb", "obj", "ply"] | None = None
+    """None: --out's suffix when it names a format, else glb."""
     resolution: int | None = None
     """Marching-cubes grid resolution (None: the run's export config)."""
     density_threshold: float | None = None
@@ -48,8 +49,10 @@ class ExportCommand:
 
     def run(self) -> None:
         trained = load_trained(self.workspace)
-        default = f"mesh_textured.{self.format}" if self.texture else f"mesh.{self.format}"
-        files = export_mesh(trained, self.out or str(Path(self.workspace) / default), self.format,
+        suffix = Path(self.out).suffix.lstrip(".").lower() if self.out else ""
+        fmt = self.format or (suffix if suffix in ("glb", "obj", "ply") else "glb")
+        default = f"mesh_textured.{fmt}" if self.texture else f"mesh.{fmt}"
+        files = export_mesh(trained, self.out or str(Path(self.workspace) / default), fmt,
                             resolution=self.resolution, texture=True if self.texture else None, progress=True,
                             density_threshold=self.density_threshold)
         print("wrote " + ", ".join(str(f) for f in files))

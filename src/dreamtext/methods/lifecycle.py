@@ -30,7 +30,7 @@ from ..utils.config import config_from_dict, config_to_dict, differing_keys, get
 from ..utils.preemption import preemption_handlers
 from ..utils.progress import Progress, timed
 from ..utils.workspace import Workspace
-from ..utils.workspace_files import IMAGE_WORKSPACE_MARKERS
+from .registry import METHODS, foreign_markers, workspace_method
 
 C = TypeVar("C")
 
@@ -82,10 +82,10 @@ def start_run(root: str | Path, method: str, config: C, resume: bool, taken: Seq
     `taken`: the settings a resumed run takes as requested (`resumed_config`)."""
     workspace = Workspace(root, create=False, must_exist=False)
     workspace.check_free()  # another process's run holds it: refused before anything loads
-    # an image-to-3D workspace's files: a text or fit run must not move into it
-    foreign = [name for name in IMAGE_WORKSPACE_MARKERS if (workspace.root / name).is_file()]
+    foreign = foreign_markers(workspace.root, method)  # another kind's workspace (image to 3D's stages): not for this run
     if foreign:
-        raise DreamtextError(f"{workspace.root} holds an image-to-3D workspace ({foreign[0]}), not a {method} run; "
+        raise DreamtextError(f"{workspace.root} holds another kind of workspace ({workspace_method(workspace.root)}: "
+                             f"{METHODS[workspace_method(workspace.root)].summary}; {foreign[0]}), not a {method} run; "
                              "choose another --workspace")
     if workspace.has_run() and not resume:
         raise DreamtextError(f"{workspace.root} already holds a run; pass --resume to continue it or choose another --workspace")

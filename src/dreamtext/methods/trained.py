@@ -17,6 +17,7 @@ from ..utils.config import config_from_dict
 from ..utils.device import resolve_device
 from ..utils.workspace import Workspace
 from .fit import FitConfig
+from .registry import loadable_methods, scene_loader, scene_workspace
 from .text_to_3d import TextTo3DConfig
 
 
@@ -39,14 +40,14 @@ def _trained_field(config, workspace: Workspace, device: torch.device, latest_on
     return field, renderer, state
 
 
-def _load_fit(workspace: Workspace, config_dict: dict, device: torch.device, latest_only: bool) -> TrainedScene:
+def load_fit_scene(workspace: Workspace, config_dict: dict, device: torch.device, latest_only: bool) -> TrainedScene:
     config = config_from_dict(FitConfig, config_dict)
     field, renderer, _ = _trained_field(config, workspace, device, latest_only)
     background = torch.tensor(config.background, dtype=torch.float32, device=device)
     return TrainedScene(field=field, renderer=renderer, background=background, export=config.export)
 
 
-def _load_text(workspace: Workspace, config_dict: dict, device: torch.device, latest_only: bool) -> TrainedScene:
+def load_text_scene(workspace: Workspace, config_dict: dict, device: torch.device, latest_only: bool) -> TrainedScene:
     """A text-to-3D workspace: field, renderer and the trained background network (no prior needed)."""
     config = config_from_dict(TextTo3DConfig, config_dict)
     field, renderer, state = _trained_field(config, workspace, device, latest_only)
@@ -56,18 +57,17 @@ def _load_text(workspace: Workspace, config_dict: dict, device: torch.device, la
     return TrainedScene(field=field, renderer=renderer, background=background, export=config.export)
 
 
-LOADERS = {"fit": _load_fit, "text": _load_text}
-
-
 def load_trained(workspace: str | Path, device: str = "auto", latest_only: bool = False) -> TrainedScene:
-    """The trained scene of a workspace, from last.pt (or previous.pt when last.pt is damaged, unless
-    `latest_only`)."""
-    ws = Workspace(workspace, create=False)
+    """The trained scene of a workspace (an image-to-3D workspace's reconstruction), from last.pt (or previous.pt
+    when last.pt is damaged, unless `latest_only`); its method's loader comes from `registry.METHODS`."""
+    ws = Workspace(scene_workspace(workspace), create=False)
     saved = ws.load_config_dict()
     method = saved.get("method")
-    if method not in LOADERS:
-        raise DreamtextError(f"{ws.root}/config.json names method {method!r}, which this version cannot load; known: {', '.join(LOADERS)}")
-    return LOADERS[method](ws, saved["config"], resolve_device(device), latest_only)
+    loader = scene_loader(method)
+    if loader is None:
+        raise DreamtextError(f"{ws.root}/config.json names method {method!r}, which holds no scene this version can load; "
+                             f"pass a workspace of {', '.join(loadable_methods())}")
+    return loader(ws, saved["config"], resolve_device(device), latest_only)
 
 
 def render_workspace(workspace: str | Path, frames: int = 60, size: int = 256, device: str = "auto",

@@ -13,3 +13,4 @@ DESCRIPTOR_DIR = "descriptor"
 EMBEDDINGS_DIR = "embeddings"
 RECONSTRUCTION_DIR = "reconstruction"
 IMAGE_WORKSPACE_MARKERS = (STAGE_FILE, DESCRIBE_FILE)  # either says a folder holds an image-to-3D workspace
+DIVERSE_FILE = "diverse.json"  # a diversity augmentation workspace's record (methods/image_to_3d/diverse.py)

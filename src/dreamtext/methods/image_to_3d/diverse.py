@@ -27,11 +27,12 @@ from ...errors import DreamtextError
 from ...utils.images import load_image, save_image
 from ...utils.io import atomic_write_json
 from ...utils.workspace import Workspace
+from ...utils.workspace_files import DIVERSE_FILE
 from ..sample import CONTACT_SHEET, SAMPLES_DIR, SAMPLES_FILE, SampleConfig, contact_sheet, sample_to_workspace
 from .pipeline import ImageTo3DConfig, ImageTo3DResult, image_to_3d
 
 SHEET_FILE = "diverse_sheet.png"
-SUMMARY_FILE = "diverse.json"
+SUMMARY_FILE = DIVERSE_FILE  # utils/workspace_files.py: the methods registry marks a diversity workspace by it
 VALIDATION_STRIP = "validation/final.png"  # text-to-3D's fixed orbit views of the final field
 
 
