@@ -231,6 +231,13 @@ def test_live_workspace_reloads_each_new_checkpoint(tmp_path, front):
     assert "cut short" in live.load_error  # checked against its .sha256 sidecar; previous.pt is not shown
 
 
+def test_live_workspace_of_an_image_workspace_shows_its_reconstruction(tmp_path, front):
+    save_untrained_run(tmp_path / "reconstruction", RED, step=10)
+    (tmp_path / "stage.json").write_text("{}")  # the marker of an image-to-3D workspace (methods/registry.py)
+    live = LiveWorkspace(tmp_path, device="cpu")
+    assert live.workspace.root == tmp_path / "reconstruction" and live.refresh() == {"scene"} and live.scene_step == 10
+
+
 def test_view_refuses_bad_input(tmp_path, capsys):
     with pytest.raises(DreamtextError, match="config.json is missing"):
         WorkspaceViewer(tmp_path)

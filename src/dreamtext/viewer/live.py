@@ -20,6 +20,7 @@ import torch
 
 from ..errors import DreamtextError
 from ..gallery.runs import summarize_run
+from ..methods.registry import scene_workspace
 from ..methods.trained import load_trained
 from ..utils.progress import format_duration
 from ..utils.workspace import CHECKPOINT_FILE, PROGRESS_FILE, Workspace
@@ -113,7 +114,7 @@ class LiveWorkspace:
     """
 
     def __init__(self, root: str | Path, device: str = "auto", loader: Callable[[Path, str], "TrainedScene"] | None = None):
-        self.workspace = Workspace(root, create=False)
+        self.workspace = Workspace(scene_workspace(root), create=False)  # an image-to-3D workspace: its reconstruction
         self.workspace.load_config_dict()  # a folder without config.json is no workspace
         self.title = summarize_run(self.workspace.root).title  # the run's prompt, or what it was fitted to
         self.device = device
