@@ -201,7 +201,7 @@ def test_quick_realfusion_case_writes_sane_figures(quick_realfusion):
     reference = stage["config"]["reconstruct"]["reference"]
     assert stage["method"] == "realfusion" and all(stage["stages"][s] == "done" for s in ("describe", "descriptor", "reconstruct"))
     assert (reference["polar_deg"], reference["radius"], reference["fovy_deg"]) == (70.0, 1.5, BENCH_REFERENCE.fovy_deg)
-    assert (reference["rgb_weight"], reference["mask_weight"]) == (1000.0, 500.0)
+    assert reference["on"] and (reference["rgb_weight"], reference["mask_weight"]) == (None, None)  # the preset's weights
     trained = load_trained(folder / "reconstruction", device="cpu")
     assert reference_psnr(trained, image, BENCH_REFERENCE) == pytest.approx(case["reference_psnr"], abs=1e-9)
     # Doing nothing (a blank white render) scores below the four-step reconstruction.

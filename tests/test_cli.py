@@ -153,8 +153,8 @@ def test_image_commands_take_their_method_defaults_wherever_the_workspace_stands
     assert (command.config.iters, command.config.trainable, command.config.base_loss_weight) == (5, "noun", 0.0)
     atomic_write_json(tmp_path / "stage.json", {"method": "realfusion"})
     command = parse_command(["reconstruct", "--reconstruct.render-size", "64", str(tmp_path)])
-    assert command.config.render_size == 64 and command.config.reference.rgb_weight > 0  # the workspace's method
-    assert parse_command(["reconstruct", str(tmp_path), "--method", "dreamtext"]).config.reference.rgb_weight == 0
+    assert command.config.render_size == 64 and command.config.reference.on  # the workspace's method
+    assert parse_command(["reconstruct", str(tmp_path), "--method", "dreamtext"]).config.reference.on is False
 
     saved = DescriptorConfig(iters=77, lr=1e-3)
     atomic_write_json(tmp_path / "descriptor" / "config.json", {"method": "descriptor", "config": config_to_dict(saved)})

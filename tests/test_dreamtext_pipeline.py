@@ -98,7 +98,7 @@ def test_reference_view_losses_pull_the_input_camera_render_towards_the_image(tm
     root = write_described_workspace(tmp_path / "ws")
     prior = tiny_prior()
     train_descriptor(root, DescriptorConfig(trainable="noun", base_loss_weight=0.0, iters=2, device="cpu"), prior=prior, progress=False)
-    reference = ReferenceViewConfig(rgb_weight=1000.0, mask_weight=500.0)
+    reference = ReferenceViewConfig(on=True, rgb_weight=1000.0, mask_weight=500.0)
     # The fixed input camera looks at the object's front from the horizon.
     camera = reference_camera(reference, 16, "cpu")
     radius, polar, azimuth = cartesian_to_spherical(camera.origins)
@@ -128,14 +128,18 @@ def test_reference_view_losses_pull_the_input_camera_render_towards_the_image(tm
 def test_methods_are_switches_over_the_same_config():
     realfusion = method_config(ImageTo3DConfig(method="realfusion"))
     assert realfusion.descriptor.trainable == "noun" and realfusion.descriptor.base_loss_weight == 0.0
-    assert (realfusion.reconstruct.reference.rgb_weight, realfusion.reconstruct.reference.mask_weight) == (1000.0, 500.0)
+    reference = realfusion.reconstruct.reference
+    assert reference.on and reference.weights("dreamfusion") == (1000.0, 500.0)  # stable-dreamfusion's
+    assert reference.weights("builtin") == (10000.0, 5000.0)  # ours, measured on the built-in prior
+    assert dataclasses.replace(reference, rgb_weight=5.0).weights("builtin") == (5.0, 5000.0)  # a given weight is kept
+    assert ReferenceViewConfig(rgb_weight=5.0).weights("builtin") == (0.0, 0.0)  # off is off
     dreamtext = method_config(ImageTo3DConfig())
-    assert dreamtext.descriptor.trainable == "descriptors" and not dreamtext.reconstruct.reference.enabled
+    assert dreamtext.descriptor.trainable == "descriptors" and not dreamtext.reconstruct.reference.on
     both = method_config(ImageTo3DConfig(method="dreamtext+reference"))
-    assert both.descriptor == dreamtext.descriptor and both.reconstruct.reference.enabled
+    assert both.descriptor == dreamtext.descriptor and both.reconstruct.reference.on
     assert method_config(ImageTo3DConfig(method="sentence")).descriptor.trainable == "sentence"
     plain = method_config(ImageTo3DConfig(method="plain"))
-    assert plain.descriptor.trainable == "none" and not plain.reconstruct.reference.enabled
+    assert plain.descriptor.trainable == "none" and not plain.reconstruct.reference.on
     assert set(METHODS) == {"dreamtext", "realfusion", "sentence", "plain", "dreamtext+reference"}
 
 

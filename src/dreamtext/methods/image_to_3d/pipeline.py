@@ -31,14 +31,14 @@ from ...data.input_image import load_input_image
 from ..describe.describe import DescribeConfig, describe_image
 from ..presets import apply_overrides
 from .descriptor import DescriptorConfig, train_descriptor
-from .reconstruct import REFERENCE_MASK_WEIGHT, REFERENCE_RGB_WEIGHT, ReconstructConfig, reconstruct
+from .reconstruct import ReconstructConfig, reconstruct
 
 STAGES = ("describe", "descriptor", "reconstruct")
 
 Method = Literal["dreamtext", "realfusion", "sentence", "plain", "dreamtext+reference"]
 
-_REFERENCE_ON = {"reconstruct.reference.rgb_weight": REFERENCE_RGB_WEIGHT, "reconstruct.reference.mask_weight": REFERENCE_MASK_WEIGHT}
-_REFERENCE_OFF = {"reconstruct.reference.rgb_weight": 0.0, "reconstruct.reference.mask_weight": 0.0}
+_REFERENCE_ON = {"reconstruct.reference.on": True}  # the weights: the preset's (reconstruct.py REFERENCE_WEIGHTS) unless given
+_REFERENCE_OFF = {"reconstruct.reference.on": False}
 METHODS: dict[str, dict[str, Any]] = {
     # thesis 5.2: descriptor words trained with eq. 5.4, reconstruction from the sentence alone
     "dreamtext": {"descriptor.trainable": "descriptors", "descriptor.base_loss_weight": 1.0, **_REFERENCE_OFF},

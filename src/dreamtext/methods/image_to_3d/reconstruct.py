@@ -37,26 +37,32 @@ from .inputs import workspace_input
 from .learned import LearnedSentence
 from .sentence import read_described_image
 
-# stable-dreamfusion's image-conditioned defaults (lambda_rgb 1000, lambda_mask 500), on the same SDS
-# loss scale as ours (0.5 * sum of squares / batch): the weights RealFusion mode switches on.
-REFERENCE_RGB_WEIGHT = 1000.0
-REFERENCE_MASK_WEIGHT = 500.0
+# The reference-view losses' (RGB, mask) weights by preset, on the SDS loss's scale (0.5 * sum of squares / batch).
+# Stable Diffusion presets: stable-dreamfusion's image-conditioned defaults (lambda_rgb 1000, lambda_mask 500).
+# builtin, ours: ten times those; at 32 px and the small prior's 16 x 16 latents SDS outweighed them (`bench world
+# --kinds dreamtext_ref --cases 6`, s0: F@0.05 0.61 -> 0.74, input-view PSNR 15.9 -> 19.0 dB; docs/experiments.md).
+REFERENCE_WEIGHTS: dict[str, tuple[float, float]] = {"dreamfusion": (1000.0, 500.0), "fitfusion": (1000.0, 500.0),
+                                                     "builtin": (10000.0, 5000.0)}
 
 
 @dataclass(frozen=True)
 class ReferenceViewConfig:
-    """The fixed input camera and the weights of its losses (0 and 0: off, the thesis's DreamText)."""
+    """The fixed input camera and its losses (off: the thesis's DreamText; RealFusion mode switches them on)."""
 
-    rgb_weight: float = 0.0  # RealFusion mode: REFERENCE_RGB_WEIGHT
-    mask_weight: float = 0.0  # RealFusion mode: REFERENCE_MASK_WEIGHT
+    on: bool = False
+    rgb_weight: float | None = None  # None: the preset's (REFERENCE_WEIGHTS)
+    mask_weight: float | None = None  # None: the preset's (REFERENCE_WEIGHTS)
     polar_deg: float = 90.0  # ours: the photo is taken as the front view, at the horizon (RealFusion: a fixed front camera)
     azimuth_deg: float = 0.0  # front (scene/cameras.py: azimuth 0 looks at the object's front)
     radius: float = 1.25  # ours: the middle of the training radius range [1.0, 1.5] (thesis 6.1.5)
     fovy_deg: float = 55.0  # ours: the middle of the training field-of-view range [40, 70]
 
-    @property
-    def enabled(self) -> bool:
-        return self.rgb_weight > 0 or self.mask_weight > 0
+    def weights(self, preset: str) -> tuple[float, float]:
+        """(RGB, mask) weights on `preset`: 0 and 0 when off."""
+        if not self.on:
+            return 0.0, 0.0
+        rgb, mask = REFERENCE_WEIGHTS[preset]
+        return (rgb if self.rgb_weight is None else self.rgb_weight), (mask if self.mask_weight is None else self.mask_weight)
 
 
 # Thesis 8.1 (`main.py -O --h 256 --w 256 --iters 10100 --load_token 1`) and 6.3.3 (about 10k iterations): the
@@ -120,11 +126,13 @@ class ImageTo3DTrainer(TextTo3DTrainer):
     """Text-to-3D with a learned sentence, plus the reference-view losses when they are on."""
 
     def __init__(self, config: TextTo3DConfig, workspace, prior=None, embeddings=None,
-                 reference: ReferenceViewConfig = ReferenceViewConfig(), workspace_root: Path | None = None):
+                 reference: ReferenceViewConfig = ReferenceViewConfig(), workspace_root: Path | None = None,
+                 preset: str = "builtin"):
         super().__init__(config, workspace, prior=prior, embeddings=embeddings)
         self.reference = reference
+        self.rgb_weight, self.mask_weight = reference.weights(preset)
         self.reference_image: InputImage | None = None
-        if reference.enabled:
+        if self.rgb_weight > 0 or self.mask_weight > 0:
             if workspace_root is None:
                 raise DreamtextError("reference-view losses need the input image; run `dreamtext describe` first")
             described = read_described_image(workspace_root)
@@ -142,7 +150,7 @@ class ImageTo3DTrainer(TextTo3DTrainer):
             generator=self.generator, perturb=True, requires_grad=True,
         )
         rgb_loss, mask_loss = reference_losses(out.rgb, out.opacity, self.reference_image)
-        return self.reference.rgb_weight * rgb_loss + self.reference.mask_weight * mask_loss
+        return self.rgb_weight * rgb_loss + self.mask_weight * mask_loss
 
 
 def text_config_for(learned: LearnedSentence, config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> TextTo3DConfig:
@@ -194,5 +202,6 @@ def reconstruct(
         unconditional = encode_prompts(prior, [text.prompt.negative_prompt])
         embeddings = FixedConditioning(learned.conditioning.to(prior.device, prior.dtype), unconditional)
         prior.free_text_encoder()
-    make_trainer = partial(ImageTo3DTrainer, embeddings=embeddings, reference=config.reference, workspace_root=root)
+    make_trainer = partial(ImageTo3DTrainer, embeddings=embeddings, reference=config.reference, workspace_root=root,
+                           preset=config.preset or default_preset(config.model))
     return text_to_3d(text, root / RECONSTRUCTION_DIR, resume=resume, progress=progress, prior=prior, make_trainer=make_trainer)
