@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from ..export.formats import mesh_format
 from ..export.outputs import export_mesh, render_outputs
 from ..gallery import build_gallery
 from ..methods.trained import load_trained
@@ -49,8 +50,7 @@ class ExportCommand:
 
     def run(self) -> None:
         trained = load_trained(self.workspace)
-        suffix = Path(self.out).suffix.lstrip(".").lower() if self.out else ""
-        fmt = self.format or (suffix if suffix in ("glb", "obj", "ply") else "glb")
+        fmt = mesh_format(self.format, self.out)
         default = f"mesh_textured.{fmt}" if self.texture else f"mesh.{fmt}"
         files = export_mesh(trained, self.out or str(Path(self.workspace) / default), fmt,
                             resolution=self.resolution, texture=True if self.texture else None, progress=True,

@@ -203,6 +203,14 @@ def _write_obj(mesh: trimesh.Trimesh, path: Path) -> list[Path]:
     return [path, mtl_path, texture_path]
 
 
+def mesh_format(format: str | None, path: str | Path | None) -> str:
+    """`format`, else `path`'s suffix when that names a mesh format, else GLB."""
+    if format is not None:
+        return format
+    suffix = Path(path).suffix.lower().lstrip(".") if path is not None else ""
+    return suffix if suffix in MESH_FORMATS else "glb"
+
+
 def save_mesh(mesh: trimesh.Trimesh, path: str | Path, format: MeshFormat | None = None) -> list[Path]:
     """Write `mesh` to `path` and return every file written (the OBJ's companions included).
 
@@ -210,9 +218,7 @@ def save_mesh(mesh: trimesh.Trimesh, path: str | Path, format: MeshFormat | None
     then set to the format's.
     """
     path = Path(path)
-    if format is None:
-        suffix = path.suffix.lower().lstrip(".")
-        format = suffix if suffix in MESH_FORMATS else "glb"  # type: ignore[assignment]
+    format = mesh_format(format, path)
     if format not in MESH_FORMATS:
         raise DreamtextError(f"unknown mesh format {format!r}; choose one of {', '.join(MESH_FORMATS)}")
     if len(mesh.faces) == 0:

@@ -30,7 +30,7 @@ from ..utils.config import config_from_dict, config_to_dict, differing_keys, get
 from ..utils.preemption import preemption_handlers
 from ..utils.progress import Progress, timed
 from ..utils.workspace import Workspace
-from .registry import METHODS, foreign_markers, workspace_method
+from .registry import METHODS, foreign_markers
 
 C = TypeVar("C")
 
@@ -84,9 +84,9 @@ def start_run(root: str | Path, method: str, config: C, resume: bool, taken: Seq
     workspace.check_free()  # another process's run holds it: refused before anything loads
     foreign = foreign_markers(workspace.root, method)  # another kind's workspace (image to 3D's stages): not for this run
     if foreign:
-        raise DreamtextError(f"{workspace.root} holds another kind of workspace ({workspace_method(workspace.root)}: "
-                             f"{METHODS[workspace_method(workspace.root)].summary}; {foreign[0]}), not a {method} run; "
-                             "choose another --workspace")
+        kind, marker = foreign[0]
+        raise DreamtextError(f"{workspace.root} holds another kind of workspace ({kind}: {METHODS[kind].summary}; {marker}), "
+                             f"not a {method} run; choose another --workspace")
     if workspace.has_run() and not resume:
         raise DreamtextError(f"{workspace.root} already holds a run; pass --resume to continue it or choose another --workspace")
     if not workspace.has_config():

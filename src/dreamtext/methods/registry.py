@@ -62,9 +62,9 @@ def scene_workspace(root: str | Path) -> Path:
     return root / folder if folder is not None else root
 
 
-def foreign_markers(root: str | Path, method: str) -> list[str]:
-    """The marker files of other methods' workspaces in `root` (a `method` run must not move into one)."""
-    return [marker for name, entry in METHODS.items() if name != method for marker in entry.markers
+def foreign_markers(root: str | Path, method: str) -> list[tuple[str, str]]:
+    """(method, marker file) of other methods' workspaces in `root` (a `method` run must not move into one)."""
+    return [(name, marker) for name, entry in METHODS.items() if name != method for marker in entry.markers
             if (Path(root) / marker).is_file()]
 
 

@@ -167,8 +167,13 @@ def check_reconstruct_config(config: ReconstructConfig, overrides: dict[str, Any
     check_text_config(reconstruction_text_config("a placeholder sentence", config, overrides))
 
 
+def reconstruction_preset(config: ReconstructConfig) -> str:
+    """The text-to-3D preset a reconstruction runs on: the one named, else the model's (builtin or dreamfusion)."""
+    return config.preset or default_preset(config.model)
+
+
 def reconstruction_text_config(prompt: str, config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> TextTo3DConfig:
-    preset = config.preset or default_preset(config.model)
+    preset = reconstruction_preset(config)
     given = {"iters": config.iters, "render_size": config.render_size, "sds.guidance": config.guidance, "seed": config.seed,
              "device": config.device, "model": config.model, "precision": config.precision}
     values = {
@@ -203,5 +208,5 @@ def reconstruct(
         embeddings = FixedConditioning(learned.conditioning.to(prior.device, prior.dtype), unconditional)
         prior.free_text_encoder()
     make_trainer = partial(ImageTo3DTrainer, embeddings=embeddings, reference=config.reference, workspace_root=root,
-                           preset=config.preset or default_preset(config.model))
+                           preset=reconstruction_preset(config))
     return text_to_3d(text, root / RECONSTRUCTION_DIR, resume=resume, progress=progress, prior=prior, make_trainer=make_trainer)
