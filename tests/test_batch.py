@@ -40,8 +40,9 @@ def image_job(image: str, model: str) -> dict:
     return {"kind": "image", "image": image,
             "overrides": {**{f"descriptor.{k}": v for k, v in stages.items()}, "descriptor.iters": 2,
                           **{f"reconstruct.{k}": v for k, v in stages.items()}, "reconstruct.iters": 2,
-                          "reconstruct.render_size": 16, "describe.device": "cpu"},
-            "text_overrides": {k: v for k, v in TOY.items() if k not in ("render_size", "device")}}
+                          "reconstruct.render_size": 16, "describe.device": "cpu",
+                          # the reconstruction's text-to-3D settings, by their option names (reconstruct.text.*)
+                          **{f"reconstruct.{k}": v for k, v in TOY.items() if k not in ("render_size", "device")}}}
 
 
 def write_jobs(path: Path, jobs: list[dict]) -> Path:

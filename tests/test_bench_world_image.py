@@ -113,12 +113,15 @@ def test_image_kinds_are_cases_per_object_and_diversity_is_a_study():
 def test_start_flag_reaches_the_image_cases_reconstruction():
     from dreamtext.bench.world_image import image_pipeline_config
 
-    hull, text = image_pipeline_config("dreamtext", WorldBenchConfig(start="prior_hull"), torch.device("cpu"))
-    assert hull.reconstruct.start == "prior_hull" and text["init.kind"] == "prior_hull"  # the builtin preset's own
-    blob, _ = image_pipeline_config("dreamtext", WorldBenchConfig(start="blob"), torch.device("cpu"))
-    assert blob.reconstruct.start == "blob"
-    own, _ = image_pipeline_config("dreamtext", WorldBenchConfig(), torch.device("cpu"))
-    assert own.reconstruct.start is None  # the preset's own: the builtin preset's hull
+    hull = image_pipeline_config("dreamtext", WorldBenchConfig(start="prior_hull"), torch.device("cpu"))
+    assert hull.reconstruct.text.init.kind == "prior_hull"
+    blob = image_pipeline_config("dreamtext", WorldBenchConfig(start="blob"), torch.device("cpu"))
+    assert blob.reconstruct.text.init.kind == "blob"
+    own = image_pipeline_config("dreamtext", WorldBenchConfig(), torch.device("cpu"))
+    assert own.reconstruct.text.init.kind == "prior_hull"  # the builtin preset's own: the hull of the prior's drawings
+    # the reconstruction is the text cases' run: the preset with the benchmark's overrides and seed
+    text = image_pipeline_config("dreamtext", WorldBenchConfig(seed=2, overrides={"iters": 7}), torch.device("cpu")).reconstruct
+    assert (text.preset, text.text.iters, text.text.seed, text.text.device, text.text.model) == ("builtin", 7, 2, "cpu", "builtin")
 
 
 def test_kinds_flag_reaches_the_config(monkeypatch, capsys):
@@ -223,8 +226,8 @@ def test_diversity_study_of_identical_results_is_zero(quick_realfusion, monkeypa
         shutil.copytree(trained, workspace)
         return {}
 
-    def fake_diverse(prompt, workspace, k, config, progress=True, clip=None, text_overrides=None):
-        calls.update(prompt=prompt, k=k, config=config, text_overrides=text_overrides)
+    def fake_diverse(prompt, workspace, k, config, progress=True, clip=None):
+        calls.update(prompt=prompt, k=k, config=config)
         results = []
         for index in range(k):
             shutil.copytree(trained, workspace / f"object_{index:02d}" / "reconstruction")
@@ -239,7 +242,7 @@ def test_diversity_study_of_identical_results_is_zero(quick_realfusion, monkeypa
     assert study["prompt"] == "a large black torus" and study["k"] == 2 and study["seeds"] == seeds == [0, 1]
     assert calls["prompt"] == "a large black torus" and calls["k"] == 2 and calls["config"].sample.steps == QUICK_IMAGE.sample_steps
     assert calls["config"].image.describe.sentence.noun == "torus"  # the prompt's noun, fixed
-    assert calls["text_overrides"]["iters"] == 4 and calls["text_overrides"]["model"] == "builtin"
+    assert calls["config"].image.reconstruct.text.iters == 4 and calls["config"].image.reconstruct.text.model == "builtin"
     case_iou = result["cases"][0]["iou"]
     for method in ("text", "diverse"):
         figures = study[method]

@@ -26,6 +26,7 @@ from dreamtext.methods.image_to_3d.descriptor import DescriptorConfig
 from dreamtext.methods.image_to_3d.pipeline import ImageTo3DConfig
 from dreamtext.utils.config import parse_settings
 from dreamtext.methods.image_to_3d.reconstruct import ReconstructConfig
+from dreamtext.methods.presets import BUILTIN
 from dreamtext.methods.fit import FitConfig
 from dreamtext.methods.sample import SampleConfig
 from dreamtext.methods.text_to_3d import TextTo3DConfig
@@ -36,19 +37,26 @@ from dreamtext.viewer.server import ViewerConfig
 
 
 def leaf_settings(config_type, prefix: str = "") -> list[str]:
-    """Dotted names of every setting of a (nested) dataclass config that is not suppressed on the command line."""
+    """Dotted flag names of every setting of a (nested) dataclass config that is not suppressed on the command line
+    (a part named "" adds nothing to its settings' names)."""
     names = []
     hints = typing.get_type_hints(config_type, include_extras=True)
     for field in dataclasses.fields(config_type):
-        hint = hints[field.name]
+        hint, part_prefix = hints[field.name], f"{prefix}{field.name}."
         if typing.get_origin(hint) is typing.Annotated:
-            if any(marker is tyro.conf.Suppress for marker in typing.get_args(hint)[1:]):
+            marks = typing.get_args(hint)[1:]
+            if any(marker is tyro.conf.Suppress for marker in marks):
                 continue
+            if any(getattr(marker, "name", None) == "" for marker in marks):
+                part_prefix = prefix
             hint = typing.get_args(hint)[0]
         if kinds(hint):  # a part chosen by its kind: the default's settings (the first kind's)
             hint = next(iter(kinds(hint).values()))
+        options = [option for option in typing.get_args(hint) if option is not type(None)]
+        if len(options) == 1 and dataclasses.is_dataclass(options[0]):  # an optional part its command fills
+            hint = options[0]
         if dataclasses.is_dataclass(hint):
-            names += leaf_settings(hint, f"{prefix}{field.name}.")
+            names += leaf_settings(hint, part_prefix)
         else:
             names.append(prefix + field.name)
     return names
@@ -152,8 +160,9 @@ def test_image_commands_take_their_method_defaults_wherever_the_workspace_stands
     command = parse_command(["descriptor", "--descriptor.iters", "5", str(tmp_path), "--method", "realfusion"])
     assert (command.config.iters, command.config.trainable, command.config.base_loss_weight) == (5, "noun", 0.0)
     atomic_write_json(tmp_path / "stage.json", {"method": "realfusion"})
-    command = parse_command(["reconstruct", "--reconstruct.render-size", "64", str(tmp_path)])
-    assert command.config.render_size == 64 and command.config.reference.on  # the workspace's method
+    command = parse_command(["reconstruct", "--reconstruct.render-size", "64", str(tmp_path), "--reconstruct.sds.guidance", "7"])
+    assert command.config.text.render_size == 64 and command.config.reference.on  # the workspace's method
+    assert command.config.text.sds.guidance == 7.0 and command.config.text.iters == BUILTIN["iters"]  # the builtin preset's, one flag on top
     assert parse_command(["reconstruct", str(tmp_path), "--method", "dreamtext"]).config.reference.on is False
 
     saved = DescriptorConfig(iters=77, lr=1e-3)
@@ -163,8 +172,12 @@ def test_image_commands_take_their_method_defaults_wherever_the_workspace_stands
 
     image = parse_command(["image", "photo.png", "--method", "sentence", "--device", "cpu", "--descriptor.iters", "3",
                            "--reconstruct.render-size", "32", "--describe.sentence.noun", "mug"]).settings.image_config()
-    assert (image.method, image.descriptor.trainable, image.descriptor.iters, image.reconstruct.render_size) == ("sentence", "sentence", 3, 32)
-    assert image.describe.sentence.noun == "mug" and {image.describe.device, image.descriptor.device, image.reconstruct.device} == {"cpu"}
+    assert (image.method, image.descriptor.trainable, image.descriptor.iters, image.reconstruct.text.render_size) == ("sentence", "sentence", 3, 32)
+    assert image.describe.sentence.noun == "mug" and {image.describe.device, image.descriptor.device, image.reconstruct.text.device} == {"cpu"}
+    # a Stable Diffusion model given once picks the reconstruction's preset (thesis 8.1) before any of its settings
+    thesis = parse_command(["image", "photo.png", "--model", "some/sd-model", "--reconstruct.sds.guidance", "50"]).settings.image_config()
+    assert (thesis.reconstruct.text.render_size, thesis.reconstruct.text.iters, thesis.reconstruct.text.sds.guidance) == (256, 10_000, 50.0)
+    assert thesis.reconstruct.text.model == thesis.descriptor.model == "some/sd-model"
 
 
 def test_repeated_set_flags_keep_every_setting():

@@ -18,9 +18,9 @@ from dreamtext.methods.image_to_3d import pipeline as pipeline_module
 from dreamtext.methods.registry import scene_workspace, workspace_method
 from dreamtext.methods.image_to_3d.descriptor import DescriptorConfig, DescriptorTrainer, encode_prompts, train_descriptor
 from dreamtext.methods.image_to_3d.diverse import diverse, DiverseConfig
-from dreamtext.methods.image_to_3d.pipeline import METHODS, ImageTo3DConfig, image_to_3d, method_config
+from dreamtext.methods.image_to_3d.pipeline import METHODS, ImageTo3DConfig, image_to_3d, method_config, with_stage_settings
 from dreamtext.methods.image_to_3d.reconstruct import (
-    FixedConditioning, ImageTo3DTrainer, ReconstructConfig, ReferenceViewConfig, reconstruct, reference_camera,
+    FixedConditioning, ImageTo3DTrainer, ReconstructConfig, ReferenceViewConfig, reconstruct, reference_camera, with_text_settings,
 )
 from dreamtext.methods.sample import SampleConfig
 from dreamtext.prior import view_prompt
@@ -40,10 +40,16 @@ def photo(tmp_path):
     return path
 
 
+def toy_reconstruct(iters: int, model: str | None = None, **settings) -> ReconstructConfig:
+    """A reconstruction on toy sizes: its text-to-3D config the model's preset with TOY_TEXT_TO_3D on top."""
+    toy = {**TOY_TEXT_TO_3D, "iters": iters, "render_size": 16, "device": "cpu", "model": model}
+    return with_text_settings(ReconstructConfig(**settings), toy, model=model)
+
+
 def toy_image_config(model: str, method: str = "dreamtext", descriptor_iters: int = 4, iters: int = 4) -> ImageTo3DConfig:
     config = ImageTo3DConfig(method=method)
     config.descriptor = dataclasses.replace(config.descriptor, iters=descriptor_iters, checkpoint_every=2, device="cpu", model=model)
-    config.reconstruct = dataclasses.replace(config.reconstruct, iters=iters, render_size=16, device="cpu", model=model)
+    config.reconstruct = toy_reconstruct(iters, model=model)
     config.describe = dataclasses.replace(config.describe, device="cpu")
     return config
 
@@ -54,8 +60,7 @@ def test_reconstruction_prompts_carry_the_learned_tokens_with_view_suffixes(tmp_
     learned = train_descriptor(root, DescriptorConfig(iters=3, device="cpu"), prior=prior, progress=False).learned
     expected = encode_prompts(prior, [view_prompt(learned.prompt, "front"), view_prompt(learned.prompt, "back")])
     plain = encode_prompts(prior, [view_prompt("An image of red, striped, a mug", "front")])
-    result = reconstruct(root, ReconstructConfig(iters=2, render_size=16, device="cpu"), prior=prior, progress=False,
-                         text_overrides=TOY_TEXT_TO_3D)
+    result = reconstruct(root, toy_reconstruct(2), prior=prior, progress=False)
     saved = json.loads((result.workspace / "config.json").read_text())
     assert saved["method"] == "text" and saved["config"]["prompt"]["prompt"] == "An image of <dt-red>, <dt-striped>, a mug"
     assert saved["config"]["prompt"]["view_dependent"] and saved["config"]["render_size"] == 16
@@ -85,8 +90,7 @@ def test_whole_sentence_baseline_conditions_every_view_on_its_trained_embedding(
     root = write_described_workspace(tmp_path / "ws")
     prior = tiny_prior()
     learned = train_descriptor(root, DescriptorConfig(trainable="sentence", iters=2, device="cpu"), prior=prior, progress=False).learned
-    result = reconstruct(root, ReconstructConfig(iters=2, render_size=16, device="cpu"), prior=prior, progress=False,
-                         text_overrides=TOY_TEXT_TO_3D)
+    result = reconstruct(root, toy_reconstruct(2), prior=prior, progress=False)
     saved = json.loads((result.workspace / "config.json").read_text())["config"]["prompt"]
     assert saved == {"prompt": "An image of red, striped, a mug", "negative_prompt": "", "view_dependent": False}
     fixed = FixedConditioning(learned.conditioning, torch.zeros(77, learned.conditioning.shape[-1]))
@@ -109,12 +113,12 @@ def test_reference_view_losses_pull_the_input_camera_render_towards_the_image(tm
     from dreamtext.methods.image_to_3d.learned import LearnedSentence
 
     learned = LearnedSentence.load(root / "embeddings")
-    text = text_config_for(learned, ReconstructConfig(iters=30, render_size=16, device="cpu", reference=reference), TOY_TEXT_TO_3D)
+    text = text_config_for(learned, toy_reconstruct(30, reference=reference))
     assert text.prompt.prompt == "An image of a <dt-mug>"
-    held = text_config_for(learned, ReconstructConfig(device="cpu"), {**TOY_TEXT_TO_3D, "init.kind": "prior_hull"})
-    assert held.init.kind == "prior_hull" and held.prompt.prompt == "An image of a <dt-mug>"  # the text settings' start
-    blob = text_config_for(learned, ReconstructConfig(device="cpu", start="blob"), {**TOY_TEXT_TO_3D, "init.kind": "prior_hull"})
-    assert blob.init.kind == "blob"  # a given start wins over the text settings'
+    held = text_config_for(learned, toy_reconstruct(30))
+    assert held.init.kind == "prior_hull" and held.prompt.prompt == "An image of a <dt-mug>"  # the builtin preset's start
+    blob = text_config_for(learned, with_text_settings(toy_reconstruct(30), {"init.kind": "blob"}))
+    assert blob.init.kind == "blob" and blob.iters == 30  # one text-to-3D setting given, the others kept
     trainer = ImageTo3DTrainer(text, Workspace(tmp_path / "rec"), prior=prior, reference=reference, workspace_root=root)
     image = trainer.reference_image
     assert image.image.shape == (3, 16, 16) and image.mask.shape == (1, 16, 16)
@@ -146,7 +150,7 @@ def test_methods_are_switches_over_the_same_config():
 def test_stage_lengths_and_sizes_are_the_priors_own_unless_given(tiny_model):
     """Issue 39: the thesis's GPU settings for Stable Diffusion, the builtin preset's on the built-in prior."""
     from dreamtext.methods.image_to_3d.descriptor import BUILTIN_DESCRIPTOR_ITERS, with_prior_defaults
-    from dreamtext.methods.image_to_3d.reconstruct import reconstruction_text_config
+    from dreamtext.methods.image_to_3d.reconstruct import reconstruction_preset, reconstruction_text_config, resolve_text
     from dreamtext.methods.presets import BUILTIN
 
     config = method_config(ImageTo3DConfig())
@@ -154,19 +158,25 @@ def test_stage_lengths_and_sizes_are_the_priors_own_unless_given(tiny_model):
     assert (with_prior_defaults(sd).iters, with_prior_defaults(sd).lr) == (10_000, 3e-4)  # thesis 6.3.3, 6.1.10
     assert with_prior_defaults(dataclasses.replace(config.descriptor, model="builtin")).iters == BUILTIN_DESCRIPTOR_ITERS
     assert with_prior_defaults(dataclasses.replace(sd, iters=7)).iters == 7
-    thesis = reconstruction_text_config("a mug", dataclasses.replace(config.reconstruct, model=tiny_model))
+    thesis = reconstruction_text_config("a mug", resolve_text(config.reconstruct, model=tiny_model))
     assert (thesis.iters, thesis.render_size, thesis.sds.guidance) == (10_000, 256, 100.0)  # thesis 8.1: Stable DreamFusion
-    builtin = reconstruction_text_config("a mug", dataclasses.replace(config.reconstruct, model="builtin"))
+    builtin = reconstruction_text_config("a mug", resolve_text(config.reconstruct, model="builtin"))
     assert (builtin.iters, builtin.render_size, builtin.model) == (BUILTIN["iters"], BUILTIN["render_size"], "builtin")
     assert builtin.init.kind == "prior_hull" and thesis.init.kind == "blob"  # each preset's own start
-    given = reconstruction_text_config("a mug", dataclasses.replace(config.reconstruct, model="builtin", iters=50, render_size=48))
-    assert (given.iters, given.render_size) == (50, 48)
+    assert reconstruction_text_config("a mug", config.reconstruct) == builtin  # no model: the built-in prior's
+    given = reconstruction_text_config("a mug", with_text_settings(config.reconstruct, {"iters": 50, "render_size": 48}, model="builtin"))
+    assert (given.iters, given.render_size, given.sds.guidance) == (50, 48, builtin.sds.guidance)
+    # The shared stage settings pick the preset from the model before they set it.
+    shared = with_stage_settings(config, model=tiny_model, seed=3).reconstruct
+    assert (shared.text.iters, shared.text.model, shared.text.seed, reconstruction_preset(shared)) == (10_000, tiny_model, 3, "dreamfusion")
+    fit = resolve_text(dataclasses.replace(config.reconstruct, preset="fitfusion"), model="builtin")
+    assert (fit.text.render_size, fit.text.sds.guidance, reconstruction_preset(fit)) == (256, 1000.0, "fitfusion")
 
 
 def test_image_command_runs_every_stage_and_resumes_where_it_stopped(tmp_path, tiny_model, photo, monkeypatch):
     clip = ScriptedClip()
     config = toy_image_config(tiny_model)
-    straight = image_to_3d(photo, tmp_path / "straight", config, progress=False, clip=clip, text_overrides=TOY_TEXT_TO_3D)
+    straight = image_to_3d(photo, tmp_path / "straight", config, progress=False, clip=clip)
     ws = straight.workspace
     assert straight.prompt == "An image of <dt-red>, a mug"
     stage = json.loads((ws / "stage.json").read_text())
@@ -196,11 +206,11 @@ def test_image_command_runs_every_stage_and_resumes_where_it_stopped(tmp_path, t
 
         monkeypatch.setattr(trainer_class, "train_step", interrupted)
         with pytest.raises(KeyboardInterrupt):
-            image_to_3d(photo, tmp_path / "resumed", config, progress=False, clip=clip, text_overrides=TOY_TEXT_TO_3D)
+            image_to_3d(photo, tmp_path / "resumed", config, progress=False, clip=clip)
         monkeypatch.setattr(trainer_class, "train_step", original)
     stage = json.loads((tmp_path / "resumed" / "stage.json").read_text())
     assert stage["stages"] == {"describe": "done", "descriptor": "done", "reconstruct": "running"}
-    resumed = image_to_3d(photo, tmp_path / "resumed", config, progress=False, clip=clip, text_overrides=TOY_TEXT_TO_3D)
+    resumed = image_to_3d(photo, tmp_path / "resumed", config, progress=False, clip=clip)
     assert calls["describe"] == 1  # described once, never again
     assert resumed.prompt == straight.prompt
     for part in ("descriptor", "reconstruction"):
@@ -213,7 +223,7 @@ def test_image_command_runs_every_stage_and_resumes_where_it_stopped(tmp_path, t
             assert a["losses"] == b["losses"] and all(torch.equal(a["field"][k], b["field"][k]) for k in a["field"])
 
     # A finished workspace reruns as a no-op; another image or method in it is refused.
-    again = image_to_3d(photo, ws, config, progress=False, clip=clip, text_overrides=TOY_TEXT_TO_3D)
+    again = image_to_3d(photo, ws, config, progress=False, clip=clip)
     assert again.prompt == straight.prompt and calls["describe"] == 1
     other = tmp_path / "other.png"
     save_image(other, torch.rand(24, 24, 3))
@@ -234,7 +244,7 @@ def test_image_command_goes_on_when_the_sentence_has_no_descriptor_words(tmp_pat
     config = toy_image_config(tiny_model, method="dreamtext+reference", iters=2)
     prior = tiny_prior()
     vocab = len(prior.tokenizer)
-    result = image_to_3d(photo, tmp_path / "ws", config, progress=False, prior=prior, clip=PlainClip(), text_overrides=TOY_TEXT_TO_3D)
+    result = image_to_3d(photo, tmp_path / "ws", config, progress=False, prior=prior, clip=PlainClip())
     ws = result.workspace
     described = json.loads((ws / "describe.json").read_text())
     assert described["descriptors"] == [] and described["sentence"] == "An image of a mug"
@@ -261,8 +271,7 @@ def test_image_command_goes_on_when_the_sentence_has_no_descriptor_words(tmp_pat
 def test_diverse_makes_k_objects_and_a_contact_sheet(tmp_path, tiny_model):
     config = DiverseConfig(sample=SampleConfig(prompt="", steps=2, device="cpu"),
                            image=toy_image_config(tiny_model, descriptor_iters=2, iters=2))
-    results = diverse("An image of a mug", tmp_path / "div", 2, config, progress=False, clip=ScriptedClip(),
-                      text_overrides=TOY_TEXT_TO_3D)
+    results = diverse("An image of a mug", tmp_path / "div", 2, config, progress=False, clip=ScriptedClip())
     root = tmp_path / "div"
     summary = json.loads((root / "diverse.json").read_text())
     assert summary["k"] == 2 and summary["seeds"] == [0, 1] and len(results) == 2
@@ -276,7 +285,7 @@ def test_diverse_makes_k_objects_and_a_contact_sheet(tmp_path, tiny_model):
     assert sheet.shape[0] > 2 * 16 and sheet.shape[1] > 16 * 3  # two rows: image + two validation views each
     # A second call reuses the samples and the finished objects.
     before = (root / "samples/sample_000.png").stat().st_mtime_ns
-    diverse("An image of a mug", root, 2, config, progress=False, clip=ScriptedClip(), text_overrides=TOY_TEXT_TO_3D)
+    diverse("An image of a mug", root, 2, config, progress=False, clip=ScriptedClip())
     assert (root / "samples/sample_000.png").stat().st_mtime_ns == before
 
 
@@ -310,7 +319,7 @@ def test_a_bad_image_does_not_block_its_workspace_and_text_runs_keep_out(tmp_pat
     assert main(["image", str(text_png), "--workspace", str(ws), "--device", "cpu", "--quiet"]) == 2
     capsys.readouterr()
     config = toy_image_config(tiny_model, descriptor_iters=1, iters=1)
-    result = image_to_3d(photo, ws, config, progress=False, clip=ScriptedClip(), text_overrides=TOY_TEXT_TO_3D)
+    result = image_to_3d(photo, ws, config, progress=False, clip=ScriptedClip())
     assert result.workspace == ws and (ws / "describe.json").is_file()
     assert main(["text", "a mug", "--workspace", str(ws), "--model", tiny_model, "--quiet"]) == 2
     assert "image-to-3D workspace" in capsys.readouterr().err

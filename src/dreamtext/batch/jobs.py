@@ -7,10 +7,10 @@ with the default preset, or JSON Lines, one object per line:
     {"kind": "image", "image": "photos/mug.png", "method": "dreamtext", "overrides": {"descriptor.iters": 2000}}
     {"kind": "diverse", "prompt": "An image of a dog", "n": 4}
 
-`overrides` are the settings a command line would give, by the config's own dotted names (`iters`,
-`sds.guidance`, `renderer.max_samples_per_chunk`; a leading `--` and dashes are accepted, so
-`--sds.guidance` works too): a text job's `TextTo3DConfig`, an image or diverse job's `ImageTo3DConfig`
-(`descriptor.*`, `reconstruct.*`), whose reconstruction also takes `text_overrides` (text-to-3D keys).
+`overrides` are the settings a command line would give, by their option names (`iters`, `sds.guidance`,
+`renderer.max_samples_per_chunk`; a leading `--` and dashes are accepted, so `--sds.guidance` works too): a
+text job's `TextTo3DConfig`, an image or diverse job's `ImageTo3DConfig` (`descriptor.*`, `reconstruct.*`,
+the reconstruction's text-to-3D settings among them: `reconstruct.iters`, `reconstruct.sds.guidance`).
 `seeds` expands a line into one job per seed (the batch's `--seeds` does so for every line without its
 own). Relative image paths are read from the job file's folder.
 
@@ -27,6 +27,7 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,18 +36,20 @@ import torch
 from ..errors import DreamtextError, RunInterrupted
 from ..methods.image_to_3d.diverse import DiverseConfig, diverse
 from ..methods.image_to_3d.descriptor import check_config as check_descriptor_config
-from ..methods.image_to_3d.pipeline import METHODS, ImageTo3DConfig, image_to_3d, method_config, with_stage_settings
+from ..methods.image_to_3d.pipeline import (METHODS, ImageTo3DConfig, image_to_3d, method_config, with_settings,
+                                             with_stage_settings)
 from ..methods.image_to_3d.reconstruct import check_reconstruct_config
 from ..methods.registry import BATCH_JOB_KINDS
-from ..methods.presets import PRESETS, apply_overrides, default_preset, preset_config
+from ..methods.presets import PRESETS, default_preset, preset_config
 from ..methods.sample import SampleConfig
 from ..methods.text_to_3d import check_text_config, text_to_3d
+from ..utils.config import config_flags
 from ..utils.io import atomic_write_json
 
 Kind = Literal["text", "image", "diverse"]
 KINDS: tuple[str, ...] = BATCH_JOB_KINDS  # the methods registry's job kinds (a test keeps `Kind` equal to them)
 JOB_FILE = "job.json"  # in each job's workspace: what it ran and how it ended
-_LINE_KEYS = {"kind", "prompt", "image", "preset", "method", "n", "overrides", "text_overrides", "seeds", "name"}
+_LINE_KEYS = {"kind", "prompt", "image", "preset", "method", "n", "overrides", "seeds", "name"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,6 @@ class Job:
     n: int = 4
     seed: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
-    text_overrides: dict[str, Any] = field(default_factory=dict)
     line: int = 0
 
     def as_dict(self) -> dict:
@@ -75,6 +77,32 @@ class Job:
 
 def _setting_name(key: str) -> str:
     return key.lstrip("-").replace("-", "_")
+
+
+@lru_cache(maxsize=1)
+def _image_setting_paths() -> dict[str, str]:
+    """An image job's option names -> their config paths (`reconstruct.iters` -> `reconstruct.text.iters`)."""
+    return {flag.replace("-", "_"): path for flag, path, _ in config_flags(ImageTo3DConfig)}
+
+
+def _image_setting_path(key: str) -> str:
+    """The config path of an image job's setting: its longest leading option name's path, the rest as it is
+    (`reconstruct.field.encoding.features` -> `reconstruct.text.field.encoding.features`)."""
+    paths = _image_setting_paths()
+    head, rest = key, ""
+    while head:
+        if head in paths:
+            return paths[head] + rest
+        head, _, last = head.rpartition(".")
+        rest = f".{last}{rest}"
+    return key
+
+
+def image_job_config(job: Job) -> ImageTo3DConfig:
+    """An image or diverse job's config: its method's, its overrides on top, its seed in both learning stages."""
+    settings = {_image_setting_path(key): value for key, value in job.overrides.items()}
+    config = with_settings(ImageTo3DConfig(method=job.method or "dreamtext"), settings)  # type: ignore[arg-type]
+    return with_stage_settings(config, seed=job.seed)
 
 
 def _slug(text: str, length: int = 40) -> str:
@@ -96,16 +124,13 @@ def _check_settings(kind: str, job: Job, where: str) -> None:
             preset = job.preset or default_preset(job.overrides.get("model"))
             if preset not in PRESETS:
                 raise DreamtextError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-            check_text_config(preset_config(preset, job.prompt or "x", {**job.overrides, **job.text_overrides,
-                                                                          **({} if job.seed is None else {"seed": job.seed})}))
+            check_text_config(preset_config(preset, job.prompt or "x", {**job.overrides, **({} if job.seed is None else {"seed": job.seed})}))
             return
         if job.method is not None and job.method not in METHODS:
             raise DreamtextError(f"unknown method {job.method!r}; known: {', '.join(METHODS)}")
-        config = method_config(apply_overrides(ImageTo3DConfig(method=job.method or "dreamtext"), job.overrides))
-        if job.seed is not None:
-            config = with_stage_settings(config, seed=job.seed)
+        config = method_config(image_job_config(job))
         check_descriptor_config(config.descriptor)
-        check_reconstruct_config(config.reconstruct, job.text_overrides)
+        check_reconstruct_config(config.reconstruct)
     except DreamtextError as error:
         raise DreamtextError(f"{where}: {error}") from None
 
@@ -125,9 +150,8 @@ def _parse_line(data: Any, number: int, path: Path, seeds: list[int] | None, set
         raise DreamtextError(f"{where}: a {kind} job needs a non-empty \"prompt\"")
     if kind == "image" and not (isinstance(image, str) and image.strip()):
         raise DreamtextError(f"{where}: an image job needs an \"image\" path")
-    for key in ("overrides", "text_overrides"):
-        if not isinstance(data.get(key, {}), dict):
-            raise DreamtextError(f"{where}: \"{key}\" is an object of settings, e.g. {{\"iters\": 600}}")
+    if not isinstance(data.get("overrides", {}), dict):
+        raise DreamtextError(f"{where}: \"overrides\" is an object of settings, e.g. {{\"iters\": 600}}")
     line_seeds = data.get("seeds", seeds)
     if line_seeds is not None and (not isinstance(line_seeds, list) or not all(isinstance(s, int) for s in line_seeds)):
         raise DreamtextError(f"{where}: \"seeds\" is a list of integers, e.g. [0, 1]")
@@ -137,11 +161,10 @@ def _parse_line(data: Any, number: int, path: Path, seeds: list[int] | None, set
     if image is not None and not Path(image).is_absolute():
         image = str((path.parent / image).resolve())
     overrides = {**{_setting_name(k): v for k, v in data.get("overrides", {}).items()}, **settings}
-    text_overrides = {_setting_name(k): v for k, v in data.get("text_overrides", {}).items()}
     jobs = []
     for seed in (line_seeds or [None]):
         spec = {"kind": kind, "prompt": prompt, "image": image, "preset": data.get("preset"), "method": data.get("method"),
-                "n": n, "seed": seed, "overrides": overrides, "text_overrides": text_overrides}
+                "n": n, "seed": seed, "overrides": overrides}
         name = data.get("name")
         name = f"{_slug(name)}{'' if seed is None else f'_s{seed}'}" if name else job_name(kind, prompt or Path(image).stem, seed, spec)
         job = Job(name=name, line=number, **spec)
@@ -248,15 +271,13 @@ def _jsonable(metrics: dict) -> dict:
 
 def _run(job: Job, workspace: Path, progress: bool) -> dict:
     if job.kind == "text":
-        overrides = {**job.overrides, **job.text_overrides, **({} if job.seed is None else {"seed": job.seed})}
+        overrides = {**job.overrides, **({} if job.seed is None else {"seed": job.seed})}
         config = preset_config(job.preset or default_preset(overrides.get("model")), job.prompt, overrides)
         return text_to_3d(config, workspace, resume=True, progress=progress).metrics
-    config = apply_overrides(ImageTo3DConfig(method=job.method or "dreamtext"), job.overrides)
+    config = image_job_config(job)
     if job.kind == "image":
-        config = with_stage_settings(config, seed=job.seed)
-        result = image_to_3d(job.image, workspace, config, progress=progress, text_overrides=job.text_overrides or None)
+        result = image_to_3d(job.image, workspace, config, progress=progress)
         return {"prompt": result.prompt, **result.reconstruction_metrics}
     sample = SampleConfig(prompt=job.prompt, seed=job.seed or 0)
-    results = diverse(job.prompt, workspace, job.n, DiverseConfig(sample=sample, image=config), progress=progress,
-                      text_overrides=job.text_overrides or None)
+    results = diverse(job.prompt, workspace, job.n, DiverseConfig(sample=sample, image=config), progress=progress)
     return {"objects": [{"prompt": r.prompt, **r.reconstruction_metrics} for r in results]}

@@ -25,7 +25,7 @@ def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device
     `WorldBenchConfig.quick()` when `quick`); overrides: the step suite's variant settings."""
     resolved = resolve_device(device)
     if suite == "world":
-        result = SUITES[suite](world or (WorldBenchConfig.quick() if quick else WorldBenchConfig()), resolved, quick=quick)
+        result = SUITES[suite](world or WorldBenchConfig.defaults(quick), resolved, quick=quick)
     elif suite == "step":
         result = SUITES[suite](quick=quick, device=resolved, overrides=overrides)
     else:

@@ -107,6 +107,11 @@ class WorldBenchConfig:
     engine: BatchConfig = BatchConfig(gallery=False)
 
     @classmethod
+    def defaults(cls, quick: bool = False) -> "WorldBenchConfig":
+        """The full benchmark's settings, or with quick=True the quick one's (`quick`)."""
+        return cls.quick() if quick else cls()
+
+    @classmethod
     def quick(cls, **changes) -> "WorldBenchConfig":
         return cls(**{"cases": 1, "overrides": dict(QUICK_OVERRIDES), "evaluation": QUICK_EVAL, "image": QUICK_IMAGE,
                       "truth_fit": QUICK_TRUTH_FIT, **changes})

@@ -105,12 +105,12 @@ def run_diversity_study(config: "WorldBenchConfig", root: Path, scorer: "ClipSco
 
     start = time.perf_counter()
     # The prompt names the noun: fixed in every sentence (thesis 8.1's --noun), the descriptors chosen per image.
-    image_config, text_overrides = image_pipeline_config("dreamtext", config, device, noun=obj.noun)
+    image_config = image_pipeline_config("dreamtext", config, device, noun=obj.noun)
     sample = SampleConfig(prompt=prompt, n=k, model=image_config.descriptor.model, steps=config.image.sample_steps,
                           seed=config.seed, device=device.type)
     try:
         results = diverse(prompt, folder / "diverse", k, DiverseConfig(sample=sample, image=image_config),
-                          progress=False, clip=describe_clip(device.type), text_overrides=text_overrides)
+                          progress=False, clip=describe_clip(device.type))
         diverse_figures = {**diversity_figures([r.reconstruction for r in results], obj, scorer, config, device,
                                                time.perf_counter() - start), "prompts": [r.prompt for r in results]}
     except DreamtextError as error:  # e.g. a sample the prior drew that cannot be read as an image

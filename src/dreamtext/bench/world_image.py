@@ -24,7 +24,7 @@ import dataclasses
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -33,8 +33,8 @@ from ..export.field_query import field_device
 from ..methods.describe import SentenceConfig
 from ..methods.image_to_3d.pipeline import ImageTo3DConfig, with_stage_settings
 from ..methods.image_to_3d.pipeline import image_to_3d
-from ..methods.image_to_3d.reconstruct import ReferenceViewConfig, reference_camera
-from ..methods.presets import PRESETS
+from ..methods.image_to_3d.reconstruct import ReconstructConfig, ReferenceViewConfig, reference_camera
+from ..methods.presets import preset_config
 from ..methods.registry import METHODS
 from ..methods.trained import load_trained
 from ..metrics import psnr
@@ -100,22 +100,21 @@ def reference_psnr(trained, image: Tensor, reference: ReferenceViewConfig) -> fl
 
 
 def image_pipeline_config(method: str, config: "WorldBenchConfig", device: torch.device,
-                          noun: str | None = None) -> tuple["ImageTo3DConfig", dict[str, Any]]:
-    """The pipeline's config for `method` on the benchmark's preset, and the text-to-3D keys of its
-    reconstruction (the preset with the benchmark's overrides, as the text cases run). noun: fixed
-    instead of chosen by CLIP (`--noun`)."""
+                          noun: str | None = None) -> "ImageTo3DConfig":
+    """The pipeline's config for `method` on the benchmark's preset: its reconstruction is the text cases' run (the
+    preset with the benchmark's overrides and start), its descriptor as long. noun: fixed instead of chosen by CLIP
+    (`--noun`)."""
     settings = config.image
-    text = {**PRESETS[config.preset], **config.overrides, "seed": config.seed, "device": device.type}
-    model = text.get("model")
-    size = prior_image_size(model, device.type)
+    start = {} if config.start is None else {"init.kind": config.start}
+    text = preset_config(config.preset, "", {**config.overrides, "seed": config.seed, "device": device.type, **start})
+    size = prior_image_size(text.model, device.type)
     image = ImageTo3DConfig(method=method)  # type: ignore[arg-type]
     image.describe = dataclasses.replace(image.describe, device=device.type, sentence=SentenceConfig(noun=noun),
                                          image=dataclasses.replace(image.describe.image, size=size))
-    iters = settings.descriptor_iters if settings.descriptor_iters is not None else text["iters"]
+    iters = settings.descriptor_iters if settings.descriptor_iters is not None else text.iters
     image.descriptor = dataclasses.replace(image.descriptor, iters=iters, compile=settings.compile)
-    image.reconstruct = dataclasses.replace(image.reconstruct, iters=text["iters"], render_size=text["render_size"],
-                                            reference=settings.reference, start=config.start or image.reconstruct.start)
-    return with_stage_settings(image, model=model, seed=config.seed, device=device.type), text
+    image.reconstruct = ReconstructConfig(preset=config.preset, text=text, reference=settings.reference)  # type: ignore[arg-type]
+    return with_stage_settings(image, model=text.model, seed=config.seed, device=device.type)
 
 
 def write_input(obj: "WorldObject", workspace: Path, settings: ImageBenchConfig, size: int) -> Path:
@@ -129,11 +128,10 @@ def write_input(obj: "WorldObject", workspace: Path, settings: ImageBenchConfig,
 def run_image_case(case: "WorldCase", workspace: Path, config: "WorldBenchConfig", device: torch.device) -> dict:
     """Image-to-3D of the case's input render with the case kind's method; returns its own figures."""
     method = IMAGE_KINDS[case.kind]
-    image_config, text = image_pipeline_config(method, config, device)
+    image_config = image_pipeline_config(method, config, device)
     workspace.mkdir(parents=True, exist_ok=True)
     image_path = write_input(case.object, workspace, config.image, image_config.describe.image.size)
-    result = image_to_3d(image_path, workspace, image_config, progress=False, clip=describe_clip(device.type),
-                         text_overrides=text)
+    result = image_to_3d(image_path, workspace, image_config, progress=False, clip=describe_clip(device.type))
     described = json.loads((workspace / DESCRIBE_FILE).read_text())
     trained = load_trained(result.reconstruction, device=device.type)
     reconstruction = result.reconstruction_metrics

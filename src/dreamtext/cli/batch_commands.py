@@ -62,13 +62,13 @@ class BenchCommand:
     workspace: str | None = None
     """world: keep the runs in this folder (one subfolder per case; an interrupted benchmark resumes)."""
     kinds: str | None = None
-    """world: comma-separated case kinds (None: text): text, dreamtext, realfusion, dreamtext_ref
+    """world: comma-separated case kinds (None: text): text, dreamtext, realfusion, dreamtext_ref, plain_sentence
     (image-to-3D from a true render), diversity (diverse vs text-to-3D over K seeds)."""
     seeds: int | None = None
     """world: runs per case, with seeds 0, 1, ... (None: 1); the means are over every run."""
     start: Literal["blob", "prior_hull", "truth", "truth_hull"] | None = None
     """world: what text-to-3D starts from (None: the preset's; builtin's is prior_hull, held near it;
-    the image cases' reconstruction: its own, `--reconstruct.start`). blob: the density blob. prior_hull:
+    the image cases' reconstruction: its own, `--reconstruct.init.kind`). blob: the density blob. prior_hull:
     the visual hull of the prior's own drawings (as `text --init prior_hull`). Text cases only,
     diagnostics: truth, the field first fitted to the true object; truth_hull, the prior hull carved
     from exact renders of the true object at the hull's assumed cameras. `start_iou` beside the final IoU
@@ -98,7 +98,7 @@ class BenchCommand:
 
     def world_config(self, settings: dict) -> WorldBenchConfig:
         """The world suite's config: its quick or full defaults with the flags given, each set by its own name."""
-        base = WorldBenchConfig.quick() if self.quick else WorldBenchConfig()
+        base = WorldBenchConfig.defaults(self.quick)
         changes = {name: getattr(self, name) for name in ("split", "cases", "nouns", "captions", "workspace", "seeds", "start")
                    if getattr(self, name) is not None}
         if self.kinds is not None:

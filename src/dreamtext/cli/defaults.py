@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from pathlib import Path
 
 from ..errors import DreamtextError
-from ..utils.config import config_from_dict, kinds, set_dotted
+from ..utils.config import config_flags, config_from_dict, kinds, set_dotted
 from ..utils.workspace_files import CONFIG_FILE
 
 
@@ -37,34 +36,11 @@ def saved_config(workspace: str, like):
         return None
 
 
-def _flag_name(item: dataclasses.Field, hint) -> tuple[str, object]:
-    """A field's flag name (its own, or the one tyro.conf.arg(name=...) gives it: "" adds nothing to its
-    fields' flags) and its type without annotations."""
-    name = item.name.replace("_", "-")
-    while typing.get_origin(hint) is typing.Annotated:
-        hint, *marks = typing.get_args(hint)
-        for mark in marks:
-            if isinstance(getattr(mark, "name", None), str):  # tyro.conf.arg(name=...)
-                name = mark.name
-    return name, hint
-
-
-def _fields(cls, flag_prefix: str = "", path_prefix: str = ""):
-    """(flag, dotted path, type) of every field of dataclass `cls`, nested ones included."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    for item in dataclasses.fields(cls):
-        name, kind = _flag_name(item, hints[item.name])
-        flag = f"{flag_prefix}{name}"
-        yield flag, f"{path_prefix}{item.name}", kind
-        if dataclasses.is_dataclass(kind):
-            yield from _fields(kind, f"{flag}." if name else flag_prefix, f"{path_prefix}{item.name}.")
-
-
 def choose_parts(command, args: list[str]):
     """`command` (a dataclass instance of defaults) with each part the command line names in place: a
     `--field.encoding.kind triplane` puts the tri-plane encoding with its defaults where the default part
     stood, so that its own settings (`--field.encoding.features`) are the ones tyro then parses."""
-    for flag, path, kind in list(_fields(type(command))):
+    for flag, path, kind in list(config_flags(type(command))):
         chosen = flag_value(args, f"--{flag}.kind")
         if kinds(kind) and chosen is not None:
             if chosen not in kinds(kind):
@@ -76,7 +52,7 @@ def choose_parts(command, args: list[str]):
 def _switches(cls) -> set[str]:
     """The flags of dataclass `cls` that take no value: its booleans (`--x` and `--no-x`, nested ones dotted)."""
     switches = set()
-    for flag, _, kind in _fields(cls):
+    for flag, _, kind in config_flags(cls):
         if kind is bool:
             head, _, last = flag.rpartition(".")
             switches |= {f"--{flag}", f"--{head}.no-{last}" if head else f"--no-{last}", f"--no-{flag}"}

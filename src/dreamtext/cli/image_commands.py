@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,7 +18,7 @@ from ..methods.image_to_3d.descriptor import DescriptorConfig, train_descriptor
 from ..methods.image_to_3d.pipeline import (METHODS, ImageTo3DConfig, image_to_3d, method_config, read_stage_file,
                                              with_stage_settings)
 from ..methods.image_to_3d.diverse import DiverseConfig, diverse
-from ..methods.image_to_3d.reconstruct import ReconstructConfig, reconstruct
+from ..methods.image_to_3d.reconstruct import ReconstructConfig, reconstruct, resolve_text
 from ..methods.sample import SampleConfig
 from ..utils.device import Device, Precision
 from ..utils.workspace_files import DESCRIPTOR_DIR
@@ -40,10 +41,16 @@ def _method_of(workspace: str | None, given: str | None) -> str:
     return (saved or {}).get("method", "dreamtext")
 
 
-def _method_defaults(args: list[str], workspace: str | None) -> ImageTo3DConfig:
-    """The image-to-3D config of the method a command line names (--method, else its workspace's)."""
+def _method_defaults(args: list[str], workspace: str | None, model_flags: tuple[str, ...]) -> ImageTo3DConfig:
+    """The image-to-3D config of the method a command line names (--method, else its workspace's), its
+    reconstruction's text-to-3D settings those of the preset named (--reconstruct.preset), else of the model
+    the first of `model_flags` given names."""
     method = _method_of(workspace, flag_value(args, "--method"))
-    return method_config(ImageTo3DConfig(method=method if method in METHODS else "dreamtext"))
+    config = method_config(ImageTo3DConfig(method=method if method in METHODS else "dreamtext"))
+    model = next((value for value in map(partial(flag_value, args), model_flags) if value is not None), None)
+    preset = flag_value(args, "--reconstruct.preset")
+    reconstruct = resolve_text(dataclasses.replace(config.reconstruct, preset=preset or config.reconstruct.preset), model)
+    return dataclasses.replace(config, reconstruct=reconstruct)
 
 
 @dataclass
@@ -87,7 +94,7 @@ class DescriptorCommand:
     @classmethod
     def defaults(cls, args: list[str]) -> DescriptorCommand:
         workspace = first_positional(cls, args)
-        config = _method_defaults(args, workspace).descriptor
+        config = _method_defaults(args, workspace, ()).descriptor
         if "--resume" in args and workspace is not None:
             config = saved_config(str(Path(workspace) / DESCRIPTOR_DIR), config) or config
         return cls(workspace=tyro.MISSING, config=config)
@@ -103,8 +110,8 @@ class ReconstructCommand:
 
     Writes WORKSPACE/reconstruction/, a text-to-3D workspace (config, checkpoints, validation renders, mesh,
     turntable, views): `dreamtext render` and `export` work on it. Every setting is an option named as
-    `dreamtext image` names it (reconstruct.render_size, reconstruct.reference.rgb_weight, ...); the defaults are
-    the method's.
+    `dreamtext image` names it (reconstruct.render_size, reconstruct.sds.guidance, reconstruct.reference.rgb_weight:
+    every text-to-3D setting under reconstruct.); the defaults are the method's and the preset's.
     """
 
     workspace: WorkspaceDir
@@ -116,7 +123,8 @@ class ReconstructCommand:
 
     @classmethod
     def defaults(cls, args: list[str]) -> ReconstructCommand:
-        return cls(workspace=tyro.MISSING, config=_method_defaults(args, first_positional(cls, args)).reconstruct)
+        defaults = _method_defaults(args, first_positional(cls, args), ("--reconstruct.model",))
+        return cls(workspace=tyro.MISSING, config=defaults.reconstruct)
 
     def run(self) -> None:
         result = reconstruct(self.workspace, self.config, resume=self.resume, progress=not self.quiet)
@@ -143,7 +151,7 @@ class ImageSettings:
 
     @classmethod
     def defaults(cls, args: list[str]) -> ImageSettings:
-        return cls(config=_method_defaults(args, None))
+        return cls(config=_method_defaults(args, None, ("--model", "--reconstruct.model")))
 
     def image_config(self) -> ImageTo3DConfig:
         config = self.config

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import DreamtextError
+from ..export.formats import mesh_format
 from ..export.outputs import ExportConfig, export_mesh, render_outputs
 from ..scene.background import Background as BackgroundModule
 from ..scene.field import RadianceField
@@ -81,7 +82,7 @@ def export_workspace(workspace: str | Path, path: str | Path | None = None, form
                      progress: bool = True) -> list[Path]:
     """The mesh of a trained workspace as GLB, OBJ or PLY (by `format`, else `path`'s suffix, else GLB), with
     vertex colours or, with texture=True, a baked UV texture; returns every file written."""
-    fmt = format or (Path(path).suffix.lstrip(".").lower() if path is not None else "") or "glb"
+    fmt = mesh_format(format, path)
     target = Path(path) if path is not None else Path(workspace) / f"mesh.{fmt}"
     return export_mesh(load_trained(workspace, device), str(target), fmt, resolution=resolution, texture=texture,
                        progress=progress)

@@ -42,6 +42,41 @@ def kinds(tp: Any) -> dict[str, type]:
     return members
 
 
+def _flag_name(item: dataclasses.Field, hint) -> tuple[str, object]:
+    """A field's flag name (its own, or the one tyro.conf.arg(name=...) gives it: "" adds nothing to its
+    fields' flags) and its type without annotations."""
+    name = item.name.replace("_", "-")
+    while typing.get_origin(hint) is typing.Annotated:
+        hint, *marks = typing.get_args(hint)
+        for mark in marks:
+            if isinstance(getattr(mark, "name", None), str):  # tyro.conf.arg(name=...)
+                name = mark.name
+    return name, hint
+
+
+def _optional_part(hint):
+    """The dataclass of an optional nested part (`TextTo3DConfig | None`, which the command's defaults fill), else
+    `hint` as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [option for option in typing.get_args(hint) if option is not type(None)]
+        if len(options) == 1 and dataclasses.is_dataclass(options[0]):
+            return options[0]
+    return hint
+
+
+def config_flags(cls, flag_prefix: str = "", path_prefix: str = ""):
+    """(flag, dotted path, type) of every field of dataclass `cls`, nested ones included: the flag as the command
+    line spells it (tyro's; a part named "" adds nothing to its fields' flags), the path as `set_dotted` takes it."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for item in dataclasses.fields(cls):
+        name, kind = _flag_name(item, hints[item.name])
+        flag = f"{flag_prefix}{name}"
+        yield flag, f"{path_prefix}{item.name}", kind
+        kind = _optional_part(kind)
+        if dataclasses.is_dataclass(kind):
+            yield from config_flags(kind, f"{flag}." if name else flag_prefix, f"{path_prefix}{item.name}.")
+
+
 def _field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls, include_extras=True)[name]
 

@@ -18,7 +18,6 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,13 +61,13 @@ def _samples(root: Path, config: SampleConfig, progress: bool) -> list[Path]:
 
 def diverse(
     prompt: str, workspace: str | Path, k: int = 4, config: DiverseConfig = DiverseConfig(), progress: bool = True,
-    clip=None, text_overrides: dict[str, Any] | None = None,
+    clip=None,
 ) -> list[ImageTo3DResult]:
     """K prior samples of `prompt` and one DreamText reconstruction each, plus a contact sheet.
 
     The prior is loaded from the configured model for sampling and again by each object's stages (a
     stage changes its prior: learned tokens, a freed text encoder). clip: a loaded CLIP backend for
-    sentence selection; text_overrides: dotted text-to-3D keys for every reconstruction.
+    sentence selection.
     """
     if not prompt.strip():
         raise DreamtextError('the prompt is empty: describe the object, e.g. dreamtext diverse "An image of a dog"')
@@ -80,7 +79,7 @@ def diverse(
     files = _samples(root, sample_config, progress)
 
     results = [
-        image_to_3d(image, object_dir(root, index), config.image, progress=progress, clip=clip, text_overrides=text_overrides)
+        image_to_3d(image, object_dir(root, index), config.image, progress=progress, clip=clip)
         for index, image in enumerate(files)
     ]
     sheet = save_image(root / SHEET_FILE, diverse_sheet(files, [r.reconstruction / VALIDATION_STRIP for r in results]))

@@ -31,7 +31,7 @@ from ...data.input_image import load_input_image
 from ..describe.describe import DescribeConfig, describe_image
 from ..presets import apply_overrides
 from .descriptor import DescriptorConfig, train_descriptor
-from .reconstruct import ReconstructConfig, reconstruct
+from .reconstruct import ReconstructConfig, reconstruct, resolve_text, with_text_settings
 
 STAGES = ("describe", "descriptor", "reconstruct")
 
@@ -94,12 +94,11 @@ def read_stage_file(root: Path) -> dict | None:
 
 def image_to_3d(
     image: str | Path, workspace: str | Path, config: ImageTo3DConfig = ImageTo3DConfig(), progress: bool = True,
-    prior=None, clip=None, text_overrides: dict[str, Any] | None = None,
+    prior=None, clip=None,
 ) -> ImageTo3DResult:
     """Turn one image into a 3D object in `workspace`; a second call continues where the first stopped.
 
-    prior / clip: already loaded models (tests, `diverse`); text_overrides: dotted text-to-3D keys for
-    the reconstruction (e.g. toy sizes).
+    prior / clip: already loaded models (tests, `diverse`).
     """
     config = method_config(config)
     image = Path(image).expanduser().resolve()
@@ -151,8 +150,7 @@ def image_to_3d(
                 descriptor_metrics = result.metrics
                 mark(stage, "done", prompt=result.learned.prompt, descriptor_metrics=result.metrics)
             else:
-                reconstruction = reconstruct(root, config.reconstruct, resume=resume, progress=progress, prior=prior,
-                                             text_overrides=text_overrides)
+                reconstruction = reconstruct(root, config.reconstruct, resume=resume, progress=progress, prior=prior)
                 mark(stage, "done", reconstruction_metrics=_jsonable(reconstruction.metrics))
     return ImageTo3DResult(
         workspace=root, prompt=state.get("prompt", ""), descriptor_metrics=descriptor_metrics,
@@ -164,8 +162,18 @@ def _jsonable(metrics: dict) -> dict:
     return json.loads(json.dumps(metrics, default=str))
 
 
+def with_settings(config: ImageTo3DConfig, settings: dict[str, Any]) -> ImageTo3DConfig:
+    """`config` with dotted settings set (`descriptor.iters`, `reconstruct.text.iters`, ...): the others first, then
+    the reconstruction's text-to-3D ones on its text config, started from the preset they and the model imply."""
+    text = {key: value for key, value in settings.items() if key.startswith("reconstruct.text.")}
+    config = apply_overrides(config, {key: value for key, value in settings.items() if key not in text})
+    model = text.get("reconstruct.text.model", config.descriptor.model)
+    return apply_overrides(dataclasses.replace(config, reconstruct=resolve_text(config.reconstruct, model)), text)
+
+
 def with_stage_settings(config: ImageTo3DConfig, **settings: Any) -> ImageTo3DConfig:
-    """Set what the learning stages share (device, model, precision, seed) in both, where given (not None)."""
+    """Set what the learning stages share (device, model, precision, seed) in both, where given (not None). The
+    reconstruction's text-to-3D config, when not yet given, starts from the preset of the model given here."""
     shared = {key: value for key, value in settings.items() if value is not None}
     return dataclasses.replace(config, descriptor=dataclasses.replace(config.descriptor, **shared),
-                               reconstruct=dataclasses.replace(config.reconstruct, **shared))
+                               reconstruct=with_text_settings(config.reconstruct, shared, model=shared.get("model")))

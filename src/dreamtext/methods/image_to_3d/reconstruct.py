@@ -17,10 +17,11 @@ import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+import tyro
 from torch import Tensor
 
 from ...data.input_image import InputImage
@@ -30,7 +31,7 @@ from ...prior.prompts import PromptConfig
 from ...scene.cameras import Cameras, look_at, spherical_to_cartesian
 from ...utils.device import Device, Precision, precision_dtype, resolve_device
 from ...utils.workspace_files import EMBEDDINGS_DIR, RECONSTRUCTION_DIR
-from ..presets import default_preset, preset_config
+from ..presets import apply_overrides, default_preset, preset_config
 from ..text_to_3d import TextTo3DConfig, TextTo3DResult, TextTo3DTrainer, check_text_config, text_to_3d
 from .descriptor import encode_prompts
 from .inputs import workspace_input
@@ -72,25 +73,44 @@ THESIS_RECONSTRUCTION: dict[str, Any] = {"render_size": 256, "iters": 10_000}
 
 @dataclass(frozen=True)
 class ReconstructConfig:
-    """Reconstruction settings on top of a text-to-3D preset: the thesis's DreamText run on Stable Diffusion
-    (8.1: Stable DreamFusion at 256 px for 10k iterations), the builtin preset as it is on the built-in prior."""
+    """A reconstruction: a text-to-3D run from the learned sentence, plus the reference-view losses. Its text-to-3D
+    config is nested whole (`text`), so every text-to-3D setting has the one name `text` gives it."""
 
     preset: Literal["builtin", "dreamfusion", "fitfusion"] | None = None
-    """None: builtin for the built-in prior, else dreamfusion (thesis 8.1: no --g, so Stable DreamFusion's guidance)."""
-    render_size: int | None = None
-    """None: thesis 8.1's 256 on a Stable Diffusion preset, the builtin preset's own (32) on builtin."""
-    iters: int | None = None
-    """None: thesis 6.3.3's 10k on a Stable Diffusion preset, the builtin preset's own (1200) on builtin."""
-    guidance: float | None = None  # None: the preset's (100 for dreamfusion)
-    start: Literal["blob", "prior_hull"] | None = None
-    """None: the preset's own (the density blob on dreamfusion and fitfusion, thesis 8.1; on builtin the visual hull
-    of the prior's drawings, drawn from the learned sentence, methods/text_to_3d/start.py; docs/experiments.md,
-    image to 3D). blob or prior_hull: that start whatever the preset."""
+    """Where `text` starts when it is not given: builtin on the built-in prior (its size, length and start shape, the
+    hull of the prior's drawings drawn from the learned sentence), else dreamfusion at thesis 8.1's 256 px for 6.3.3's
+    10k iterations (no --g: Stable DreamFusion's guidance). None: the model's (builtin or dreamfusion)."""
+    text: Annotated[TextTo3DConfig | None, tyro.conf.arg(name="")] = None
+    """The text-to-3D run, every setting of it (`--reconstruct.iters`, `--reconstruct.sds.guidance`, ...); its prompt
+    is replaced by the learned sentence. None: the preset's (`resolve_text`)."""
     reference: ReferenceViewConfig = dataclasses.field(default_factory=ReferenceViewConfig)
-    model: str | None = None
-    precision: Precision = "auto"
-    seed: int = 0
-    device: Device = "auto"
+
+
+def reconstruction_preset(config: ReconstructConfig) -> str:
+    """The text-to-3D preset a reconstruction runs on: the one named, else its model's (builtin or dreamfusion)."""
+    return config.preset or default_preset(None if config.text is None else config.text.model)
+
+
+def preset_text_config(preset: str) -> TextTo3DConfig:
+    """A reconstruction's text-to-3D config on `preset` (no prompt yet): the preset as it is on builtin, with the
+    thesis's size and length (THESIS_RECONSTRUCTION) on a Stable Diffusion preset."""
+    return preset_config(preset, "", {} if preset == "builtin" else THESIS_RECONSTRUCTION)
+
+
+def resolve_text(config: ReconstructConfig, model: str | None = None) -> ReconstructConfig:
+    """`config` with its text-to-3D config in place: the one given, else its preset's (the preset named, else
+    `model`'s: a model decides the preset before any text-to-3D setting is given)."""
+    if config.text is not None:
+        return config
+    preset = config.preset or default_preset(model)
+    return dataclasses.replace(config, text=preset_text_config(preset))
+
+
+def with_text_settings(config: ReconstructConfig, settings: dict[str, Any], model: str | None = None) -> ReconstructConfig:
+    """`config` with dotted text-to-3D keys set on its (resolved) text config; None values are skipped."""
+    config = resolve_text(config, model)
+    given = {key: value for key, value in settings.items() if value is not None}
+    return dataclasses.replace(config, text=apply_overrides(config.text, given))
 
 
 class FixedConditioning:
@@ -153,51 +173,38 @@ class ImageTo3DTrainer(TextTo3DTrainer):
         return self.rgb_weight * rgb_loss + self.mask_weight * mask_loss
 
 
-def text_config_for(learned: LearnedSentence, config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> TextTo3DConfig:
-    """The text-to-3D config of a reconstruction: the preset, the thesis's size and length, the learned prompt.
-    `overrides` come last but for the start, which `config.start` sets when given."""
-    text = reconstruction_text_config(learned.prompt, config, overrides)
+def text_config_for(learned: LearnedSentence, config: ReconstructConfig) -> TextTo3DConfig:
+    """The text-to-3D config of a reconstruction: its text config with the learned prompt."""
+    text = reconstruction_text_config(learned.prompt, config)
     if learned.conditioning is not None:  # one trained embedding for every view: no view suffixes
         text = dataclasses.replace(text, prompt=PromptConfig(prompt=learned.prompt, view_dependent=False))
     return text
 
 
-def check_reconstruct_config(config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> None:
+def check_reconstruct_config(config: ReconstructConfig) -> None:
     """One-line errors for reconstruction settings that cannot run, before any stage does."""
-    check_text_config(reconstruction_text_config("a placeholder sentence", config, overrides))
+    check_text_config(reconstruction_text_config("a placeholder sentence", config))
 
 
-def reconstruction_preset(config: ReconstructConfig) -> str:
-    """The text-to-3D preset a reconstruction runs on: the one named, else the model's (builtin or dreamfusion)."""
-    return config.preset or default_preset(config.model)
-
-
-def reconstruction_text_config(prompt: str, config: ReconstructConfig, overrides: dict[str, Any] | None = None) -> TextTo3DConfig:
-    preset = reconstruction_preset(config)
-    given = {"iters": config.iters, "render_size": config.render_size, "sds.guidance": config.guidance, "seed": config.seed,
-             "device": config.device, "model": config.model, "precision": config.precision}
-    values = {
-        **({} if preset == "builtin" else THESIS_RECONSTRUCTION),
-        **{key: value for key, value in given.items() if value is not None}, **(overrides or {}),
-        **({} if config.start is None else {"init.kind": config.start}),
-    }
-    return preset_config(preset, prompt, values)
+def reconstruction_text_config(prompt: str, config: ReconstructConfig) -> TextTo3DConfig:
+    """The reconstruction's text-to-3D config (`resolve_text`) for `prompt`, its negative prompt kept."""
+    text = resolve_text(config).text
+    return dataclasses.replace(text, prompt=dataclasses.replace(text.prompt, prompt=prompt))
 
 
 def reconstruct(
     workspace: str | Path, config: ReconstructConfig = ReconstructConfig(), resume: bool = False, progress: bool = True,
-    prior: Prior | None = None, text_overrides: dict[str, Any] | None = None,
+    prior: Prior | None = None,
 ) -> TextTo3DResult:
     """Reconstruct the object of workspace DIR from its learned sentence into DIR/reconstruction.
 
-    prior: an already loaded prior (it gains the learned tokens); text_overrides: dotted text-to-3D
-    config keys applied last (e.g. toy sizes in tests), but for `init.kind` when `config.start` is given.
+    prior: an already loaded prior (it gains the learned tokens).
     """
     root = Path(workspace)
     learned = LearnedSentence.load(root / EMBEDDINGS_DIR)
-    text = text_config_for(learned, config, text_overrides)
+    text = text_config_for(learned, config)
     if prior is None:
-        device = resolve_device(config.device)
+        device = resolve_device(text.device)
         prior = load_prior(text.model, device=device, dtype=precision_dtype(text.precision), camera=text.prior_camera)
     if prior.text_encoder is None:
         raise DreamtextError("reconstruction needs the prior's text encoder to load the learned tokens; load the prior afresh")
