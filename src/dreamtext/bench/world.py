@@ -23,7 +23,7 @@ from typing import Any, Callable, get_args
 
 import torch
 
-from ..batch.runner import BatchConfig, Task, execute
+from ..batch.runner import Task, execute
 from ..errors import DreamtextError, RunInterrupted
 from ..methods.presets import PRESETS
 from ..methods.trained import load_trained
@@ -32,7 +32,6 @@ from ..utils.images import save_image
 from ..utils.preemption import preemption_handlers, raise_if_stopped
 from ..utils.workspace import CHECKPOINT_FILE
 from ..world.objects import ASYMMETRIC_NOUNS, THIN_PARTS
-from ..world.world import Split
 from .world_cases import WorldCase, benchmark_objects, caption_objects, run_text_case
 from .world_config import QUICK_OVERRIDES, TARGET_MEAN_IOU, Start, WorldBenchConfig  # noqa: F401  (the suite's API)
 from .world_diversity import STUDIES

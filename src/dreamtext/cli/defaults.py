@@ -7,7 +7,6 @@ over them, so every setting has one spelling: its dotted config name.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 

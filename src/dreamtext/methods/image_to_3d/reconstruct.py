@@ -29,7 +29,7 @@ from ...errors import DreamtextError
 from ...prior import Prior, load_prior
 from ...prior.prompts import PromptConfig
 from ...scene.cameras import Cameras, look_at, spherical_to_cartesian
-from ...utils.device import Device, Precision, precision_dtype, resolve_device
+from ...utils.device import precision_dtype, resolve_device
 from ...utils.workspace_files import EMBEDDINGS_DIR, RECONSTRUCTION_DIR
 from ..presets import apply_overrides, default_preset, preset_config
 from ..text_to_3d import TextTo3DConfig, TextTo3DResult, TextTo3DTrainer, check_text_config, text_to_3d
