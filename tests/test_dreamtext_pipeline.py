@@ -134,8 +134,8 @@ def test_methods_are_switches_over_the_same_config():
     assert realfusion.descriptor.trainable == "noun" and realfusion.descriptor.base_loss_weight == 0.0
     reference = realfusion.reconstruct.reference
     assert reference.on and reference.weights("dreamfusion") == (1000.0, 500.0)  # stable-dreamfusion's
-    assert reference.weights("builtin") == (10000.0, 5000.0)  # ours, measured on the built-in prior
-    assert dataclasses.replace(reference, rgb_weight=5.0).weights("builtin") == (5.0, 5000.0)  # a given weight is kept
+    assert reference.weights("builtin") == (30000.0, 15000.0)  # ours, measured on the built-in prior
+    assert dataclasses.replace(reference, rgb_weight=5.0).weights("builtin") == (5.0, 15000.0)  # a given weight is kept
     assert ReferenceViewConfig(rgb_weight=5.0).weights("builtin") == (0.0, 0.0)  # off is off
     dreamtext = method_config(ImageTo3DConfig())
     assert dreamtext.descriptor.trainable == "descriptors" and not dreamtext.reconstruct.reference.on

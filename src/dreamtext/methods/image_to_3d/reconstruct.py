@@ -40,10 +40,10 @@ from .sentence import read_described_image
 
 # The reference-view losses' (RGB, mask) weights by preset, on the SDS loss's scale (0.5 * sum of squares / batch).
 # Stable Diffusion presets: stable-dreamfusion's image-conditioned defaults (lambda_rgb 1000, lambda_mask 500).
-# builtin, ours: ten times those; at 32 px and the small prior's 16 x 16 latents SDS outweighed them (`bench world
-# --kinds dreamtext_ref --cases 6`, s0: F@0.05 0.61 -> 0.74, input-view PSNR 15.9 -> 19.0 dB; docs/experiments.md).
+# builtin, ours: thirty times those; at 32 px and the small prior's 16 x 16 latents SDS outweighed them (`bench world
+# --kinds dreamtext_ref --cases 6`: 1x -> 10x -> 30x measured, docs/experiments.md).
 REFERENCE_WEIGHTS: dict[str, tuple[float, float]] = {"dreamfusion": (1000.0, 500.0), "fitfusion": (1000.0, 500.0),
-                                                     "builtin": (10000.0, 5000.0)}
+                                                     "builtin": (30000.0, 15000.0)}
 
 
 @dataclass(frozen=True)
