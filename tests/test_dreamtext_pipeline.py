@@ -121,8 +121,9 @@ def test_reference_view_losses_pull_the_input_camera_render_towards_the_image(tm
     assert blob.init.kind == "blob" and blob.iters == 30  # one text-to-3D setting given, the others kept
     trainer = ImageTo3DTrainer(text, Workspace(tmp_path / "rec"), prior=prior, reference=reference, workspace_root=root)
     image = trainer.reference_image
-    assert image.image.shape == (3, 16, 16) and image.mask.shape == (1, 16, 16)
-    assert float(image.mask.sum()) > 0 and float(image.mask.min()) == 0.0  # the alpha mask, at the render size
+    # builtin sees the input at the prior's 64 px, a 16 px training render's 256 rays a step
+    assert image.image.shape == (3, 64, 64) and image.mask.shape == (1, 64, 64) and trainer.reference_rays == 256
+    assert float(image.mask.sum()) > 0 and float(image.mask.min()) == 0.0  # the alpha mask
     first = float(trainer.extra_loss().detach())
     for _ in range(30):
         trainer.train_step()
@@ -137,6 +138,9 @@ def test_methods_are_switches_over_the_same_config():
     assert reference.weights("builtin") == (30000.0, 15000.0)  # ours, measured on the built-in prior
     assert dataclasses.replace(reference, rgb_weight=5.0).weights("builtin") == (5.0, 15000.0)  # a given weight is kept
     assert ReferenceViewConfig(rgb_weight=5.0).weights("builtin") == (0.0, 0.0)  # off is off
+    assert reference.resolution("builtin", 32) == (64, 1024)  # the photo at 64 px, a 32 px render's rays a step
+    assert reference.resolution("dreamfusion", 256) == (256, 256 ** 2)  # the whole view at the render size
+    assert dataclasses.replace(reference, size=16, rays=10_000).resolution("builtin", 32) == (16, 256)  # never past the view
     dreamtext = method_config(ImageTo3DConfig())
     assert dreamtext.descriptor.trainable == "descriptors" and not dreamtext.reconstruct.reference.on
     both = method_config(ImageTo3DConfig(method="dreamtext+reference"))

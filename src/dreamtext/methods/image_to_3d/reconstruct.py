@@ -3,9 +3,10 @@
 The learned tokens are loaded into the prior's tokenizer and text encoder, and the text-to-3D trainer
 runs on the full sentence with the usual view suffixes ("An image of <dt-red>, a mug, front view").
 The whole-sentence baseline conditions every view on its trained embedding instead (no suffixes: its
-output is the encoder's output). RealFusion's reference-view losses (and "DreamText + reference")
-add, at every step, an MSE between the render from a fixed input camera and the input image, and
-between that render's opacity and the image's mask.
+output is the encoder's output). RealFusion's reference-view losses (and "DreamText + reference", the
+default method) add, at every step, an MSE between the render from a fixed input camera and the input
+image, and between that render's opacity and the image's mask (on builtin: the photo at 64 px, a random
+1024 of its pixels a step).
 
 The reconstruction is an ordinary text-to-3D workspace, DIR/reconstruction: `dreamtext render` and
 `dreamtext export` work on it as on any other.
@@ -44,6 +45,10 @@ from .sentence import read_described_image
 # --kinds dreamtext_ref --cases 6`: 1x -> 10x -> 30x measured, docs/experiments.md).
 REFERENCE_WEIGHTS: dict[str, tuple[float, float]] = {"dreamfusion": (1000.0, 500.0), "fitfusion": (1000.0, 500.0),
                                                      "builtin": (30000.0, 15000.0)}
+# The reference view's resolution by preset (absent: the run's render size). builtin, ours: the small prior's native
+# 64 px, the size its photos are described at; SDS renders at 32 px for the prior's cost, but the input-view losses
+# need no prior, so they see the photo at twice the detail for the same rays a step (`ReferenceViewConfig.rays`).
+REFERENCE_SIZES: dict[str, int] = {"builtin": 64}
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,18 @@ class ReferenceViewConfig:
     azimuth_deg: float = 0.0  # front (scene/cameras.py: azimuth 0 looks at the object's front)
     radius: float = 1.25  # ours: the middle of the training radius range [1.0, 1.5] (thesis 6.1.5)
     fovy_deg: float = 55.0  # ours: the middle of the training field-of-view range [40, 70]
+    size: int | None = None  # the input view's side in pixels; None: the preset's (REFERENCE_SIZES), else the render size
+    rays: int | None = None  # the input view's pixels rendered a step, drawn at random; None: a training render's count
+
+    def __post_init__(self):
+        if (self.size is not None and self.size < 1) or (self.rays is not None and self.rays < 1):
+            raise DreamtextError("reconstruct.reference.size and reconstruct.reference.rays must be positive (or unset)")
+
+    def resolution(self, preset: str, render_size: int) -> tuple[int, int]:
+        """(side, rays a step) of the input view on `preset` for a run rendering `render_size` px."""
+        size = self.size if self.size is not None else REFERENCE_SIZES.get(preset, render_size)
+        rays = self.rays if self.rays is not None else render_size ** 2
+        return size, min(rays, size ** 2)
 
     def weights(self, preset: str) -> tuple[float, float]:
         """(RGB, mask) weights on `preset`: 0 and 0 when off."""
@@ -156,20 +173,31 @@ class ImageTo3DTrainer(TextTo3DTrainer):
             if workspace_root is None:
                 raise DreamtextError("reference-view losses need the input image; run `dreamtext describe` first")
             described = read_described_image(workspace_root)
-            image = workspace_input(workspace_root, described.image, described.mask, config.render_size)
+            size, self.reference_rays = reference.resolution(preset, config.render_size)
+            image = workspace_input(workspace_root, described.image, described.mask, size)
             image.image, image.mask = image.image.to(self.device), image.mask.to(self.device)
             self.reference_image = image
-            self.reference_cameras = reference_camera(reference, config.render_size, self.device)
+            self.reference_cameras = reference_camera(reference, size, self.device)
             self.white = torch.ones(3, device=self.device)
 
     def extra_loss(self) -> Tensor | None:
         if self.reference_image is None:
             return None
-        out = self.renderer.render(
-            self.field, self.reference_cameras, background=self.white, shading="albedo",
-            generator=self.generator, perturb=True, requires_grad=True,
-        )
-        rgb_loss, mask_loss = reference_losses(out.rgb, out.opacity, self.reference_image)
+        camera, image = self.reference_cameras, self.reference_image
+        if self.reference_rays >= camera.width * camera.height:  # the whole view
+            out = self.renderer.render(self.field, camera, background=self.white, shading="albedo",
+                                       generator=self.generator, perturb=True, requires_grad=True)
+            rgb_loss, mask_loss = reference_losses(out.rgb, out.opacity, image)
+        else:  # a random share of its pixels: the same losses in expectation, at a training render's cost
+            rays = camera.generate_rays()
+            pixels = torch.randperm(camera.width * camera.height, generator=self.generator,
+                                    device=self.generator.device)[:self.reference_rays].to(self.device)
+            out = self.renderer.render_rays(self.field, rays.origins.reshape(-1, 3)[pixels],
+                                            rays.directions.reshape(-1, 3)[pixels], background=self.white,
+                                            shading="albedo", generator=self.generator, perturb=True,
+                                            chunk=self.renderer.config.chunk_rays, keep_samples=False)
+            rgb_loss = F.mse_loss(out.rgb, image.image.reshape(3, -1).T[pixels].to(out.rgb))
+            mask_loss = F.mse_loss(out.opacity, image.mask.reshape(1, -1).T[pixels].to(out.opacity))
         return self.rgb_weight * rgb_loss + self.mask_weight * mask_loss
 
 
