@@ -79,6 +79,11 @@ def test_prompt_lists_and_json_lines_give_stable_named_jobs(tmp_path):
     assert text.seed == 3 and text.overrides == {"sds.guidance": 50, "renderer.max_samples_per_chunk": 4096}
     assert image.image == str(tmp_path / "photo.png") and image.method == "realfusion" and diverse.n == 2
     assert image.seed is None and diverse.seed is None
+    from dreamtext.batch.jobs import image_job_config
+
+    assert image_job_config(image).method == "realfusion"  # the line's method
+    plain = read_jobs(write_jobs(tmp_path / "plain.jsonl", [{"kind": "image", "image": "photo.png"}]))[0]
+    assert image_job_config(plain).method == "dreamtext+reference" and image_job_config(diverse).method == "dreamtext"
     # The batch's seeds expand every line without its own; a line's own seeds win.
     assert [j.seed for j in read_jobs(lines, seeds=[0, 1])] == [3, 0, 1, 0, 1]
 

@@ -180,6 +180,15 @@ def test_image_commands_take_their_method_defaults_wherever_the_workspace_stands
     assert thesis.reconstruct.text.model == thesis.descriptor.model == "some/sd-model"
 
 
+def test_image_defaults_to_dreamtext_with_the_photos_view_and_diverse_to_the_thesiss_dreamtext():
+    image = parse_command(["image", "photo.png"]).settings.image_config()
+    assert image.method == "dreamtext+reference" and image.reconstruct.reference.on
+    assert image.descriptor.trainable == "descriptors" and image.descriptor.base_loss_weight == 1.0  # DreamText's words
+    diverse = parse_command(["diverse", "a red mug"]).settings.image_config()
+    assert diverse.method == "dreamtext" and not diverse.reconstruct.reference.on  # a drawing's camera is unknown
+    assert parse_command(["image", "photo.png", "--method", "dreamtext"]).settings.image_config().reconstruct.reference.on is False
+
+
 def test_repeated_set_flags_keep_every_setting():
     """A repeated --set must never drop the earlier ones silently (tyro's default keeps the last)."""
     bench = parse_command(["bench", "world", "--json", "--set", "iters=1", "--set", "init.camera_candidates=4"])

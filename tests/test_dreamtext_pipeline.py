@@ -141,7 +141,8 @@ def test_methods_are_switches_over_the_same_config():
     assert reference.resolution("builtin", 32) == (64, 1024)  # the photo at 64 px, a 32 px render's rays a step
     assert reference.resolution("dreamfusion", 256) == (256, 256 ** 2)  # the whole view at the render size
     assert dataclasses.replace(reference, size=16, rays=10_000).resolution("builtin", 32) == (16, 256)  # never past the view
-    dreamtext = method_config(ImageTo3DConfig())
+    assert method_config(ImageTo3DConfig()).method == "dreamtext+reference"  # the default: DreamText and the photo's view
+    dreamtext = method_config(ImageTo3DConfig(method="dreamtext"))
     assert dreamtext.descriptor.trainable == "descriptors" and not dreamtext.reconstruct.reference.on
     both = method_config(ImageTo3DConfig(method="dreamtext+reference"))
     assert both.descriptor == dreamtext.descriptor and both.reconstruct.reference.on

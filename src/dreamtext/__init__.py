@@ -9,7 +9,7 @@ Python API (each name is imported on first use, so `import dreamtext` stays ligh
     config = preset_config("builtin", "a red mug", {"iters": 600, "seed": 1})
     result = text_to_3d(config, "out/mug")            # result.metrics, result.workspace
     # image to 3D (DreamText: describe -> descriptor -> reconstruct), resumable stage by stage
-    image_to_3d("photo.png", "out/photo", ImageTo3DConfig(method="dreamtext"))
+    image_to_3d("photo.png", "out/photo", ImageTo3DConfig(method="dreamtext+reference"))
     # a finished workspace: its field, renderer and export settings; videos, views and meshes again
     scene = load_trained("out/mug")
     render_workspace("out/mug", frames=60, size=256)  # turntable.mp4/.gif and views/*.png

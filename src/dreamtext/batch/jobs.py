@@ -34,9 +34,9 @@ from typing import Any, Literal
 import torch
 
 from ..errors import DreamtextError, RunInterrupted
-from ..methods.image_to_3d.diverse import DiverseConfig, diverse
+from ..methods.image_to_3d.diverse import DIVERSE_METHOD, DiverseConfig, diverse
 from ..methods.image_to_3d.descriptor import check_config as check_descriptor_config
-from ..methods.image_to_3d.pipeline import (METHODS, ImageTo3DConfig, image_to_3d, method_config, with_settings,
+from ..methods.image_to_3d.pipeline import (DEFAULT_METHOD, METHODS, ImageTo3DConfig, image_to_3d, method_config, with_settings,
                                              with_stage_settings)
 from ..methods.image_to_3d.reconstruct import check_reconstruct_config
 from ..methods.registry import BATCH_JOB_KINDS
@@ -101,7 +101,8 @@ def _image_setting_path(key: str) -> str:
 def image_job_config(job: Job) -> ImageTo3DConfig:
     """An image or diverse job's config: its method's, its overrides on top, its seed in both learning stages."""
     settings = {_image_setting_path(key): value for key, value in job.overrides.items()}
-    config = with_settings(ImageTo3DConfig(method=job.method or "dreamtext"), settings)  # type: ignore[arg-type]
+    method = job.method or (DIVERSE_METHOD if job.kind == "diverse" else DEFAULT_METHOD)
+    config = with_settings(ImageTo3DConfig(method=method), settings)  # type: ignore[arg-type]
     return with_stage_settings(config, seed=job.seed)
 
 

@@ -15,9 +15,9 @@ import tyro
 from ..errors import DreamtextError
 from ..methods.describe import DescribeConfig, describe_image
 from ..methods.image_to_3d.descriptor import DescriptorConfig, train_descriptor
-from ..methods.image_to_3d.pipeline import (METHODS, ImageTo3DConfig, image_to_3d, method_config, read_stage_file,
+from ..methods.image_to_3d.pipeline import (DEFAULT_METHOD, METHODS, ImageTo3DConfig, image_to_3d, method_config, read_stage_file,
                                              with_stage_settings)
-from ..methods.image_to_3d.diverse import DiverseConfig, diverse
+from ..methods.image_to_3d.diverse import DIVERSE_METHOD, DiverseConfig, diverse
 from ..methods.image_to_3d.reconstruct import ReconstructConfig, reconstruct, resolve_text
 from ..methods.sample import SampleConfig
 from ..utils.device import Device, Precision
@@ -28,25 +28,26 @@ from .positionals import ImageFile, Prompt, WorkspaceDir
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the method table's own names
 
 
-def _method_of(workspace: str | None, given: str | None) -> str:
-    """The method named on the command line, else the one the workspace's stage file records, else dreamtext."""
+def _method_of(workspace: str | None, given: str | None, default: str = DEFAULT_METHOD) -> str:
+    """The method named on the command line, else the one the workspace's stage file records, else `default`."""
     if given is not None:
         return given
     if workspace is None:
-        return "dreamtext"
+        return default
     try:
         saved = read_stage_file(Path(workspace))
     except (DreamtextError, OSError):  # a damaged stage file is reported when the command runs
         saved = None
-    return (saved or {}).get("method", "dreamtext")
+    return (saved or {}).get("method", DEFAULT_METHOD)
 
 
-def _method_defaults(args: list[str], workspace: str | None, model_flags: tuple[str, ...]) -> ImageTo3DConfig:
+def _method_defaults(args: list[str], workspace: str | None, model_flags: tuple[str, ...],
+                     default: str = DEFAULT_METHOD) -> ImageTo3DConfig:
     """The image-to-3D config of the method a command line names (--method, else its workspace's), its
     reconstruction's text-to-3D settings those of the preset named (--reconstruct.preset), else of the model
     the first of `model_flags` given names."""
-    method = _method_of(workspace, flag_value(args, "--method"))
-    config = method_config(ImageTo3DConfig(method=method if method in METHODS else "dreamtext"))
+    method = _method_of(workspace, flag_value(args, "--method"), default)
+    config = method_config(ImageTo3DConfig(method=method if method in METHODS else DEFAULT_METHOD))
     model = next((value for value in map(partial(flag_value, args), model_flags) if value is not None), None)
     preset = flag_value(args, "--reconstruct.preset")
     reconstruct = resolve_text(dataclasses.replace(config.reconstruct, preset=preset or config.reconstruct.preset), model)
@@ -150,8 +151,8 @@ class ImageSettings:
     config: Annotated[ImageTo3DConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ImageTo3DConfig)
 
     @classmethod
-    def defaults(cls, args: list[str]) -> ImageSettings:
-        return cls(config=_method_defaults(args, None, ("--model", "--reconstruct.model")))
+    def defaults(cls, args: list[str], method: str = DEFAULT_METHOD) -> ImageSettings:
+        return cls(config=_method_defaults(args, None, ("--model", "--reconstruct.model"), method))
 
     def image_config(self) -> ImageTo3DConfig:
         config = self.config
@@ -201,7 +202,7 @@ class DiverseCommand:
 
     @classmethod
     def defaults(cls, args: list[str]) -> DiverseCommand:
-        return cls(prompt=tyro.MISSING, settings=ImageSettings.defaults(args))
+        return cls(prompt=tyro.MISSING, settings=ImageSettings.defaults(args, DIVERSE_METHOD))
 
     def run(self) -> None:
         settings = self.settings

@@ -31,6 +31,8 @@ from ..sample import CONTACT_SHEET, SAMPLES_DIR, SAMPLES_FILE, SampleConfig, con
 from .pipeline import ImageTo3DConfig, ImageTo3DResult, image_to_3d
 
 SHEET_FILE = "diverse_sheet.png"
+# Each image goes through DreamText as the thesis has it (5.3): a drawing's camera is unknown, so no reference view.
+DIVERSE_METHOD = "dreamtext"
 SUMMARY_FILE = DIVERSE_FILE  # utils/workspace_files.py: the methods registry marks a diversity workspace by it
 VALIDATION_STRIP = "validation/final.png"  # text-to-3D's fixed orbit views of the final field
 
@@ -38,7 +40,7 @@ VALIDATION_STRIP = "validation/final.png"  # text-to-3D's fixed orbit views of t
 @dataclass
 class DiverseConfig:
     sample: SampleConfig = field(default_factory=lambda: SampleConfig(prompt=""))  # issue 5 item 7: the sample script's settings
-    image: ImageTo3DConfig = field(default_factory=ImageTo3DConfig)  # each image goes through DreamText
+    image: ImageTo3DConfig = field(default_factory=lambda: ImageTo3DConfig(method=DIVERSE_METHOD))
 
 
 def object_dir(root: Path, index: int) -> Path:
