@@ -36,8 +36,8 @@ from .reconstruct import ReconstructConfig, reconstruct, resolve_text, with_text
 STAGES = ("describe", "descriptor", "reconstruct")
 
 Method = Literal["dreamtext", "realfusion", "sentence", "plain", "dreamtext+reference"]
-# Ours: the thesis's DreamText plus the photo's own view, the best of the methods on every image case measured (`bench
-# world --kinds dreamtext,dreamtext_ref`, README); `--method dreamtext` is the thesis's method as it stands.
+# Ours: the thesis's DreamText plus the photo's own view, the best of the methods on every image case measured
+# (`bench world --kinds dreamtext,dreamtext_ref`, README); `--method dreamtext` is the thesis's method as it stands.
 DEFAULT_METHOD = "dreamtext+reference"
 
 _REFERENCE_ON = {"reconstruct.reference.on": True}  # the weights: the preset's (reconstruct.py REFERENCE_WEIGHTS) unless given
@@ -61,10 +61,10 @@ class ImageTo3DConfig:
     """The three stages' settings; `method` switches the parts that make the baselines."""
 
     method: Method = DEFAULT_METHOD  # type: ignore[assignment]
-    """dreamtext+reference (the default): DreamText plus the reference-view losses; dreamtext: descriptor words trained
-    and the reconstruction from the sentence alone (the thesis); realfusion: noun-only textual inversion plus reference-view
-    RGB and mask losses; sentence: the whole sentence embedding trained (the thesis's first approach); plain: the
-    chosen sentence as it is (a baseline)."""
+    """dreamtext+reference (`image`'s default): DreamText plus the reference-view losses; dreamtext: descriptor words
+    trained and the reconstruction from the sentence alone (the thesis); realfusion: noun-only textual inversion plus
+    reference-view RGB and mask losses; sentence: the whole sentence embedding trained (the thesis's first approach);
+    plain: the chosen sentence as it is (a baseline)."""
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     descriptor: DescriptorConfig = field(default_factory=DescriptorConfig)
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
