@@ -36,8 +36,8 @@ import torch
 from ..errors import DreamtextError, RunInterrupted
 from ..methods.image_to_3d.diverse import DIVERSE_METHOD, DiverseConfig, diverse
 from ..methods.image_to_3d.descriptor import check_config as check_descriptor_config
-from ..methods.image_to_3d.pipeline import (DEFAULT_METHOD, METHODS, ImageTo3DConfig, image_to_3d, method_config, with_settings,
-                                             with_stage_settings)
+from ..methods.image_to_3d.pipeline import (DEFAULT_METHOD, METHODS, ImageTo3DConfig, image_to_3d, method_config,
+                                             with_settings, with_stage_settings)
 from ..methods.image_to_3d.reconstruct import check_reconstruct_config
 from ..methods.registry import BATCH_JOB_KINDS
 from ..methods.presets import PRESETS, default_preset, preset_config

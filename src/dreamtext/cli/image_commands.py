@@ -15,8 +15,8 @@ import tyro
 from ..errors import DreamtextError
 from ..methods.describe import DescribeConfig, describe_image
 from ..methods.image_to_3d.descriptor import DescriptorConfig, train_descriptor
-from ..methods.image_to_3d.pipeline import (DEFAULT_METHOD, METHODS, ImageTo3DConfig, image_to_3d, method_config, read_stage_file,
-                                             with_stage_settings)
+from ..methods.image_to_3d.pipeline import (DEFAULT_METHOD, METHODS, ImageTo3DConfig, image_to_3d, method_config,
+                                             read_stage_file, with_stage_settings)
 from ..methods.image_to_3d.diverse import DIVERSE_METHOD, DiverseConfig, diverse
 from ..methods.image_to_3d.reconstruct import ReconstructConfig, reconstruct, resolve_text
 from ..methods.sample import SampleConfig
@@ -38,7 +38,7 @@ def _method_of(workspace: str | None, given: str | None, default: str = DEFAULT_
         saved = read_stage_file(Path(workspace))
     except (DreamtextError, OSError):  # a damaged stage file is reported when the command runs
         saved = None
-    return (saved or {}).get("method", DEFAULT_METHOD)
+    return (saved or {}).get("method", default)
 
 
 def _method_defaults(args: list[str], workspace: str | None, model_flags: tuple[str, ...],
@@ -47,7 +47,7 @@ def _method_defaults(args: list[str], workspace: str | None, model_flags: tuple[
     reconstruction's text-to-3D settings those of the preset named (--reconstruct.preset), else of the model
     the first of `model_flags` given names."""
     method = _method_of(workspace, flag_value(args, "--method"), default)
-    config = method_config(ImageTo3DConfig(method=method if method in METHODS else DEFAULT_METHOD))
+    config = method_config(ImageTo3DConfig(method=method if method in METHODS else default))
     model = next((value for value in map(partial(flag_value, args), model_flags) if value is not None), None)
     preset = flag_value(args, "--reconstruct.preset")
     reconstruct = resolve_text(dataclasses.replace(config.reconstruct, preset=preset or config.reconstruct.preset), model)

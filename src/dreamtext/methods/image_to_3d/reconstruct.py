@@ -179,25 +179,28 @@ class ImageTo3DTrainer(TextTo3DTrainer):
             self.reference_image = image
             self.reference_cameras = reference_camera(reference, size, self.device)
             self.white = torch.ones(3, device=self.device)
+            if self.reference_rays < size * size:  # a share of the view a step: its rays and targets flattened once
+                rays = self.reference_cameras.generate_rays()
+                self.reference_pixels = (rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3),
+                                         image.image.reshape(3, -1).T, image.mask.reshape(1, -1).T)
 
     def extra_loss(self) -> Tensor | None:
         if self.reference_image is None:
             return None
-        camera, image = self.reference_cameras, self.reference_image
+        camera = self.reference_cameras
         if self.reference_rays >= camera.width * camera.height:  # the whole view
             out = self.renderer.render(self.field, camera, background=self.white, shading="albedo",
                                        generator=self.generator, perturb=True, requires_grad=True)
-            rgb_loss, mask_loss = reference_losses(out.rgb, out.opacity, image)
+            rgb_loss, mask_loss = reference_losses(out.rgb, out.opacity, self.reference_image)
         else:  # a random share of its pixels: the same losses in expectation, at a training render's cost
-            rays = camera.generate_rays()
-            pixels = torch.randperm(camera.width * camera.height, generator=self.generator,
+            origins, directions, target_rgb, target_mask = self.reference_pixels
+            pixels = torch.randperm(origins.shape[0], generator=self.generator,
                                     device=self.generator.device)[:self.reference_rays].to(self.device)
-            out = self.renderer.render_rays(self.field, rays.origins.reshape(-1, 3)[pixels],
-                                            rays.directions.reshape(-1, 3)[pixels], background=self.white,
+            out = self.renderer.render_rays(self.field, origins[pixels], directions[pixels], background=self.white,
                                             shading="albedo", generator=self.generator, perturb=True,
                                             chunk=self.renderer.config.chunk_rays, keep_samples=False)
-            rgb_loss = F.mse_loss(out.rgb, image.image.reshape(3, -1).T[pixels].to(out.rgb))
-            mask_loss = F.mse_loss(out.opacity, image.mask.reshape(1, -1).T[pixels].to(out.opacity))
+            rgb_loss = F.mse_loss(out.rgb, target_rgb[pixels].to(out.rgb))
+            mask_loss = F.mse_loss(out.opacity, target_mask[pixels].to(out.opacity))
         return self.rgb_weight * rgb_loss + self.mask_weight * mask_loss
 
 
