@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -16,8 +17,11 @@ from dreamtext.errors import DreamtextError
 from dreamtext.scene.hash_encoding import (
     HashGridConfig,
     HashGridEncoding,
+    _block_rows_and_weights,
+    _level_blocks,
     available_implementations,
     cell_corner_rows,
+    hash_encode_fused,
     hash_encode_torch,
     level_layout,
     level_resolutions,
@@ -97,9 +101,11 @@ def test_dense_and_hashed_levels_and_table_layout():
     assert level_layout(ALL_DENSE).dense == [True, True] and level_layout(ALL_HASHED).dense == [False] * 3
 
 
+@pytest.mark.parametrize("implementation", ["torch", "fused"])
 @pytest.mark.parametrize("config", [SMALL, ALL_DENSE, ALL_HASHED, HashGridConfig()], ids=["mixed", "dense", "hashed", "thesis"])
-def test_reference_equals_naive_loop(config):
-    encoding = small_encoding(config=config)
+def test_reference_and_fused_paths_equal_naive_loop(config, implementation):
+    encoding = small_encoding(config=dataclasses.replace(config, implementation=implementation))
+    assert encoding.resolved_implementation == implementation
     # The reference takes the first `dense_levels` levels as the dense ones: they must be a prefix.
     layout = encoding.layout
     assert layout.dense == [True] * layout.dense_levels + [False] * (config.num_levels - layout.dense_levels)
@@ -221,11 +227,57 @@ def test_coarse_to_fine_window_scales_features_and_table_gradients_per_level():
     assert encoding.level_window is None and torch.equal(encoding(points), full)
 
 
-def test_cpu_auto_runs_torch():
+def test_cpu_auto_runs_fused():
     encoding = HashGridEncoding(SMALL)
-    assert "torch" in available_implementations()
-    assert encoding.resolved_implementation == "torch"
+    assert {"torch", "fused"} <= set(available_implementations())
+    assert encoding.resolved_implementation == "fused"
     assert HashGridEncoding(HashGridConfig(num_levels=2, implementation="torch")).resolved_implementation == "torch"
+
+
+@pytest.mark.parametrize("config", [SMALL, ALL_DENSE, ALL_HASHED, HashGridConfig(log2_hashmap_size=16, max_resolution=128)],
+                         ids=["mixed", "dense", "hashed", "builtin"])
+def test_fused_path_gives_the_references_rows_weights_values_and_table_gradient(config):
+    encoding = small_encoding(config=config)
+    resolutions, sizes, offsets, dense = layout = encoding._layout_tensors()
+    points = torch.cat([torch.rand(300, 3, dtype=torch.float64) * 1.4 - 0.2, torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64)])
+    # Rows and weights: the reference's exactly, block by block ([Lb, 8, P] against [P, L, 8]).
+    scaled = points.clamp(0, 1)[:, None, :] * resolutions.double()[:, None]
+    lower = torch.minimum(scaled.floor().long(), (resolutions - 1)[:, None])
+    rows = cell_corner_rows(lower, resolutions, sizes, offsets, dense)
+    frac = scaled - lower.double()
+    weights = torch.stack([(frac[..., 0] if bx else 1 - frac[..., 0]) * (frac[..., 1] if by else 1 - frac[..., 1])
+                           * (frac[..., 2] if bz else 1 - frac[..., 2]) for bz in (0, 1) for by in (0, 1) for bx in (0, 1)], dim=-1)
+    for first, last, block_resolutions, multipliers, masks, block_offsets in _level_blocks(resolutions, sizes, offsets, encoding.layout.dense_levels):
+        block_rows, block_weights = _block_rows_and_weights(points.clamp(0, 1), block_resolutions, multipliers, masks, block_offsets)
+        assert torch.equal(block_rows.permute(2, 0, 1), rows[:, first:last])
+        assert torch.equal(block_weights.permute(2, 0, 1), weights[:, first:last])
+    upstream = torch.randn(points.shape[0], encoding.output_dim, dtype=torch.float64)
+    reference = hash_encode_torch(points, encoding.table, layout)
+    fused = hash_encode_fused(points, encoding.table, layout, encoding.layout.dense_levels)
+    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-12)
+    (grad_reference,) = torch.autograd.grad(reference, encoding.table, upstream)
+    (grad_fused,) = torch.autograd.grad(fused, encoding.table, upstream)
+    torch.testing.assert_close(grad_fused, grad_reference, rtol=0, atol=1e-12)
+    # float32, as training runs it: within rounding of the reference.
+    table32 = encoding.table.detach().float().requires_grad_(True)
+    (grad32,) = torch.autograd.grad(hash_encode_fused(points.float(), table32, layout, encoding.layout.dense_levels), table32, upstream.float())
+    assert grad32.dtype == torch.float32
+    torch.testing.assert_close(grad32.double(), grad_reference, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_table_gradient_passes_gradcheck_and_points_needing_gradients_take_the_reference():
+    encoding = small_encoding(config=HashGridConfig(num_levels=2, log2_hashmap_size=6, base_resolution=2, max_resolution=5))
+    points = torch.rand(7, 3, dtype=torch.float64)
+    table = encoding.table.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda values: hash_encode_fused(points, values, encoding._layout_tensors(), encoding.layout.dense_levels), (table,))
+    with pytest.raises(ValueError, match="no gradient w.r.t. the points"):
+        hash_encode_fused(points.clone().requires_grad_(True), table, encoding._layout_tensors(), encoding.layout.dense_levels)
+    # The module sends points that need a gradient (analytic normals) to the reference, whatever it resolved to.
+    assert encoding.resolved_implementation == "fused"
+    moving = points.clone().requires_grad_(True)
+    (grad_points,) = torch.autograd.grad(encoding(moving).sum(), moving)
+    (expected,) = torch.autograd.grad(hash_encode_torch(moving, encoding.table, encoding._layout_tensors()).sum(), moving)
+    torch.testing.assert_close(grad_points, expected)
 
 
 def _triton_importable() -> bool:
