@@ -73,6 +73,35 @@ def test_reconstruction_prompts_carry_the_learned_tokens_with_view_suffixes(tmp_
     assert trainer.extra_loss() is None  # the thesis's DreamText: no reference-view losses
 
 
+@pytest.mark.parametrize("start_sentence", ["learned", "words"])
+def test_a_hull_start_is_drawn_from_the_learned_sentence_or_from_its_words(tmp_path, monkeypatch, start_sentence):
+    from dreamtext.methods.image_to_3d import reconstruct as reconstruct_module
+    from dreamtext.methods.text_to_3d import start as start_module, trainer as trainer_module
+
+    root = write_described_workspace(tmp_path / "ws")
+    prior = tiny_prior()
+    learned = train_descriptor(root, DescriptorConfig(iters=2, device="cpu"), prior=prior, progress=False).learned
+    plain = encode_prompts(prior, [view_prompt("An image of red, striped, a mug", "front")])
+    drawn_with = []
+
+    def recording_draw_views(prior, embeddings, init, **kwargs):
+        drawn_with.append(embeddings.conditional(torch.tensor([0])))  # the front view's conditioning
+        return start_module.draw_views(prior, embeddings, init, **kwargs)
+
+    monkeypatch.setattr(reconstruct_module, "draw_views", recording_draw_views)
+    monkeypatch.setattr(trainer_module, "draw_views", recording_draw_views)
+    start = {"init.kind": "prior_hull", "init.drawings_per_view": 1, "init.steps": 2, "init.fit.steps": 2}
+    config = dataclasses.replace(with_text_settings(toy_reconstruct(1), start), start_sentence=start_sentence)
+    result = reconstruct(root, config, prior=prior, progress=False)
+    assert len(drawn_with) == 1 and (result.workspace / "init" / "drawings.png").is_file()
+    learned_front = encode_prompts(_fresh_prior_with(learned), [view_prompt(learned.prompt, "front")])
+    expected, other = (plain, learned_front) if start_sentence == "words" else (learned_front, plain)
+    assert torch.allclose(drawn_with[0], expected, atol=1e-6) and not torch.allclose(drawn_with[0], other, atol=1e-3)
+    # SDS hears the learned sentence either way.
+    saved = json.loads((result.workspace / "config.json").read_text())
+    assert saved["config"]["prompt"]["prompt"] == "An image of <dt-red>, <dt-striped>, a mug"
+
+
 def _text_config(reconstruction):
     from dreamtext.methods.text_to_3d import TextTo3DConfig
     from dreamtext.utils.config import config_from_dict

@@ -38,6 +38,7 @@ class ImageBenchConfig:
     compile: Literal["off", "default", "reduce-overhead"] = "off"
     diversity_k: int = 3
     sample_steps: int = 50
+    start_sentence: Literal["learned", "words"] = "learned"  # the reconstructions' (`ReconstructConfig.start_sentence`)
 
 
 # ours: the quick run's diversity study, two results each and two DDIM steps: the plumbing only.

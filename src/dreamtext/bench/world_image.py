@@ -113,7 +113,8 @@ def image_pipeline_config(method: str, config: "WorldBenchConfig", device: torch
                                          image=dataclasses.replace(image.describe.image, size=size))
     iters = settings.descriptor_iters if settings.descriptor_iters is not None else text.iters
     image.descriptor = dataclasses.replace(image.descriptor, iters=iters, compile=settings.compile)
-    image.reconstruct = ReconstructConfig(preset=config.preset, text=text, reference=settings.reference)  # type: ignore[arg-type]
+    image.reconstruct = ReconstructConfig(preset=config.preset, text=text, reference=settings.reference,  # type: ignore[arg-type]
+                                          start_sentence=settings.start_sentence)
     return with_stage_settings(image, model=text.model, seed=config.seed, device=device.type)
 
 

@@ -28,12 +28,13 @@ from torch import Tensor
 from ...data.input_image import InputImage
 from ...errors import DreamtextError
 from ...prior import Prior, load_prior
-from ...prior.prompts import PromptConfig
+from ...prior.prompts import PromptConfig, PromptEmbeddings
 from ...scene.cameras import Cameras, look_at, spherical_to_cartesian
 from ...utils.device import precision_dtype, resolve_device
 from ...utils.workspace_files import EMBEDDINGS_DIR, RECONSTRUCTION_DIR
 from ..presets import apply_overrides, default_preset, preset_config
 from ..text_to_3d import TextTo3DConfig, TextTo3DResult, TextTo3DTrainer, check_text_config, text_to_3d
+from ..text_to_3d.start import DrawingSource, draw_views
 from .descriptor import encode_prompts
 from .inputs import workspace_input
 from .learned import LearnedSentence
@@ -101,6 +102,10 @@ class ReconstructConfig:
     """The text-to-3D run, every setting of it (`--reconstruct.iters`, `--reconstruct.sds.guidance`, ...); its prompt
     is replaced by the learned sentence. None: the preset's (`resolve_text`)."""
     reference: ReferenceViewConfig = dataclasses.field(default_factory=ReferenceViewConfig)
+    start_sentence: Literal["learned", "words"] = "learned"
+    """ours: what a hull start's drawings are drawn from: the learned sentence (as SDS), or the words it was learned
+    from (CLIP's sentence as plain text, e.g. "An image of flat, blue, a car"); SDS hears the learned sentence either
+    way. A whole-sentence conditioning has no words to draw from and keeps its own."""
 
 
 def reconstruction_preset(config: ReconstructConfig) -> str:
@@ -159,13 +164,20 @@ def reference_losses(rgb: Tensor, opacity: Tensor, image: InputImage) -> tuple[T
     return F.mse_loss(rgb, target_rgb), F.mse_loss(opacity, target_mask)
 
 
+def drawn_from(embeddings) -> DrawingSource:
+    """A hull start's drawing source that draws from `embeddings` whatever conditioning the run itself has."""
+    def draw(prior, _run_embeddings, init, **kwargs):
+        return draw_views(prior, embeddings, init, **kwargs)
+    return draw
+
+
 class ImageTo3DTrainer(TextTo3DTrainer):
     """Text-to-3D with a learned sentence, plus the reference-view losses when they are on."""
 
     def __init__(self, config: TextTo3DConfig, workspace, prior=None, embeddings=None,
                  reference: ReferenceViewConfig = ReferenceViewConfig(), workspace_root: Path | None = None,
-                 preset: str = "builtin"):
-        super().__init__(config, workspace, prior=prior, embeddings=embeddings)
+                 preset: str = "builtin", drawings: DrawingSource | None = None):
+        super().__init__(config, workspace, prior=prior, embeddings=embeddings, drawings=drawings)
         self.reference = reference
         self.rgb_weight, self.mask_weight = reference.weights(preset)
         self.reference_image: InputImage | None = None
@@ -240,11 +252,15 @@ def reconstruct(
     if prior.text_encoder is None:
         raise DreamtextError("reconstruction needs the prior's text encoder to load the learned tokens; load the prior afresh")
     learned.install(prior.tokenizer, prior.text_encoder)
+    drawings = None
+    if config.start_sentence == "words" and learned.conditioning is None and learned.tokens:
+        words = PromptEmbeddings(prior, dataclasses.replace(text.prompt, prompt=learned.template.format(*learned.words)))
+        drawings = drawn_from(words)
     embeddings = None
     if learned.conditioning is not None:
         unconditional = encode_prompts(prior, [text.prompt.negative_prompt])
         embeddings = FixedConditioning(learned.conditioning.to(prior.device, prior.dtype), unconditional)
         prior.free_text_encoder()
     make_trainer = partial(ImageTo3DTrainer, embeddings=embeddings, reference=config.reference, workspace_root=root,
-                           preset=reconstruction_preset(config))
+                           preset=reconstruction_preset(config), drawings=drawings)
     return text_to_3d(text, root / RECONSTRUCTION_DIR, resume=resume, progress=progress, prior=prior, make_trainer=make_trainer)
