@@ -33,7 +33,7 @@ from ..export.field_query import field_device
 from ..methods.describe import SentenceConfig
 from ..methods.image_to_3d.pipeline import ImageTo3DConfig, with_stage_settings
 from ..methods.image_to_3d.pipeline import image_to_3d
-from ..methods.image_to_3d.reconstruct import ReconstructConfig, ReferenceViewConfig, reference_camera
+from ..methods.image_to_3d.reconstruct import BUILTIN_RECONSTRUCTION, ReconstructConfig, ReferenceViewConfig, reference_camera
 from ..methods.presets import preset_config
 from ..methods.registry import METHODS
 from ..methods.trained import load_trained
@@ -106,7 +106,8 @@ def image_pipeline_config(method: str, config: "WorldBenchConfig", device: torch
     (`--noun`)."""
     settings = config.image
     start = {} if config.start is None else {"init.kind": config.start}
-    text = preset_config(config.preset, "", {**config.overrides, "seed": config.seed, "device": device.type, **start})
+    own = BUILTIN_RECONSTRUCTION if config.preset == "builtin" else {}  # what the image command's reconstruction changes
+    text = preset_config(config.preset, "", {**own, **config.overrides, "seed": config.seed, "device": device.type, **start})
     size = prior_image_size(text.model, device.type)
     image = ImageTo3DConfig(method=method)  # type: ignore[arg-type]
     image.describe = dataclasses.replace(image.describe, device=device.type, sentence=SentenceConfig(noun=noun),
