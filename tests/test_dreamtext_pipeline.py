@@ -197,6 +197,7 @@ def test_stage_lengths_and_sizes_are_the_priors_own_unless_given(tiny_model):
     builtin = reconstruction_text_config("a mug", resolve_text(config.reconstruct, model="builtin"))
     assert (builtin.iters, builtin.render_size, builtin.model) == (BUILTIN["iters"], BUILTIN["render_size"], "builtin")
     assert builtin.init.steps == 20 and BUILTIN["init.steps"] == 15  # image to 3D's start keeps 20-step drawings
+    assert builtin.init.camera_candidates == 4 and BUILTIN["init.camera_candidates"] == 3  # and 4 candidates a drawing
     assert builtin.init.kind == "prior_hull" and thesis.init.kind == "blob"  # each preset's own start
     assert reconstruction_text_config("a mug", config.reconstruct) == builtin  # no model: the built-in prior's
     given = reconstruction_text_config("a mug", with_text_settings(config.reconstruct, {"iters": 50, "render_size": 48}, model="builtin"))
