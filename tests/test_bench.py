@@ -77,6 +77,23 @@ def test_step_benchmark_measures_a_variant_beside_the_preset(capsys, monkeypatch
     assert size["variant"]["step_seconds"] > 0 and size["speedup"] == pytest.approx(size["step_seconds"] / size["variant"]["step_seconds"])
 
 
+def test_hull_benchmark_carves_exact_renders_around_the_true_solid_for_each_layout(capsys):
+    """A hull of exact renders bounds its object: nearly all of the true solid is inside it, whatever the layout;
+    a layout of one view carves less than the preset's four (a lower IoU on the same objects)."""
+    from dreamtext.cli.main import main
+
+    one_view = '[["front", 75.0, 30.0]]'
+    assert main(["bench", "hull", "--json", "--quick", "--set", f"init.views={one_view}"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    preset, variant = result["preset"], result["variant"]
+    assert len(preset["views"]) == 4 and variant["views"] == [["front", 75.0, 30.0]]
+    assert set(preset["objects"]) == set(variant["objects"]) and len(preset["objects"]) == 2
+    for figures in (*preset["objects"].values(), *variant["objects"].values()):
+        assert figures["recall"] > 0.9 and 0 < figures["iou"] <= figures["recall"]
+    assert preset["mean_iou"] > variant["mean_iou"] + 0.05
+    assert preset["mean_iou"] == pytest.approx(sum(row["iou"] for row in preset["objects"].values()) / 2)
+
+
 def test_viewer_benchmark_visits_leave_no_browser_and_no_python_heap_behind(capsys):
     """Issue 32, item 11: browsers that come and go (viser's protocol over a WebSocket, two camera reports
     each) are each drawn, forgotten when they leave, and grow neither the Python heap nor, with the free heap

@@ -8,6 +8,7 @@ from typing import Callable
 from ..utils.device import resolve_device
 from .descriptor import bench_descriptor
 from .engine import bench_engine
+from .hull import bench_hull
 from .sds import bench_sds
 from .step import bench_step
 from .viewer import bench_viewer
@@ -15,18 +16,18 @@ from .world import bench_world
 from .world_config import WorldBenchConfig
 
 SUITES: dict[str, Callable[..., dict]] = {"engine": bench_engine, "sds": bench_sds, "descriptor": bench_descriptor,
-                                          "step": bench_step, "world": bench_world,
+                                          "step": bench_step, "hull": bench_hull, "world": bench_world,
                                           "viewer": bench_viewer}
 
 
 def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto",
                   world: WorldBenchConfig | None = None, overrides: dict | None = None) -> dict:
     """Run a suite and print its figures. world: the world suite's whole config (None: the default, or
-    `WorldBenchConfig.quick()` when `quick`); overrides: the step suite's variant settings."""
+    `WorldBenchConfig.quick()` when `quick`); overrides: the step and hull suites' variant settings."""
     resolved = resolve_device(device)
     if suite == "world":
         result = SUITES[suite](world or WorldBenchConfig.defaults(quick), resolved, quick=quick)
-    elif suite == "step":
+    elif suite in ("step", "hull"):
         result = SUITES[suite](quick=quick, device=resolved, overrides=overrides)
     else:
         result = SUITES[suite](quick=quick, device=resolved)

@@ -81,17 +81,17 @@ class BenchCommand:
     address: str | None = None
     """world, Ray: the cluster to join (None: start a local one)."""
     set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """world, step: a KEY=VALUE text-to-3D setting on top of the preset, by config name (e.g.
-    sds.guidance_form=perp_neg; the value read as JSON, else as text); repeat --set for several; step times the
-    preset and the preset with them side by side."""
+    """world, step, hull: a KEY=VALUE text-to-3D setting on top of the preset, by config name (e.g.
+    sds.guidance_form=perp_neg; the value read as JSON, else as text); repeat --set for several; step and hull
+    measure the preset and the preset with them side by side."""
 
     def run(self) -> None:
         given = [name for name in WORLD_FLAGS if getattr(self, name) is not None]
         if self.suite != "world" and given:
             raise DreamtextError(f"{', '.join('--' + name for name in given)} does not apply to the {self.suite} suite; leave "
                                  f"it out (these flags are the world suite's)")
-        if self.set and self.suite not in ("world", "step"):
-            raise DreamtextError(f"--set does not apply to the {self.suite} suite; leave it out (world and step take it)")
+        if self.set and self.suite not in ("world", "step", "hull"):
+            raise DreamtextError(f"--set does not apply to the {self.suite} suite; leave it out (world, step and hull take it)")
         settings = parse_settings(self.set) if self.set else {}
         world = self.world_config(settings) if self.suite == "world" else None
         run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, world=world, overrides=settings or None)
