@@ -7,8 +7,9 @@ assumes (`truth_drawings`, as `bench world --start truth_hull` uses them), so th
 best that layout of views can carve. It reports per object the volume IoU of the hull (coverage above
 `init.threshold`) against the true solid and the share of the true solid inside it (a hull should keep it
 all: it is an upper bound), on a grid over the scene cube. With `--set` (e.g. `init.views=[...]`) the variant
-is measured beside the preset, on the same objects; a layout that carves no better here will not carve better
-from the prior's drawings, so the 50-minute `bench world` is spent only on layouts that pass this one.
+is measured beside the preset, on the same objects. Carving better here is necessary for a layout to carve better
+from the prior's drawings, not sufficient: those drawings' own shapes and cameras limit the hull too
+(docs/experiments.md), so `bench world` has the last word.
 """
 
 from __future__ import annotations
