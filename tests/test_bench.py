@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from dreamtext.cli.main import main
 
@@ -92,6 +93,32 @@ def test_hull_benchmark_carves_exact_renders_around_the_true_solid_for_each_layo
         assert figures["recall"] > 0.9 and 0 < figures["iou"] <= figures["recall"]
     assert preset["mean_iou"] > variant["mean_iou"] + 0.05
     assert preset["mean_iou"] == pytest.approx(sum(row["iou"] for row in preset["objects"].values()) / 2)
+
+
+def test_hull_benchmark_carves_a_runs_saved_drawings_as_the_run_did(tmp_path, capsys):
+    """A run whose start drawings are exact renders (saved as the trainer saves them, a sheet of 8-bit drawings)
+    carves the exact renders' hull again: the drawn and the exact figures agree; other folders are passed over."""
+    from dreamtext.bench.truth_start import truth_drawings
+    from dreamtext.bench.world_cases import benchmark_objects
+    from dreamtext.cli.main import main
+    from dreamtext.methods.presets import preset_config
+    from dreamtext.methods.sample import contact_sheet
+    from dreamtext.utils.images import save_image
+    from dreamtext.utils.workspace import Workspace
+
+    obj = benchmark_objects(1)[0]
+    config = preset_config("builtin", obj.caption(), {"init.drawings_per_view": 2})
+    run = Workspace(tmp_path / "00_text_run", create=True)
+    run.save_config(config, method="text")
+    drawings = truth_drawings(obj, config.init, config.cameras, size=64, seed=config.seed)
+    save_image(run.path("init/drawings.png"), contact_sheet(torch.cat(drawings), columns=2))
+    (tmp_path / "not_a_run").mkdir()
+    assert main(["bench", "hull", "--json", "--quick", "--workspace", str(tmp_path)]) == 0
+    drawn = json.loads(capsys.readouterr().out)["drawn"]
+    (row,) = drawn["runs"]
+    assert row["run"] == "00_text_run" and row["noun"] == obj.noun
+    assert row["drawn"]["iou"] == pytest.approx(row["exact"]["iou"], abs=0.02) and row["drawn"]["recall"] > 0.9
+    assert drawn["mean_iou"] == row["drawn"]["iou"] and drawn["mean_exact_iou"] == row["exact"]["iou"]
 
 
 def test_viewer_benchmark_visits_leave_no_browser_and_no_python_heap_behind(capsys):

@@ -21,14 +21,17 @@ SUITES: dict[str, Callable[..., dict]] = {"engine": bench_engine, "sds": bench_s
 
 
 def run_benchmark(suite: str, as_json: bool = False, quick: bool = False, device: str = "auto",
-                  world: WorldBenchConfig | None = None, overrides: dict | None = None) -> dict:
+                  world: WorldBenchConfig | None = None, overrides: dict | None = None, workspace: str | None = None) -> dict:
     """Run a suite and print its figures. world: the world suite's whole config (None: the default, or
-    `WorldBenchConfig.quick()` when `quick`); overrides: the step and hull suites' variant settings."""
+    `WorldBenchConfig.quick()` when `quick`); overrides: the step and hull suites' variant settings; workspace: the hull
+    suite's `bench world` workspace whose runs' drawings it carves as well."""
     resolved = resolve_device(device)
     if suite == "world":
         result = SUITES[suite](world or WorldBenchConfig.defaults(quick), resolved, quick=quick)
-    elif suite in ("step", "hull"):
+    elif suite == "step":
         result = SUITES[suite](quick=quick, device=resolved, overrides=overrides)
+    elif suite == "hull":
+        result = SUITES[suite](quick=quick, device=resolved, overrides=overrides, workspace=workspace)
     else:
         result = SUITES[suite](quick=quick, device=resolved)
     if as_json:

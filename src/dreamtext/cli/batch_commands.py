@@ -60,7 +60,8 @@ class BenchCommand:
     captions: tuple[str, ...] | None = None
     """world: the world's objects of these captions instead of the dev list ("a red mug": the main command's)."""
     workspace: str | None = None
-    """world: keep the runs in this folder (one subfolder per case; an interrupted benchmark resumes)."""
+    """world: keep the runs in this folder (one subfolder per case; an interrupted benchmark resumes). hull: such a
+    folder, whose text runs' start drawings are carved as well, beside exact renders at the same cameras."""
     kinds: str | None = None
     """world: comma-separated case kinds (None: text): text, dreamtext, realfusion, dreamtext_ref, plain_sentence
     (image-to-3D from a true render), diversity (diverse vs text-to-3D over K seeds)."""
@@ -86,7 +87,8 @@ class BenchCommand:
     measure the preset and the preset with them side by side."""
 
     def run(self) -> None:
-        given = [name for name in WORLD_FLAGS if getattr(self, name) is not None]
+        given = [name for name in WORLD_FLAGS if getattr(self, name) is not None
+                 and not (self.suite == "hull" and name == "workspace")]
         if self.suite != "world" and given:
             raise DreamtextError(f"{', '.join('--' + name for name in given)} does not apply to the {self.suite} suite; leave "
                                  f"it out (these flags are the world suite's)")
@@ -94,7 +96,8 @@ class BenchCommand:
             raise DreamtextError(f"--set does not apply to the {self.suite} suite; leave it out (world, step and hull take it)")
         settings = parse_settings(self.set) if self.set else {}
         world = self.world_config(settings) if self.suite == "world" else None
-        run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, world=world, overrides=settings or None)
+        run_benchmark(self.suite, as_json=self.json, quick=self.quick, device=self.device, world=world, overrides=settings or None,
+                      workspace=self.workspace if self.suite == "hull" else None)
 
     def world_config(self, settings: dict) -> WorldBenchConfig:
         """The world suite's config: its quick or full defaults with the flags given, each set by its own name."""
