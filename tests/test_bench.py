@@ -81,7 +81,6 @@ def test_step_benchmark_measures_a_variant_beside_the_preset(capsys, monkeypatch
 def test_hull_benchmark_carves_exact_renders_around_the_true_solid_for_each_layout(capsys):
     """A hull of exact renders bounds its object: nearly all of the true solid is inside it, whatever the layout;
     a layout of one view carves less than the preset's four (a lower IoU on the same objects)."""
-    from dreamtext.cli.main import main
 
     one_view = '[["front", 75.0, 30.0]]'
     assert main(["bench", "hull", "--json", "--quick", "--set", f"init.views={one_view}"]) == 0
@@ -100,7 +99,6 @@ def test_hull_benchmark_carves_a_runs_saved_drawings_as_the_run_did(tmp_path, ca
     carves the exact renders' hull again: the drawn and the exact figures agree; other folders are passed over."""
     from dreamtext.bench.truth_start import truth_drawings
     from dreamtext.bench.world_cases import benchmark_objects
-    from dreamtext.cli.main import main
     from dreamtext.methods.presets import preset_config
     from dreamtext.methods.sample import contact_sheet
     from dreamtext.utils.images import save_image

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..methods.presets import preset_config
+from ..methods.sample import CONTACT_SHEET_GAP
 from ..methods.text_to_3d import TextTo3DConfig
 from ..methods.text_to_3d.start import hull_of_drawings
 from ..metrics import occupancy_grid
@@ -34,7 +35,6 @@ from .truth_start import truth_drawings
 from .world_cases import benchmark_objects
 
 RESOLUTION = 64  # the grid the hull is compared on (bench world's IoU grid)
-SHEET_GAP = 4  # init/drawings.png's gap between drawings (`methods.sample.contact_sheet`'s default)
 
 
 def carve(obj, drawings: list[torch.Tensor], config: TextTo3DConfig, resolution: int) -> dict[str, float]:
@@ -59,11 +59,12 @@ def hull_figures(obj, settings: dict, resolution: int = RESOLUTION) -> dict[str,
 
 
 def sheet_drawings(path: Path, views: int, per_view: int) -> list[torch.Tensor]:
-    """A run's init/drawings.png back as one [per_view, 3, S, S] batch per view (a row each on the sheet)."""
-    sheet = load_image(path)[0]  # [H, W, 3]
-    size = (sheet.shape[1] - SHEET_GAP * (per_view + 1)) // per_view
-    step = size + SHEET_GAP
-    tiles = [sheet[SHEET_GAP + row * step:SHEET_GAP + row * step + size, SHEET_GAP + column * step:SHEET_GAP + column * step + size]
+    """A run's init/drawings.png (`contact_sheet` of its drawings, a row per view) back as one [per_view, 3, S, S]
+    batch per view."""
+    sheet, gap = load_image(path)[0], CONTACT_SHEET_GAP  # [H, W, 3]
+    size = (sheet.shape[1] - gap * (per_view + 1)) // per_view
+    step = size + gap
+    tiles = [sheet[gap + row * step:gap + row * step + size, gap + column * step:gap + column * step + size]
              for row in range(views) for column in range(per_view)]
     return list(torch.stack(tiles).permute(0, 3, 1, 2).split(per_view))
 

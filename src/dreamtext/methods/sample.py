@@ -78,7 +78,10 @@ class SampleConfig:
                              start_azimuth_deg=azimuth).cameras
 
 
-def contact_sheet(images: Tensor, columns: int | None = None, gap: int = 4) -> Tensor:
+CONTACT_SHEET_GAP = 4  # white pixels around and between a contact sheet's images
+
+
+def contact_sheet(images: Tensor, columns: int | None = None, gap: int = CONTACT_SHEET_GAP) -> Tensor:
     """Images [N, 3, H, W] on a white grid [H', W', 3] (channels last, for save_image); columns
     default to ceil(sqrt(N))."""
     count, _, height, width = images.shape
