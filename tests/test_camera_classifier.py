@@ -189,6 +189,8 @@ def test_packaging_ships_the_classifier_and_keeps_it_only_beside_the_vae_it_read
     # A new pipeline on the same VAE (a continued UNet) keeps it; one on another VAE does not
     same = tmp_path / "same"
     shutil.copytree(shipped / "pipeline", same / "pipeline", ignore=shutil.ignore_patterns("camera_classifier"))
+    config = json.loads((same / "pipeline" / "vae" / "config.json").read_text())  # saved again, as `assemble` does
+    (same / "pipeline" / "vae" / "config.json").write_text(json.dumps(dict(config, _name_or_path=str(same))))
     package_prior(same, shipped)
     assert (folder / "config.json").is_file()
     other = tmp_path / "other"
