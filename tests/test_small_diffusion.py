@@ -16,6 +16,7 @@ from dreamtext.prior.small.diffusion import (
     build_small_vae,
     build_training_scheduler,
     diffusion_loss,
+    distillation_loss,
     vae_loss,
 )
 from dreamtext.prior.small.render_pool import PoolSpec, WorldRenderPool, render_world_pool
@@ -123,6 +124,79 @@ def test_unet_training_lowers_diffusion_loss(tmp_path, pool, vae_dir, clip_dir):
     after = evaluate(unet)
     assert after < 0.8 * before, (before, after, result)
     assert unet.config.cross_attention_dim == TEXT_HIDDEN
+
+
+def test_distillation_targets_the_teachers_plain_and_guided_predictions(pool, vae_dir, clip_dir):
+    from dreamtext.prior.small.assemble import build_prior_tokenizer
+    from dreamtext.prior.small.diffusion import encode_captions
+
+    vae = load_frozen_vae(vae_dir, torch.device("cpu"))
+    text_encoder = load_clip_text_encoder(clip_dir)
+    tokenizer = build_prior_tokenizer(text_encoder)
+    latents, embeddings = training_inputs(vae, text_encoder, tokenizer, pool.images.float() / 255, pool.captions(),
+                                          torch.Generator().manual_seed(0))
+    unconditional = encode_captions(text_encoder, tokenizer, [""])
+    scheduler = build_training_scheduler()
+    torch.manual_seed(0)
+    student, teacher = build_small_unet(TINY_UNET, TEXT_HIDDEN).eval(), build_small_unet(TINY_UNET, TEXT_HIDDEN).eval()
+    with torch.no_grad():
+        assert float(distillation_loss(student, student, scheduler, latents, embeddings, unconditional,
+                                       torch.Generator().manual_seed(3))) == 0.0
+        got = distillation_loss(student, teacher, scheduler, latents, embeddings, unconditional,
+                                torch.Generator().manual_seed(3), guidance=4.0)
+        # the same draws of timesteps as the loss makes (after the noise), by hand
+        generator = torch.Generator().manual_seed(3)
+        noise = torch.randn(latents.shape, generator=generator)
+        steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+        noisy = scheduler.add_noise(latents, noise, steps)
+        plain = unconditional.expand_as(embeddings)
+
+        def guided_and_plain(unet):
+            c = unet(noisy, steps, encoder_hidden_states=embeddings).sample
+            u = unet(noisy, steps, encoder_hidden_states=plain).sample
+            return u + 4.0 * (c - u), u
+
+        (g_s, u_s), (g_t, u_t) = guided_and_plain(student), guided_and_plain(teacher)
+        want = torch.mean((u_s - u_t) ** 2) + torch.mean((g_s - g_t) ** 2)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_distilling_a_new_head_layout_brings_it_to_the_teacher(tmp_path, pool, vae_dir, clip_dir):
+    # the use: the shipped UNet's 32 heads of 2-4 channels re-laid out as fewer, wider heads (the same
+    # weights, another function) and taught to predict what the original predicts (`train-prior --distill`)
+    from diffusers import UNet2DConditionModel
+
+    from dreamtext.prior.small.assemble import build_prior_tokenizer
+    from dreamtext.prior.small.diffusion import encode_captions, with_attention_heads
+
+    # a tiny UNet's attention barely shows in its output, so the student here starts from other weights: a
+    # trained teacher, a fresh student with the wider heads
+    train_small_unet(TINY_UNET, tmp_path / "teacher", vae_dir, clip_dir, "cpu", progress=False, steps=20, seed=0,
+                     train=UnetTrainConfig(batch_size=8, lr=2e-3), pool=pool)
+    teacher = UNet2DConditionModel.from_pretrained(tmp_path / "teacher", use_safetensors=True).eval()
+    torch.manual_seed(1)
+    student = with_attention_heads(build_small_unet(TINY_UNET, TEXT_HIDDEN), (1, 2, 2))
+    vae = load_frozen_vae(vae_dir, torch.device("cpu"))
+    text_encoder = load_clip_text_encoder(clip_dir)
+    latents, embeddings = training_inputs(vae, text_encoder, build_prior_tokenizer(text_encoder),
+                                          pool.images.float() / 255, pool.captions(), torch.Generator().manual_seed(0))
+    latents, embeddings = latents.repeat(4, 1, 1, 1), embeddings.repeat(4, 1, 1)
+    scheduler = build_training_scheduler()
+
+    unconditional = encode_captions(text_encoder, build_prior_tokenizer(text_encoder), [""])
+
+    def distance(unet) -> float:
+        with torch.no_grad():
+            return float(distillation_loss(unet.eval(), teacher, scheduler, latents, embeddings, unconditional,
+                                           torch.Generator().manual_seed(11)))
+
+    before = distance(student)
+    result = train_small_unet(TINY_UNET, tmp_path / "unet", vae_dir, clip_dir, "cpu", progress=False, steps=30,
+                              seed=0, train=UnetTrainConfig(batch_size=8, lr=2e-3, ema_decay=0.0), pool=pool,
+                              unet=student, teacher=teacher)
+    after = distance(UNet2DConditionModel.from_pretrained(tmp_path / "unet", use_safetensors=True))
+    assert before > 0 and after < 0.5 * before, (before, after)
+    assert result["distilled"] is True
 
 
 def test_assembled_pipeline_loads_offline_and_samples(tmp_path, pool, vae_dir, clip_dir):
@@ -236,6 +310,27 @@ def test_eval_prior_measures_the_shipped_prior_by_default(tmp_path, capsys):
     assert len(error.splitlines()) == 1 and "holds no trained model" in error
 
 
+def test_prediction_distance_is_zero_to_itself_and_measures_another_unet(tmp_path):
+    from diffusers import UNet2DConditionModel
+    from tiny_sd import build_tiny_sd_pipeline
+
+    from dreamtext.prior.small.diffusion import with_attention_heads
+    from dreamtext.prior.small.evaluate import DISTANCE_TIMESTEPS, prediction_distance
+
+    reference, other = tmp_path / "reference", tmp_path / "other"
+    build_tiny_sd_pipeline(seed=0).save_pretrained(reference, safe_serialization=True)
+    build_tiny_sd_pipeline(seed=0).save_pretrained(other, safe_serialization=True)
+    same = prediction_distance(reference, other, count=4)
+    assert set(same) == set(DISTANCE_TIMESTEPS)
+    assert all(value == 0.0 for errors in same.values() for value in errors.values())
+    assert set(same[20]) == {"cond", "uncond", "guided 7.5", "guided 100"}
+    # the same weights laid out as other heads (what `--distill` starts from): another function
+    unet = UNet2DConditionModel.from_pretrained(reference / "unet", use_safetensors=True)
+    with_attention_heads(unet, (2, 1)).save_pretrained(other / "unet", safe_serialization=True)
+    moved = prediction_distance(other, reference, count=4)
+    assert all(value > 0 for errors in moved.values() for value in errors.values())
+
+
 def _tiny_clip_64(seed: int):
     """A tiny random CLIPModel at the stages' 64 px render size."""
     from transformers import CLIPConfig, CLIPModel
@@ -346,7 +441,9 @@ def test_cli_continues_a_pipelines_unet_and_packages_the_pipeline_alone(tmp_path
 
     capsys.readouterr()
     for args, message in ((["vae", "--init-unet", str(source)], "applies to the unet stage"),
-                          (["unet", "--init-unet", str(tmp_path)], "is not a Stable Diffusion folder")):
+                          (["unet", "--init-unet", str(tmp_path)], "is not a Stable Diffusion folder"),
+                          (["unet", "--distill"], "give --init-unet too"),
+                          (["unet", "--init-unet", str(source), "--distill", "--camera"], "give one of them")):
         assert main(["train-prior", *args, "--out", str(tmp_path / "x"), "--device", "cpu"]) == 2
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and message in error, error

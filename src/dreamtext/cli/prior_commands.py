@@ -14,7 +14,7 @@ from ..errors import DreamtextError
 from ..methods.sample import SampleConfig, sample_to_workspace
 from ..prior.builtin import BUILTIN_CLIP_DIR, require_builtin_prior
 from ..prior.loading import BUILTIN_MODEL, resolve_model
-from ..prior.small.evaluate import PriorEvalConfig, evaluate_prior
+from ..prior.small.evaluate import PriorEvalConfig, evaluate_prior, prediction_distance
 from ..prior.small.train import train_prior
 from ..utils.device import Device, resolve_device
 from .positionals import Prompt
@@ -73,6 +73,9 @@ class TrainPriorCommand:
     trains on each render's true camera. Its state is kept in DIR/unet-state.pt; running again continues it."""
     attention_head_dim: tuple[int, ...] | None = None
     """With --init-unet: another head layout for the continued UNet (heads per level, e.g. 2 4 4)."""
+    distill: bool = False
+    """With --init-unet: the continued UNet learns the UNet it continues (its plain and guided noise predictions
+    on the same inputs) instead of the renders' noise: a new head layout that keeps the prior's function."""
     quiet: bool = False
 
     def run(self) -> None:
@@ -82,7 +85,7 @@ class TrainPriorCommand:
                               batch_size=self.batch_size, progress=not self.quiet, pool_size=self.pool_size,
                               workers=self.workers, max_minutes=self.max_minutes, init_clip=self.init_clip,
                               init_unet=self.init_unet, camera=self.camera,
-                              attention_head_dim=self.attention_head_dim)
+                              attention_head_dim=self.attention_head_dim, distill=self.distill)
         for name, result in results.items():
             print(f"{name}: wrote {result.get('out_dir', self.out)}")
 
@@ -97,6 +100,10 @@ class EvalPriorCommand:
     """The small CLIP that classifies the samples (`train-prior clip` writes DIR/clip); builtin: the shipped one."""
     device: Device = "auto"
     json: bool = False
+    reference: str | None = None
+    """Also report how far this prior's noise predictions lie from those of the pipeline REFERENCE (the one its
+    UNet was distilled or continued from): relative squared error of the plain and guided predictions on
+    held-out renders at four noise levels (`prediction_distance`)."""
     config: Annotated[PriorEvalConfig, tyro.conf.arg(name="")] = field(default_factory=PriorEvalConfig)
 
     def run(self) -> None:
@@ -107,13 +114,21 @@ class EvalPriorCommand:
         for name, folder in (("--pipeline", pipeline), ("--clip", clip)):
             if not (folder / ("model_index.json" if name == "--pipeline" else "config.json")).is_file():
                 raise DreamtextError(f"{name} {str(folder)!r} holds no trained model; run `dreamtext train-prior all` first")
+        reference = None if self.reference is None else Path(resolve_model(self.reference))
+        if reference is not None and not (reference / "model_index.json").is_file():
+            raise DreamtextError(f"--reference {str(reference)!r} holds no Stable Diffusion pipeline (model_index.json)")
         result = evaluate_prior(pipeline, clip, self.config, resolve_device(self.device))
+        if reference is not None:
+            result["distance"] = prediction_distance(pipeline, reference, seed=self.config.seed,
+                                                     device=resolve_device(self.device))
         if self.json:
             print(json.dumps(result, indent=2))
         else:
             print(f"noun top-1 {result['noun_top1']:.1%}, colour top-1 {result['colour_top1']:.1%} on {result['count']} "
                   f"samples (CLIP on true renders: {result['clip_on_renders']['noun_top1']:.1%} / "
                   f"{result['clip_on_renders']['colour_top1']:.1%})")
+            for t, errors in result.get("distance", {}).items():
+                print(f"against the reference at t={t}: " + ", ".join(f"{k} {v:.4f}" for k, v in errors.items()))
             if "pose_top1" in result:
                 print(f"pose within {self.config.pose_tolerance_deg:.0f} degrees: {result['pose_top1']:.1%} of "
                       f"{result['pose_count']} drawings, {result['pose_top1_asymmetric']:.1%} of the "

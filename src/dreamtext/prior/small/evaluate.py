@@ -40,6 +40,7 @@ from ..builtin import CLIP_WEIGHTS, load_builtin_clip
 from ..camera import takes_camera
 from ..loading import load_prior
 from ..prompts import TextEmbeddingCache
+from ..latents import images_to_latents
 from ..sampling import best_at_cameras, ddim_sample, initial_noise
 from ..tokenizer import build_clip_tokenizer
 from .clip import COLOUR_NAMES, colour_prompts, noun_prompts, rank_captions
@@ -231,3 +232,41 @@ def contact_sheet(pipeline_dir: str | os.PathLike, prompts: list[str], out_path:
                   height=size, width=size, generator=torch.Generator().manual_seed(seed), output_type="pt").images.float()
     rows = images.reshape(len(prompts), per_prompt, 3, size, size).permute(0, 3, 1, 4, 2)  # [P, H, K, W, 3]
     save_image(out_path, rows.reshape(len(prompts) * size, per_prompt * size, 3).cpu())
+
+
+DISTANCE_TIMESTEPS = (20, 200, 500, 800)
+DISTANCE_GUIDANCE = (7.5, 100.0)  # the drawings' guidance scale and the builtin preset's SDS guidance
+
+
+def prediction_distance(pipeline_dir: str | os.PathLike, reference_dir: str | os.PathLike, count: int = 128,
+                        seed: int = 0, device: torch.device | str = "cpu") -> dict:
+    """How far a prior's noise predictions lie from a reference prior's on the same inputs (a UNet distilled
+    or continued from the reference, `train-prior unet --init-unet REFERENCE`): `count` dev-split renders,
+    encoded by the reference's VAE (posterior means), each noised at every timestep of DISTANCE_TIMESTEPS with
+    the same noise for both, with their plain captions and with the empty one. Returns {timestep: {"cond",
+    "uncond", "guided <s>" for s in DISTANCE_GUIDANCE}}: the relative squared error sum (e - e_ref)^2 /
+    sum e_ref^2 of each prediction, the guided ones u + s (c - u) (what the drawings and SDS use). Both
+    priors must share the VAE and the text encoder (the reference's are used for both)."""
+    device = torch.device(device)
+    reference = load_prior(reference_dir, device, dtype=torch.float32, camera=False)
+    other = load_prior(pipeline_dir, device, dtype=torch.float32, camera=False)
+    renders = sample_render_batch(count, seed * 7919, "dev", RenderConfig(resolution=reference.image_size), device="cpu")
+    texts = TextEmbeddingCache(reference)
+    cond = texts.encode([o.caption() for o in renders.objects])
+    uncond = texts.encode([""]).expand_as(cond)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        latents = images_to_latents(reference.vae, renders.images.to(device), dtype=torch.float32)
+        result = {}
+        for t in DISTANCE_TIMESTEPS:
+            noise = torch.randn(latents.shape, generator=generator).to(device)
+            steps = torch.full((len(latents),), t, device=device)
+            noisy = reference.scheduler.add_noise(latents, noise, steps)
+            predictions = []
+            for prior in (other, reference):
+                c = prior.unet(noisy, steps, encoder_hidden_states=cond).sample.float()
+                u = prior.unet(noisy, steps, encoder_hidden_states=uncond).sample.float()
+                predictions.append({"cond": c, "uncond": u, **{f"guided {s:g}": u + s * (c - u) for s in DISTANCE_GUIDANCE}})
+            mine, theirs = predictions
+            result[t] = {k: float(((mine[k] - theirs[k]) ** 2).sum() / (theirs[k] ** 2).sum()) for k in theirs}
+    return result

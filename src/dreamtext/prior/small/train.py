@@ -47,6 +47,7 @@ from .diffusion import (
     build_small_vae,
     build_training_scheduler,
     diffusion_loss,
+    distillation_loss,
     drop_captions,
     encode_captions,
     latent_scaling_factor,
@@ -297,6 +298,7 @@ def train_small_unet(
     init: str | None = None,
     state_path: str | os.PathLike | None = None,
     checkpoint_seconds: float = 600.0,
+    teacher=None,
 ) -> dict:
     """Train the UNet to predict noise on frozen VAE latents, conditioned on frozen CLIP text embeddings
     (and on each render's camera when the UNet takes one, `prior.camera`); save its EMA weights. Returns
@@ -308,6 +310,8 @@ def train_small_unet(
         saved every `checkpoint_seconds` and at the end, with the EMA weights written to `out_dir` each
         time; a run that finds this file continues from it (long CPU runs, killed or spread over
         sessions). `max_seconds` then counts the clock of every part of the run together.
+    teacher: a frozen UNet on the same VAE and text tower whose noise predictions, plain and guided, are
+        the targets (`distillation_loss`), e.g. the UNet `unet` was re-laid out from (`with_attention_heads`).
     """
     device = _as_device(device)
     train = train or UnetTrainConfig.for_device(device)
@@ -331,6 +335,12 @@ def train_small_unet(
     with_camera = takes_camera(unet)
     if with_camera and pool.cameras is None:
         raise DreamtextError("the UNet takes the camera but the render pool has none; render a new pool")
+    if teacher is not None:
+        if with_camera:
+            raise DreamtextError("distilling from a teacher applies to a UNet without the camera input")
+        teacher = teacher.float().to(device).eval().requires_grad_(False)
+        with torch.no_grad():
+            unconditional = encode_captions(text_encoder, tokenizer, [""])
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     scheduler = build_training_scheduler()
     optimizer = torch.optim.AdamW(unet_parameter_groups(unet, train), lr=train.lr, weight_decay=train.weight_decay)
@@ -377,7 +387,10 @@ def train_small_unet(
             if with_camera:
                 labels = drop_cameras(camera_encoding(*cameras.cpu().unbind(-1)), train.camera_dropout, generator).to(device)
             with _autocast(device):
-                loss = diffusion_loss(unet, scheduler, latents, embeddings, generator, class_labels=labels)
+                if teacher is None:
+                    loss = diffusion_loss(unet, scheduler, latents, embeddings, generator, class_labels=labels)
+                else:
+                    loss = distillation_loss(unet, teacher, scheduler, latents, embeddings, unconditional, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), train.grad_clip)
@@ -393,7 +406,7 @@ def train_small_unet(
     checkpoint(step)
     values = torch.stack(losses).float().tolist() if losses else []
     return _summary(values, start, out_dir, ema, schedule=asdict(replace(train, steps=steps)), init=init,
-                    pool_size=len(pool), camera=with_camera)
+                    pool_size=len(pool), camera=with_camera, distilled=teacher is not None)
 
 
 def load_clip_to_continue(source: str):
@@ -448,6 +461,7 @@ def train_prior(
     init_unet: str | None = None,
     camera: bool = False,
     attention_head_dim: tuple[int, ...] | None = None,
+    distill: bool = False,
 ) -> dict[str, dict]:
     """Run one stage (or `all`, in order) with its outputs in `out_root`/{clip,vae,unet,pipeline}.
 
@@ -460,7 +474,9 @@ def train_prior(
     from the three, ready for `package_prior`.
     `camera`: the continued UNet gains the camera input (`prior.camera.with_camera_input`, starting exactly
     as the UNet it continues) and trains on each render's true camera; `attention_head_dim` optionally
-    gives it another head layout. The unet stage keeps its whole state in `out_root`/unet-state.pt every
+    gives it another head layout. `distill`: the continued UNet learns the UNet it continues (its plain
+    and guided noise predictions on the same inputs, `distillation_loss`) instead of the renders' noise, so that a new head layout keeps the
+    prior's function (`diffusion_loss`'s teacher). The unet stage keeps its whole state in `out_root`/unet-state.pt every
     ten minutes and continues from it when run again.
     """
     root = Path(out_root)
@@ -471,8 +487,10 @@ def train_prior(
                                              batch_size, pool_size, workers, progress)}
     if init_unet is not None and stage != "unet":
         raise DreamtextError(f"--init-unet continues a UNet; it applies to the unet stage, not {stage!r}")
-    if (camera or attention_head_dim is not None) and init_unet is None:
-        raise DreamtextError("--camera and --attention-head-dim apply to a continued UNet; give --init-unet too")
+    if (camera or distill or attention_head_dim is not None) and init_unet is None:
+        raise DreamtextError("--camera, --distill and --attention-head-dim apply to a continued UNet; give --init-unet too")
+    if camera and distill:
+        raise DreamtextError("--distill keeps the prior's function, --camera changes it; give one of them")
     source = pipeline_to_continue(init_unet) if init_unet is not None else None
     torch_device = resolve_device(device)
     folders = {name: root / folder for name, folder in STAGE_FOLDERS.items()}
@@ -521,13 +539,15 @@ def train_prior(
                                                  seed, schedule, pool, max_seconds)
             else:
                 continued = None if source is None else load_unet_to_continue(source)
+                teacher = copy.deepcopy(continued) if distill else None
                 if continued is not None and camera and not takes_camera(continued):
                     continued = with_camera_input(continued, attention_head_dim)
                 elif continued is not None and attention_head_dim is not None:
                     continued = with_attention_heads(continued, attention_head_dim)
                 results["unet"] = train_small_unet(SmallUnetConfig(), folders["unet"], vae_dir, text_dir, torch_device,
                                                    progress, steps, seed, schedule, pool, max_seconds=max_seconds,
-                                                   unet=continued, init=init_unet, state_path=root / "unet-state.pt")
+                                                   unet=continued, init=init_unet, state_path=root / "unet-state.pt",
+                                                   teacher=teacher)
         elif camera and source is not None:  # the text-only UNet it continued stays the pipeline's `unet`
             out = assemble_pipeline(vae_dir, source / "unet", text_dir, folders["assemble"], camera_unet_dir=folders["unet"])
             results["assemble"] = {"out_dir": str(out)}
