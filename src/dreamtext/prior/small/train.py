@@ -475,9 +475,9 @@ def train_prior(
     `camera`: the continued UNet gains the camera input (`prior.camera.with_camera_input`, starting exactly
     as the UNet it continues) and trains on each render's true camera; `attention_head_dim` optionally
     gives it another head layout. `distill`: the continued UNet learns the UNet it continues (its plain
-    and guided noise predictions on the same inputs, `distillation_loss`) instead of the renders' noise, so that a new head layout keeps the
-    prior's function (`diffusion_loss`'s teacher). The unet stage keeps its whole state in `out_root`/unet-state.pt every
-    ten minutes and continues from it when run again.
+    and guided noise predictions on the same inputs, `distillation_loss`) instead of the renders' noise,
+    so that a new head layout keeps the prior's function. The unet stage keeps its whole state in
+    `out_root`/unet-state.pt every ten minutes and continues from it when run again.
     """
     root = Path(out_root)
     if root.exists() and not root.is_dir():
