@@ -215,6 +215,16 @@ def diffusion_loss(unet, scheduler, latents: Tensor, text_embeddings: Tensor, ge
     return F.mse_loss(prediction.float(), noise.float())
 
 
+def conditional_and_plain(unet, noisy: Tensor, steps: Tensor, text_embeddings: Tensor,
+                          unconditional: Tensor) -> tuple[Tensor, Tensor]:
+    """A UNet's noise predictions (fp32) with each row's caption and with the empty caption's embedding
+    `unconditional` [1, L, D], in one call of twice the rows."""
+    rows, times = torch.cat([noisy, noisy]), torch.cat([steps, steps])
+    text = torch.cat([text_embeddings, unconditional.expand_as(text_embeddings)])
+    conditional, plain = unet(rows, times, encoder_hidden_states=text).sample.float().chunk(2)
+    return conditional, plain
+
+
 DISTILLATION_GUIDANCE = 7.5  # the drawings' guidance scale (`SampleConfig.guidance`)
 
 
@@ -229,11 +239,9 @@ def distillation_loss(student, teacher, scheduler, latents: Tensor, text_embeddi
     only to their own precision. Noise and timesteps come from `generator`, as in `diffusion_loss`.
     """
     _, steps, noisy = _noised(scheduler, latents, generator)
-    rows, times = torch.cat([noisy, noisy]), torch.cat([steps, steps])
-    text = torch.cat([text_embeddings, unconditional.expand_as(text_embeddings)])
-    conditional, plain = student(rows, times, encoder_hidden_states=text).sample.float().chunk(2)
+    conditional, plain = conditional_and_plain(student, noisy, steps, text_embeddings, unconditional)
     with torch.no_grad():
-        target_conditional, target_plain = teacher(rows, times, encoder_hidden_states=text).sample.float().chunk(2)
+        target_conditional, target_plain = conditional_and_plain(teacher, noisy, steps, text_embeddings, unconditional)
     guided = plain + guidance * (conditional - plain)
     target_guided = target_plain + guidance * (target_conditional - target_plain)
     return F.mse_loss(plain, target_plain) + F.mse_loss(guided, target_guided)

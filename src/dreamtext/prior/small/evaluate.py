@@ -39,11 +39,12 @@ from ...world.world import sample_object
 from ..builtin import CLIP_WEIGHTS, load_builtin_clip
 from ..camera import takes_camera
 from ..loading import load_prior
-from ..prompts import TextEmbeddingCache
 from ..latents import images_to_latents
+from ..prompts import TextEmbeddingCache
 from ..sampling import best_at_cameras, ddim_sample, initial_noise
 from ..tokenizer import build_clip_tokenizer
 from .clip import COLOUR_NAMES, colour_prompts, noun_prompts, rank_captions
+from .diffusion import DISTILLATION_GUIDANCE, conditional_and_plain
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ def contact_sheet(pipeline_dir: str | os.PathLike, prompts: list[str], out_path:
 
 
 DISTANCE_TIMESTEPS = (20, 200, 500, 800)
-DISTANCE_GUIDANCE = (7.5, 100.0)  # the drawings' guidance scale and the builtin preset's SDS guidance
+DISTANCE_GUIDANCE = (DISTILLATION_GUIDANCE, 100.0)  # the drawings' guidance scale and the builtin preset's SDS guidance
 
 
 def prediction_distance(pipeline_dir: str | os.PathLike, reference_dir: str | os.PathLike, count: int = 128,
@@ -252,8 +253,7 @@ def prediction_distance(pipeline_dir: str | os.PathLike, reference_dir: str | os
     other = load_prior(pipeline_dir, device, dtype=torch.float32, camera=False)
     renders = sample_render_batch(count, seed * 7919, "dev", RenderConfig(resolution=reference.image_size), device="cpu")
     texts = TextEmbeddingCache(reference)
-    cond = texts.encode([o.caption() for o in renders.objects])
-    uncond = texts.encode([""]).expand_as(cond)
+    cond, uncond = texts.encode([o.caption() for o in renders.objects]), texts.encode([""])
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         latents = images_to_latents(reference.vae, renders.images.to(device), dtype=torch.float32)
@@ -264,8 +264,7 @@ def prediction_distance(pipeline_dir: str | os.PathLike, reference_dir: str | os
             noisy = reference.scheduler.add_noise(latents, noise, steps)
             predictions = []
             for prior in (other, reference):
-                c = prior.unet(noisy, steps, encoder_hidden_states=cond).sample.float()
-                u = prior.unet(noisy, steps, encoder_hidden_states=uncond).sample.float()
+                c, u = conditional_and_plain(prior.unet, noisy, steps, cond, uncond)
                 predictions.append({"cond": c, "uncond": u, **{f"guided {s:g}": u + s * (c - u) for s in DISTANCE_GUIDANCE}})
             mine, theirs = predictions
             result[t] = {k: float(((mine[k] - theirs[k]) ** 2).sum() / (theirs[k] ** 2).sum()) for k in theirs}
