@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,7 +145,7 @@ def test_distillation_targets_the_teachers_plain_and_guided_predictions(pool, va
         assert float(distillation_loss(student, student, scheduler, latents, embeddings, unconditional,
                                        torch.Generator().manual_seed(3))) == 0.0
         got = distillation_loss(student, teacher, scheduler, latents, embeddings, unconditional,
-                                torch.Generator().manual_seed(3), guidance=4.0)
+                                torch.Generator().manual_seed(3), guidance=(4.0, 50.0))
         # the same draws of timesteps as the loss makes (after the noise), by hand
         generator = torch.Generator().manual_seed(3)
         noise = torch.randn(latents.shape, generator=generator)
@@ -151,13 +153,13 @@ def test_distillation_targets_the_teachers_plain_and_guided_predictions(pool, va
         noisy = scheduler.add_noise(latents, noise, steps)
         plain = unconditional.expand_as(embeddings)
 
-        def guided_and_plain(unet):
+        def plain_and_guided(unet):
             c = unet(noisy, steps, encoder_hidden_states=embeddings).sample
             u = unet(noisy, steps, encoder_hidden_states=plain).sample
-            return u + 4.0 * (c - u), u
+            return [u, u + 4.0 * (c - u), u + 50.0 * (c - u)]
 
-        (g_s, u_s), (g_t, u_t) = guided_and_plain(student), guided_and_plain(teacher)
-        want = torch.mean((u_s - u_t) ** 2) + torch.mean((g_s - g_t) ** 2)
+        # each prediction's squared error relative to the teacher's: plain, guided 4, guided 50
+        want = sum(((s - t) ** 2).sum() / (t ** 2).sum() for s, t in zip(plain_and_guided(student), plain_and_guided(teacher)))
     assert float(got) == pytest.approx(float(want), rel=1e-5)
 
 
@@ -443,7 +445,10 @@ def test_cli_continues_a_pipelines_unet_and_packages_the_pipeline_alone(tmp_path
     for args, message in ((["vae", "--init-unet", str(source)], "applies to the unet stage"),
                           (["unet", "--init-unet", str(tmp_path)], "is not a Stable Diffusion folder"),
                           (["unet", "--distill"], "give --init-unet too"),
-                          (["unet", "--init-unet", str(source), "--distill", "--camera"], "give one of them")):
+                          (["unet", "--init-unet", str(source), "--distill", "--camera"], "give one of them"),
+                          (["unet", "--init-unet", str(source), "--teacher", str(source)], "give --distill too"),
+                          (["unet", "--init-unet", str(source), "--distill", "--teacher", "builtin"],
+                           "another VAE or text encoder")):
         assert main(["train-prior", *args, "--out", str(tmp_path / "x"), "--device", "cpu"]) == 2
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and message in error, error
@@ -474,3 +479,15 @@ def test_cached_caption_tokens_equal_tokenizing_each_batch():
     for captions in batches:
         torch.testing.assert_close(caption_token_ids(tokenizer, captions, cache), caption_token_ids(tokenizer, captions))
     assert len(cache) == 4
+
+
+def test_same_model_ignores_only_the_bookkeeping_keys_of_saved_configs(tmp_path, vae_dir):
+    from dreamtext.prior.small.assemble import same_model
+
+    copy = tmp_path / "copy"
+    shutil.copytree(vae_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "_name_or_path": "elsewhere", "transformers_version": "0"}))
+    assert same_model(copy, Path(vae_dir))
+    (copy / "config.json").write_text(json.dumps({**config, "up_block_types": ["other"]}))
+    assert not same_model(copy, Path(vae_dir))

@@ -76,6 +76,9 @@ class TrainPriorCommand:
     distill: bool = False
     """With --init-unet: the continued UNet learns the UNet it continues (its plain and guided noise predictions
     on the same inputs) instead of the renders' noise: a new head layout that keeps the prior's function."""
+    teacher: str | None = None
+    """With --distill: learn this pipeline's UNet instead (builtin or a DIR/pipeline on the same VAE and text
+    encoder), e.g. go on distilling a student (--init-unet DIR/pipeline) from the UNet it was distilled from."""
     quiet: bool = False
 
     def run(self) -> None:
@@ -85,7 +88,8 @@ class TrainPriorCommand:
                               batch_size=self.batch_size, progress=not self.quiet, pool_size=self.pool_size,
                               workers=self.workers, max_minutes=self.max_minutes, init_clip=self.init_clip,
                               init_unet=self.init_unet, camera=self.camera,
-                              attention_head_dim=self.attention_head_dim, distill=self.distill)
+                              attention_head_dim=self.attention_head_dim, distill=self.distill,
+                              teacher=self.teacher)
         for name, result in results.items():
             print(f"{name}: wrote {result.get('out_dir', self.out)}")
 

@@ -24,7 +24,7 @@ import torch
 
 from ...errors import DreamtextError
 from ..camera_classifier import CAMERA_CLASSIFIER_FOLDER
-from ..small.assemble import write_directory_atomically
+from ..small.assemble import same_model, write_directory_atomically
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 BUILTIN_PIPELINE_DIR = BUILTIN_DIR / "pipeline"
@@ -95,20 +95,6 @@ def _require_text_tower(trained_weights: Path, text_encoder_weights: Path, what:
                              "continue the shipped one (--init-clip builtin / --init-unet builtin)")
 
 
-def _same_model(folder: Path, other: Path) -> bool:
-    """Whether two diffusers model folders hold the same weights (byte for byte) and the same config, apart from
-    the bookkeeping keys diffusers writes on saving ("_name_or_path", "_diffusers_version")."""
-    if not (folder / "config.json").is_file() or not (other / "config.json").is_file():
-        return False
-
-    def config(path: Path) -> dict:
-        return {k: v for k, v in json.loads((path / "config.json").read_text()).items() if not k.startswith("_")}
-
-    weights = sorted(f.name for f in folder.glob("*.safetensors"))
-    return (bool(weights) and weights == sorted(f.name for f in other.glob("*.safetensors")) and config(folder) == config(other)
-            and all((folder / name).read_bytes() == (other / name).read_bytes() for name in weights))
-
-
 def package_prior(trained_root: str | os.PathLike, out_dir: str | os.PathLike = BUILTIN_DIR) -> dict:
     """Copy `trained_root`/pipeline and the non-text part of `trained_root`/clip into `out_dir` (the shipped
     layout above). Returns the bytes of each part.
@@ -130,7 +116,7 @@ def package_prior(trained_root: str | os.PathLike, out_dir: str | os.PathLike = 
         raise DreamtextError(f"{str(root)!r} holds no trained prior (clip/, pipeline/ or camera_classifier/); run "
                              "`dreamtext train-prior all` first")
     shipped_classifier = out_dir / "pipeline" / CAMERA_CLASSIFIER_FOLDER
-    same_vae = _same_model(pipeline / "vae", out_dir / "pipeline" / "vae")
+    same_vae = same_model(pipeline / "vae", out_dir / "pipeline" / "vae")
     if with_classifier:
         classifier_source = classifier
     elif with_pipeline and same_vae and (shipped_classifier / "config.json").is_file():

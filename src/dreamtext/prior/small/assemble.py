@@ -61,6 +61,21 @@ def _read_config(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def same_model(folder: Path, other: Path) -> bool:
+    """Whether two diffusers model folders hold the same weights (byte for byte) and the same config, apart from
+    the bookkeeping keys diffusers and transformers write on saving ("_name_or_path", "_diffusers_version",
+    "transformers_version")."""
+    if not (folder / "config.json").is_file() or not (other / "config.json").is_file():
+        return False
+
+    def config(path: Path) -> dict:
+        return {k: v for k, v in json.loads((path / "config.json").read_text()).items() if not k.startswith("_") and k != "transformers_version"}
+
+    weights = sorted(f.name for f in folder.glob("*.safetensors"))
+    return (bool(weights) and weights == sorted(f.name for f in other.glob("*.safetensors")) and config(folder) == config(other)
+            and all((folder / name).read_bytes() == (other / name).read_bytes() for name in weights))
+
+
 def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
 

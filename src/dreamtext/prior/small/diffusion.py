@@ -225,23 +225,33 @@ def conditional_and_plain(unet, noisy: Tensor, steps: Tensor, text_embeddings: T
     return conditional, plain
 
 
-DISTILLATION_GUIDANCE = 7.5  # the drawings' guidance scale (`SampleConfig.guidance`)
+# the drawings' guidance scale (`SampleConfig.guidance`) and the builtin preset's SDS guidance
+DISTILLATION_GUIDANCE = (7.5, 100.0)
+
+
+def relative_squared_error(prediction: Tensor, target: Tensor) -> Tensor:
+    """sum (prediction - target)^2 / sum target^2: the error measured on the target's own scale."""
+    return ((prediction - target) ** 2).sum() / (target ** 2).sum()
 
 
 def distillation_loss(student, teacher, scheduler, latents: Tensor, text_embeddings: Tensor, unconditional: Tensor,
-                      generator: torch.Generator, guidance: float = DISTILLATION_GUIDANCE) -> Tensor:
+                      generator: torch.Generator, guidance: tuple[float, ...] = DISTILLATION_GUIDANCE) -> Tensor:
     """The student's noise predictions against a frozen teacher's on the same noisy latents and timesteps,
-    each with its caption and with the empty caption's embedding `unconditional` [1, L, D]: the MSE of the
-    unconditional predictions plus the MSE of the guided ones, u + s (c - u) at scale `guidance`.
+    each with its caption and with the empty caption's embedding `unconditional` [1, L, D]: the relative
+    squared error of the unconditional prediction plus that of the guided one, u + s (c - u), at each
+    scale s of `guidance` (the figures `eval-prior --reference` reports).
 
-    The guided term is what the prior is used through: classifier-free guidance multiplies c - u (by 7.5 in
-    the drawings, 100 in SDS), a small difference of two large predictions that a loss on c and u alone learns
-    only to their own precision. Noise and timesteps come from `generator`, as in `diffusion_loss`.
+    The guided terms are what the prior is used through: classifier-free guidance multiplies c - u (by 7.5
+    in the drawings, 100 in SDS), a small difference of two large predictions that a loss on c and u alone
+    learns only to their own precision. Each term is relative to its target's size, so the guided-100 one
+    does not drown the others by s^2. Noise and timesteps come from `generator`, as in `diffusion_loss`.
     """
     _, steps, noisy = _noised(scheduler, latents, generator)
     conditional, plain = conditional_and_plain(student, noisy, steps, text_embeddings, unconditional)
     with torch.no_grad():
         target_conditional, target_plain = conditional_and_plain(teacher, noisy, steps, text_embeddings, unconditional)
-    guided = plain + guidance * (conditional - plain)
-    target_guided = target_plain + guidance * (target_conditional - target_plain)
-    return F.mse_loss(plain, target_plain) + F.mse_loss(guided, target_guided)
+    loss = relative_squared_error(plain, target_plain)
+    for scale in guidance:
+        loss = loss + relative_squared_error(plain + scale * (conditional - plain),
+                                             target_plain + scale * (target_conditional - target_plain))
+    return loss

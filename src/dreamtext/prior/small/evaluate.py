@@ -44,7 +44,7 @@ from ..prompts import TextEmbeddingCache
 from ..sampling import best_at_cameras, ddim_sample, initial_noise
 from ..tokenizer import build_clip_tokenizer
 from .clip import COLOUR_NAMES, colour_prompts, noun_prompts, rank_captions
-from .diffusion import DISTILLATION_GUIDANCE, conditional_and_plain
+from .diffusion import DISTILLATION_GUIDANCE, conditional_and_plain, relative_squared_error
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,6 @@ def contact_sheet(pipeline_dir: str | os.PathLike, prompts: list[str], out_path:
 
 
 DISTANCE_TIMESTEPS = (20, 200, 500, 800)
-DISTANCE_GUIDANCE = (DISTILLATION_GUIDANCE, 100.0)  # the drawings' guidance scale and the builtin preset's SDS guidance
 
 
 def prediction_distance(pipeline_dir: str | os.PathLike, reference_dir: str | os.PathLike, count: int = 128,
@@ -245,9 +244,10 @@ def prediction_distance(pipeline_dir: str | os.PathLike, reference_dir: str | os
     or continued from the reference, `train-prior unet --init-unet REFERENCE`): `count` dev-split renders,
     encoded by the reference's VAE (posterior means), each noised at every timestep of DISTANCE_TIMESTEPS with
     the same noise for both, with their plain captions and with the empty one. Returns {timestep: {"cond",
-    "uncond", "guided <s>" for s in DISTANCE_GUIDANCE}}: the relative squared error sum (e - e_ref)^2 /
-    sum e_ref^2 of each prediction, the guided ones u + s (c - u) (what the drawings and SDS use). Both
-    priors must share the VAE and the text encoder (the reference's are used for both)."""
+    "uncond", "guided <s>" for s in DISTILLATION_GUIDANCE}}: the relative squared error sum (e - e_ref)^2 /
+    sum e_ref^2 of each prediction, the guided ones u + s (c - u) (what the drawings and SDS use; the terms
+    `distillation_loss` sums). Both priors must share the VAE and the text encoder (the reference's are used
+    for both)."""
     device = torch.device(device)
     reference = load_prior(reference_dir, device, dtype=torch.float32, camera=False)
     other = load_prior(pipeline_dir, device, dtype=torch.float32, camera=False)
@@ -265,7 +265,7 @@ def prediction_distance(pipeline_dir: str | os.PathLike, reference_dir: str | os
             predictions = []
             for prior in (other, reference):
                 c, u = conditional_and_plain(prior.unet, noisy, steps, cond, uncond)
-                predictions.append({"cond": c, "uncond": u, **{f"guided {s:g}": u + s * (c - u) for s in DISTANCE_GUIDANCE}})
+                predictions.append({"cond": c, "uncond": u, **{f"guided {s:g}": u + s * (c - u) for s in DISTILLATION_GUIDANCE}})
             mine, theirs = predictions
-            result[t] = {k: float(((mine[k] - theirs[k]) ** 2).sum() / (theirs[k] ** 2).sum()) for k in theirs}
+            result[t] = {k: float(relative_squared_error(mine[k], theirs[k])) for k in theirs}
     return result

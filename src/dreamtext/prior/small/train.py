@@ -37,7 +37,13 @@ from ..camera import camera_encoding, drop_cameras, takes_camera, with_camera_in
 from ..clip_backends import load_small_clip
 from ..latents import images_to_latents
 from ..loading import BUILTIN_MODEL
-from .assemble import assemble_pipeline, build_prior_tokenizer, load_clip_text_encoder, save_pretrained_atomically
+from .assemble import (
+    assemble_pipeline,
+    build_prior_tokenizer,
+    load_clip_text_encoder,
+    same_model,
+    save_pretrained_atomically,
+)
 from .captions import caption_from_words, caption_word_ids
 from .clip import SmallClipConfig, train_small_clip
 from .diffusion import (
@@ -420,7 +426,7 @@ def load_clip_to_continue(source: str):
     return model.requires_grad_(True)
 
 
-def pipeline_to_continue(source: str) -> Path:
+def pipeline_to_continue(source: str, flag: str = "--init-unet") -> Path:
     """The Stable Diffusion folder whose UNet `train-prior unet --init-unet` continues: "builtin" (the
     shipped prior) or a pipeline folder that `train-prior` assembled. Its VAE and text encoder stay frozen."""
     if source == BUILTIN_MODEL:
@@ -429,7 +435,7 @@ def pipeline_to_continue(source: str) -> Path:
     folder = Path(source).expanduser()
     missing = [part for part in ("unet", "vae", "text_encoder") if not (folder / part / "config.json").is_file()]
     if missing:
-        raise DreamtextError(f"--init-unet {source!r} is not a Stable Diffusion folder (no {', '.join(missing)}); "
+        raise DreamtextError(f"{flag} {source!r} is not a Stable Diffusion folder (no {', '.join(missing)}); "
                              "give builtin or the pipeline/ folder that `dreamtext train-prior` assembled")
     return folder
 
@@ -462,6 +468,7 @@ def train_prior(
     camera: bool = False,
     attention_head_dim: tuple[int, ...] | None = None,
     distill: bool = False,
+    teacher: str | None = None,
 ) -> dict[str, dict]:
     """Run one stage (or `all`, in order) with its outputs in `out_root`/{clip,vae,unet,pipeline}.
 
@@ -476,7 +483,9 @@ def train_prior(
     as the UNet it continues) and trains on each render's true camera; `attention_head_dim` optionally
     gives it another head layout. `distill`: the continued UNet learns the UNet it continues (its plain
     and guided noise predictions on the same inputs, `distillation_loss`) instead of the renders' noise,
-    so that a new head layout keeps the prior's function. The unet stage keeps its whole state in
+    so that a new head layout keeps the prior's function; `teacher` ("builtin" or a pipeline folder with
+    the same VAE and text encoder) is learned instead, e.g. to go on distilling a student continued with
+    `init_unet` from the UNet it was distilled from. The unet stage keeps its whole state in
     `out_root`/unet-state.pt every ten minutes and continues from it when run again.
     """
     root = Path(out_root)
@@ -491,7 +500,13 @@ def train_prior(
         raise DreamtextError("--camera, --distill and --attention-head-dim apply to a continued UNet; give --init-unet too")
     if camera and distill:
         raise DreamtextError("--distill keeps the prior's function, --camera changes it; give one of them")
+    if teacher is not None and not distill:
+        raise DreamtextError("--teacher names the UNet that --distill learns; give --distill too")
     source = pipeline_to_continue(init_unet) if init_unet is not None else None
+    teacher_dir = None if teacher is None else pipeline_to_continue(teacher, "--teacher")
+    if teacher_dir is not None and not all(same_model(teacher_dir / part, source / part) for part in ("vae", "text_encoder")):
+        raise DreamtextError(f"--teacher {teacher!r} has another VAE or text encoder than --init-unet {init_unet!r}; "
+                             "distil from a pipeline trained on the same ones")
     torch_device = resolve_device(device)
     folders = {name: root / folder for name, folder in STAGE_FOLDERS.items()}
     # the parts the UNet trains on: this run's own stages, or the frozen ones of the pipeline it continues
@@ -539,7 +554,10 @@ def train_prior(
                                                  seed, schedule, pool, max_seconds)
             else:
                 continued = None if source is None else load_unet_to_continue(source)
-                teacher = copy.deepcopy(continued) if distill else None
+                if not distill:
+                    teacher_unet = None
+                else:  # the UNet it continues, before any re-layout, unless --teacher names another
+                    teacher_unet = copy.deepcopy(continued) if teacher_dir is None else load_unet_to_continue(teacher_dir)
                 if continued is not None and camera and not takes_camera(continued):
                     continued = with_camera_input(continued, attention_head_dim)
                 elif continued is not None and attention_head_dim is not None:
@@ -547,7 +565,7 @@ def train_prior(
                 results["unet"] = train_small_unet(SmallUnetConfig(), folders["unet"], vae_dir, text_dir, torch_device,
                                                    progress, steps, seed, schedule, pool, max_seconds=max_seconds,
                                                    unet=continued, init=init_unet, state_path=root / "unet-state.pt",
-                                                   teacher=teacher)
+                                                   teacher=teacher_unet)
         elif camera and source is not None:  # the text-only UNet it continued stays the pipeline's `unet`
             out = assemble_pipeline(vae_dir, source / "unet", text_dir, folders["assemble"], camera_unet_dir=folders["unet"])
             results["assemble"] = {"out_dir": str(out)}
