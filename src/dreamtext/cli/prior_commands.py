@@ -121,10 +121,10 @@ class EvalPriorCommand:
         reference = None if self.reference is None else Path(resolve_model(self.reference))
         if reference is not None and not (reference / "model_index.json").is_file():
             raise DreamtextError(f"--reference {str(reference)!r} holds no Stable Diffusion pipeline (model_index.json)")
-        result = evaluate_prior(pipeline, clip, self.config, resolve_device(self.device))
+        device = resolve_device(self.device)
+        result = evaluate_prior(pipeline, clip, self.config, device)
         if reference is not None:
-            result["distance"] = prediction_distance(pipeline, reference, seed=self.config.seed,
-                                                     device=resolve_device(self.device))
+            result["distance"] = prediction_distance(pipeline, reference, seed=self.config.seed, device=device)
         if self.json:
             print(json.dumps(result, indent=2))
         else:

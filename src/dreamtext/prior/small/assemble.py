@@ -69,10 +69,12 @@ def same_model(folder: Path, other: Path) -> bool:
         return False
 
     def config(path: Path) -> dict:
-        return {k: v for k, v in json.loads((path / "config.json").read_text()).items() if not k.startswith("_") and k != "transformers_version"}
+        saved = json.loads((path / "config.json").read_text())
+        return {k: v for k, v in saved.items() if not k.startswith("_") and k != "transformers_version"}
 
     weights = sorted(f.name for f in folder.glob("*.safetensors"))
-    return (bool(weights) and weights == sorted(f.name for f in other.glob("*.safetensors")) and config(folder) == config(other)
+    return (bool(weights) and weights == sorted(f.name for f in other.glob("*.safetensors"))
+            and config(folder) == config(other)
             and all((folder / name).read_bytes() == (other / name).read_bytes() for name in weights))
 
 

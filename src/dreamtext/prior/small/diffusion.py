@@ -67,8 +67,9 @@ class SmallUnetConfig:
         the next prior trained from scratch, once its quality is measured against this one's. The shipped
         UNet re-laid out as (4, 8, 8) and distilled from itself (`train-prior unet --init-unet builtin
         --attention-head-dim 4 8 8 --distill`) runs its forward in 25 against 47 ms at batch 2 and makes the
-        main command 29% faster, but after 55 minutes on 2 cores it cost 3D quality (docs/experiments.md): SDS
-        multiplies its still 18% wrong guidance direction by 100.
+        main command 29% faster, but it cost 3D quality (docs/experiments.md): SDS multiplies its guidance
+        direction by 100, and two distillation losses over 140 minutes on 2 cores left that direction 16-21%
+        off.
     norm_num_groups: Stable Diffusion, 32.
     """
 
