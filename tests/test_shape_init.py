@@ -141,7 +141,9 @@ def test_prior_draws_each_view_reproducibly(tiny_model, tmp_path):
     again = draw_views(trainer.prior, trainer.embeddings, trainer.config.init, seed=0)
     other = draw_views(trainer.prior, trainer.embeddings, trainer.config.init, seed=1)
     assert len(first) == 4 and first[0].shape[0] == 2 and first[0].min() >= 0 and first[0].max() <= 1
-    assert all(torch.equal(a, b) for a, b in zip(first, again)) and not torch.equal(first[0], other[0])
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    # another run seed shares none of the drawings (each seed has its own block of noise seeds)
+    assert not any(torch.equal(a, b) for a in torch.cat(first) for b in torch.cat(other))
 
 
 def test_run_starts_from_the_hull_of_its_drawings(tiny_model, tmp_path, monkeypatch):

@@ -104,6 +104,9 @@ class RedrawConfig:
             raise DreamtextError(f"init.redraw.strength is a fraction of the noise schedule in [0, 1]; got {self.strength}")
         if self.azimuths < 1 or self.drawings < 1 or self.rounds < 1 or not self.polars_deg:
             raise DreamtextError("init.redraw needs at least one azimuth, polar angle, drawing and round")
+        if self.drawings > 100 or self.rounds > 99 or self.azimuths * len(self.polars_deg) > 98:
+            raise DreamtextError("init.redraw above 100 drawings, 99 rounds or 98 cameras would reuse another drawing's "
+                                 "noise; redraw fewer")
 
 
 @dataclass(frozen=True)
@@ -246,11 +249,22 @@ class DrawingSource(Protocol):
                  progress: bool) -> list[Tensor]: ...
 
 
+# Each run seed owns a block of noise seeds, so that runs of different seeds share no drawing. (Before, drawing
+# i of view v came from seed + 1000 v + i: seed 1's drawings were seed 0's shifted by one, 7 of 8 alike.) Seed 0
+# keeps its noise. A block holds any view (1000 v), candidate (100 k), drawing and redraw round (100000 r) offset.
+NOISE_SEEDS_PER_RUN = 10_000_000
+
+
+def noise_seed(seed: int, offset: int) -> int:
+    """The seed of the start's noise `offset` (< NOISE_SEEDS_PER_RUN) within run seed `seed`'s block."""
+    return NOISE_SEEDS_PER_RUN * seed + offset
+
+
 @torch.no_grad()
 def draw_views(prior, embeddings, config: ShapeInitConfig, seed: int,
                cameras: CameraSamplerConfig = CameraSamplerConfig(), progress: bool = False) -> list[Tensor]:
     """Each view's drawings [drawings_per_view, 3, H, W]; drawing i of view v starts from the noise of
-    seed + 1000 v + i (its other candidates from + 100 k). embeddings: `PromptEmbeddings` (or anything with
+    `noise_seed(seed, 1000 v + i)` (its other candidates from + 100 k). embeddings: `PromptEmbeddings` (or anything with
     `conditional` / `unconditional`). A camera-aware prior draws each view from the very camera the hull places
     it at (`view_cameras`); a text-only one hears the view's label, and with a camera classifier is steered
     towards that camera (`camera_guidance`) and its drawings chosen for it (`camera_candidates`)."""
@@ -264,9 +278,8 @@ def draw_views(prior, embeddings, config: ShapeInitConfig, seed: int,
                   enabled=progress) as bar:
         for index, ((label, _, _), camera) in enumerate(zip(config.views, view_cameras(config, cameras, size))):
             view_id = torch.tensor([VIEW_LABELS.index(label)])
-            # drawing i of the view from seed + 1000 v + i (candidate k of it: + 100 k, beyond any view's own count)
-            noise = initial_noise(prior, [seed + 1000 * index + i + 100 * k for i in range(config.drawings_per_view)
-                                          for k in range(candidates)])
+            noise = initial_noise(prior, [noise_seed(seed, 1000 * index + 100 * k + i)
+                                          for i in range(config.drawings_per_view) for k in range(candidates)])
             done = index * config.steps
             drawn = ddim_sample(prior, embeddings.conditional(view_id), embeddings.unconditional(1), noise, config.steps,
                                 config.guidance, on_step=lambda k, done=done: bar.update(done + k),
@@ -328,8 +341,8 @@ def redraw_hull(prior, embeddings, hull: SoftVisualHull, colour: Tensor, config:
     """The hull carved further by the prior's redraws of its own silhouettes at known cameras
     (`RedrawConfig`), and the redraws [rounds x cameras x [drawings, 3, H, W]] in the order the hull's views
     were added (after the first drawings' views, whose masks come first in the hull). Redraw i of camera c
-    in round r starts from the noise of seed + 1000 (c + 1) + 100000 r + i (the first drawings use
-    seed + 1000 v + i)."""
+    in round r starts from the noise of `noise_seed(seed, 1000 (c + 1) + 100000 r + i)` (the first drawings use
+    1000 v + i)."""
     redraw = config.redraw
     size = hull.masks[0].shape[-1]
     radius, fovy = assumed_camera(config, cameras)
@@ -348,7 +361,8 @@ def redraw_hull(prior, embeddings, hull: SoftVisualHull, colour: Tensor, config:
             sketch = hull_silhouettes(hull, camera, config.threshold, bound).cpu()  # [1, 1, H, W]
             backdrops = low + (high - low) * torch.rand(redraw.drawings, 3, 1, 1, generator=generator)
             sketches = sketch * colour + (1 - sketch) * backdrops
-            noise = initial_noise(prior, [seed + 1000 * (index + 1) + 100000 * round_index + i for i in range(redraw.drawings)])
+            noise = initial_noise(prior, [noise_seed(seed, 1000 * (index + 1) + 100000 * round_index + i)
+                                          for i in range(redraw.drawings)])
             images = ddim_redraw(prior, sketches, embeddings.conditional(label.view(1).repeat(redraw.drawings)),
                                  embeddings.unconditional(1), noise, redraw.strength, config.steps, config.guidance,
                                  cameras=camera, camera_guidance=config.camera_guidance).cpu()
