@@ -264,8 +264,8 @@ def noise_seed(seed: int, offset: int) -> int:
 def draw_views(prior, embeddings, config: ShapeInitConfig, seed: int,
                cameras: CameraSamplerConfig = CameraSamplerConfig(), progress: bool = False) -> list[Tensor]:
     """Each view's drawings [drawings_per_view, 3, H, W]; drawing i of view v starts from the noise of
-    `noise_seed(seed, 1000 v + i)` (its other candidates from + 100 k). embeddings: `PromptEmbeddings` (or anything with
-    `conditional` / `unconditional`). A camera-aware prior draws each view from the very camera the hull places
+    `noise_seed(seed, 1000 v + i)` (its other candidates from + 100 k). embeddings: `PromptEmbeddings` (or
+    anything with `conditional` / `unconditional`). A camera-aware prior draws each view from the very camera the hull places
     it at (`view_cameras`); a text-only one hears the view's label, and with a camera classifier is steered
     towards that camera (`camera_guidance`) and its drawings chosen for it (`camera_candidates`)."""
     if config.drawings_per_view > 100 or config.camera_candidates > 10:
