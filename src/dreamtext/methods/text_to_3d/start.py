@@ -265,9 +265,10 @@ def draw_views(prior, embeddings, config: ShapeInitConfig, seed: int,
                cameras: CameraSamplerConfig = CameraSamplerConfig(), progress: bool = False) -> list[Tensor]:
     """Each view's drawings [drawings_per_view, 3, H, W]; drawing i of view v starts from the noise of
     `noise_seed(seed, 1000 v + i)` (its other candidates from + 100 k). embeddings: `PromptEmbeddings` (or
-    anything with `conditional` / `unconditional`). A camera-aware prior draws each view from the very camera the hull places
-    it at (`view_cameras`); a text-only one hears the view's label, and with a camera classifier is steered
-    towards that camera (`camera_guidance`) and its drawings chosen for it (`camera_candidates`)."""
+    anything with `conditional` / `unconditional`). A camera-aware prior draws each view from the very camera
+    the hull places it at (`view_cameras`); a text-only one hears the view's label, and with a camera
+    classifier is steered towards that camera (`camera_guidance`) and its drawings chosen for it
+    (`camera_candidates`)."""
     if config.drawings_per_view > 100 or config.camera_candidates > 10:
         raise DreamtextError("init.drawings_per_view above 100 or init.camera_candidates above 10 would reuse another "
                              "drawing's noise; draw fewer")
